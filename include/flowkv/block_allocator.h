@@ -49,7 +49,7 @@ struct BlockAllocatorOptions {
 };
 
 // A snapshot of the allocator's fragmentation.
-struct BlockAllocatorStats {
+struct FLOWKV_EXPORT BlockAllocatorStats {
   uint64_t num_blocks = 0;
   uint64_t free_blocks = 0;
   // Maximal runs of free blocks.

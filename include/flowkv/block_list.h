@@ -18,6 +18,7 @@
 #define FLOWKV_BLOCK_LIST_H_
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -44,7 +45,8 @@ class FLOWKV_EXPORT BlockList {
  public:
   BlockList() = default;
   // A list from runs, in order. Adjacent runs are merged; empty runs dropped.
-  explicit BlockList(absl::Span<const BlockRun> runs);
+  BlockList(std::initializer_list<BlockRun> runs) : BlockList(FromRuns(runs)) {}
+  static BlockList FromRuns(absl::Span<const BlockRun> runs);
 
   // A list from individual block ids in token order (merges consecutive ids).
   static BlockList FromIds(absl::Span<const BlockId> ids);

@@ -4,7 +4,8 @@
 // every layer's K and V. How those bytes are laid out in memory:
 //
 //   PoolOrder::kLayerMajor (vLLM): per layer a tensor
-//       [2 (K|V), num_blocks, <block>]            -- one block lives in 2*L places
+//       [2 (K|V), num_blocks, <block>]            -- one block lives in 2*L
+//       places
 //   PoolOrder::kBlockMajor (FlowKV):
 //       [num_blocks, num_layers, 2 (K|V), <block>] -- a block is one range
 //

@@ -5,8 +5,10 @@
 
 namespace flowkv {
 
-BlockList::BlockList(absl::Span<const BlockRun> runs) {
-  for (const BlockRun& run : runs) Append(run);
+BlockList BlockList::FromRuns(absl::Span<const BlockRun> runs) {
+  BlockList list;
+  for (const BlockRun& run : runs) list.Append(run);
+  return list;
 }
 
 BlockList BlockList::FromIds(absl::Span<const BlockId> ids) {
@@ -50,13 +52,13 @@ BlockId BlockList::BlockAt(uint64_t index) const {
 }
 
 std::string BlockList::ToString() const {
-  return absl::StrCat(
-      "[",
-      absl::StrJoin(runs_, ", ",
-                    [](std::string* out, const BlockRun& r) {
-                      absl::StrAppend(out, r.first, "+", r.count);
-                    }),
-      "]");
+  return absl::StrCat("[",
+                      absl::StrJoin(runs_, ", ",
+                                    [](std::string* out, const BlockRun& r) {
+                                      absl::StrAppend(out, r.first, "+",
+                                                      r.count);
+                                    }),
+                      "]");
 }
 
 }  // namespace flowkv

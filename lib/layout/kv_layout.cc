@@ -41,9 +41,9 @@ KvLayout::KvLayout(const KvLayoutSpec& spec) : spec_(spec) {
 absl::StatusOr<KvLayout> KvLayout::Create(const KvLayoutSpec& spec) {
   const KvGeometry& g = spec.geometry;
   const std::pair<const char*, uint32_t> fields[] = {
-      {"num_layers", g.num_layers},   {"num_blocks", g.num_blocks},
+      {"num_layers", g.num_layers},     {"num_blocks", g.num_blocks},
       {"block_tokens", g.block_tokens}, {"kv_heads", g.kv_heads},
-      {"head_dim", g.head_dim},       {"dtype_bytes", g.dtype_bytes}};
+      {"head_dim", g.head_dim},         {"dtype_bytes", g.dtype_bytes}};
   for (const auto& [name, value] : fields) {
     if (value == 0) {
       return absl::InvalidArgumentError(
@@ -76,7 +76,8 @@ ByteAddress KvLayout::TileAddress(uint32_t layer, KvPart part,
   const KvGeometry& g = spec_.geometry;
   const uint64_t kv = static_cast<uint64_t>(part);
   if (spec_.pool_order == PoolOrder::kBlockMajor) {
-    return {0, ((uint64_t{block} * g.num_layers + layer) * 2 + kv) * tile_bytes_};
+    return {0,
+            ((uint64_t{block} * g.num_layers + layer) * 2 + kv) * tile_bytes_};
   }
   const uint64_t in_layer = (kv * g.num_blocks + block) * tile_bytes_;
   if (spec_.region_split == RegionSplit::kOnePerLayer) return {layer, in_layer};
@@ -140,9 +141,9 @@ absl::Status KvLayout::AppendSliceRanges(const KvSlice& s,
 absl::Status KvLayout::CheckBlocks(const BlockList& list) const {
   for (const BlockRun& run : list.runs()) {
     if (run.end() > spec_.geometry.num_blocks) {
-      return absl::OutOfRangeError(absl::StrFormat(
-          "block run %u+%u ends past num_blocks %u", run.first, run.count,
-          spec_.geometry.num_blocks));
+      return absl::OutOfRangeError(
+          absl::StrFormat("block run %u+%u ends past num_blocks %u", run.first,
+                          run.count, spec_.geometry.num_blocks));
     }
   }
   return absl::OkStatus();

@@ -1,0 +1,397 @@
+#include "flowkv/block_allocator.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
+#include "absl/container/btree_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+
+namespace flowkv {
+
+double BlockAllocatorStats::MeanRunsPerList() const {
+  if (live_lists == 0) return 0;
+  uint64_t runs = 0;
+  for (const auto& [k, lists] : runs_histogram) runs += uint64_t{k} * lists;
+  return static_cast<double>(runs) / static_cast<double>(live_lists);
+}
+
+// Free space is kept as maximal free runs in two indexes: by start (for
+// merging with neighbours) and by (size, start) (for best fit). Allocated
+// space is kept as intervals with a uniform reference count, keyed by start;
+// intervals are split when a list covers part of one, never merged.
+class BlockAllocator::Impl {
+ public:
+  explicit Impl(uint32_t num_blocks) : num_blocks_(num_blocks) {
+    InsertFree(0, num_blocks);
+    free_blocks_ = num_blocks;
+  }
+
+  absl::StatusOr<BlockList> Allocate(uint32_t n, const BlockRun* after) {
+    if (n == 0) {
+      return absl::InvalidArgumentError("Allocate: n must be > 0");
+    }
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = CheckFree(n); !s.ok()) return s;
+    BlockList list;
+    if (after != nullptr) TakeAfter(after->end(), n, &list);
+    TakeBestFit(n - static_cast<uint32_t>(list.num_blocks()), &list);
+    CountList(list.num_runs(), +1);
+    return list;
+  }
+
+  absl::Status Extend(BlockList* list, uint32_t n) {
+    if (n == 0) return absl::OkStatus();
+    absl::MutexLock lock(&mu_);
+    if (!list->empty()) {
+      const BlockRun& last = list->runs().back();
+      const BlockId last_block = static_cast<BlockId>(last.end() - 1);
+      if (last.end() > num_blocks_ || RefCountLocked(last_block) == 0) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "Extend: the list's last block %u is not allocated", last_block));
+      }
+    }
+    if (absl::Status s = CheckFree(n); !s.ok()) return s;
+    const size_t runs_before = list->num_runs();
+    BlockList grown = *list;
+    uint32_t taken = 0;
+    if (!grown.empty()) {
+      const uint64_t before = grown.num_blocks();
+      TakeAfter(grown.runs().back().end(), n, &grown);
+      taken = static_cast<uint32_t>(grown.num_blocks() - before);
+    }
+    TakeBestFit(n - taken, &grown);
+    if (runs_before > 0) CountList(runs_before, -1);
+    CountList(grown.num_runs(), +1);
+    *list = std::move(grown);
+    return absl::OkStatus();
+  }
+
+  absl::Status Free(const BlockList& list) {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = CheckAllocated(list, "Free"); !s.ok()) return s;
+    for (const BlockRun& run : list.runs()) {
+      ForEachInterval(run, [&](BlockId first, Interval& interval) {
+        if (--interval.refs > 0) return;
+        const uint32_t count = interval.count;
+        allocated_.erase(first);
+        ReleaseRun(first, count);
+      });
+    }
+    CountList(list.num_runs(), -1);
+    return absl::OkStatus();
+  }
+
+  absl::Status Share(const BlockList& list) {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = CheckAllocated(list, "Share"); !s.ok()) return s;
+    for (const BlockRun& run : list.runs()) {
+      ForEachInterval(run,
+                      [](BlockId, Interval& interval) { ++interval.refs; });
+    }
+    CountList(list.num_runs(), +1);
+    return absl::OkStatus();
+  }
+
+  uint32_t RefCount(BlockId block) const {
+    absl::MutexLock lock(&mu_);
+    return RefCountLocked(block);
+  }
+
+  uint64_t free_blocks() const {
+    absl::MutexLock lock(&mu_);
+    return free_blocks_;
+  }
+
+  BlockAllocatorStats Stats() const {
+    absl::MutexLock lock(&mu_);
+    BlockAllocatorStats stats;
+    stats.num_blocks = num_blocks_;
+    stats.free_blocks = free_blocks_;
+    stats.free_runs = free_by_start_.size();
+    stats.largest_free_run =
+        free_by_size_.empty() ? 0 : free_by_size_.rbegin()->first;
+    for (const auto& [runs, lists] : runs_histogram_) {
+      if (lists == 0) continue;
+      stats.runs_histogram[runs] = lists;
+      stats.live_lists += lists;
+    }
+    return stats;
+  }
+
+  std::vector<BlockMove> PlanCompaction() const {
+    absl::MutexLock lock(&mu_);
+    // Allocated blocks end up in [0, used); every allocated block at or
+    // above `used` moves into a free hole below it, lowest hole first.
+    const uint64_t used = num_blocks_ - free_blocks_;
+    std::vector<BlockMove> moves;
+    auto hole = free_by_start_.begin();
+    uint64_t hole_pos = hole == free_by_start_.end() ? used : hole->first;
+    uint64_t hole_left = hole == free_by_start_.end() ? 0 : hole->second;
+    for (auto it = allocated_.lower_bound(0); it != allocated_.end(); ++it) {
+      uint64_t src = it->first;
+      uint64_t left = it->second.count;
+      if (src + left <= used) continue;
+      if (src < used) {  // Only the part at or above `used` moves.
+        left -= used - src;
+        src = used;
+      }
+      while (left > 0 && hole_pos < used) {
+        const uint64_t n = std::min({left, hole_left, used - hole_pos});
+        moves.push_back({static_cast<BlockId>(src),
+                         static_cast<BlockId>(hole_pos),
+                         static_cast<uint32_t>(n)});
+        src += n;
+        left -= n;
+        hole_pos += n;
+        hole_left -= n;
+        if (hole_left == 0 && ++hole != free_by_start_.end()) {
+          hole_pos = hole->first;
+          hole_left = hole->second;
+        }
+      }
+    }
+    return moves;
+  }
+
+ private:
+  struct Interval {
+    uint32_t count;
+    uint32_t refs;
+  };
+
+  absl::Status CheckFree(uint32_t n) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (n > free_blocks_) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "requested %u blocks, %u free of %u", n, free_blocks_, num_blocks_));
+    }
+    return absl::OkStatus();
+  }
+
+  uint32_t RefCountLocked(BlockId block) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = allocated_.upper_bound(block);
+    if (it == allocated_.begin()) return 0;
+    --it;
+    return block < uint64_t{it->first} + it->second.count ? it->second.refs : 0;
+  }
+
+  // InvalidArgument unless every block of `list` is allocated and no block
+  // appears twice. Reads only.
+  absl::Status CheckAllocated(const BlockList& list, const char* op) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (list.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": empty block list"));
+    }
+    absl::InlinedVector<BlockRun, 8> sorted(list.runs().begin(),
+                                            list.runs().end());
+    std::sort(
+        sorted.begin(), sorted.end(),
+        [](const BlockRun& a, const BlockRun& b) { return a.first < b.first; });
+    for (size_t i = 0; i < sorted.size(); ++i) {
+      const BlockRun& run = sorted[i];
+      if (run.end() > num_blocks_) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: blocks %u+%u are outside the pool of %u blocks", op, run.first,
+            run.count, num_blocks_));
+      }
+      if (i > 0 && sorted[i - 1].end() > run.first) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s: block %u appears twice in the list", op, run.first));
+      }
+      // Walk the allocated intervals covering the run; any gap is a block
+      // that is not allocated.
+      uint64_t pos = run.first;
+      auto it = allocated_.upper_bound(run.first);
+      if (it != allocated_.begin()) --it;
+      for (; pos < run.end(); ++it) {
+        if (it == allocated_.end() || it->first > pos ||
+            uint64_t{it->first} + it->second.count <= pos) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "%s: block %u is not allocated (double free or foreign id)", op,
+              static_cast<BlockId>(pos)));
+        }
+        pos = uint64_t{it->first} + it->second.count;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Calls fn(first, interval) for each allocated interval that exactly
+  // covers a part of `run`, splitting intervals at the run's edges first.
+  // REQUIRES: CheckAllocated succeeded for the run.
+  template <typename Fn>
+  void ForEachInterval(const BlockRun& run, Fn fn)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    SplitAt(run.first);
+    SplitAt(static_cast<BlockId>(std::min<uint64_t>(run.end(), num_blocks_)));
+    auto it = allocated_.find(run.first);
+    while (it != allocated_.end() && it->first < run.end()) {
+      const BlockId first = it->first;
+      fn(first, it->second);
+      // fn may erase the interval: find the successor by key.
+      it = allocated_.upper_bound(first);
+    }
+  }
+
+  // Makes `pos` the start of an interval if it lies inside one.
+  void SplitAt(BlockId pos) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = allocated_.upper_bound(pos);
+    if (it == allocated_.begin()) return;
+    --it;
+    const uint64_t end = uint64_t{it->first} + it->second.count;
+    if (it->first == pos || end <= pos) return;
+    const uint32_t head = pos - it->first;
+    const Interval tail{static_cast<uint32_t>(end - pos), it->second.refs};
+    it->second.count = head;
+    allocated_.emplace(pos, tail);
+  }
+
+  void InsertFree(BlockId first, uint32_t count)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    free_by_start_.emplace(first, count);
+    free_by_size_.emplace(count, first);
+  }
+
+  void EraseFree(BlockId first, uint32_t count)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    free_by_start_.erase(first);
+    free_by_size_.erase({count, first});
+  }
+
+  // Takes blocks [first, first + n) out of the free run starting at
+  // `run_first` (of `run_count` blocks) and appends them to `list`.
+  void Carve(BlockId run_first, uint32_t run_count, BlockId first, uint32_t n,
+             BlockList* list) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    EraseFree(run_first, run_count);
+    if (first > run_first) InsertFree(run_first, first - run_first);
+    const uint64_t end = uint64_t{first} + n;
+    const uint64_t run_end = uint64_t{run_first} + run_count;
+    if (end < run_end) {
+      InsertFree(static_cast<BlockId>(end),
+                 static_cast<uint32_t>(run_end - end));
+    }
+    allocated_.emplace(first, Interval{n, 1});
+    free_blocks_ -= n;
+    list->Append(first, n);
+  }
+
+  // Takes up to `n` free blocks starting exactly at `pos`, if free.
+  void TakeAfter(uint64_t pos, uint32_t n, BlockList* list)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (pos >= num_blocks_) return;
+    auto it = free_by_start_.upper_bound(static_cast<BlockId>(pos));
+    if (it == free_by_start_.begin()) return;
+    --it;
+    const uint64_t run_end = uint64_t{it->first} + it->second;
+    if (run_end <= pos) return;
+    const uint32_t take =
+        static_cast<uint32_t>(std::min<uint64_t>(n, run_end - pos));
+    Carve(it->first, it->second, static_cast<BlockId>(pos), take, list);
+  }
+
+  // Takes `n` blocks: one run by best fit when one fits, else the largest
+  // runs first and the remainder by best fit.
+  // REQUIRES: n <= free_blocks_.
+  void TakeBestFit(uint32_t n, BlockList* list)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    while (n > 0) {
+      auto fit = free_by_size_.lower_bound({n, 0});
+      if (fit != free_by_size_.end()) {
+        Carve(fit->second, fit->first, fit->second, n, list);
+        return;
+      }
+      auto largest = std::prev(free_by_size_.end());
+      const auto [count, first] = *largest;
+      Carve(first, count, first, count, list);
+      n -= count;
+    }
+  }
+
+  // Returns [first, first + count) to the free pool, merged with neighbours.
+  void ReleaseRun(BlockId first, uint32_t count)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    free_blocks_ += count;
+    uint64_t start = first;
+    uint64_t end = uint64_t{first} + count;
+    auto next = free_by_start_.lower_bound(first);
+    if (next != free_by_start_.begin()) {
+      auto prev = std::prev(next);
+      if (uint64_t{prev->first} + prev->second == start) {
+        start = prev->first;
+        const uint32_t prev_count = prev->second;
+        EraseFree(prev->first, prev_count);
+      }
+    }
+    next = free_by_start_.lower_bound(first);
+    if (next != free_by_start_.end() && next->first == end) {
+      end += next->second;
+      EraseFree(next->first, next->second);
+    }
+    InsertFree(static_cast<BlockId>(start), static_cast<uint32_t>(end - start));
+  }
+
+  void CountList(size_t runs, int delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    uint64_t& lists = runs_histogram_[static_cast<uint32_t>(runs)];
+    if (delta > 0) {
+      ++lists;
+    } else if (lists > 0) {
+      --lists;
+    }
+  }
+
+  const uint32_t num_blocks_;
+  mutable absl::Mutex mu_;
+  uint64_t free_blocks_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::btree_map<BlockId, uint32_t> free_by_start_ ABSL_GUARDED_BY(mu_);
+  absl::btree_set<std::pair<uint32_t, BlockId>> free_by_size_
+      ABSL_GUARDED_BY(mu_);
+  absl::btree_map<BlockId, Interval> allocated_ ABSL_GUARDED_BY(mu_);
+  // Live lists by their run count (entries may be 0).
+  absl::btree_map<uint32_t, uint64_t> runs_histogram_ ABSL_GUARDED_BY(mu_);
+};
+
+absl::StatusOr<std::unique_ptr<BlockAllocator>> BlockAllocator::Create(
+    const BlockAllocatorOptions& options) {
+  if (options.num_blocks == 0 || options.num_blocks == UINT32_MAX) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("BlockAllocator: num_blocks %u not in [1, %u]",
+                        options.num_blocks, UINT32_MAX - 1));
+  }
+  return std::unique_ptr<BlockAllocator>(new BlockAllocator(
+      std::make_unique<Impl>(options.num_blocks), options.num_blocks));
+}
+
+BlockAllocator::BlockAllocator(std::unique_ptr<Impl> impl, uint32_t num_blocks)
+    : impl_(std::move(impl)), num_blocks_(num_blocks) {}
+BlockAllocator::~BlockAllocator() = default;
+
+absl::StatusOr<BlockList> BlockAllocator::Allocate(uint32_t n) {
+  return impl_->Allocate(n, nullptr);
+}
+absl::StatusOr<BlockList> BlockAllocator::Allocate(uint32_t n,
+                                                   const BlockRun& after) {
+  return impl_->Allocate(n, &after);
+}
+absl::Status BlockAllocator::Extend(BlockList* list, uint32_t n) {
+  return impl_->Extend(list, n);
+}
+absl::Status BlockAllocator::Free(const BlockList& list) {
+  return impl_->Free(list);
+}
+absl::Status BlockAllocator::Share(const BlockList& list) {
+  return impl_->Share(list);
+}
+uint32_t BlockAllocator::RefCount(BlockId block) const {
+  return impl_->RefCount(block);
+}
+BlockAllocatorStats BlockAllocator::Stats() const { return impl_->Stats(); }
+uint64_t BlockAllocator::free_blocks() const { return impl_->free_blocks(); }
+std::vector<BlockMove> BlockAllocator::PlanCompaction() const {
+  return impl_->PlanCompaction();
+}
+
+}  // namespace flowkv
