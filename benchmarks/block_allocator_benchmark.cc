@@ -9,9 +9,8 @@
 //   (16-token blocks), decode appends a block every 16 output tokens with
 //   Extend, finished requests are freed. `flowkv` is BlockAllocator;
 //   `freelist` is the vLLM-style baseline: a LIFO stack of single block ids.
-#include <benchmark/benchmark.h>
-
 #include <algorithm>
+#include <benchmark/benchmark.h>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -30,9 +29,9 @@ struct Subset {
   uint32_t output_tokens;
 };
 constexpr Subset kLongBench[] = {
-    {8734 * 1.3, 512}, {10614 * 1.3, 512}, {2113 * 1.3, 512},
-    {18409 * 1.3, 128}, {3619 * 1.3, 128}, {9151 * 1.3, 32},
-    {11214 * 1.3, 32},  {8209 * 1.3, 32},  {1235 * 1.3, 64},
+    {8734 * 1.3, 512},  {10614 * 1.3, 512}, {2113 * 1.3, 512},
+    {18409 * 1.3, 128}, {3619 * 1.3, 128},  {9151 * 1.3, 32},
+    {11214 * 1.3, 32},  {8209 * 1.3, 32},   {1235 * 1.3, 64},
 };
 
 // A request: prompt blocks, then one block per 16 generated tokens.
@@ -116,10 +115,10 @@ struct Live {
 
 // Drives a churn at `occupancy`: `allocate(n, &blocks)`, `extend(&blocks)`,
 // `release(blocks)` and `runs(blocks)` adapt one allocator.
-template <typename Blocks, typename Allocate, typename Extend,
-          typename Release, typename Runs>
-void RunChurn(benchmark::State& state, uint32_t num_blocks,
-              Allocate allocate, Extend extend, Release release, Runs runs) {
+template <typename Blocks, typename Allocate, typename Extend, typename Release,
+          typename Runs>
+void RunChurn(benchmark::State& state, uint32_t num_blocks, Allocate allocate,
+              Extend extend, Release release, Runs runs) {
   const double occupancy = state.range(0) / 100.0;
   const uint64_t target = static_cast<uint64_t>(num_blocks * occupancy);
   Workload workload(42);
@@ -182,12 +181,13 @@ void RunChurn(benchmark::State& state, uint32_t num_blocks,
     samples += live.size();
     state.ResumeTiming();
   }
-  state.counters["runs_per_request"] = runs_sum / std::max<uint64_t>(samples, 1);
+  state.counters["runs_per_request"] =
+      runs_sum / std::max<uint64_t>(samples, 1);
   state.counters["single_run_fraction"] =
       single_sum / std::max<uint64_t>(samples, 1);
   state.counters["ns_per_op"] = benchmark::Counter(
-      static_cast<double>(ops), benchmark::Counter::kIsRate |
-                                    benchmark::Counter::kInvert);
+      static_cast<double>(ops),
+      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   state.counters["live_requests"] = static_cast<double>(live.size());
 }
 
@@ -230,11 +230,17 @@ void BM_Churn_freelist(benchmark::State& state) {
 BENCHMARK(BM_Churn_flowkv)
     ->Name("BM_Churn/flowkv")
     ->ArgName("occupancy")
-    ->Arg(50)->Arg(80)->Arg(90)->Arg(95);
+    ->Arg(50)
+    ->Arg(80)
+    ->Arg(90)
+    ->Arg(95);
 BENCHMARK(BM_Churn_freelist)
     ->Name("BM_Churn/freelist")
     ->ArgName("occupancy")
-    ->Arg(50)->Arg(80)->Arg(90)->Arg(95);
+    ->Arg(50)
+    ->Arg(80)
+    ->Arg(90)
+    ->Arg(95);
 
 }  // namespace
 }  // namespace flowkv

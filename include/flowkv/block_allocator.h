@@ -8,9 +8,11 @@
 //   * Allocate(n) takes one run when any free run holds n blocks (best fit:
 //     the smallest such run, ties to the lowest address). Otherwise it takes
 //     the fewest runs: the largest free runs first, the last piece from the
-//     smallest run that holds the remainder.
+//     smallest run that holds the remainder. Inside a larger free run the
+//     blocks leave some room (growth_slack_blocks) for the list before them.
 //   * Extend(&list, n) grows the list's last run in place when the blocks
-//     after it are free (decode growth), and allocates the rest as above.
+//     after it are free (decode growth); otherwise the new run goes where it
+//     has room to keep growing.
 //   * Free(list) merges the blocks back with their free neighbours.
 //   * Share(list) adds a reference to allocated blocks (prefix caching); a
 //     block returns to the free pool when its last reference is freed.
@@ -46,6 +48,14 @@ namespace flowkv {
 struct BlockAllocatorOptions {
   // Blocks in the pool, [1, 2^32 - 1]. Default: 0 (invalid: must be set).
   uint32_t num_blocks = 0;
+  // Room kept for in-place growth. An allocation that lands in a larger free
+  // run is placed after up to this many free blocks (at most half the spare
+  // room), so the list ending right before that run can still Extend in
+  // place; an Extend that cannot grow in place puts its new run in a free
+  // run with this much spare room, so it can keep growing there. 0 places every
+  // allocation at the start of its free run. Default: 32 (512 tokens of
+  // 16-token blocks).
+  uint32_t growth_slack_blocks = 32;
 };
 
 // A snapshot of the allocator's fragmentation.

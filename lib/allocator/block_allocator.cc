@@ -25,7 +25,8 @@ double BlockAllocatorStats::MeanRunsPerList() const {
 // intervals are split when a list covers part of one, never merged.
 class BlockAllocator::Impl {
  public:
-  explicit Impl(uint32_t num_blocks) : num_blocks_(num_blocks) {
+  Impl(uint32_t num_blocks, uint32_t growth_slack)
+      : num_blocks_(num_blocks), growth_slack_(growth_slack) {
     InsertFree(0, num_blocks);
     free_blocks_ = num_blocks;
   }
@@ -63,7 +64,7 @@ class BlockAllocator::Impl {
       TakeAfter(grown.runs().back().end(), n, &grown);
       taken = static_cast<uint32_t>(grown.num_blocks() - before);
     }
-    TakeBestFit(n - taken, &grown);
+    TakeForGrowth(n - taken, &grown);
     if (runs_before > 0) CountList(runs_before, -1);
     CountList(grown.num_runs(), +1);
     *list = std::move(grown);
@@ -72,6 +73,7 @@ class BlockAllocator::Impl {
 
   absl::Status Free(const BlockList& list) {
     absl::MutexLock lock(&mu_);
+    if (FreeWholeInterval(list)) return absl::OkStatus();
     if (absl::Status s = CheckAllocated(list, "Free"); !s.ok()) return s;
     for (const BlockRun& run : list.runs()) {
       ForEachInterval(run, [&](BlockId first, Interval& interval) {
@@ -113,10 +115,11 @@ class BlockAllocator::Impl {
     stats.free_blocks = free_blocks_;
     stats.free_runs = free_by_start_.size();
     stats.largest_free_run =
-        free_by_size_.empty() ? 0 : free_by_size_.rbegin()->first;
-    for (const auto& [runs, lists] : runs_histogram_) {
+        free_by_size_.empty() ? 0 : KeyCount(*free_by_size_.rbegin());
+    for (size_t runs = 1; runs < runs_histogram_.size(); ++runs) {
+      const uint64_t lists = runs_histogram_[runs];
       if (lists == 0) continue;
-      stats.runs_histogram[runs] = lists;
+      stats.runs_histogram[static_cast<uint32_t>(runs)] = lists;
       stats.live_lists += lists;
     }
     return stats;
@@ -220,6 +223,24 @@ class BlockAllocator::Impl {
     return absl::OkStatus();
   }
 
+  // The common case of Free: a one-run list that is exactly one allocated
+  // interval with a single reference. Frees it and returns true; returns
+  // false (changing nothing) for anything else.
+  bool FreeWholeInterval(const BlockList& list)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (list.num_runs() != 1) return false;
+    const BlockRun& run = list.runs()[0];
+    auto it = allocated_.find(run.first);
+    if (it == allocated_.end() || it->second.count != run.count ||
+        it->second.refs != 1) {
+      return false;
+    }
+    allocated_.erase(it);
+    ReleaseRun(run.first, run.count);
+    CountList(1, -1);
+    return true;
+  }
+
   // Calls fn(first, interval) for each allocated interval that exactly
   // covers a part of `run`, splitting intervals at the run's edges first.
   // REQUIRES: CheckAllocated succeeded for the run.
@@ -250,24 +271,31 @@ class BlockAllocator::Impl {
     allocated_.emplace(pos, tail);
   }
 
+  // The free-by-size index orders runs by size, then start: the best fit
+  // for n is the first key >= SizeKey(n, 0).
+  static uint64_t SizeKey(uint32_t count, BlockId first) {
+    return uint64_t{count} << 32 | first;
+  }
+  static uint32_t KeyCount(uint64_t key) { return key >> 32; }
+  static BlockId KeyFirst(uint64_t key) { return key & UINT32_MAX; }
+
   void InsertFree(BlockId first, uint32_t count)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     free_by_start_.emplace(first, count);
-    free_by_size_.emplace(count, first);
-  }
-
-  void EraseFree(BlockId first, uint32_t count)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    free_by_start_.erase(first);
-    free_by_size_.erase({count, first});
+    free_by_size_.insert(SizeKey(count, first));
   }
 
   // Takes blocks [first, first + n) out of the free run starting at
   // `run_first` (of `run_count` blocks) and appends them to `list`.
   void Carve(BlockId run_first, uint32_t run_count, BlockId first, uint32_t n,
              BlockList* list) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    EraseFree(run_first, run_count);
-    if (first > run_first) InsertFree(run_first, first - run_first);
+    free_by_size_.erase(SizeKey(run_count, run_first));
+    if (first > run_first) {  // A free piece stays in front: shrink in place.
+      free_by_start_.find(run_first)->second = first - run_first;
+      free_by_size_.insert(SizeKey(first - run_first, run_first));
+    } else {
+      free_by_start_.erase(run_first);
+    }
     const uint64_t end = uint64_t{first} + n;
     const uint64_t run_end = uint64_t{run_first} + run_count;
     if (end < run_end) {
@@ -299,43 +327,76 @@ class BlockAllocator::Impl {
   void TakeBestFit(uint32_t n, BlockList* list)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     while (n > 0) {
-      auto fit = free_by_size_.lower_bound({n, 0});
+      auto fit = free_by_size_.lower_bound(SizeKey(n, 0));
       if (fit != free_by_size_.end()) {
-        Carve(fit->second, fit->first, fit->second, n, list);
+        const uint32_t count = KeyCount(*fit);
+        const BlockId first = KeyFirst(*fit);
+        Carve(first, count, PlaceIn(first, count, n), n, list);
         return;
       }
-      auto largest = std::prev(free_by_size_.end());
-      const auto [count, first] = *largest;
-      Carve(first, count, first, count, list);
+      const uint64_t largest = *free_by_size_.rbegin();
+      const uint32_t count = KeyCount(largest);
+      Carve(KeyFirst(largest), count, KeyFirst(largest), count, list);
       n -= count;
     }
+  }
+
+  // Where `n` blocks go inside the free run [first, first + count): after
+  // up to growth_slack_ blocks (at most half of the spare room), so that the
+  // allocated blocks right before the run can still grow in place.
+  BlockId PlaceIn(BlockId first, uint32_t count, uint32_t n) const {
+    if (first == 0) return 0;  // Nothing before it can grow.
+    return first + std::min(growth_slack_, (count - n) / 2);
+  }
+
+  // Takes `n` blocks for a list whose last run cannot grow in place: in a
+  // free run with growth_slack_ blocks of spare room when there is one,
+  // so the list's next blocks can follow in place; else as TakeBestFit.
+  void TakeForGrowth(uint32_t n, BlockList* list)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (n == 0) return;
+    const uint64_t wanted = uint64_t{n} + growth_slack_;
+    if (growth_slack_ > 0 && wanted <= UINT32_MAX) {
+      auto fit =
+          free_by_size_.lower_bound(SizeKey(static_cast<uint32_t>(wanted), 0));
+      if (fit != free_by_size_.end()) {
+        const uint32_t count = KeyCount(*fit);
+        const BlockId first = KeyFirst(*fit);
+        Carve(first, count, PlaceIn(first, count, n), n, list);
+        return;
+      }
+    }
+    TakeBestFit(n, list);
   }
 
   // Returns [first, first + count) to the free pool, merged with neighbours.
   void ReleaseRun(BlockId first, uint32_t count)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     free_blocks_ += count;
-    uint64_t start = first;
     uint64_t end = uint64_t{first} + count;
+    // The free run after [first, end) can only start at `end` or later.
     auto next = free_by_start_.lower_bound(first);
-    if (next != free_by_start_.begin()) {
-      auto prev = std::prev(next);
-      if (uint64_t{prev->first} + prev->second == start) {
-        start = prev->first;
-        const uint32_t prev_count = prev->second;
-        EraseFree(prev->first, prev_count);
-      }
-    }
-    next = free_by_start_.lower_bound(first);
     if (next != free_by_start_.end() && next->first == end) {
       end += next->second;
-      EraseFree(next->first, next->second);
+      free_by_size_.erase(SizeKey(next->second, next->first));
+      next = free_by_start_.erase(next);
     }
-    InsertFree(static_cast<BlockId>(start), static_cast<uint32_t>(end - start));
+    if (next != free_by_start_.begin()) {
+      auto prev = std::prev(next);
+      if (uint64_t{prev->first} + prev->second == first) {
+        // Grow the free run before it in place.
+        free_by_size_.erase(SizeKey(prev->second, prev->first));
+        prev->second = static_cast<uint32_t>(end - prev->first);
+        free_by_size_.insert(SizeKey(prev->second, prev->first));
+        return;
+      }
+    }
+    InsertFree(first, static_cast<uint32_t>(end - first));
   }
 
   void CountList(size_t runs, int delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    uint64_t& lists = runs_histogram_[static_cast<uint32_t>(runs)];
+    if (runs >= runs_histogram_.size()) runs_histogram_.resize(runs + 1, 0);
+    uint64_t& lists = runs_histogram_[runs];
     if (delta > 0) {
       ++lists;
     } else if (lists > 0) {
@@ -344,14 +405,14 @@ class BlockAllocator::Impl {
   }
 
   const uint32_t num_blocks_;
+  const uint32_t growth_slack_;
   mutable absl::Mutex mu_;
   uint64_t free_blocks_ ABSL_GUARDED_BY(mu_) = 0;
   absl::btree_map<BlockId, uint32_t> free_by_start_ ABSL_GUARDED_BY(mu_);
-  absl::btree_set<std::pair<uint32_t, BlockId>> free_by_size_
-      ABSL_GUARDED_BY(mu_);
+  absl::btree_set<uint64_t> free_by_size_ ABSL_GUARDED_BY(mu_);
   absl::btree_map<BlockId, Interval> allocated_ ABSL_GUARDED_BY(mu_);
-  // Live lists by their run count (entries may be 0).
-  absl::btree_map<uint32_t, uint64_t> runs_histogram_ ABSL_GUARDED_BY(mu_);
+  // runs_histogram_[k]: live lists of k runs.
+  std::vector<uint64_t> runs_histogram_ ABSL_GUARDED_BY(mu_);
 };
 
 absl::StatusOr<std::unique_ptr<BlockAllocator>> BlockAllocator::Create(
@@ -362,7 +423,8 @@ absl::StatusOr<std::unique_ptr<BlockAllocator>> BlockAllocator::Create(
                         options.num_blocks, UINT32_MAX - 1));
   }
   return std::unique_ptr<BlockAllocator>(new BlockAllocator(
-      std::make_unique<Impl>(options.num_blocks), options.num_blocks));
+      std::make_unique<Impl>(options.num_blocks, options.growth_slack_blocks),
+      options.num_blocks));
 }
 
 BlockAllocator::BlockAllocator(std::unique_ptr<Impl> impl, uint32_t num_blocks)
