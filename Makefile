@@ -1,0 +1,53 @@
+# Thin wrapper over the CMake presets (CMakePresets.json).
+#
+#   make demo                 install deps, build Release, run the end-to-end example
+#   make test                 install deps, build, run every test
+#   make test SANITIZE=address   ... under ASan + UBSan (build-asan/)
+#   make test SANITIZE=thread    ... under TSan (build-tsan/)
+#   make bench                build and run the benchmarks
+#   make format | format-check | lint
+
+SANITIZE ?=
+JOBS ?= $(shell nproc)
+PRESET := $(if $(filter address,$(SANITIZE)),asan,$(if $(filter thread,$(SANITIZE)),tsan,release))
+BUILD_DIR := $(if $(filter release,$(PRESET)),build,build-$(PRESET))
+BIN := $(BUILD_DIR)/bin
+# Benchmarks and examples that use UCX stay on loopback.
+export UCX_NET_DEVICES ?= lo
+
+SOURCES = $(shell git ls-files '*.h' '*.cc' '*.cu' '*.cuh' 2>/dev/null)
+
+.PHONY: deps configure build demo test bench format format-check lint clean
+
+deps:
+	@scripts/install-deps.sh
+
+configure: deps
+	@if [ "$(SANITIZE)" != "" ] && [ "$(PRESET)" = "release" ]; then \
+	  echo "SANITIZE must be 'address' or 'thread'"; exit 2; fi
+	cmake --preset $(PRESET)
+
+build: configure
+	cmake --build --preset $(PRESET) -j $(JOBS)
+
+demo: build
+	scripts/demo.sh $(BIN)
+
+test: build
+	ctest --preset $(PRESET) -j $(JOBS)
+
+bench: build
+	@for b in $(BIN)/*_benchmark; do echo "== $$b"; $$b || exit 1; done
+
+format:
+	clang-format -i $(SOURCES)
+
+format-check:
+	@clang-format --dry-run -Werror $(SOURCES) && echo "format: ok"
+
+lint: configure
+	run-clang-tidy -quiet -p $(BUILD_DIR) 'lib/.*' 2>/dev/null || \
+	  clang-tidy -p $(BUILD_DIR) $(filter lib/%.cc,$(SOURCES))
+
+clean:
+	rm -rf build build-asan build-tsan build-debug
