@@ -8,6 +8,12 @@ if(NOT FLOWKV_WITH_CUDA STREQUAL "OFF")
       set(CMAKE_CUDA_COMPILER ${FLOWKV_NVCC})
     endif()
   endif()
+  # CUDA 13 builds sm_75 and newer: real code for Turing, Ampere, Hopper and
+  # Blackwell, plus PTX of the newest for later GPUs. A user's
+  # CMAKE_CUDA_ARCHITECTURES or CUDAARCHS wins.
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES AND NOT DEFINED ENV{CUDAARCHS})
+    set(CMAKE_CUDA_ARCHITECTURES "75-real;80-real;90-real;100-real;120")
+  endif()
   include(CheckLanguage)
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
