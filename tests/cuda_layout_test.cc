@@ -20,9 +20,14 @@
 #include "flowkv/cuda/layout_kernels.h"
 #include "flowkv/kv_layout.h"
 #include "flowkv/layout_convert.h"
+#include "tests/layout_test_util.h"
 
 namespace flowkv {
 namespace {
+
+using testing::AllLayouts;
+using testing::MakeLayout;
+using testing::RandomBlocks;
 
 // True when a CUDA device is usable; otherwise reports the skip.
 bool HaveGpu() {
@@ -48,39 +53,6 @@ bool HaveGpu() {
 
 BlockList Runs(std::initializer_list<BlockRun> runs) {
   return BlockList::FromRuns(runs);
-}
-
-KvLayout MakeLayout(const KvGeometry& geometry, PoolOrder pool_order,
-                    BlockOrder block_order, RegionSplit split) {
-  absl::StatusOr<KvLayout> layout =
-      KvLayout::Create({.geometry = geometry,
-                        .pool_order = pool_order,
-                        .block_order = block_order,
-                        .region_split = split});
-  REQUIRE(layout.ok());
-  return *layout;
-}
-
-std::vector<KvLayout> AllLayouts(const KvGeometry& geometry) {
-  std::vector<KvLayout> layouts;
-  for (BlockOrder block_order : {BlockOrder::kNHD, BlockOrder::kHND}) {
-    layouts.push_back(MakeLayout(geometry, PoolOrder::kBlockMajor, block_order,
-                                 RegionSplit::kOnePerPool));
-    layouts.push_back(MakeLayout(geometry, PoolOrder::kLayerMajor, block_order,
-                                 RegionSplit::kOnePerPool));
-    layouts.push_back(MakeLayout(geometry, PoolOrder::kLayerMajor, block_order,
-                                 RegionSplit::kOnePerLayer));
-  }
-  return layouts;
-}
-
-BlockList RandomBlocks(uint32_t num_blocks, uint32_t count, std::mt19937& rng) {
-  std::vector<BlockId> ids(num_blocks);
-  std::iota(ids.begin(), ids.end(), 0);
-  std::shuffle(ids.begin(), ids.end(), rng);
-  ids.resize(count);
-  std::sort(ids.begin(), ids.begin() + count / 2);
-  return BlockList::FromIds(ids);
 }
 
 // A region of device memory; the usable bytes start `offset` bytes into the

@@ -13,9 +13,14 @@
 
 #include "flowkv/block_list.h"
 #include "flowkv/kv_layout.h"
+#include "tests/layout_test_util.h"
 
 namespace flowkv {
 namespace {
+
+using testing::AllLayouts;
+using testing::MakeLayout;
+using testing::RandomBlocks;
 
 // A pool in host memory: one byte vector per region, filled with random bytes.
 struct Pool {
@@ -46,43 +51,6 @@ struct Pool {
 
 BlockList Runs(std::initializer_list<BlockRun> runs) {
   return BlockList::FromRuns(runs);
-}
-
-KvLayout MakeLayout(const KvGeometry& geometry, PoolOrder pool_order,
-                    BlockOrder block_order, RegionSplit split) {
-  absl::StatusOr<KvLayout> layout =
-      KvLayout::Create({.geometry = geometry,
-                        .pool_order = pool_order,
-                        .block_order = block_order,
-                        .region_split = split});
-  REQUIRE(layout.ok());
-  return *layout;
-}
-
-// Every pool order / region split / block order KvLayout allows (6 layouts).
-std::vector<KvLayout> AllLayouts(const KvGeometry& geometry) {
-  std::vector<KvLayout> layouts;
-  for (BlockOrder block_order : {BlockOrder::kNHD, BlockOrder::kHND}) {
-    layouts.push_back(MakeLayout(geometry, PoolOrder::kBlockMajor, block_order,
-                                 RegionSplit::kOnePerPool));
-    layouts.push_back(MakeLayout(geometry, PoolOrder::kLayerMajor, block_order,
-                                 RegionSplit::kOnePerPool));
-    layouts.push_back(MakeLayout(geometry, PoolOrder::kLayerMajor, block_order,
-                                 RegionSplit::kOnePerLayer));
-  }
-  return layouts;
-}
-
-// `count` distinct random blocks of [0, num_blocks), in random order, with
-// some consecutive ids so the list has runs of several blocks.
-BlockList RandomBlocks(uint32_t num_blocks, uint32_t count, std::mt19937& rng) {
-  std::vector<BlockId> ids(num_blocks);
-  std::iota(ids.begin(), ids.end(), 0);
-  std::shuffle(ids.begin(), ids.end(), rng);
-  ids.resize(count);
-  // Sort a random prefix so it forms runs.
-  std::sort(ids.begin(), ids.begin() + count / 2);
-  return BlockList::FromIds(ids);
 }
 
 // Checks that `dst` holds `src`'s blocks where the lists say, element by
