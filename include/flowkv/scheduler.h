@@ -24,6 +24,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -40,9 +42,14 @@ enum class NodeRole : uint8_t { kPrefill, kDecode, kHybrid };
 // "prefill", "decode", "hybrid".
 FLOWKV_EXPORT const char* NodeRoleName(NodeRole role);
 
+// Whether a node working as `role` takes the prefill / decode phase of
+// requests (a hybrid node takes both).
+inline bool ServesPrefill(NodeRole role) { return role != NodeRole::kDecode; }
+inline bool ServesDecode(NodeRole role) { return role != NodeRole::kPrefill; }
+
 // Per-node cost model, times in milliseconds (see docs/simulator.md):
-//   prefill(n)            = a + b*n + c*n^2        (n prompt tokens in a batch)
-//   decode_step(B, ctx)   = t0 + k*ctx + e*B       (B requests, ctx total tokens)
+//   prefill(n)          = a + b*n + c*n^2   (n prompt tokens in a batch)
+//   decode_step(B, ctx) = t0 + k*ctx + e*B  (B requests, ctx total tokens)
 // Default: Llama-3.1-8B on one A100.
 struct NodeCostModel {
   double a = 15.0;
@@ -52,14 +59,18 @@ struct NodeCostModel {
   double k = 6.5e-5;
   double e = 0.05;
 
-  double PrefillMs(double tokens) const { return a + b * tokens + c * tokens * tokens; }
+  double PrefillMs(double tokens) const {
+    return a + b * tokens + c * tokens * tokens;
+  }
   double DecodeStepMs(double batch, double context_tokens) const {
     return t0 + k * context_tokens + e * batch;
   }
 };
 
 // What a node reports about itself. The ClusterView smooths the numeric
-// fields (exponential moving average) as reports arrive.
+// fields (exponential moving average) as reports arrive, except
+// kv_blocks_total, a capacity, which it takes as reported. Node speed is the
+// node's NodeCostModel (NodeInfo::cost). All fields must be finite and >= 0.
 struct NodeLoad {
   // Prompt tokens queued for prefill, not yet computed.
   double queued_prefill_tokens = 0;
@@ -68,7 +79,8 @@ struct NodeLoad {
   double waiting_decode = 0;
   // Sum of the context lengths of the running decode requests.
   double decode_context_tokens = 0;
-  // KV cache blocks in use and in total.
+  // KV cache blocks in use and in total (total 0: capacity unknown, treated
+  // as unlimited by the built-in policies).
   double kv_blocks_used = 0;
   double kv_blocks_total = 0;
   // Fraction of time the node computed over the last report period, [0, 1].
@@ -111,13 +123,14 @@ struct NodeInfo {
 };
 
 // The router's view of the cluster: nodes, their smoothed loads and the
-// links between them.
+// links between them. Lookups by id (Find, Link) are O(1) on average.
 // Thread safety: externally synchronized (one router thread owns it; a
 // Scheduler only reads it during Place / Rebalance).
 class FLOWKV_EXPORT ClusterView {
  public:
   struct Options {
-    // Weight of a new report in the moving average, (0, 1]. Default: 0.5.
+    // Weight of a new report in the moving average, (0, 1]; values outside
+    // are clamped into it (1 = no smoothing). Default: 0.5.
     double smoothing = 0.5;
     // Reports older than this make a node stale: it is not placed on.
     // Default: 5 s.
@@ -129,22 +142,37 @@ class FLOWKV_EXPORT ClusterView {
   ClusterView();
   explicit ClusterView(const Options& options);
 
-  // Adds a node. InvalidArgument when its id is already present.
+  // Adds a node; its current_role is set to `role` and role_cycles_left to
+  // 0 (a new node starts in its deployed role). Adding the id of a removed
+  // node replaces it and makes it available again. InvalidArgument when the
+  // id is present and available, or when block_tokens is 0,
+  // kv_bytes_per_token is negative or a field is not finite.
   absl::Status AddNode(const NodeInfo& node);
   // Marks a node unavailable. NotFound for an unknown id.
   absl::Status RemoveNode(NodeId id);
 
-  // Folds `load` into the node's smoothed load (the first report is taken as
-  // is). NotFound for an unknown id: reports from unknown nodes are refused.
+  // Folds `load` into the node's smoothed load:
+  //   smoothed = smoothing * load + (1 - smoothing) * smoothed.
+  // The first report, and the first after the node went stale, is taken as
+  // is. NotFound for an unknown id: reports from unknown nodes are refused.
+  // InvalidArgument for a negative or non-finite field, utilization above 1,
+  // or kv_blocks_used above a non-zero kv_blocks_total. A removed node's
+  // report is recorded; the node stays unavailable.
   absl::Status ReportLoad(NodeId id, const NodeLoad& load, absl::Time now);
 
-  // Applies a role directive. NotFound for an unknown id.
+  // Applies a role directive: the node works as `role` for `cycles`
+  // rebalance cycles. `role` equal to the deployed role ends a directive
+  // (cycles ignored). NotFound for an unknown id; InvalidArgument when
+  // cycles is 0 for a role other than the deployed one.
   absl::Status SetRole(NodeId id, NodeRole role, uint32_t cycles);
   // One rebalance cycle passed: counts down role_cycles_left, and returns
   // nodes whose count reaches 0 to their deployed role.
   void TickRoleCycles();
 
+  // Sets the link used for KV sent from `from` to `to` (directional; ids
+  // need not be added yet). REQUIRES: bandwidth_bytes_per_s > 0.
   void SetLink(NodeId from, NodeId to, const LinkModel& link);
+  // The link set for (from, to), else options().default_link.
   const LinkModel& Link(NodeId from, NodeId to) const;
 
   // Nodes in the order they were added.
@@ -162,8 +190,9 @@ class FLOWKV_EXPORT ClusterView {
  private:
   Options options_;
   std::vector<NodeInfo> nodes_;
-  std::map<NodeId, size_t> index_;
-  std::map<std::pair<NodeId, NodeId>, LinkModel> links_;
+  std::unordered_map<NodeId, size_t> index_;
+  // Keyed by (from << 32) | to.
+  std::unordered_map<uint64_t, LinkModel> links_;
 };
 
 // One request as the router knows it at arrival.
@@ -179,9 +208,12 @@ struct RequestInfo {
 struct Placement {
   NodeId prefill_node = 0;
   NodeId decode_node = 0;
-  // The policy's prediction, for logs and metrics (0 when it has none).
+  // The policy's prediction, for logs and metrics (0 when it has none):
+  // queue wait + prefill time on the P node, and KV transfer time P -> D.
   double predicted_ttft_ms = 0;
   double predicted_transfer_ms = 0;
+
+  bool colocated() const { return prefill_node == decode_node; }
 };
 
 // Node `node` works as `role` for `cycles` rebalance cycles.
@@ -198,6 +230,10 @@ struct RebalancePlan {
   ScaleAdvice scale = ScaleAdvice::kNone;
   // Human-readable evidence for the directives and the advice.
   std::string reason;
+  // The load scores the plan was based on (mean over usable nodes serving
+  // each phase; see docs/scheduler.md). 0 for policies without scores.
+  double prefill_score = 0;
+  double decode_score = 0;
 };
 
 // A placement policy.
@@ -212,14 +248,17 @@ class FLOWKV_EXPORT Scheduler {
 
   // Chooses a P and a D node for `request`. Errors (nothing placed):
   // Unavailable when no usable node can serve a phase; ResourceExhausted
-  // when no decode node has KV capacity for the request.
+  // when usable decode nodes exist but none has KV capacity for the request
+  // (policies that check capacity: kv_cost, load_aware, see
+  // docs/scheduler.md). The built-in policies do not allocate on success.
   virtual absl::StatusOr<Placement> Place(const RequestInfo& request,
                                           const ClusterView& cluster,
                                           absl::Time now) = 0;
 
-  // Called periodically by the router; returns role directives and scale
-  // advice (empty for fixed-role policies). The caller applies directives
-  // with ClusterView::SetRole.
+  // Called periodically by the router, once per rebalance cycle; returns
+  // role directives and scale advice (empty for fixed-role policies). The
+  // caller applies directives with ClusterView::SetRole and calls
+  // ClusterView::TickRoleCycles once per cycle.
   virtual RebalancePlan Rebalance(const ClusterView& cluster, absl::Time now);
 };
 

@@ -1,0 +1,169 @@
+// Private helpers shared by the built-in scheduling policies.
+
+#ifndef FLOWKV_LIB_SCHEDULER_POLICY_UTIL_H_
+#define FLOWKV_LIB_SCHEDULER_POLICY_UTIL_H_
+
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "flowkv/scheduler.h"
+
+namespace flowkv::internal {
+
+// Reads a policy's SchedulerOptions::params: each Get names one knob; Finish
+// reports out-of-range values and names nobody asked for.
+// Thread safety: externally synchronized.
+class ParamReader {
+ public:
+  ParamReader(std::string_view policy, const SchedulerOptions& options);
+
+  // params[name] when set, else `default_value`. A value outside
+  // [min_value, max_value] (or NaN) is recorded as an error.
+  double Get(std::string_view name, double default_value, double min_value,
+             double max_value);
+  // As Get, and the value must be a whole number.
+  uint32_t GetUint(std::string_view name, uint32_t default_value,
+                   uint32_t min_value, uint32_t max_value);
+
+  // InvalidArgument for the first bad value, or for a name in params that no
+  // Get asked for (the message lists the known names).
+  absl::Status Finish() const;
+
+ private:
+  std::string policy_;
+  const SchedulerOptions& options_;
+  std::vector<std::string> known_;
+  absl::Status status_;
+};
+
+// Whether a node is usable at one instant: ClusterView::IsUsable with the
+// staleness cutoff computed once per call instead of once per node.
+class UsableAt {
+ public:
+  UsableAt(const ClusterView& cluster, absl::Time now)
+      : cutoff_(now - cluster.options().stale_after) {}
+  bool Fresh(const NodeInfo& node) const {
+    return node.last_report == absl::InfinitePast() ||
+           node.last_report >= cutoff_;
+  }
+
+ private:
+  absl::Time cutoff_;
+};
+
+// Why nodes were passed over while choosing a node for one phase; turned
+// into the error message when no node is left.
+struct SkipCounts {
+  uint32_t wrong_role = 0;
+  uint32_t unavailable = 0;
+  uint32_t stale = 0;
+  uint32_t no_capacity = 0;
+  // The usable node with the most free KV blocks among those without
+  // capacity (for the ResourceExhausted message).
+  NodeId most_free_node = 0;
+  double most_free_blocks = -1;
+  uint32_t most_free_block_tokens = 0;
+};
+
+// Classifies `node` for a phase: true when usable and serving the phase;
+// otherwise counts why not.
+inline bool Candidate(const NodeInfo& node, bool prefill, const UsableAt& at,
+                      SkipCounts* skips) {
+  if (!(prefill ? ServesPrefill(node.current_role)
+                : ServesDecode(node.current_role))) {
+    ++skips->wrong_role;
+    return false;
+  }
+  if (!node.available) {
+    ++skips->unavailable;
+    return false;
+  }
+  if (!at.Fresh(node)) {
+    ++skips->stale;
+    return false;
+  }
+  return true;
+}
+
+// KV tokens a request needs on its decode node: input + expected output
+// (`default_output_tokens` when the request gives none).
+inline double KvTokens(const RequestInfo& request,
+                       double default_output_tokens) {
+  const double out = request.expected_output_tokens > 0
+                         ? request.expected_output_tokens
+                         : default_output_tokens;
+  return static_cast<double>(request.input_tokens) + out;
+}
+
+// Free KV blocks on a node; +inf when its capacity is unknown (total 0).
+inline double FreeBlocks(const NodeInfo& node) {
+  if (node.load.kv_blocks_total <= 0) {
+    return std::numeric_limits<double>::infinity();
+  }
+  return node.load.kv_blocks_total - node.load.kv_blocks_used;
+}
+
+// Whether `node` has room for `kv_tokens` tokens of KV; counts it otherwise.
+inline bool HasCapacity(const NodeInfo& node, double kv_tokens,
+                        SkipCounts* skips) {
+  const double need = std::ceil(kv_tokens / node.block_tokens);
+  const double free = FreeBlocks(node);
+  if (free >= need) return true;
+  ++skips->no_capacity;
+  if (free > skips->most_free_blocks) {
+    skips->most_free_blocks = free;
+    skips->most_free_node = node.id;
+    skips->most_free_block_tokens = node.block_tokens;
+  }
+  return false;
+}
+
+// The error for "no node for this phase": ResourceExhausted when usable
+// decode nodes were passed over only for KV capacity, Unavailable otherwise.
+absl::Status NoNodeError(std::string_view policy, bool prefill,
+                         const RequestInfo& request, double kv_tokens,
+                         size_t num_nodes, const SkipCounts& skips);
+
+// Calls fn(node) for every node, starting at index `start % n` and wrapping
+// around (rotates which of several equal nodes an argmin keeps).
+template <typename Fn>
+void ForEachFrom(const std::vector<NodeInfo>& nodes, size_t start, Fn&& fn) {
+  const size_t n = nodes.size();
+  if (n == 0) return;
+  start %= n;
+  for (size_t i = start; i < n; ++i) fn(nodes[i]);
+  for (size_t i = 0; i < start; ++i) fn(nodes[i]);
+}
+
+// Time to prefill `tokens` in batches of at most `chunk` tokens (ms).
+inline double ChunkedPrefillMs(const NodeCostModel& cost, double tokens,
+                               double chunk) {
+  if (tokens <= 0) return 0;
+  const double full = std::floor(tokens / chunk);
+  const double rest = tokens - full * chunk;
+  double ms = full * cost.PrefillMs(chunk);
+  if (rest > 0) ms += cost.PrefillMs(rest);
+  return ms;
+}
+
+// Factories of the built-in policies (registered by the registry).
+absl::StatusOr<std::unique_ptr<Scheduler>> MakeRoundRobin(
+    const SchedulerOptions& options);
+absl::StatusOr<std::unique_ptr<Scheduler>> MakeLeastLoaded(
+    const SchedulerOptions& options);
+absl::StatusOr<std::unique_ptr<Scheduler>> MakeKvCost(
+    const SchedulerOptions& options);
+absl::StatusOr<std::unique_ptr<Scheduler>> MakeLoadAware(
+    const SchedulerOptions& options);
+
+}  // namespace flowkv::internal
+
+#endif  // FLOWKV_LIB_SCHEDULER_POLICY_UTIL_H_
