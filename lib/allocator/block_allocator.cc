@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "lib/common/tsan_lock.h"
 
 namespace flowkv {
 
@@ -35,7 +36,7 @@ class BlockAllocator::Impl {
     if (n == 0) {
       return absl::InvalidArgumentError("Allocate: n must be > 0");
     }
-    absl::MutexLock lock(&mu_);
+    internal::TsanMutexLock lock(&mu_);
     if (absl::Status s = CheckFree(n); !s.ok()) return s;
     BlockList list;
     if (after != nullptr) TakeAfter(after->end(), n, &list);
@@ -46,7 +47,7 @@ class BlockAllocator::Impl {
 
   absl::Status Extend(BlockList* list, uint32_t n) {
     if (n == 0) return absl::OkStatus();
-    absl::MutexLock lock(&mu_);
+    internal::TsanMutexLock lock(&mu_);
     if (!list->empty()) {
       const BlockRun& last = list->runs().back();
       const BlockId last_block = static_cast<BlockId>(last.end() - 1);
@@ -72,7 +73,7 @@ class BlockAllocator::Impl {
   }
 
   absl::Status Free(const BlockList& list) {
-    absl::MutexLock lock(&mu_);
+    internal::TsanMutexLock lock(&mu_);
     if (FreeWholeInterval(list)) return absl::OkStatus();
     if (absl::Status s = CheckAllocated(list, "Free"); !s.ok()) return s;
     for (const BlockRun& run : list.runs()) {
@@ -88,7 +89,7 @@ class BlockAllocator::Impl {
   }
 
   absl::Status Share(const BlockList& list) {
-    absl::MutexLock lock(&mu_);
+    internal::TsanMutexLock lock(&mu_);
     if (absl::Status s = CheckAllocated(list, "Share"); !s.ok()) return s;
     for (const BlockRun& run : list.runs()) {
       ForEachInterval(run,
@@ -99,17 +100,17 @@ class BlockAllocator::Impl {
   }
 
   uint32_t RefCount(BlockId block) const {
-    absl::MutexLock lock(&mu_);
+    internal::TsanMutexLock lock(&mu_);
     return RefCountLocked(block);
   }
 
   uint64_t free_blocks() const {
-    absl::MutexLock lock(&mu_);
+    internal::TsanMutexLock lock(&mu_);
     return free_blocks_;
   }
 
   BlockAllocatorStats Stats() const {
-    absl::MutexLock lock(&mu_);
+    internal::TsanMutexLock lock(&mu_);
     BlockAllocatorStats stats;
     stats.num_blocks = num_blocks_;
     stats.free_blocks = free_blocks_;
@@ -126,7 +127,7 @@ class BlockAllocator::Impl {
   }
 
   std::vector<BlockMove> PlanCompaction() const {
-    absl::MutexLock lock(&mu_);
+    internal::TsanMutexLock lock(&mu_);
     // Allocated blocks end up in [0, used); every allocated block at or
     // above `used` moves into a free hole below it, lowest hole first.
     const uint64_t used = num_blocks_ - free_blocks_;

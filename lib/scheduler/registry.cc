@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "flowkv/scheduler.h"
+#include "lib/common/tsan_lock.h"
 #include "lib/scheduler/policy_util.h"
 
 namespace flowkv {
@@ -33,7 +34,7 @@ class Registry {
       return absl::InvalidArgumentError(
           absl::StrFormat("RegisterScheduler: null factory for '%s'", name));
     }
-    absl::MutexLock lock(&mu_);
+    internal::TsanMutexLock lock(&mu_);
     auto [it, inserted] = factories_.emplace(name, std::move(factory));
     if (!inserted) {
       return absl::AlreadyExistsError(absl::StrFormat(
@@ -47,7 +48,7 @@ class Registry {
       const std::string& name, const SchedulerOptions& options) {
     SchedulerFactory factory;
     {
-      absl::MutexLock lock(&mu_);
+      internal::TsanMutexLock lock(&mu_);
       auto it = factories_.find(name);
       if (it == factories_.end()) {
         return absl::NotFoundError(absl::StrFormat(
@@ -66,7 +67,7 @@ class Registry {
   }
 
   std::vector<std::string> Names() {
-    absl::MutexLock lock(&mu_);
+    internal::TsanMutexLock lock(&mu_);
     return NamesLocked();
   }
 

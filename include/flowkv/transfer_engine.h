@@ -1,0 +1,326 @@
+// TransferEngine: moves bytes between registered memory regions of two
+// processes over UCX (RDMA, TCP or shared memory, whatever UCX selects), with
+// one network call per TransferOp.
+//
+//   flowkv::TransferEngineOptions options;
+//   options.name = "prefill-0";
+//   options.cluster_token = "secret shared by the cluster";
+//   auto engine = flowkv::TransferEngine::Create(options);
+//   if (!engine.ok()) return engine.status();
+//   auto pool = (*engine)->AllocateMemory(layout.total_bytes());  // region 0
+//   auto peer = (*engine)->Connect("10.0.0.7:13337");
+//   std::vector<flowkv::TransferOp> ops = ...;  // e.g. from PlanTransfer
+//   flowkv::TransferHandle handle =
+//       (*engine)->Write(*peer, ops, {.notification = "request-42"});
+//   if (absl::Status s = handle.Wait(); !s.ok()) ...
+//
+// Regions. Each engine numbers its registered regions 0, 1, 2, ... in the
+// order RegisterMemory / AllocateMemory succeed (ids are never reused), so an
+// engine that registers a pool's regions first, in order, gets region ids
+// equal to the KvLayout region indices. Register every region at start-up,
+// before peers connect: the handshake sends the regions registered at that
+// moment, and a region registered later is known only to peers that connect
+// (or AddPeer) afterwards; connected peers do not learn of it.
+//
+// Op convention. For Write(peer, ops) the local engine is the source:
+// src_region/src_offset name local memory, dst_region/dst_offset name the
+// peer's memory. For Read(peer, ops) the peer is the source: src_region /
+// src_offset name the PEER's memory and dst_region/dst_offset name local
+// memory. In both cases the ops are TransferOp exactly as a plan from the
+// sender's layout to the receiver's layout produces them.
+//
+// Connections. Listen() / Connect() use UCX's own socket-address connection
+// establishment; LocalMetadata() / AddPeer() serve engines that exchange
+// metadata through their own side channel. Either way a handshake over the
+// new endpoint checks the protocol version and the cluster token on both
+// sides (a peer with a different token is refused by both sides and never
+// appears in Peers()) and exchanges the region tables with packed remote
+// keys. The token is compared but not encrypted: it keeps apart engines of
+// different clusters, it does not protect against an eavesdropper.
+//
+// Failures. A peer that dies is detected by UCX's error handling (peer error
+// mode with keepalive every peer_failure_timeout / 2) or, with
+// ucx_peer_error_handling = false, by the engine's heartbeats. When a transfer
+// fails after it was posted (peer failure, deadline, Cancel), the engine first
+// force-closes the peer's endpoint and only then reports the failure (of that
+// transfer and of every other unfinished transfer to that peer), so no late
+// network write lands in memory the caller reuses. The peer is then
+// disconnected for good: connect again for a new PeerId. (Over tcp, where UCX
+// emulates puts with messages, bytes already handed to the socket may still
+// be applied by the receiving engine; it reports the broken connection only
+// after them, so a receiver that reuses blocks only when told to, or once
+// Peers() shows the sender disconnected, is safe.)
+//
+// Transports (UCX 1.13). Listen/Connect set the connection up through UCX's
+// tcp socket connection manager, so UCX_TLS must include tcp for them (with
+// shared memory e.g. UCX_TLS=posix,cma,self,tcp: the data then moves over
+// shared memory); without tcp use LocalMetadata/AddPeer. Shared-memory
+// transports also require ucx_peer_error_handling = false (see there).
+//
+// Thread safety: thread-safe. Every public method may be called from any
+// thread. One internal progress thread owns the UCX context and worker; the
+// methods hand it work and, for the blocking ones (RegisterMemory,
+// AllocateMemory, DeregisterMemory, Listen, Connect, AddPeer), wait for its
+// answer. Completion and notification callbacks run on the progress thread:
+// they must not block and must not call the blocking methods (Write, Read,
+// Send, Cancel and TakeNotifications without a wait are fine).
+
+#ifndef FLOWKV_TRANSFER_ENGINE_H_
+#define FLOWKV_TRANSFER_ENGINE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "flowkv/export.h"
+#include "flowkv/transfer_handle.h"
+#include "flowkv/transfer_plan.h"
+
+namespace flowkv {
+
+// Where registered memory lives.
+enum class MemoryKind : uint8_t { kHost = 0, kCudaDevice = 1 };
+
+// An engine-local region id (see "Regions" above).
+using RegionId = uint32_t;
+// An engine-local peer id; never reused by one engine. 0 is never a peer.
+using PeerId = uint64_t;
+
+// A region the engine allocated (AllocateMemory).
+struct AllocatedRegion {
+  RegionId id = 0;
+  void* data = nullptr;
+  uint64_t length = 0;
+};
+
+// What the engine knows of one of its own or a peer's regions.
+struct RegionInfo {
+  RegionId id = 0;
+  MemoryKind kind = MemoryKind::kHost;
+  uint64_t base = 0;  // Address in the owner's address space.
+  uint64_t length = 0;
+};
+
+struct PeerInfo {
+  PeerId id = 0;
+  std::string name;        // The peer engine's options.name.
+  bool connected = false;  // False once the endpoint failed or closed.
+  absl::Status failure;    // Why it disconnected (OK while connected).
+  std::vector<RegionInfo> regions;
+};
+
+// A notification or message received from a peer.
+struct Notification {
+  enum class Kind : uint8_t {
+    kTransfer = 0,  // TransferOptions::notification of a finished Write/Read.
+    kMessage = 1,   // The bytes of a Send().
+  };
+  PeerId peer = 0;
+  Kind kind = Kind::kTransfer;
+  std::string bytes;
+};
+
+struct TransferEngineOptions {
+  // Name sent to peers in the handshake (PeerInfo::name on their side).
+  // Default: "flowkv". At most 255 bytes.
+  std::string name = "flowkv";
+  // Secret shared by the engines of one cluster; peers must present the
+  // same bytes. Default: empty (only engines with an empty token connect).
+  // At most 4096 bytes.
+  std::string cluster_token;
+  // Deadline of a transfer whose TransferOptions::timeout is unset.
+  // Default: 30 s.
+  absl::Duration default_timeout = absl::Seconds(30);
+  // How dead peers are detected.
+  //   true:  UCX peer error handling (UCP_ERR_HANDLING_MODE_PEER): UCX
+  //          reports broken connections and runs keepalive every
+  //          peer_failure_timeout / 2 (unless UCX_KEEPALIVE_INTERVAL is set
+  //          in the environment or ucx_config). UCX 1.13's shared-memory
+  //          transports (posix, sysv, cma) do not support it, so a peer on
+  //          the same host is reached over tcp.
+  //   false: no UCX error handling, which lets UCX use shared memory; the
+  //          engine sends heartbeats every peer_failure_timeout / 4 and
+  //          declares a peer dead after peer_failure_timeout of silence.
+  //          Use it only with shared-memory transports (UCX_TLS without tcp
+  //          or rdma): a network failure without UCX error handling is
+  //          undefined behaviour in UCX.
+  // Default: true.
+  bool ucx_peer_error_handling = true;
+  // Bound on detecting a dead peer (see ucx_peer_error_handling).
+  // Default: 2 s.
+  absl::Duration peer_failure_timeout = absl::Seconds(2);
+  // Bound on Connect() / AddPeer() (connection + handshake), and on an
+  // accepted connection that does not complete its handshake. Default: 10 s.
+  absl::Duration connect_timeout = absl::Seconds(10);
+  // UCX configuration applied on top of the UCX_* environment, as (name
+  // without the "UCX_" prefix, value), e.g. {"TLS", "tcp"},
+  // {"NET_DEVICES", "lo"}. A value UCX cannot parse is InvalidArgument; an
+  // unknown name only makes UCX print a warning. Default: none.
+  std::vector<std::pair<std::string, std::string>> ucx_config;
+  // Progress thread: false sleeps on the worker's event fd whenever no
+  // transfer or connection is in flight and spins otherwise; true always
+  // spins (lowest latency, one busy core). Default: false.
+  bool busy_poll = false;
+  // Called on the progress thread for every notification and message
+  // received; when set, TakeNotifications() returns nothing. Default: none
+  // (notifications are queued for TakeNotifications()).
+  std::function<void(Notification)> on_notification;
+  // Queued notifications beyond this are dropped (and counted in the
+  // engine's log). Default: 1 << 20.
+  size_t max_queued_notifications = size_t{1} << 20;
+};
+
+struct TransferOptions {
+  // Sent to the peer as a Notification of kind kTransfer after all ops of
+  // this transfer completed. Default: none. At most 1 MiB.
+  std::optional<std::string> notification;
+  // Deadline, counted from the call. Default: the engine's default_timeout.
+  std::optional<absl::Duration> timeout;
+  // Called once when the transfer is done, with its status and stats,
+  // before Wait() returns: on the progress thread, or on the calling thread
+  // when Write/Read/Send refuses the transfer before posting. Default: none.
+  std::function<void(const absl::Status&, const TransferStats&)> on_complete;
+};
+
+namespace internal {
+class TransferEngineImpl;
+}  // namespace internal
+
+class FLOWKV_EXPORT TransferEngine {
+ public:
+  // Creates the UCX context and worker and starts the progress thread.
+  // InvalidArgument for bad options (name, token, non-positive durations, a
+  // UCX configuration name or value UCX rejects); Unavailable / Internal
+  // when UCX cannot start.
+  static absl::StatusOr<std::unique_ptr<TransferEngine>> Create(
+      const TransferEngineOptions& options);
+
+  // Force-closes every endpoint and listener, fails every unfinished
+  // transfer with Cancelled, stops the progress thread, and deregisters
+  // (and frees, for AllocateMemory) all regions. Blocks until done.
+  ~TransferEngine();
+
+  TransferEngine(const TransferEngine&) = delete;
+  TransferEngine& operator=(const TransferEngine&) = delete;
+
+  // --- Memory ---------------------------------------------------------------
+
+  // Registers caller-owned memory [base, base + length). The memory must stay
+  // valid until DeregisterMemory or the engine's destruction.
+  // InvalidArgument for a null base or zero length; Unimplemented for
+  // kCudaDevice when UCX was built without CUDA support; a UCX error
+  // otherwise.
+  absl::StatusOr<RegionId> RegisterMemory(void* base, uint64_t length,
+                                          MemoryKind kind = MemoryKind::kHost);
+
+  // Allocates and registers `length` bytes owned by the engine (freed by
+  // DeregisterMemory or the engine's destruction). Host memory comes from
+  // UCX's allocator, shared-memory backed where a shared-memory transport is
+  // enabled, so a peer on the same host copies into it directly: prefer it
+  // to RegisterMemory for KV pools. Errors as RegisterMemory.
+  absl::StatusOr<AllocatedRegion> AllocateMemory(
+      uint64_t length, MemoryKind kind = MemoryKind::kHost);
+
+  // Deregisters a region (and frees it if the engine allocated it).
+  // NotFound for an unknown id; FailedPrecondition while an unfinished
+  // transfer uses it. Peers that know the region keep its id; their later
+  // transfers to it fail at the network level (the region's remote key no
+  // longer matches), so deregister only after telling them.
+  absl::Status DeregisterMemory(RegionId region);
+
+  std::vector<RegionInfo> Regions() const;
+
+  // --- Peers ----------------------------------------------------------------
+
+  // Starts accepting connections on "ip:port" (IPv4, or IPv6 as
+  // "[addr]:port"); port 0 picks a free port. Returns the bound address.
+  // FailedPrecondition when already listening; InvalidArgument for a
+  // malformed address; a UCX error (e.g. Unavailable: address in use).
+  absl::StatusOr<std::string> Listen(const std::string& address);
+
+  // Connects to a listening engine and runs the handshake.
+  // InvalidArgument for a malformed address; PermissionDenied when either
+  // side refuses the cluster token; FailedPrecondition for an incompatible
+  // protocol version; Unavailable when the peer cannot be reached or drops
+  // the connection; DeadlineExceeded after options.connect_timeout.
+  absl::StatusOr<PeerId> Connect(const std::string& address);
+
+  // This engine's worker address and region table (no token), for
+  // AddPeer() on another engine.
+  absl::StatusOr<std::string> LocalMetadata() const;
+
+  // Connects to the engine whose LocalMetadata() is `metadata` and runs the
+  // same handshake as Connect (so the token is checked on both sides).
+  // InvalidArgument when `metadata` is malformed (it is fully validated
+  // before use); other errors as Connect.
+  absl::StatusOr<PeerId> AddPeer(absl::Span<const uint8_t> metadata);
+  absl::StatusOr<PeerId> AddPeer(const std::string& metadata);
+
+  // Checks a LocalMetadata() blob as AddPeer does (structure, limits,
+  // checksum, protocol version) without connecting. InvalidArgument or
+  // FailedPrecondition as AddPeer.
+  static absl::Status ValidateMetadata(absl::Span<const uint8_t> metadata);
+
+  // Closes the endpoint to `peer` (force): unfinished transfers fail with
+  // Unavailable after it closed. NotFound for an unknown peer. Blocks
+  // until closed.
+  absl::Status Disconnect(PeerId peer);
+
+  // The connected peers and the disconnected ones (with their failure).
+  std::vector<PeerInfo> Peers() const;
+  absl::StatusOr<PeerInfo> GetPeer(PeerId peer) const;
+
+  // --- Transfers ------------------------------------------------------------
+
+  // Copies every op from local memory to the peer's memory (see "Op
+  // convention"), then flushes, then sends options.notification.
+  // Every op is checked before anything is posted; on a refusal the
+  // returned handle is already done with: InvalidArgument (an unknown local
+  // or remote region, a zero-length op, a notification over 1 MiB, a
+  // non-positive timeout), OutOfRange (an op leaves its region), NotFound
+  // (unknown peer), Unavailable (disconnected peer). An empty `ops` only
+  // flushes and sends the notification.
+  TransferHandle Write(PeerId peer, absl::Span<const TransferOp> ops,
+                       TransferOptions options = {});
+
+  // Copies every op from the peer's memory to local memory (see "Op
+  // convention"), then sends options.notification. Errors as Write.
+  TransferHandle Read(PeerId peer, absl::Span<const TransferOp> ops,
+                      TransferOptions options = {});
+
+  // Sends `bytes` (at most 1 MiB) to the peer, which receives them as a
+  // Notification of kind kMessage. Done when sent locally. Errors as Write.
+  TransferHandle Send(PeerId peer, std::string bytes,
+                      TransferOptions options = {});
+
+  // Returns (and removes) the queued notifications, in arrival order. With
+  // a positive `wait`, blocks up to `wait` until at least one is queued.
+  std::vector<Notification> TakeNotifications(
+      absl::Duration wait = absl::ZeroDuration());
+
+  // --- Introspection --------------------------------------------------------
+
+  // Engine name from the options.
+  const std::string& name() const;
+  // Whether UCX here can register CUDA device memory.
+  bool SupportsCudaMemory() const;
+  // The UCX transports the context has enabled, e.g. "tcp,posix,cma,self"
+  // (informational).
+  std::string UcxInfo() const;
+
+ private:
+  explicit TransferEngine(std::unique_ptr<internal::TransferEngineImpl> impl);
+  std::unique_ptr<internal::TransferEngineImpl> impl_;
+};
+
+}  // namespace flowkv
+
+#endif  // FLOWKV_TRANSFER_ENGINE_H_

@@ -1,0 +1,89 @@
+// Shared state of one transfer (behind TransferHandle) and the inbox through
+// which any thread hands work to an engine's progress thread.
+//
+// Thread safety: thread-safe.
+
+#ifndef FLOWKV_LIB_TRANSFER_TRANSFER_RECORD_H_
+#define FLOWKV_LIB_TRANSFER_TRANSFER_RECORD_H_
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "flowkv/transfer_handle.h"
+
+namespace flowkv::internal {
+
+class TransferRecord;
+
+// A mutex-protected queue of closures for the progress thread plus a way to
+// wake it (ucp_worker_signal, safe from any thread).
+class Inbox {
+ public:
+  using Command = std::function<void()>;
+
+  explicit Inbox(std::function<void()> wake) : wake_(std::move(wake)) {}
+
+  // Queues `command` and wakes the progress thread; false (and `command`
+  // dropped) once Close() was called.
+  bool Post(Command command);
+  // Queues a cancellation request.
+  void RequestCancel(std::shared_ptr<TransferRecord> record);
+
+  // Takes everything queued.
+  void Drain(std::vector<Command>* commands,
+             std::vector<std::shared_ptr<TransferRecord>>* cancels);
+  bool Empty() const;
+  // Rejects later posts; the wake function is not called again.
+  void Close();
+
+ private:
+  mutable absl::Mutex mu_;
+  std::function<void()> wake_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<Command> commands_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<TransferRecord>> cancels_ ABSL_GUARDED_BY(mu_);
+};
+
+class TransferRecord : public std::enable_shared_from_this<TransferRecord> {
+ public:
+  using Callback =
+      std::function<void(const absl::Status&, const TransferStats&)>;
+
+  TransferRecord(uint64_t id, uint64_t ops, uint64_t bytes,
+                 absl::Time submit_time, Callback on_complete,
+                 std::weak_ptr<Inbox> inbox);
+
+  uint64_t id() const { return id_; }
+  TransferState state() const;
+  absl::Status status() const;
+  TransferStats stats() const;
+  bool WaitFor(absl::Duration timeout) const;
+
+  // kPending -> kInFlight; records the post time.
+  void MarkPosted(absl::Time now);
+  // -> kDone with `status` (first call wins; later calls return false).
+  // Runs the completion callback on the calling thread, outside the lock,
+  // before the state becomes kDone.
+  bool Complete(absl::Status status, absl::Time now);
+  void Cancel();
+
+ private:
+  const uint64_t id_;
+  const std::weak_ptr<Inbox> inbox_;
+  mutable absl::Mutex mu_;
+  TransferState state_ ABSL_GUARDED_BY(mu_) = TransferState::kPending;
+  bool completing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  TransferStats stats_ ABSL_GUARDED_BY(mu_);
+  Callback on_complete_ ABSL_GUARDED_BY(mu_);
+  mutable absl::CondVar done_cv_;
+};
+
+}  // namespace flowkv::internal
+
+#endif  // FLOWKV_LIB_TRANSFER_TRANSFER_RECORD_H_

@@ -1,0 +1,401 @@
+// TransferEngine between two processes: this test and build/bin/transfer_peer
+// (tests/transfer_peer.cc), over real UCX on loopback. The transports come
+// from UCX_TLS (ctest runs this binary with tcp and with shared memory).
+
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <iostream>
+#include <random>
+#include <signal.h>
+#include <spawn.h>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "absl/strings/str_split.h"
+#include "flowkv/kv_layout.h"
+#include "flowkv/transfer_engine.h"
+#include "flowkv/transfer_plan.h"
+
+extern char** environ;
+
+namespace flowkv {
+namespace {
+
+bool SharedMemoryMode() {
+  const char* tls = std::getenv("UCX_TLS");
+  if (tls == nullptr) return false;
+  const std::string t = tls;
+  return t.find("posix") != std::string::npos ||
+         t.find("sm") != std::string::npos;
+}
+
+uint64_t Fnv1a(const uint8_t* data, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; ++i) {
+    h ^= data[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+void FillRandom(uint8_t* data, size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(data + i, &v, 8);
+  }
+  for (; i < n; ++i) data[i] = static_cast<uint8_t>(rng());
+}
+
+std::unique_ptr<TransferEngine> MakeEngine(const std::string& token) {
+  setenv("UCX_NET_DEVICES", "lo", 1);
+  TransferEngineOptions options;
+  options.name = "process_test";
+  options.cluster_token = token;
+  options.ucx_peer_error_handling = !SharedMemoryMode();
+  options.peer_failure_timeout = absl::Seconds(3);
+  auto engine = TransferEngine::Create(options);
+  REQUIRE(engine.ok());
+  return *std::move(engine);
+}
+
+// A running transfer_peer; killed (SIGKILL) and reaped on destruction.
+class PeerProcess {
+ public:
+  PeerProcess(const std::string& token, uint64_t pool_bytes) {
+    char self[PATH_MAX] = {0};
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    REQUIRE(n > 0);
+    std::string path(self, n);
+    path = path.substr(0, path.rfind('/')) + "/transfer_peer";
+    REQUIRE(access(path.c_str(), X_OK) == 0);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&actions, fds[0]);
+    posix_spawn_file_actions_addclose(&actions, fds[1]);
+    const std::string bytes = std::to_string(pool_bytes);
+    std::vector<std::string> args = {path, "--token", token, "--pool_bytes",
+                                     bytes};
+    if (SharedMemoryMode()) args.push_back("--heartbeat");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    setenv("UCX_NET_DEVICES", "lo", 1);
+    const int rc = posix_spawn(&pid_, path.c_str(), &actions, nullptr,
+                               argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    close(fds[1]);
+    REQUIRE(rc == 0);
+    out_ = fdopen(fds[0], "r");
+    REQUIRE(out_ != nullptr);
+    char line[1 << 16];
+    while ((address_.empty() || metadata_.empty()) &&
+           std::fgets(line, sizeof(line), out_) != nullptr) {
+      std::string text(line);
+      while (!text.empty() && text.back() == '\n') text.pop_back();
+      if (text.rfind("LISTEN ", 0) == 0) address_ = text.substr(7);
+      if (text.rfind("METADATA ", 0) == 0) {
+        const std::string hex = text.substr(9);
+        for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+          metadata_.push_back(
+              static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+        }
+      }
+    }
+    REQUIRE(!address_.empty());
+    REQUIRE(!metadata_.empty());
+  }
+  ~PeerProcess() {
+    Kill(SIGKILL);
+    if (out_ != nullptr) std::fclose(out_);
+  }
+  void Kill(int signal) {
+    if (pid_ <= 0) return;
+    kill(pid_, signal);
+    if (signal == SIGKILL) {
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+  const std::string& address() const { return address_; }
+  const std::string& metadata() const { return metadata_; }
+
+ private:
+  pid_t pid_ = -1;
+  FILE* out_ = nullptr;
+  std::string address_;
+  std::string metadata_;
+};
+
+// Waits for a message from `peer` starting with `prefix`; other messages
+// are kept for later calls.
+class Replies {
+ public:
+  explicit Replies(TransferEngine* engine) : engine_(engine) {}
+  std::string Expect(const std::string& prefix) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < deadline) {
+      for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+        if (it->rfind(prefix, 0) == 0) {
+          std::string found = *it;
+          pending_.erase(it);
+          return found;
+        }
+      }
+      for (Notification& n : engine_->TakeNotifications(absl::Seconds(1))) {
+        pending_.push_back(std::move(n.bytes));
+      }
+    }
+    FAIL("no reply starting with \"" << prefix << "\"");
+    return {};
+  }
+
+ private:
+  TransferEngine* engine_;
+  std::vector<std::string> pending_;
+};
+
+BlockList RandomBlocks(uint32_t n, uint32_t num_blocks, std::mt19937_64* rng) {
+  std::vector<BlockId> ids(num_blocks);
+  for (uint32_t i = 0; i < num_blocks; ++i) ids[i] = i;
+  std::shuffle(ids.begin(), ids.end(), *rng);
+  ids.resize(n);
+  for (uint32_t i = 0; i < n; i += 4) {
+    std::sort(ids.begin() + i, ids.begin() + std::min(n, i + 4));
+  }
+  return BlockList::FromIds(ids);
+}
+
+std::vector<TransferOp> Plan(const KvLayout& src, const BlockList& src_blocks,
+                             RegionId src_region, const KvLayout& dst,
+                             const BlockList& dst_blocks, RegionId dst_region) {
+  TransferPlanRequest request;
+  request.src_layout = &src;
+  request.src_blocks = src_blocks;
+  request.dst_layout = &dst;
+  request.dst_blocks = dst_blocks;
+  request.num_tokens = src_blocks.num_blocks() * src.geometry().block_tokens;
+  auto ops = PlanTransfer(request);
+  REQUIRE(ops.ok());
+  for (TransferOp& op : *ops) {
+    REQUIRE(op.src_region == 0);
+    REQUIRE(op.dst_region == 0);
+    op.src_region = src_region;
+    op.dst_region = dst_region;
+  }
+  return *ops;
+}
+
+void Apply(const std::vector<TransferOp>& ops, const uint8_t* src,
+           uint8_t* dst) {
+  for (const TransferOp& op : ops) {
+    std::memcpy(dst + op.dst_offset, src + op.src_offset, op.length);
+  }
+}
+
+TEST_CASE("Write and Read with a peer process arrive byte-exact",
+          "[transfer_engine][process]") {
+  KvLayoutSpec spec;
+  spec.geometry = {.num_layers = 4,
+                   .num_blocks = 128,
+                   .block_tokens = 4,
+                   .kv_heads = 2,
+                   .head_dim = 16,
+                   .dtype_bytes = 2};
+  const uint64_t pool_bytes = KvLayout::Create(spec)->total_bytes();
+  PeerProcess process("secret", pool_bytes);
+  auto engine = MakeEngine("secret");
+  auto local = engine->AllocateMemory(pool_bytes);
+  REQUIRE(local.ok());
+  auto* mine = static_cast<uint8_t*>(local->data);
+
+  absl::StatusOr<PeerId> peer;
+  SECTION("Connect") { peer = engine->Connect(process.address()); }
+  SECTION("AddPeer") { peer = engine->AddPeer(process.metadata()); }
+  INFO(peer.status().ToString());
+  REQUIRE(peer.ok());
+  auto info = engine->GetPeer(*peer);
+  REQUIRE(info.ok());
+  CHECK(info->name == "transfer_peer");
+  REQUIRE(info->regions.size() == 1);
+  REQUIRE(info->regions[0].length == pool_bytes);
+  const RegionId remote = info->regions[0].id;
+
+  Replies replies(engine.get());
+  std::vector<uint8_t> mirror(pool_bytes);  // what the peer's pool holds
+  std::mt19937_64 rng(2024);
+  int request = 0;
+  for (PoolOrder order : {PoolOrder::kBlockMajor, PoolOrder::kLayerMajor}) {
+    spec.pool_order = order;
+    const KvLayout layout = *KvLayout::Create(spec);
+    for (int round = 0; round < 3; ++round) {
+      INFO("order " << static_cast<int>(order) << " round " << round);
+      const uint64_t seed = rng();
+      REQUIRE(engine->Send(*peer, "fill " + std::to_string(seed)).Wait().ok());
+      replies.Expect("filled");
+      FillRandom(mirror.data(), pool_bytes, seed);
+      FillRandom(mine, pool_bytes, rng());
+
+      const uint32_t n = 1 + rng() % 40;
+      const BlockList a = RandomBlocks(n, 128, &rng);
+      const BlockList b = RandomBlocks(n, 128, &rng);
+      // Write: local blocks a -> peer blocks b.
+      const std::vector<TransferOp> write_ops =
+          Plan(layout, a, local->id, layout, b, remote);
+      const std::string wnote = "w" + std::to_string(++request);
+      TransferOptions options;
+      options.notification = wnote;
+      const absl::Status written =
+          engine->Write(*peer, write_ops, options).Wait();
+      INFO(written.ToString());
+      REQUIRE(written.ok());
+      Apply(write_ops, mine, mirror.data());
+      // The peer hashed its whole pool when the notification arrived.
+      const std::string got = replies.Expect("got " + wnote + " ");
+      CHECK(got == "got " + wnote + " " +
+                       std::to_string(Fnv1a(mirror.data(), pool_bytes)));
+
+      // Read: peer blocks b -> local blocks a.
+      const std::vector<TransferOp> read_ops =
+          Plan(layout, b, remote, layout, a, local->id);
+      FillRandom(mine, pool_bytes, rng());
+      // Bytes outside the read ranges keep their values.
+      std::vector<uint8_t> expected(mine, mine + pool_bytes);
+      Apply(read_ops, mirror.data(), expected.data());
+      const std::string rnote = "r" + std::to_string(request);
+      options.notification = rnote;
+      const absl::Status read = engine->Read(*peer, read_ops, options).Wait();
+      INFO(read.ToString());
+      REQUIRE(read.ok());
+      CHECK(std::memcmp(mine, expected.data(), pool_bytes) == 0);
+      replies.Expect("got " + rnote + " ");
+    }
+  }
+  REQUIRE(engine->Send(*peer, "exit").Wait().ok());
+}
+
+TEST_CASE("A peer process with another token is refused",
+          "[transfer_engine][process]") {
+  PeerProcess process("their-secret", 4096);
+  auto engine = MakeEngine("our-secret");
+  CHECK(engine->Connect(process.address()).status().code() ==
+        absl::StatusCode::kPermissionDenied);
+  CHECK(engine->AddPeer(process.metadata()).status().code() ==
+        absl::StatusCode::kPermissionDenied);
+  CHECK(engine->Peers().empty());
+}
+
+TEST_CASE("A peer killed mid-transfer fails transfers with Unavailable",
+          "[transfer_engine][process]") {
+  constexpr uint64_t kBytes = 32 << 20;
+  // Through Connect UCX also watches the connection-manager socket; through
+  // AddPeer only the endpoint itself (or, for shared memory, the engine's
+  // heartbeats) can tell.
+  const bool via_metadata = GENERATE(false, true);
+  INFO((via_metadata ? "AddPeer" : "Connect"));
+  PeerProcess process("secret", kBytes);
+  auto engine = MakeEngine("secret");
+  auto local = engine->AllocateMemory(kBytes);
+  REQUIRE(local.ok());
+  auto peer = via_metadata ? engine->AddPeer(process.metadata())
+                           : engine->Connect(process.address());
+  REQUIRE(peer.ok());
+  const RegionId remote = engine->GetPeer(*peer)->regions[0].id;
+  const TransferOp whole{local->id, 0, remote, 0, kBytes};
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(engine->Write(*peer, {&whole, 1}).Wait().ok());
+  }
+  // Kill the peer with a transfer in flight, then keep writing until the
+  // engine notices.
+  TransferHandle in_flight = engine->Write(*peer, {&whole, 1});
+  const absl::Time killed = absl::Now();
+  process.Kill(SIGKILL);
+  absl::Status failure;
+  bool hung = false;
+  if (in_flight.Wait(absl::Seconds(10))) {
+    failure = in_flight.status();
+  } else {
+    hung = true;
+  }
+  while (!hung && failure.ok() && absl::Now() - killed < absl::Seconds(10)) {
+    TransferHandle next = engine->Write(*peer, {&whole, 1});
+    if (!next.Wait(absl::Seconds(10))) {
+      hung = true;
+      break;
+    }
+    failure = next.status();
+  }
+  const absl::Duration detected = absl::Now() - killed;
+  std::cout << "transfer_engine_process_test: dead peer ("
+            << (via_metadata ? "AddPeer" : "Connect") << ") detected after "
+            << absl::FormatDuration(detected) << " (UCX_TLS="
+            << (std::getenv("UCX_TLS") ? std::getenv("UCX_TLS") : "default")
+            << "): " << failure.ToString() << std::endl;
+  REQUIRE(!hung);
+  INFO(failure.ToString());
+  CHECK(failure.code() == absl::StatusCode::kUnavailable);
+  CHECK(detected < absl::Seconds(5));
+  auto info = engine->GetPeer(*peer);
+  REQUIRE(info.ok());
+  CHECK(!info->connected);
+  CHECK(engine->Write(*peer, {&whole, 1}).status().code() ==
+        absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("A stopped peer: deadline and Cancel close the endpoint",
+          "[transfer_engine][process]") {
+  constexpr uint64_t kBytes = 64 << 20;
+  const bool cancel = GENERATE(false, true);
+  INFO((cancel ? "cancel" : "deadline"));
+  PeerProcess process("secret", kBytes);
+  auto engine = MakeEngine("secret");
+  auto local = engine->AllocateMemory(kBytes);
+  REQUIRE(local.ok());
+  auto peer = engine->Connect(process.address());
+  REQUIRE(peer.ok());
+  const RegionId remote = engine->GetPeer(*peer)->regions[0].id;
+  const TransferOp whole{local->id, 0, remote, 0, kBytes};
+  REQUIRE(engine->Write(*peer, {&whole, 1}).Wait().ok());
+
+  process.Kill(SIGSTOP);
+  // Fill the peer's receive queue: over shared memory the puts themselves
+  // do not need the peer, but messages queue up behind its FIFO.
+  std::vector<TransferHandle> messages;
+  for (int i = 0; i < 2000; ++i) {
+    messages.push_back(engine->Send(*peer, std::string(4096, 'm')));
+  }
+  TransferOptions options;
+  options.notification = "after the data";
+  if (!cancel) options.timeout = absl::Milliseconds(300);
+  TransferHandle handle = engine->Write(*peer, {&whole, 1}, options);
+  if (cancel) {
+    absl::SleepFor(absl::Milliseconds(100));
+    handle.Cancel();
+  }
+  REQUIRE(handle.Wait(absl::Seconds(20)));
+  const absl::Status status = handle.status();
+  INFO(status.ToString());
+  CHECK(status.code() == (cancel ? absl::StatusCode::kCancelled
+                                 : absl::StatusCode::kDeadlineExceeded));
+  // The endpoint was closed before the failure was reported.
+  auto info = engine->GetPeer(*peer);
+  REQUIRE(info.ok());
+  CHECK(!info->connected);
+  for (auto& m : messages) REQUIRE(m.Wait(absl::Seconds(20)));
+  CHECK(engine->Write(*peer, {&whole, 1}).status().code() ==
+        absl::StatusCode::kUnavailable);
+  process.Kill(SIGKILL);
+}
+
+}  // namespace
+}  // namespace flowkv

@@ -1,0 +1,125 @@
+// transfer_peer: the remote side of transfer_engine_process_test.
+//
+//   transfer_peer --token T --pool_bytes N [--heartbeat]
+//
+// Creates a TransferEngine (UCX transports from the environment), allocates
+// one pool of N bytes (region 0), listens on 127.0.0.1 (a free port) and
+// prints, one per line on stdout:
+//   LISTEN <ip:port>
+//   METADATA <LocalMetadata() in hex>
+// Then it serves messages (TransferEngine::Send) from its peers:
+//   "fill <seed>"          fill the pool with mt19937_64(seed) bytes ->
+//   "filled" "hash <off> <len>"     -> "hash <FNV-1a 64 of those bytes>" "exit"
+//   -> exits 0
+// and answers every transfer notification <x> with "got <x> <hash of the
+// whole pool when the notification arrived>".
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fmt/format.h>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "flowkv/transfer_engine.h"
+
+namespace {
+
+uint64_t Fnv1a(const uint8_t* data, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; ++i) {
+    h ^= data[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+void FillRandom(uint8_t* data, size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(data + i, &v, 8);
+  }
+  for (; i < n; ++i) data[i] = static_cast<uint8_t>(rng());
+}
+
+int Fail(const std::string& what) {
+  fmt::print(stderr, "transfer_peer: {}\n", what);
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string token;
+  uint64_t pool_bytes = 1 << 20;
+  bool heartbeat = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--token" && i + 1 < argc) {
+      token = argv[++i];
+    } else if (arg == "--pool_bytes" && i + 1 < argc) {
+      if (!absl::SimpleAtoi(argv[++i], &pool_bytes) || pool_bytes == 0) {
+        return Fail("bad --pool_bytes");
+      }
+    } else if (arg == "--heartbeat") {
+      heartbeat = true;
+    } else {
+      return Fail("unknown argument " + arg);
+    }
+  }
+  setenv("UCX_NET_DEVICES", "lo", 1);
+  flowkv::TransferEngineOptions options;
+  options.name = "transfer_peer";
+  options.cluster_token = token;
+  options.ucx_peer_error_handling = !heartbeat;
+  options.peer_failure_timeout = absl::Seconds(3);
+  auto engine = flowkv::TransferEngine::Create(options);
+  if (!engine.ok()) return Fail(engine.status().ToString());
+  auto pool = (*engine)->AllocateMemory(pool_bytes);
+  if (!pool.ok()) return Fail(pool.status().ToString());
+  auto* base = static_cast<uint8_t*>(pool->data);
+  std::memset(base, 0, pool_bytes);
+  auto address = (*engine)->Listen("127.0.0.1:0");
+  if (!address.ok()) return Fail(address.status().ToString());
+  auto metadata = (*engine)->LocalMetadata();
+  if (!metadata.ok()) return Fail(metadata.status().ToString());
+  std::string hex;
+  for (unsigned char c : *metadata) hex += fmt::format("{:02x}", c);
+  fmt::print("LISTEN {}\nMETADATA {}\n", *address, hex);
+  std::fflush(stdout);
+
+  for (;;) {
+    for (flowkv::Notification& n :
+         (*engine)->TakeNotifications(absl::Seconds(1))) {
+      std::string reply;
+      if (n.kind == flowkv::Notification::Kind::kTransfer) {
+        reply = fmt::format("got {} {}", n.bytes, Fnv1a(base, pool_bytes));
+      } else {
+        std::vector<std::string> words = absl::StrSplit(n.bytes, ' ');
+        uint64_t a = 0;
+        uint64_t b = 0;
+        if (words[0] == "exit") return 0;
+        if (words[0] == "fill" && words.size() == 2 &&
+            absl::SimpleAtoi(words[1], &a)) {
+          FillRandom(base, pool_bytes, a);
+          reply = "filled";
+        } else if (words[0] == "hash" && words.size() == 3 &&
+                   absl::SimpleAtoi(words[1], &a) &&
+                   absl::SimpleAtoi(words[2], &b) && a <= pool_bytes &&
+                   b <= pool_bytes - a) {
+          reply = fmt::format("hash {}", Fnv1a(base + a, b));
+        } else {
+          reply = "error: " + n.bytes;
+        }
+      }
+      // Fire and forget: a failed reply shows up on the test's side.
+      (*engine)->Send(n.peer, reply);
+    }
+  }
+}
