@@ -20,8 +20,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include "lib/transfer/transfer_record.h"
 #include "lib/common/tsan_lock.h"
+#include "lib/transfer/transfer_record.h"
 #include "lib/transfer/ucx_status.h"
 #include "lib/transfer/wire_format.h"
 

@@ -2,8 +2,8 @@
 
 #include <utility>
 
-#include "lib/transfer/transfer_record.h"
 #include "lib/common/tsan_lock.h"
+#include "lib/transfer/transfer_record.h"
 
 namespace flowkv {
 namespace internal {
