@@ -640,8 +640,8 @@ TEST_CASE("load_aware switches an idle decode node after N overloaded cycles",
 }
 
 TEST_CASE(
-    "load_aware switches to hybrid when asked or when the side would "
-    "be left empty",
+    "load_aware switches to hybrid when asked, and keeps a side's last "
+    "node",
     "[scheduler]") {
   SECTION("switch_to_hybrid") {
     ClusterView cluster = MakeCluster(2, 2);
@@ -653,9 +653,19 @@ TEST_CASE(
     REQUIRE(plan.directives.size() == 1);
     CHECK(plan.directives[0].role == NodeRole::kHybrid);
   }
-  SECTION("last decode node") {
+  SECTION("last decode node: no switch by default") {
     ClusterView cluster = MakeCluster(2, 1);
     auto la = Make("load_aware", {.params = {{"overload_cycles", 1}}});
+    for (NodeId id : {0, 1}) {
+      Report(cluster, id, {.queued_prefill_tokens = 40'000});
+    }
+    CHECK(la->Rebalance(cluster, kT0).directives.empty());
+  }
+  SECTION("last decode node: hybrid with hybrid_fallback") {
+    ClusterView cluster = MakeCluster(2, 1);
+    auto la =
+        Make("load_aware",
+             {.params = {{"overload_cycles", 1}, {"hybrid_fallback", 1}}});
     for (NodeId id : {0, 1}) {
       Report(cluster, id, {.queued_prefill_tokens = 40'000});
     }

@@ -32,6 +32,7 @@ struct LoadAwareParams {
   uint32_t switch_cycles = 20;
   bool switch_to_hybrid = false;
   uint32_t min_role_nodes = 1;
+  bool hybrid_fallback = false;
   uint32_t scale_cycles = 3;
 };
 
@@ -241,8 +242,10 @@ RebalancePlan LoadAware::Rebalance(const ClusterView& cluster, absl::Time now) {
     NodeRole role = k.switch_to_hybrid ? NodeRole::kHybrid
                     : to_prefill       ? NodeRole::kPrefill
                                        : NodeRole::kDecode;
-    // Keep at least min_role_nodes serving the side the node leaves.
+    // Keep at least min_role_nodes serving the side the node leaves: work
+    // as hybrid instead, or (the default) do not switch at all.
     if (role != NodeRole::kHybrid && other_count < k.min_role_nodes + 1) {
+      if (!k.hybrid_fallback) return false;
       role = NodeRole::kHybrid;
     }
     const uint32_t cycles = k.switch_cycles;
@@ -312,6 +315,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> MakeLoadAware(
   p.switch_cycles = r.GetUint("switch_cycles", p.switch_cycles, 1, 1u << 30);
   p.switch_to_hybrid = r.GetUint("switch_to_hybrid", 0, 0, 1) != 0;
   p.min_role_nodes = r.GetUint("min_role_nodes", p.min_role_nodes, 0, 1u << 30);
+  p.hybrid_fallback = r.GetUint("hybrid_fallback", 0, 0, 1) != 0;
   p.scale_cycles = r.GetUint("scale_cycles", p.scale_cycles, 1, 1u << 30);
   if (absl::Status s = r.Finish(); !s.ok()) return s;
   if (p.idle_score >= p.overload_score) {
