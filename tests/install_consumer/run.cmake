@@ -9,6 +9,8 @@ endif()
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/install_consumer/project
                   -B ${WORK_DIR}/build -G ${GENERATOR}
                   -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix
+                  "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}"
+                  "-DCMAKE_EXE_LINKER_FLAGS=${CXX_FLAGS}"
                 RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "configuring the consumer failed: ${rc}")
