@@ -154,6 +154,88 @@ inline double ChunkedPrefillMs(const NodeCostModel& cost, double tokens,
   return ms;
 }
 
+// The placement of the score-based policies (least_loaded, kv_cost): P is
+// the usable prefill node with the lowest p_score(node), D the usable decode
+// node with KV room (when checked) and the lowest d_score(node), or the P
+// node itself when it is hybrid and colocate_hybrid is set. Scans start just
+// after the previous choice, so nodes with equal scores take turns.
+// Thread safety: externally synchronized (the scan cursors).
+class ArgminPlacer {
+ public:
+  ArgminPlacer(std::string_view policy, bool colocate_hybrid,
+               bool check_kv_capacity, double default_output_tokens)
+      : policy_(policy),
+        colocate_hybrid_(colocate_hybrid),
+        check_kv_capacity_(check_kv_capacity),
+        default_output_tokens_(default_output_tokens) {}
+
+  // KV tokens the request needs (prompt + expected output).
+  double KvTokensOf(const RequestInfo& request) const {
+    return KvTokens(request, default_output_tokens_);
+  }
+
+  template <typename PScore, typename DScore>
+  absl::StatusOr<Placement> Place(const RequestInfo& request,
+                                  const ClusterView& cluster, absl::Time now,
+                                  PScore p_score, DScore d_score) {
+    const std::vector<NodeInfo>& nodes = cluster.nodes();
+    const UsableAt at(cluster, now);
+    const double kv_tokens = KvTokensOf(request);
+
+    SkipCounts p_skips;
+    const NodeInfo* p = nullptr;
+    double p_best = std::numeric_limits<double>::infinity();
+    ForEachFrom(nodes, p_start_, [&](const NodeInfo& node) {
+      if (!Candidate(node, /*prefill=*/true, at, &p_skips)) return;
+      const double score = p_score(node);
+      if (p == nullptr || score < p_best) {
+        p = &node;
+        p_best = score;
+      }
+    });
+    if (p == nullptr) {
+      return NoNodeError(policy_, true, request, kv_tokens, nodes.size(),
+                         p_skips);
+    }
+
+    SkipCounts d_skips;
+    const NodeInfo* d = nullptr;
+    if (colocate_hybrid_ && p->current_role == NodeRole::kHybrid) {
+      SkipCounts ignored;
+      if (!check_kv_capacity_ || HasCapacity(*p, kv_tokens, &ignored)) d = p;
+    }
+    if (d == nullptr) {
+      double d_best = std::numeric_limits<double>::infinity();
+      ForEachFrom(nodes, d_start_, [&](const NodeInfo& node) {
+        if (!Candidate(node, /*prefill=*/false, at, &d_skips)) return;
+        if (check_kv_capacity_ && !HasCapacity(node, kv_tokens, &d_skips)) {
+          return;
+        }
+        const double score = d_score(node);
+        if (d == nullptr || score < d_best) {
+          d = &node;
+          d_best = score;
+        }
+      });
+    }
+    if (d == nullptr) {
+      return NoNodeError(policy_, false, request, kv_tokens, nodes.size(),
+                         d_skips);
+    }
+    p_start_ = static_cast<size_t>(p - nodes.data()) + 1;
+    d_start_ = static_cast<size_t>(d - nodes.data()) + 1;
+    return Placement{.prefill_node = p->id, .decode_node = d->id};
+  }
+
+ private:
+  const std::string_view policy_;
+  const bool colocate_hybrid_;
+  const bool check_kv_capacity_;
+  const double default_output_tokens_;
+  size_t p_start_ = 0;
+  size_t d_start_ = 0;
+};
+
 // Factories of the built-in policies (registered by the registry).
 absl::StatusOr<std::unique_ptr<Scheduler>> MakeRoundRobin(
     const SchedulerOptions& options);
