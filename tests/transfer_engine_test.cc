@@ -18,9 +18,12 @@
 
 #include "flowkv/kv_layout.h"
 #include "flowkv/transfer_plan.h"
+#include "tests/transfer_test_util.h"
 
 namespace flowkv {
 namespace {
+
+using flowkv::testing::FillRandom;
 
 void PinToLoopback() { setenv("UCX_NET_DEVICES", "lo", 1); }
 
@@ -70,16 +73,6 @@ void ConnectPair(Pair* pair) {
   REQUIRE(peers[0].connected);
   CHECK(peers[0].name == pair->a->name());
   pair->b_to_a = peers[0].id;
-}
-
-void FillRandom(uint8_t* data, size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const uint64_t v = rng();
-    std::memcpy(data + i, &v, 8);
-  }
-  for (; i < n; ++i) data[i] = static_cast<uint8_t>(rng());
 }
 
 // A KV pool: its layout, its memory (one pointer per layout region) and the

@@ -26,27 +26,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "flowkv/transfer_engine.h"
+#include "tests/transfer_test_util.h"
 
 namespace {
 
-uint64_t Fnv1a(const uint8_t* data, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < n; ++i) {
-    h ^= data[i];
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-
-void FillRandom(uint8_t* data, size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const uint64_t v = rng();
-    std::memcpy(data + i, &v, 8);
-  }
-  for (; i < n; ++i) data[i] = static_cast<uint8_t>(rng());
-}
+using flowkv::testing::FillRandom;
+using flowkv::testing::Fnv1a;
 
 int Fail(const std::string& what) {
   fmt::print(stderr, "transfer_peer: {}\n", what);
