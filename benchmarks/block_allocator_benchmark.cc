@@ -9,6 +9,8 @@
 //   (16-token blocks), decode appends a block every 16 output tokens with
 //   Extend, finished requests are freed. `flowkv` is BlockAllocator;
 //   `freelist` is the vLLM-style baseline: a LIFO stack of single block ids.
+//   `slack` is BlockAllocatorOptions::growth_slack_blocks (0: every
+//   allocation at the start of its free run).
 #include <algorithm>
 #include <benchmark/benchmark.h>
 #include <cmath>
@@ -193,8 +195,11 @@ void RunChurn(benchmark::State& state, uint32_t num_blocks, Allocate allocate,
 
 constexpr uint32_t kChurnBlocks = 128 << 10;
 
+// state.range(1): BlockAllocatorOptions::growth_slack_blocks.
 void BM_Churn_flowkv(benchmark::State& state) {
-  auto allocator = *BlockAllocator::Create({.num_blocks = kChurnBlocks});
+  auto allocator = *BlockAllocator::Create(
+      {.num_blocks = kChurnBlocks,
+       .growth_slack_blocks = static_cast<uint32_t>(state.range(1))});
   RunChurn<BlockList>(
       state, kChurnBlocks,
       [&](uint32_t n, BlockList* out) {
@@ -229,11 +234,12 @@ void BM_Churn_freelist(benchmark::State& state) {
 
 BENCHMARK(BM_Churn_flowkv)
     ->Name("BM_Churn/flowkv")
-    ->ArgName("occupancy")
-    ->Arg(50)
-    ->Arg(80)
-    ->Arg(90)
-    ->Arg(95);
+    ->ArgNames({"occupancy", "slack"})
+    ->Args({50, 32})
+    ->Args({80, 32})
+    ->Args({90, 32})
+    ->Args({95, 32})
+    ->Args({90, 0});
 BENCHMARK(BM_Churn_freelist)
     ->Name("BM_Churn/freelist")
     ->ArgName("occupancy")
