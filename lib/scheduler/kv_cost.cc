@@ -16,11 +16,8 @@ constexpr std::string_view kName = "kv_cost";
 // Thread safety: externally synchronized (tie-break cursors).
 class KvCost final : public Scheduler {
  public:
-  KvCost(double prefill_weight, bool colocate_hybrid, bool check_kv_capacity,
-         double default_output_tokens)
-      : prefill_weight_(prefill_weight),
-        placer_(kName, colocate_hybrid, check_kv_capacity,
-                default_output_tokens) {}
+  KvCost(double prefill_weight, const PlacementOptions& options)
+      : prefill_weight_(prefill_weight), placer_(kName, options) {}
 
   std::string_view name() const override { return kName; }
 
@@ -53,11 +50,10 @@ absl::StatusOr<std::unique_ptr<Scheduler>> MakeKvCost(
     const SchedulerOptions& options) {
   ParamReader params(kName, options);
   const double weight = params.Get("prefill_weight", 1.0, 0, 1e6);
-  const bool colocate = params.GetUint("colocate_hybrid", 1, 0, 1) != 0;
-  const bool check = params.GetUint("check_kv_capacity", 1, 0, 1) != 0;
-  const double out = params.Get("default_output_tokens", 128, 0, 1e9);
+  const PlacementOptions placement =
+      ReadPlacementOptions(params, /*check_kv_capacity_default=*/true);
   if (absl::Status s = params.Finish(); !s.ok()) return s;
-  return std::make_unique<KvCost>(weight, colocate, check, out);
+  return std::make_unique<KvCost>(weight, placement);
 }
 
 }  // namespace flowkv::internal

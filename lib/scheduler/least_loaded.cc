@@ -12,10 +12,8 @@ constexpr std::string_view kName = "least_loaded";
 // Thread safety: externally synchronized (tie-break cursors).
 class LeastLoaded final : public Scheduler {
  public:
-  LeastLoaded(bool colocate_hybrid, bool check_kv_capacity,
-              double default_output_tokens)
-      : placer_(kName, colocate_hybrid, check_kv_capacity,
-                default_output_tokens) {}
+  explicit LeastLoaded(const PlacementOptions& options)
+      : placer_(kName, options) {}
 
   std::string_view name() const override { return kName; }
 
@@ -39,11 +37,10 @@ class LeastLoaded final : public Scheduler {
 absl::StatusOr<std::unique_ptr<Scheduler>> MakeLeastLoaded(
     const SchedulerOptions& options) {
   ParamReader params(kName, options);
-  const bool colocate = params.GetUint("colocate_hybrid", 1, 0, 1) != 0;
-  const bool check = params.GetUint("check_kv_capacity", 0, 0, 1) != 0;
-  const double out = params.Get("default_output_tokens", 128, 0, 1e9);
+  const PlacementOptions placement =
+      ReadPlacementOptions(params, /*check_kv_capacity_default=*/false);
   if (absl::Status s = params.Finish(); !s.ok()) return s;
-  return std::make_unique<LeastLoaded>(colocate, check, out);
+  return std::make_unique<LeastLoaded>(placement);
 }
 
 }  // namespace flowkv::internal

@@ -154,6 +154,28 @@ inline double ChunkedPrefillMs(const NodeCostModel& cost, double tokens,
   return ms;
 }
 
+// The options the fixed-role and score-based policies share (see
+// docs/scheduler.md): colocate_hybrid, check_kv_capacity and
+// default_output_tokens.
+struct PlacementOptions {
+  bool colocate_hybrid = true;
+  bool check_kv_capacity = false;
+  double default_output_tokens = 128;
+};
+
+// Reads the shared options; check_kv_capacity's default is the policy's.
+inline PlacementOptions ReadPlacementOptions(ParamReader& params,
+                                             bool check_kv_capacity_default) {
+  PlacementOptions o;
+  o.colocate_hybrid = params.GetUint("colocate_hybrid", 1, 0, 1) != 0;
+  o.check_kv_capacity =
+      params.GetUint("check_kv_capacity", check_kv_capacity_default ? 1 : 0, 0,
+                     1) != 0;
+  o.default_output_tokens =
+      params.Get("default_output_tokens", o.default_output_tokens, 0, 1e9);
+  return o;
+}
+
 // The placement of the score-based policies (least_loaded, kv_cost): P is
 // the usable prefill node with the lowest p_score(node), D the usable decode
 // node with KV room (when checked) and the lowest d_score(node), or the P
@@ -162,12 +184,11 @@ inline double ChunkedPrefillMs(const NodeCostModel& cost, double tokens,
 // Thread safety: externally synchronized (the scan cursors).
 class ArgminPlacer {
  public:
-  ArgminPlacer(std::string_view policy, bool colocate_hybrid,
-               bool check_kv_capacity, double default_output_tokens)
+  ArgminPlacer(std::string_view policy, const PlacementOptions& options)
       : policy_(policy),
-        colocate_hybrid_(colocate_hybrid),
-        check_kv_capacity_(check_kv_capacity),
-        default_output_tokens_(default_output_tokens) {}
+        colocate_hybrid_(options.colocate_hybrid),
+        check_kv_capacity_(options.check_kv_capacity),
+        default_output_tokens_(options.default_output_tokens) {}
 
   // KV tokens the request needs (prompt + expected output).
   double KvTokensOf(const RequestInfo& request) const {

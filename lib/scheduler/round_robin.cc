@@ -10,11 +10,10 @@ constexpr std::string_view kName = "round_robin";
 // Thread safety: externally synchronized (cursors).
 class RoundRobin final : public Scheduler {
  public:
-  RoundRobin(bool colocate_hybrid, bool check_kv_capacity,
-             double default_output_tokens)
-      : colocate_hybrid_(colocate_hybrid),
-        check_kv_capacity_(check_kv_capacity),
-        default_output_tokens_(default_output_tokens) {}
+  explicit RoundRobin(const PlacementOptions& options)
+      : colocate_hybrid_(options.colocate_hybrid),
+        check_kv_capacity_(options.check_kv_capacity),
+        default_output_tokens_(options.default_output_tokens) {}
 
   std::string_view name() const override { return kName; }
 
@@ -77,11 +76,10 @@ class RoundRobin final : public Scheduler {
 absl::StatusOr<std::unique_ptr<Scheduler>> MakeRoundRobin(
     const SchedulerOptions& options) {
   ParamReader params(kName, options);
-  const bool colocate = params.GetUint("colocate_hybrid", 1, 0, 1) != 0;
-  const bool check = params.GetUint("check_kv_capacity", 0, 0, 1) != 0;
-  const double out = params.Get("default_output_tokens", 128, 0, 1e9);
+  const PlacementOptions placement =
+      ReadPlacementOptions(params, /*check_kv_capacity_default=*/false);
   if (absl::Status s = params.Finish(); !s.ok()) return s;
-  return std::make_unique<RoundRobin>(colocate, check, out);
+  return std::make_unique<RoundRobin>(placement);
 }
 
 }  // namespace flowkv::internal
