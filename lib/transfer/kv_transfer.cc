@@ -50,12 +50,29 @@ TransferHandle FailedHandle(absl::Status status) {
   return TransferHandle(std::move(record));
 }
 
+// OK when `regions` names one region of `known` per region of `layout`,
+// each large enough for it. `owner` names whose regions they are in errors.
 absl::Status CheckRegions(const KvLayout& layout,
-                          const std::vector<RegionId>& regions) {
+                          const std::vector<RegionId>& regions,
+                          const std::vector<RegionInfo>& known,
+                          const std::string& owner) {
   if (regions.size() != layout.num_regions()) {
     return absl::InvalidArgumentError(
         absl::StrCat("KvTransfer: ", regions.size(), " regions given, the ",
                      "layout has ", layout.num_regions()));
+  }
+  for (RegionId id : regions) {
+    auto it = std::find_if(known.begin(), known.end(),
+                           [id](const RegionInfo& r) { return r.id == id; });
+    if (it == known.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("KvTransfer: ", owner, " has no region ", id));
+    }
+    if (it->length < layout.region_bytes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "KvTransfer: region ", id, " of ", owner, " holds ", it->length,
+          " bytes, the layout needs ", layout.region_bytes()));
+    }
   }
   return absl::OkStatus();
 }
@@ -70,23 +87,12 @@ class KvTransfer::Impl {
 
   absl::Status AddPeerPool(PeerId peer, const KvLayout& layout,
                            std::vector<RegionId> peer_regions) {
-    if (absl::Status s = CheckRegions(layout, peer_regions); !s.ok()) return s;
     absl::StatusOr<PeerInfo> info = engine_->GetPeer(peer);
     if (!info.ok()) return info.status();
-    for (RegionId id : peer_regions) {
-      const RegionInfo* found = nullptr;
-      for (const RegionInfo& r : info->regions) {
-        if (r.id == id) found = &r;
-      }
-      if (found == nullptr) {
-        return absl::NotFoundError(
-            absl::StrCat("KvTransfer: peer ", peer, " has no region ", id));
-      }
-      if (found->length < layout.region_bytes()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "KvTransfer: peer region ", id, " holds ", found->length,
-            " bytes, the layout needs ", layout.region_bytes()));
-      }
+    if (absl::Status s = CheckRegions(layout, peer_regions, info->regions,
+                                      absl::StrCat("peer ", peer));
+        !s.ok()) {
+      return s;
     }
     internal::TsanMutexLock lock(&mu_);
     peers_.insert_or_assign(peer, PeerPool{layout, std::move(peer_regions)});
@@ -210,20 +216,10 @@ absl::StatusOr<std::unique_ptr<KvTransfer>> KvTransfer::Create(
   if (engine == nullptr) {
     return absl::InvalidArgumentError("KvTransfer: engine is null");
   }
-  if (absl::Status s = CheckRegions(layout, regions); !s.ok()) return s;
-  const std::vector<RegionInfo> known = engine->Regions();
-  for (RegionId id : regions) {
-    auto it = std::find_if(known.begin(), known.end(),
-                           [id](const RegionInfo& r) { return r.id == id; });
-    if (it == known.end()) {
-      return absl::NotFoundError(
-          absl::StrCat("KvTransfer: the engine has no region ", id));
-    }
-    if (it->length < layout.region_bytes()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("KvTransfer: region ", id, " holds ", it->length,
-                       " bytes, the layout needs ", layout.region_bytes()));
-    }
+  if (absl::Status s =
+          CheckRegions(layout, regions, engine->Regions(), "the engine");
+      !s.ok()) {
+    return s;
   }
   return std::unique_ptr<KvTransfer>(new KvTransfer(
       std::make_unique<Impl>(engine, layout, std::move(regions))));
