@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config
-  libucx-dev ucx-utils
+  libucx-dev ucx-utils libssl-dev
   libabsl-dev libfmt-dev catch2 libbenchmark-dev
   clang-format iproute2
 )

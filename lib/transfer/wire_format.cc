@@ -1,9 +1,14 @@
+// Encoding and parsing of the wire format described in wire_format.h. Calls
+// lib/transfer/hmac.h for the EngineInfo mac, and nothing outside Abseil.
+
 #include "lib/transfer/wire_format.h"
 
 #include <cstring>
+#include <optional>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
+#include "lib/transfer/hmac.h"
 
 namespace flowkv::internal {
 namespace {
@@ -23,6 +28,11 @@ class Writer {
   void Bytes(std::string_view s) {
     U32(static_cast<uint32_t>(s.size()));
     out_.append(s);
+  }
+  // Appends the HMAC-SHA256 of everything written, keyed by `key`.
+  void Mac(std::string_view key) {
+    const Sha256Digest mac = HmacSha256(key, AsBytes(out_));
+    out_.append(reinterpret_cast<const char*>(mac.data()), mac.size());
   }
   // Appends the checksum of everything written and returns the blob.
   std::string Finish() {
@@ -44,8 +54,9 @@ class Reader {
   Reader(absl::Span<const uint8_t> bytes, const char* what)
       : bytes_(bytes), what_(what) {}
 
-  // Checks the magic, the checksum and the version, and strips the checksum.
-  absl::Status Begin(const char* magic) {
+  // Checks the magic, the checksum and the version, and strips the checksum
+  // and the `trailer_bytes` before it, which trailer() then holds.
+  absl::Status Begin(const char* magic, size_t trailer_bytes = 0) {
     if (bytes_.size() < 4 + 2 + 8) {
       return absl::InvalidArgumentError(
           absl::StrFormat("%s: %d bytes, shorter than the %d-byte minimum",
@@ -75,8 +86,19 @@ class Reader {
           "%s: protocol version %d is not supported (this engine speaks %d)",
           what_, version, kProtocolVersion));
     }
+    if (bytes_.size() < pos_ + trailer_bytes) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: %d bytes, shorter than the %d-byte minimum",
+                          what_, bytes_.size() + 8, pos_ + trailer_bytes + 8));
+    }
+    trailer_ = bytes_.subspan(bytes_.size() - trailer_bytes);
+    bytes_ = bytes_.subspan(0, bytes_.size() - trailer_bytes);
     return absl::OkStatus();
   }
+
+  // After Begin: the bytes before the trailer, and the trailer.
+  absl::Span<const uint8_t> body() const { return bytes_; }
+  absl::Span<const uint8_t> trailer() const { return trailer_; }
 
   bool U8(const char* field, uint8_t* v) {
     uint64_t x;
@@ -147,10 +169,15 @@ class Reader {
   }
 
   absl::Span<const uint8_t> bytes_;
+  absl::Span<const uint8_t> trailer_;
   const char* what_;
   size_t pos_ = 0;
   absl::Status status_;
 };
+
+std::string_view AsChars(absl::Span<const uint8_t> bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
 
 void WriteEngineInfoBody(const EngineInfo& info, Writer* w) {
   w->U64(info.instance_id);
@@ -188,12 +215,17 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
-std::string EncodeEngineInfo(const EngineInfo& info) {
+std::string EncodeEngineInfo(const EngineInfo& info, std::string_view mac_key) {
   Writer w;
   w.Magic(kEngineInfoMagic);
   w.U16(kProtocolVersion);
   WriteEngineInfoBody(info, &w);
+  w.Mac(mac_key);
   return w.Finish();
+}
+
+std::string EncodeEngineInfo(const EngineInfo& info) {
+  return EncodeEngineInfo(info, /*mac_key=*/"");
 }
 
 std::string EncodeHello(const Hello& hello) {
@@ -203,7 +235,7 @@ std::string EncodeHello(const Hello& hello) {
   w.U8(hello.via_sockaddr ? 1 : 0);
   w.U64(hello.sender_conn_id);
   w.Bytes(hello.token);
-  w.Bytes(EncodeEngineInfo(hello.info));
+  w.Bytes(EncodeEngineInfo(hello.info, hello.token));
   return w.Finish();
 }
 
@@ -214,7 +246,7 @@ std::string EncodeHelloAck(const HelloAck& ack) {
   w.U64(ack.sender_conn_id);
   w.U64(ack.receiver_conn_id);
   w.Bytes(ack.token);
-  w.Bytes(EncodeEngineInfo(ack.info));
+  w.Bytes(EncodeEngineInfo(ack.info, ack.token));
   return w.Finish();
 }
 
@@ -228,9 +260,24 @@ std::string EncodeReject(const Reject& reject) {
   return w.Finish();
 }
 
-absl::StatusOr<EngineInfo> ParseEngineInfo(absl::Span<const uint8_t> bytes) {
+namespace {
+
+// ParseEngineInfo, and with a `mac_key` ParseSignedEngineInfo.
+absl::StatusOr<EngineInfo> ParseEngineInfoWithKey(
+    absl::Span<const uint8_t> bytes, std::optional<std::string_view> mac_key) {
   Reader r(bytes, "engine metadata");
-  if (absl::Status s = r.Begin(kEngineInfoMagic); !s.ok()) return s;
+  if (absl::Status s = r.Begin(kEngineInfoMagic, kSha256DigestBytes); !s.ok()) {
+    return s;
+  }
+  if (mac_key.has_value()) {
+    const Sha256Digest expected = HmacSha256(*mac_key, r.body());
+    if (!ConstantTimeEquals(AsChars(r.trailer()), AsChars(expected))) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "engine metadata: the metadata of engine (%d bytes) is not signed "
+          "with this cluster's token (HMAC-SHA256 mismatch)",
+          bytes.size()));
+    }
+  }
   EngineInfo info;
   uint32_t num_regions = 0;
   r.U64("instance_id", &info.instance_id);
@@ -284,6 +331,17 @@ absl::StatusOr<EngineInfo> ParseEngineInfo(absl::Span<const uint8_t> bytes) {
     return absl::InvalidArgumentError("engine metadata: empty worker address");
   }
   return info;
+}
+
+}  // namespace
+
+absl::StatusOr<EngineInfo> ParseEngineInfo(absl::Span<const uint8_t> bytes) {
+  return ParseEngineInfoWithKey(bytes, std::nullopt);
+}
+
+absl::StatusOr<EngineInfo> ParseSignedEngineInfo(
+    absl::Span<const uint8_t> bytes, std::string_view mac_key) {
+  return ParseEngineInfoWithKey(bytes, mac_key);
 }
 
 absl::StatusOr<Hello> ParseHello(absl::Span<const uint8_t> bytes) {

@@ -8,7 +8,7 @@
 //   EngineInfo  (LocalMetadata):
 //     "FKVM" u16 version  u64 instance_id  str name  bytes worker_address
 //     u32 n  n x { u32 id  u8 kind  u64 base  u64 length  bytes rkey }
-//     u64 checksum
+//     u8[32] mac  u64 checksum
 //   Hello (client -> server, also for AddPeer):
 //     "FKVH" u16 version  u8 via_sockaddr  u64 sender_conn_id  str token
 //     bytes engine_info  u64 checksum
@@ -20,6 +20,20 @@
 //     u64 checksum
 //
 // str / bytes = u32 length + the bytes.
+//
+// The EngineInfo mac is HMAC-SHA256 (lib/transfer/hmac.h), keyed by the
+// cluster token, over every byte before it (magic to the last region). The
+// checksum only catches corruption: anyone can recompute it. The mac is what
+// keeps bytes from outside the cluster away from UCX: ParseSignedEngineInfo
+// checks it before any field past the version is read. ParseEngineInfo
+// checks the structure alone (for TransferEngine::ValidateMetadata, which
+// has no token). Hello and HelloAck embed an EngineInfo signed with the token
+// they carry; the handshake compares that token with its own. So what
+// reaches ucp_ep_create / ucp_ep_rkey_unpack is a ParseSignedEngineInfo
+// result, or a Hello / HelloAck info after its token compared equal.
+//
+// Version history: 1 had no mac; 2 added it. Another version gives
+// FailedPrecondition.
 //
 // Thread safety: thread-safe (pure functions and value types).
 
@@ -34,10 +48,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "flowkv/export.h"
 
 namespace flowkv::internal {
 
-inline constexpr uint16_t kProtocolVersion = 1;
+inline constexpr uint16_t kProtocolVersion = 2;
 inline constexpr size_t kMaxNameBytes = 255;
 inline constexpr size_t kMaxTokenBytes = 4096;
 inline constexpr size_t kMaxWorkerAddressBytes = 64 * 1024;
@@ -81,20 +96,48 @@ struct Reject {
   std::string reason;
 };
 
+// The EngineInfo blob, signed with HMAC-SHA256 keyed by `mac_key` (the
+// cluster token; the empty token is a valid key).
+// (Exported from the shared library only so that its unit test can call it.)
+FLOWKV_EXPORT std::string EncodeEngineInfo(const EngineInfo& info,
+                                           std::string_view mac_key);
+// Transitional: EncodeEngineInfo(info, "") until every caller passes its
+// cluster token. Remove then.
 std::string EncodeEngineInfo(const EngineInfo& info);
-std::string EncodeHello(const Hello& hello);
-std::string EncodeHelloAck(const HelloAck& ack);
+// The embedded EngineInfo is signed with hello.token / ack.token.
+// (Exported from the shared library only so that its unit test can call
+// them.)
+FLOWKV_EXPORT std::string EncodeHello(const Hello& hello);
+FLOWKV_EXPORT std::string EncodeHelloAck(const HelloAck& ack);
 std::string EncodeReject(const Reject& reject);
 
 // InvalidArgument naming the field for malformed input (bad magic,
 // truncation, a length over its limit, trailing bytes, checksum mismatch,
 // a region with zero length or one that wraps the address space, duplicate
 // region ids, an empty worker address); FailedPrecondition for another
-// protocol version.
-absl::StatusOr<EngineInfo> ParseEngineInfo(absl::Span<const uint8_t> bytes);
-absl::StatusOr<Hello> ParseHello(absl::Span<const uint8_t> bytes);
-absl::StatusOr<HelloAck> ParseHelloAck(absl::Span<const uint8_t> bytes);
+// protocol version. These check structure only: ParseEngineInfo requires
+// the 32 mac bytes but does not check them, so its result must not reach
+// UCX; the info in a Hello / HelloAck may, only once its token has been
+// compared with the cluster's (ConstantTimeEquals).
+// (The exported ones are exported from the shared library only so that their
+// unit test can call them.)
+FLOWKV_EXPORT absl::StatusOr<EngineInfo> ParseEngineInfo(
+    absl::Span<const uint8_t> bytes);
+FLOWKV_EXPORT absl::StatusOr<Hello> ParseHello(absl::Span<const uint8_t> bytes);
+FLOWKV_EXPORT absl::StatusOr<HelloAck> ParseHelloAck(
+    absl::Span<const uint8_t> bytes);
 absl::StatusOr<Reject> ParseReject(absl::Span<const uint8_t> bytes);
+
+// ParseEngineInfo for bytes from outside (AddPeer): before reading any field
+// past the version, checks in constant time that the mac is HMAC-SHA256
+// keyed by `mac_key`, and gives PermissionDenied when it is not (another
+// cluster's token, or bytes forged or altered with a recomputed checksum).
+// Checks, in order: length, magic, checksum (InvalidArgument), version
+// (FailedPrecondition), mac (PermissionDenied), structure and limits
+// (InvalidArgument).
+// (Exported from the shared library only so that its unit test can call it.)
+FLOWKV_EXPORT absl::StatusOr<EngineInfo> ParseSignedEngineInfo(
+    absl::Span<const uint8_t> bytes, std::string_view mac_key);
 
 // FNV-1a, 64 bits.
 uint64_t Fnv1a64(absl::Span<const uint8_t> bytes);

@@ -1,0 +1,33 @@
+// HMAC-SHA256 through libcrypto's EVP_MAC interface (OpenSSL 3.0 or later).
+// Calls libcrypto and nothing else.
+
+#include "lib/transfer/hmac.h"
+
+#include <cstdlib>
+#include <openssl/evp.h>
+
+namespace flowkv::internal {
+
+Sha256Digest HmacSha256(std::string_view key,
+                        absl::Span<const uint8_t> message) {
+  // libcrypto reads a null key as "keep the previous key", which a fresh
+  // context does not have: hand it a valid pointer for the empty key too.
+  static constexpr unsigned char kNoBytes[1] = {0};
+  const auto* key_bytes =
+      key.empty() ? kNoBytes
+                  : reinterpret_cast<const unsigned char*>(key.data());
+  const unsigned char* message_bytes =
+      message.empty() ? kNoBytes : message.data();
+  Sha256Digest digest;
+  size_t digest_bytes = 0;
+  if (EVP_Q_mac(/*libctx=*/nullptr, "HMAC", /*propq=*/nullptr, "SHA256",
+                /*params=*/nullptr, key_bytes, key.size(), message_bytes,
+                message.size(), digest.data(), digest.size(),
+                &digest_bytes) == nullptr ||
+      digest_bytes != digest.size()) {
+    std::abort();
+  }
+  return digest;
+}
+
+}  // namespace flowkv::internal

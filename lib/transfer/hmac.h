@@ -1,0 +1,36 @@
+// HMAC-SHA256 (RFC 2104, FIPS 180-4), the one place flowkv calls OpenSSL's
+// libcrypto. Owns only the keyed digest; callers compare MACs with
+// ConstantTimeEquals (lib/transfer/wire_format.h), never with memcmp or ==.
+//
+// Example:
+//   const Sha256Digest mac = HmacSha256(cluster_token, AsBytes(blob));
+//
+// Thread safety: thread-safe (a pure function).
+
+#ifndef FLOWKV_LIB_TRANSFER_HMAC_H_
+#define FLOWKV_LIB_TRANSFER_HMAC_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "absl/types/span.h"
+#include "flowkv/export.h"
+
+namespace flowkv::internal {
+
+inline constexpr size_t kSha256DigestBytes = 32;
+using Sha256Digest = std::array<uint8_t, kSha256DigestBytes>;
+
+// HMAC-SHA256 of `message` keyed by `key`. Any key length is valid, the empty
+// key included (a key longer than SHA-256's 64-byte block is hashed first, as
+// RFC 2104 says). libcrypto fails here only when it cannot allocate its
+// context; like a failed operator new, that ends the process (std::abort).
+// (Exported from the shared library only so that its unit test can call it.)
+FLOWKV_EXPORT Sha256Digest HmacSha256(std::string_view key,
+                                      absl::Span<const uint8_t> message);
+
+}  // namespace flowkv::internal
+
+#endif  // FLOWKV_LIB_TRANSFER_HMAC_H_
