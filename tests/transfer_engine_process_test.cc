@@ -21,138 +21,19 @@
 #include "flowkv/kv_layout.h"
 #include "flowkv/transfer_engine.h"
 #include "flowkv/transfer_plan.h"
+#include "tests/peer_process.h"
 #include "tests/transfer_test_util.h"
-
-extern char** environ;
 
 namespace flowkv {
 namespace {
 
 using flowkv::testing::FillRandom;
 using flowkv::testing::Fnv1a;
+using flowkv::testing::MakeEngine;
+using flowkv::testing::PeerProcess;
+using flowkv::testing::RandomBlocks;
+using flowkv::testing::Replies;
 using flowkv::testing::SharedMemoryMode;
-
-std::unique_ptr<TransferEngine> MakeEngine(const std::string& token) {
-  setenv("UCX_NET_DEVICES", "lo", 1);
-  TransferEngineOptions options;
-  options.name = "process_test";
-  options.cluster_token = token;
-  options.ucx_peer_error_handling = !SharedMemoryMode();
-  options.peer_failure_timeout = absl::Seconds(3);
-  auto engine = TransferEngine::Create(options);
-  REQUIRE(engine.ok());
-  return *std::move(engine);
-}
-
-// A running transfer_peer; killed (SIGKILL) and reaped on destruction.
-class PeerProcess {
- public:
-  PeerProcess(const std::string& token, uint64_t pool_bytes) {
-    char self[PATH_MAX] = {0};
-    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    REQUIRE(n > 0);
-    std::string path(self, n);
-    path = path.substr(0, path.rfind('/')) + "/transfer_peer";
-    REQUIRE(access(path.c_str(), X_OK) == 0);
-    int fds[2];
-    REQUIRE(pipe(fds) == 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addclose(&actions, fds[0]);
-    posix_spawn_file_actions_addclose(&actions, fds[1]);
-    const std::string bytes = std::to_string(pool_bytes);
-    std::vector<std::string> args = {path, "--token", token, "--pool_bytes",
-                                     bytes};
-    if (SharedMemoryMode()) args.push_back("--heartbeat");
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    setenv("UCX_NET_DEVICES", "lo", 1);
-    const int rc = posix_spawn(&pid_, path.c_str(), &actions, nullptr,
-                               argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    close(fds[1]);
-    REQUIRE(rc == 0);
-    out_ = fdopen(fds[0], "r");
-    REQUIRE(out_ != nullptr);
-    char line[1 << 16];
-    while ((address_.empty() || metadata_.empty()) &&
-           std::fgets(line, sizeof(line), out_) != nullptr) {
-      std::string text(line);
-      while (!text.empty() && text.back() == '\n') text.pop_back();
-      if (text.rfind("LISTEN ", 0) == 0) address_ = text.substr(7);
-      if (text.rfind("METADATA ", 0) == 0) {
-        const std::string hex = text.substr(9);
-        for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-          metadata_.push_back(
-              static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-        }
-      }
-    }
-    REQUIRE(!address_.empty());
-    REQUIRE(!metadata_.empty());
-  }
-  ~PeerProcess() {
-    Kill(SIGKILL);
-    if (out_ != nullptr) std::fclose(out_);
-  }
-  void Kill(int signal) {
-    if (pid_ <= 0) return;
-    kill(pid_, signal);
-    if (signal == SIGKILL) {
-      waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-  }
-  const std::string& address() const { return address_; }
-  const std::string& metadata() const { return metadata_; }
-
- private:
-  pid_t pid_ = -1;
-  FILE* out_ = nullptr;
-  std::string address_;
-  std::string metadata_;
-};
-
-// Waits for a message from `peer` starting with `prefix`; other messages
-// are kept for later calls.
-class Replies {
- public:
-  explicit Replies(TransferEngine* engine) : engine_(engine) {}
-  std::string Expect(const std::string& prefix) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    while (absl::Now() < deadline) {
-      for (auto it = pending_.begin(); it != pending_.end(); ++it) {
-        if (it->rfind(prefix, 0) == 0) {
-          std::string found = *it;
-          pending_.erase(it);
-          return found;
-        }
-      }
-      for (Notification& n : engine_->TakeNotifications(absl::Seconds(1))) {
-        pending_.push_back(std::move(n.bytes));
-      }
-    }
-    FAIL("no reply starting with \"" << prefix << "\"");
-    return {};
-  }
-
- private:
-  TransferEngine* engine_;
-  std::vector<std::string> pending_;
-};
-
-BlockList RandomBlocks(uint32_t n, uint32_t num_blocks, std::mt19937_64* rng) {
-  std::vector<BlockId> ids(num_blocks);
-  for (uint32_t i = 0; i < num_blocks; ++i) ids[i] = i;
-  std::shuffle(ids.begin(), ids.end(), *rng);
-  ids.resize(n);
-  for (uint32_t i = 0; i < n; i += 4) {
-    std::sort(ids.begin() + i, ids.begin() + std::min(n, i + 4));
-  }
-  return BlockList::FromIds(ids);
-}
 
 std::vector<TransferOp> Plan(const KvLayout& src, const BlockList& src_blocks,
                              RegionId src_region, const KvLayout& dst,
@@ -192,7 +73,7 @@ TEST_CASE("Write and Read with a peer process arrive byte-exact",
                    .dtype_bytes = 2};
   const uint64_t pool_bytes = KvLayout::Create(spec)->total_bytes();
   PeerProcess process("secret", pool_bytes);
-  auto engine = MakeEngine("secret");
+  auto engine = MakeEngine("process_test", "secret");
   auto local = engine->AllocateMemory(pool_bytes);
   REQUIRE(local.ok());
   auto* mine = static_cast<uint8_t*>(local->data);
@@ -265,7 +146,7 @@ TEST_CASE("Write and Read with a peer process arrive byte-exact",
 TEST_CASE("A peer process with another token is refused",
           "[transfer_engine][process]") {
   PeerProcess process("their-secret", 4096);
-  auto engine = MakeEngine("our-secret");
+  auto engine = MakeEngine("process_test", "our-secret");
   CHECK(engine->Connect(process.address()).status().code() ==
         absl::StatusCode::kPermissionDenied);
   CHECK(engine->AddPeer(process.metadata()).status().code() ==
@@ -282,7 +163,7 @@ TEST_CASE("A peer killed mid-transfer fails transfers with Unavailable",
   const bool via_metadata = GENERATE(false, true);
   INFO((via_metadata ? "AddPeer" : "Connect"));
   PeerProcess process("secret", kBytes);
-  auto engine = MakeEngine("secret");
+  auto engine = MakeEngine("process_test", "secret");
   auto local = engine->AllocateMemory(kBytes);
   REQUIRE(local.ok());
   auto peer = via_metadata ? engine->AddPeer(process.metadata())
@@ -336,7 +217,7 @@ TEST_CASE("A stopped peer: deadline and Cancel close the endpoint",
   const bool cancel = GENERATE(false, true);
   INFO((cancel ? "cancel" : "deadline"));
   PeerProcess process("secret", kBytes);
-  auto engine = MakeEngine("secret");
+  auto engine = MakeEngine("process_test", "secret");
   auto local = engine->AllocateMemory(kBytes);
   REQUIRE(local.ok());
   auto peer = engine->Connect(process.address());

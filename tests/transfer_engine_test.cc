@@ -18,62 +18,16 @@
 
 #include "flowkv/kv_layout.h"
 #include "flowkv/transfer_plan.h"
+#include "tests/engine_pair.h"
 #include "tests/transfer_test_util.h"
 
 namespace flowkv {
 namespace {
 
+using flowkv::testing::ConnectPair;
 using flowkv::testing::FillRandom;
-
-void PinToLoopback() { setenv("UCX_NET_DEVICES", "lo", 1); }
-
-// UCX 1.13's shared-memory transports need the engine's heartbeat mode.
-bool SharedMemoryOnly() {
-  const char* tls = std::getenv("UCX_TLS");
-  if (tls == nullptr) return false;
-  const std::string t = tls;
-  return t.find("posix") != std::string::npos ||
-         t.find("sm") != std::string::npos;
-}
-
-std::unique_ptr<TransferEngine> MakeEngine(
-    const std::string& name, const std::string& token = "cluster-secret",
-    std::function<void(Notification)> on_notification = nullptr) {
-  PinToLoopback();
-  TransferEngineOptions options;
-  options.name = name;
-  options.cluster_token = token;
-  options.on_notification = std::move(on_notification);
-  options.ucx_peer_error_handling = !SharedMemoryOnly();
-  options.peer_failure_timeout = absl::Seconds(3);
-  auto engine = TransferEngine::Create(options);
-  REQUIRE(engine.ok());
-  return *std::move(engine);
-}
-
-// `a` connected to `b` through b's listener.
-struct Pair {
-  std::unique_ptr<TransferEngine> a;
-  std::unique_ptr<TransferEngine> b;
-  PeerId a_to_b = 0;
-  PeerId b_to_a = 0;
-  std::string address;  // b's listener
-};
-
-void ConnectPair(Pair* pair) {
-  auto address = pair->b->Listen("127.0.0.1:0");
-  REQUIRE(address.ok());
-  pair->address = *address;
-  auto peer = pair->a->Connect(*address);
-  INFO(peer.status().ToString());
-  REQUIRE(peer.ok());
-  pair->a_to_b = *peer;
-  std::vector<PeerInfo> peers = pair->b->Peers();
-  REQUIRE(peers.size() == 1);
-  REQUIRE(peers[0].connected);
-  CHECK(peers[0].name == pair->a->name());
-  pair->b_to_a = peers[0].id;
-}
+using flowkv::testing::MakeEngine;
+using flowkv::testing::Pair;
 
 // A KV pool: its layout, its memory (one pointer per layout region) and the
 // engine region id of each layout region.

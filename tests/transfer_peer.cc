@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
   options.name = "transfer_peer";
   options.cluster_token = token;
   options.ucx_peer_error_handling = !heartbeat;
-  options.peer_failure_timeout = absl::Seconds(3);
+  options.peer_failure_timeout = flowkv::testing::kPeerFailureTimeout;
   auto engine = flowkv::TransferEngine::Create(options);
   if (!engine.ok()) return Fail(engine.status().ToString());
   auto pool = (*engine)->AllocateMemory(pool_bytes);

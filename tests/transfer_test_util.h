@@ -9,7 +9,13 @@
 #include <random>
 #include <string>
 
+#include "absl/time/time.h"
+
 namespace flowkv::testing {
+
+// The peer failure timeout of the process tests' engines and of
+// transfer_peer; every time bound of those tests derives from it.
+inline constexpr absl::Duration kPeerFailureTimeout = absl::Seconds(3);
 
 // Whether UCX_TLS selects a shared-memory transport.
 inline bool SharedMemoryMode() {

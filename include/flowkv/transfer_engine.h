@@ -73,6 +73,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -117,15 +118,40 @@ struct PeerInfo {
   std::vector<RegionInfo> regions;
 };
 
-// A notification or message received from a peer.
+// A notification or message received from a peer, or news of a peer.
 struct Notification {
   enum class Kind : uint8_t {
     kTransfer = 0,  // TransferOptions::notification of a finished Write/Read.
     kMessage = 1,   // The bytes of a Send().
+    // A peer that had completed its handshake disconnected or failed; bytes
+    // holds the reason. Delivered once per peer, after its endpoint closed
+    // (so after every transfer to or from it ended).
+    kPeerDisconnected = 2,
   };
   PeerId peer = 0;
   Kind kind = Kind::kTransfer;
   std::string bytes;
+};
+
+// Severity of a TransferEngineOptions::log message.
+enum class LogSeverity : uint8_t { kInfo = 0, kWarning = 1, kError = 2 };
+
+// What the engine holds right now (TransferEngine::Stats).
+struct TransferEngineStats {
+  // Peers in the progress thread's peer table: connecting, connected, or
+  // closing with transfers still to finish. Closed peers leave the table,
+  // so this does not grow with the connections an engine has ever had.
+  uint64_t peers_tracked = 0;
+  // Peers whose handshake completed and whose endpoint is open.
+  uint64_t peers_connected = 0;
+  // Peers that ever completed a handshake and are still listed by Peers().
+  uint64_t peers_listed = 0;
+  // Transfers accepted and not yet done.
+  uint64_t transfers_active = 0;
+  // Notifications of kind kMessage dropped because the queue was full.
+  uint64_t messages_dropped = 0;
+  // Bytes registered or allocated (all regions).
+  uint64_t registered_bytes = 0;
 };
 
 struct TransferEngineOptions {
@@ -165,17 +191,42 @@ struct TransferEngineOptions {
   // {"NET_DEVICES", "lo"}. A value UCX cannot parse is InvalidArgument; an
   // unknown name only makes UCX print a warning. Default: none.
   std::vector<std::pair<std::string, std::string>> ucx_config;
-  // Progress thread: false sleeps on the worker's event fd whenever no
-  // transfer or connection is in flight and spins otherwise; true always
-  // spins (lowest latency, one busy core). Default: false.
+  // Progress thread: false spins while a transfer or connection is in
+  // flight and for idle_spin after the last activity, then sleeps on the
+  // worker's event fd; true always spins (one busy core). Default: false.
   bool busy_poll = false;
+  // How long an idle progress thread keeps spinning after its last activity
+  // (a transfer finished, a message arrived, a call was made) before it
+  // sleeps. Back-to-back small transfers and their notifications then see
+  // spinning latency without a core spinning forever. Must be >= 0.
+  // Default: 200 us.
+  absl::Duration idle_spin = absl::Microseconds(200);
   // Called on the progress thread for every notification and message
   // received; when set, TakeNotifications() returns nothing. Default: none
   // (notifications are queued for TakeNotifications()).
   std::function<void(Notification)> on_notification;
-  // Queued notifications beyond this are dropped (and counted in the
-  // engine's log). Default: 1 << 20.
+  // Queued notifications of kind kMessage beyond this are dropped (logged
+  // once per burst and counted in Stats().messages_dropped). Notifications
+  // of kind kTransfer and kPeerDisconnected are never dropped: each stands
+  // for a transfer that finished, which the receiver must not lose.
+  // Default: 1 << 20.
   size_t max_queued_notifications = size_t{1} << 20;
+  // Receives the engine's log: every peer failure, refused handshake and
+  // dropped notification, once, naming the peer. Called from any engine
+  // thread (usually the progress thread): it must not block or call back
+  // into the engine. Default: none, which writes warnings and errors to
+  // stderr.
+  std::function<void(LogSeverity, std::string_view)> log;
+  // Ops longer than this are posted in pieces of at most this many bytes,
+  // and the progress thread serves timers, heartbeats, cancels and other
+  // transfers between pieces. Default: 4 MiB. Must be > 0.
+  uint64_t max_piece_bytes = uint64_t{4} << 20;
+  // Upper bound on the bytes all regions of this engine may register or
+  // allocate together; AllocateMemory and RegisterMemory beyond it fail
+  // with ResourceExhausted before UCX is asked. 0: no cap of the engine's
+  // own (AllocateMemory is still checked against the free space of the
+  // shared-memory file system when it backs the allocation). Default: 0.
+  uint64_t max_registered_bytes = 0;
 };
 
 struct TransferOptions {
@@ -188,6 +239,12 @@ struct TransferOptions {
   // before Wait() returns: on the progress thread, or on the calling thread
   // when Write/Read/Send refuses the transfer before posting. Default: none.
   std::function<void(const absl::Status&, const TransferStats&)> on_complete;
+  // Requires `notification`. When true the transfer is done (OK) only after
+  // the peer's engine received the notification and acknowledged it, so a
+  // receiver that died or vanished mid-transfer fails the transfer with
+  // Unavailable (within peer_failure_timeout) instead of completing it.
+  // Default: false (done once the notification was handed to the network).
+  bool acknowledged = false;
 };
 
 namespace internal {
@@ -315,6 +372,8 @@ class FLOWKV_EXPORT TransferEngine {
   // The UCX transports the context has enabled, e.g. "tcp,posix,cma,self"
   // (informational).
   std::string UcxInfo() const;
+  // What the engine holds right now (see TransferEngineStats).
+  TransferEngineStats Stats() const;
 
  private:
   explicit TransferEngine(std::unique_ptr<internal::TransferEngineImpl> impl);

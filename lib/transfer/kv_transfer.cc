@@ -1,44 +1,39 @@
+// KvTransfer (include/flowkv/kv_transfer.h): the sending side (Send, Fetch:
+// validation, planning from a snapshot of the peer's pool, posting through
+// the TransferEngine, failure and release notices from completion
+// callbacks) and the glue of the receiving side (notifications in, results
+// out). The notice bytes are kv_notice.cc's; the request state machine is
+// kv_request_tracker.cc's. Calls the planner and the engine's public API.
 #include "flowkv/kv_transfer.h"
 
 #include <algorithm>
-#include <cstring>
+#include <numeric>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "flowkv/transfer_plan.h"
 #include "lib/common/tsan_lock.h"
+#include "lib/transfer/kv_notice.h"
+#include "lib/transfer/kv_request_tracker.h"
 #include "lib/transfer/transfer_record.h"
 
 namespace flowkv {
 namespace {
 
-// A KvTransfer notification: magic, request id, layer range (little endian,
-// as every peer of one cluster runs on the same byte order).
-constexpr char kMagic[4] = {'F', 'K', 'V', '1'};
-struct LayerNotice {
-  uint64_t request_id;
-  uint32_t layer_begin;
-  uint32_t layer_end;
-};
-constexpr size_t kNoticeBytes = sizeof(kMagic) + sizeof(LayerNotice);
+using internal::KvNotice;
+using internal::KvNoticeKind;
+using internal::KvRequestTracker;
+using internal::TsanMutexLock;
 
-std::string EncodeNotice(const LayerNotice& notice) {
-  std::string bytes(kNoticeBytes, '\0');
-  std::memcpy(bytes.data(), kMagic, sizeof(kMagic));
-  std::memcpy(bytes.data() + sizeof(kMagic), &notice, sizeof(notice));
-  return bytes;
-}
+enum class Direction : uint8_t { kPush, kPull };
 
-bool DecodeNotice(const std::string& bytes, LayerNotice* notice) {
-  if (bytes.size() != kNoticeBytes ||
-      std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
-    return false;
-  }
-  std::memcpy(notice, bytes.data() + sizeof(kMagic), sizeof(*notice));
-  return true;
+const char* Caller(Direction direction) {
+  return direction == Direction::kPush ? "KvTransfer::Send"
+                                       : "KvTransfer::Fetch";
 }
 
 // A handle that is already done with `status`.
@@ -77,13 +72,121 @@ absl::Status CheckRegions(const KvLayout& layout,
   return absl::OkStatus();
 }
 
+absl::Status CheckRequestId(const char* caller, std::string_view id) {
+  if (id.empty() || id.size() > kMaxKvRequestIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: a request id of %d bytes is not in [1, %d]",
+                        caller, id.size(), kMaxKvRequestIdBytes));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRank(const char* caller, const KvSendRequest& r) {
+  if (r.num_senders == 0 || r.num_senders > kMaxKvSenders) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: num_senders %d is not in [1, %d]", caller, r.num_senders,
+        kMaxKvSenders));
+  }
+  if (r.sender_rank >= r.num_senders) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: sender_rank %d >= num_senders %d", caller,
+                        r.sender_rank, r.num_senders));
+  }
+  return absl::OkStatus();
+}
+
+// The arguments' checks that need no layout of the peer. Sets `*notify`
+// when a failure notice can name the request and rank.
+absl::Status CheckPiece(const char* caller, std::string_view id,
+                        const KvSendRequest& r, uint32_t num_layers,
+                        bool* notify) {
+  *notify = false;
+  if (absl::Status s = CheckRequestId(caller, id); !s.ok()) return s;
+  if (absl::Status s = CheckRank(caller, r); !s.ok()) return s;
+  *notify = true;
+  if (r.num_tokens == 0 || r.src_blocks.empty() || r.dst_blocks.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: request '%s' moves nothing (num_tokens %d, %d source and %d "
+        "destination blocks)",
+        caller, id, r.num_tokens, r.src_blocks.num_blocks(),
+        r.dst_blocks.num_blocks()));
+  }
+  if (r.token_begin > UINT64_MAX - r.num_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: token_begin %d + num_tokens %d overflows", caller,
+                        r.token_begin, r.num_tokens));
+  }
+  const bool every_layer = r.layer_begin == 0 && r.layer_end == 0;
+  if (!every_layer &&
+      (r.layer_begin >= r.layer_end || r.layer_end > num_layers)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: layer range [%d, %d) is not a non-empty part of [0, %d)", caller,
+        r.layer_begin, r.layer_end, num_layers));
+  }
+  if (r.payload.size() > kMaxKvPayloadBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: payload of %d bytes exceeds the limit %d", caller,
+                        r.payload.size(), kMaxKvPayloadBytes));
+  }
+  return absl::OkStatus();
+}
+
+// `list` without its first `blocks` blocks.
+BlockList SkipBlocks(const BlockList& list, uint64_t blocks) {
+  if (blocks == 0) return list;
+  BlockList out;
+  for (const BlockRun& run : list.runs()) {
+    if (blocks >= run.count) {
+      blocks -= run.count;
+      continue;
+    }
+    out.Append(run.first + static_cast<uint32_t>(blocks),
+               run.count - static_cast<uint32_t>(blocks));
+    blocks = 0;
+  }
+  return out;
+}
+
+absl::Status CheckList(const char* caller, const char* side,
+                       const KvLayout& layout, const BlockList& list,
+                       uint64_t token_end) {
+  const uint64_t tokens = list.num_blocks() * layout.geometry().block_tokens;
+  if (tokens < token_end) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: the %s blocks hold %d tokens (%d blocks of %d), the piece ends "
+        "at token %d",
+        caller, side, tokens, list.num_blocks(),
+        layout.geometry().block_tokens, token_end));
+  }
+  if (absl::Status s = layout.CheckBlocks(list); !s.ok()) {
+    return absl::OutOfRangeError(
+        absl::StrCat(caller, ": ", side, " ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-class KvTransfer::Impl {
+class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
  public:
   Impl(TransferEngine* engine, const KvLayout& layout,
-       std::vector<RegionId> regions)
-      : engine_(engine), layout_(layout), regions_(std::move(regions)) {}
+       std::vector<RegionId> regions, KvTransferOptions options)
+      : engine_(engine),
+        layout_(layout),
+        regions_(std::move(regions)),
+        log_(std::move(options.log)),
+        notice_engine_(engine),
+        tracker_({.num_layers = layout.geometry().num_layers,
+                  .incomplete_request_timeout =
+                      options.incomplete_request_timeout,
+                  .max_tombstones = options.max_tombstones,
+                  .log = log_}) {}
+
+  // Stops completion callbacks from using the engine (KvTransfer is going).
+  void Detach() {
+    TsanMutexLock lock(&engine_mu_);
+    notice_engine_ = nullptr;
+  }
 
   absl::Status AddPeerPool(PeerId peer, const KvLayout& layout,
                            std::vector<RegionId> peer_regions) {
@@ -94,99 +197,184 @@ class KvTransfer::Impl {
         !s.ok()) {
       return s;
     }
-    internal::TsanMutexLock lock(&mu_);
-    peers_.insert_or_assign(peer, PeerPool{layout, std::move(peer_regions)});
+    auto pool = std::make_shared<const PeerPool>(
+        PeerPool{layout, std::move(peer_regions)});
+    TsanMutexLock lock(&pools_mu_);
+    pools_.insert_or_assign(peer, std::move(pool));
     return absl::OkStatus();
   }
 
-  TransferHandle Send(uint64_t request_id, PeerId peer,
-                      const KvSendRequest& request) {
-    TransferPlanRequest plan{.src_layout = &layout_,
-                             .src_blocks = request.src_blocks,
-                             .dst_blocks = request.dst_blocks,
-                             .num_tokens = request.num_tokens,
-                             .layer_begin = request.layer_begin,
-                             .layer_end = request.layer_end,
-                             .src_head_begin = request.src_head_begin,
-                             .dst_head_begin = request.dst_head_begin,
-                             .num_heads = request.num_heads};
-    {
-      internal::TsanMutexLock lock(&mu_);
-      auto it = peers_.find(peer);
-      if (it == peers_.end()) {
-        return FailedHandle(absl::FailedPreconditionError(
-            absl::StrCat("KvTransfer::Send: no pool declared for peer ", peer,
-                         " (call AddPeerPool)")));
+  TransferHandle Move(Direction direction, std::string_view request_id,
+                      PeerId peer, const KvSendRequest& r) {
+    const char* caller = Caller(direction);
+    bool notify = false;
+    absl::Status status =
+        CheckPiece(caller, request_id, r, layout_.geometry().num_layers,
+                   &notify);
+    std::shared_ptr<const PeerPool> pool;
+    if (status.ok()) {
+      pool = FindPool(peer);
+      if (pool == nullptr) {
+        status = absl::FailedPreconditionError(absl::StrFormat(
+            "%s: no pool declared for peer %d (call AddPeerPool)", caller,
+            peer));
       }
-      plan.dst_layout = &it->second.layout;
-      const std::vector<RegionId>& peer_regions = it->second.regions;
-      // Plan under the lock: AddPeerPool may replace the layout.
-      ops_.clear();
-      if (absl::Status s = AppendTransferPlan(plan, &ops_); !s.ok()) {
-        return FailedHandle(std::move(s));
-      }
-      for (TransferOp& op : ops_) {
-        op.src_region = regions_[op.src_region];
-        op.dst_region = peer_regions[op.dst_region];
-      }
-      const uint32_t layer_end = request.layer_end == 0
-                                     ? layout_.geometry().num_layers
-                                     : request.layer_end;
-      TransferOptions options;
-      options.notification =
-          EncodeNotice({request_id, request.layer_begin, layer_end});
-      options.timeout = request.timeout;
-      return engine_->Write(peer, ops_, std::move(options));
     }
+    // Planned outside any lock, into this thread's buffer (the engine
+    // copies the ops).
+    thread_local std::vector<TransferOp> ops;
+    ops.clear();
+    if (status.ok()) status = Plan(direction, *pool, r, &ops);
+    if (!status.ok()) {
+      if (notify) {
+        PieceFailed(direction, peer, request_id, r.sender_rank, r.num_senders,
+                    status);
+      }
+      return FailedHandle(std::move(status));
+    }
+    KvNotice notice;
+    notice.kind = KvNoticeKind::kData;
+    notice.request_id = std::string(request_id);
+    notice.sender_rank = r.sender_rank;
+    notice.num_senders = r.num_senders;
+    const bool every_layer = r.layer_begin == 0 && r.layer_end == 0;
+    notice.layer_begin = every_layer ? 0 : r.layer_begin;
+    notice.layer_end = every_layer ? layout_.geometry().num_layers : r.layer_end;
+    notice.token_begin = r.token_begin;
+    notice.token_end = r.token_begin + r.num_tokens;
+    notice.final_chunk = r.final_chunk;
+    notice.payload = r.payload;
+
+    TransferOptions options;
+    options.timeout = r.timeout;
+    std::shared_ptr<Impl> self = shared_from_this();
+    if (direction == Direction::kPush) {
+      options.notification = internal::EncodeKvNotice(notice);
+      options.acknowledged = true;
+      options.on_complete = [self, peer, id = std::move(notice.request_id),
+                             rank = r.sender_rank, senders = r.num_senders](
+                                const absl::Status& s, const TransferStats&) {
+        if (!s.ok()) self->PieceFailed(Direction::kPush, peer, id, rank,
+                                       senders, s);
+      };
+      return engine_->Write(peer, ops, std::move(options));
+    }
+    options.on_complete = [self, peer, notice = std::move(notice)](
+                              const absl::Status& s, const TransferStats&) {
+      self->FetchDone(peer, notice, s);
+    };
+    return engine_->Read(peer, ops, std::move(options));
+  }
+
+  absl::Status Expect(std::string_view request_id, absl::Time deadline) {
+    if (absl::Status s = CheckRequestId("KvTransfer::Expect", request_id);
+        !s.ok()) {
+      return s;
+    }
+    TsanMutexLock lock(&mu_);
+    tracker_.Expect(request_id, deadline);
+    return absl::OkStatus();
+  }
+
+  void Forget(std::string_view request_id) {
+    if (!CheckRequestId("KvTransfer::Forget", request_id).ok()) return;
+    TsanMutexLock lock(&mu_);
+    tracker_.Forget(request_id);
   }
 
   bool HandleNotification(const Notification& n) {
-    LayerNotice notice;
-    if (n.kind != Notification::Kind::kTransfer ||
-        !DecodeNotice(n.bytes, &notice)) {
+    if (n.kind == Notification::Kind::kPeerDisconnected) {
+      {
+        TsanMutexLock lock(&pools_mu_);
+        pools_.erase(n.peer);
+      }
+      TsanMutexLock lock(&mu_);
+      tracker_.PeerDisconnected(n.peer, n.bytes);
       return false;
     }
-    const uint32_t layers = layout_.geometry().num_layers;
-    internal::TsanMutexLock lock(&mu_);
-    if (notice.layer_begin >= notice.layer_end || notice.layer_end > layers) {
-      return true;  // Not ours to act on: a peer with another layer count.
+    if (n.kind != Notification::Kind::kTransfer ||
+        !internal::IsKvNotice(n.bytes)) {
+      return false;
     }
-    std::vector<bool>& arrived = arriving_[notice.request_id];
-    if (arrived.empty()) arrived.assign(layers, false);
-    for (uint32_t l = notice.layer_begin; l < notice.layer_end; ++l) {
-      arrived[l] = true;
+    absl::StatusOr<KvNotice> notice = internal::ParseKvNotice(n.bytes);
+    TsanMutexLock lock(&mu_);
+    if (!notice.ok()) {
+      ++malformed_notices_;
+      if (log_) {
+        log_(LogSeverity::kWarning,
+             absl::StrFormat("KvTransfer: dropped a malformed notice from "
+                             "peer %d: %s",
+                             n.peer, notice.status().message()));
+      }
+      return true;
     }
-    if (std::find(arrived.begin(), arrived.end(), false) == arrived.end()) {
-      arriving_.erase(notice.request_id);
-      finished_.push_back(notice.request_id);
+    switch (notice->kind) {
+      case KvNoticeKind::kData:
+        tracker_.AddPiece(*notice, n.peer, absl::Now());
+        break;
+      case KvNoticeKind::kFailed:
+        tracker_.AddFailure(
+            notice->request_id, notice->sender_rank,
+            absl::Status(notice->code,
+                         absl::StrFormat("request '%s': sender rank %d (peer "
+                                         "%d) failed: %s",
+                                         notice->request_id,
+                                         notice->sender_rank, n.peer,
+                                         notice->message)));
+        break;
+      case KvNoticeKind::kReleased:
+        released_.push_back(
+            {std::move(notice->request_id), n.peer,
+             notice->code == absl::StatusCode::kOk
+                 ? absl::OkStatus()
+                 : absl::Status(notice->code, notice->message)});
+        break;
     }
     return true;
   }
 
-  std::vector<uint64_t> TakeFinished() {
-    internal::TsanMutexLock lock(&mu_);
-    return std::exchange(finished_, {});
-  }
-
-  KvPollResult Poll(absl::Duration wait) {
+  KvPollResult TakeResults() {
     KvPollResult result;
-    for (Notification& n : engine_->TakeNotifications(wait)) {
-      if (!HandleNotification(n)) result.other.push_back(std::move(n));
-    }
-    result.finished = TakeFinished();
+    TsanMutexLock lock(&mu_);
+    tracker_.ApplyDeadlines(absl::Now());
+    tracker_.TakeResults(&result.finished, &result.failed);
+    result.released = std::exchange(released_, {});
     return result;
   }
 
-  uint32_t LayersArrived(uint64_t request_id) const {
-    internal::TsanMutexLock lock(&mu_);
-    if (std::find(finished_.begin(), finished_.end(), request_id) !=
-        finished_.end()) {
-      return layout_.geometry().num_layers;
+  KvPollResult Poll(absl::Duration wait) {
+    {
+      TsanMutexLock lock(&mu_);
+      const absl::Time now = absl::Now();
+      tracker_.ApplyDeadlines(now);
+      if (tracker_.HasResults() || !released_.empty()) {
+        wait = absl::ZeroDuration();
+      } else {
+        wait = std::min(wait, tracker_.NextDeadline() - now);
+      }
     }
-    auto it = arriving_.find(request_id);
-    if (it == arriving_.end()) return 0;
-    return static_cast<uint32_t>(
-        std::count(it->second.begin(), it->second.end(), true));
+    std::vector<Notification> other;
+    for (Notification& n :
+         engine_->TakeNotifications(std::max(wait, absl::ZeroDuration()))) {
+      if (!HandleNotification(n)) other.push_back(std::move(n));
+    }
+    KvPollResult result = TakeResults();
+    result.other = std::move(other);
+    return result;
+  }
+
+  uint32_t LayersArrived(std::string_view request_id) const {
+    TsanMutexLock lock(&mu_);
+    return tracker_.LayersArrived(request_id);
+  }
+
+  KvTransferStats Stats() const {
+    TsanMutexLock lock(&mu_);
+    return {.requests_active = tracker_.active(),
+            .results_pending = tracker_.results_pending(),
+            .tombstones = tracker_.tombstones(),
+            .malformed_notices = malformed_notices_,
+            .late_notices = tracker_.late_notices()};
   }
 
   const KvLayout& layout() const { return layout_; }
@@ -197,55 +385,213 @@ class KvTransfer::Impl {
     std::vector<RegionId> regions;
   };
 
+  std::shared_ptr<const PeerPool> FindPool(PeerId peer) const {
+    TsanMutexLock lock(&pools_mu_);
+    auto it = pools_.find(peer);
+    return it == pools_.end() ? nullptr : it->second;
+  }
+
+  // Plans the piece's ops (engine region ids) onto the end of `*ops`. A
+  // non-final chunk moves only the blocks common to both pools that it
+  // fills; its partial last block moves with the next chunk (see
+  // KvSendRequest::token_begin).
+  absl::Status Plan(Direction direction, const PeerPool& pool,
+                    const KvSendRequest& r,
+                    std::vector<TransferOp>* ops) const {
+    const char* caller = Caller(direction);
+    const bool push = direction == Direction::kPush;
+    const KvLayout& src = push ? layout_ : pool.layout;
+    const KvLayout& dst = push ? pool.layout : layout_;
+    const std::vector<RegionId>& src_regions = push ? regions_ : pool.regions;
+    const std::vector<RegionId>& dst_regions = push ? pool.regions : regions_;
+    const uint64_t src_tokens = src.geometry().block_tokens;
+    const uint64_t dst_tokens = dst.geometry().block_tokens;
+    const uint64_t token_end = r.token_begin + r.num_tokens;
+    if (absl::Status s =
+            CheckList(caller, "source", src, r.src_blocks, token_end);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s =
+            CheckList(caller, "destination", dst, r.dst_blocks, token_end);
+        !s.ok()) {
+      return s;
+    }
+    const uint64_t common = std::lcm(src_tokens, dst_tokens);
+    const uint64_t move_begin = r.token_begin / common * common;
+    const uint64_t move_end =
+        r.final_chunk ? token_end : token_end / common * common;
+    if (move_end <= move_begin) return absl::OkStatus();  // notice only
+    const TransferPlanRequest plan{
+        .src_layout = &src,
+        .src_blocks = SkipBlocks(r.src_blocks, move_begin / src_tokens),
+        .dst_layout = &dst,
+        .dst_blocks = SkipBlocks(r.dst_blocks, move_begin / dst_tokens),
+        .num_tokens = move_end - move_begin,
+        .layer_begin = r.layer_begin,
+        .layer_end = r.layer_end,
+        .src_head_begin = r.src_head_begin,
+        .dst_head_begin = r.dst_head_begin,
+        .num_heads = r.num_heads};
+    const size_t first = ops->size();
+    if (absl::Status s = AppendTransferPlan(plan, ops); !s.ok()) return s;
+    for (size_t i = first; i < ops->size(); ++i) {
+      TransferOp& op = (*ops)[i];
+      op.src_region = src_regions[op.src_region];
+      op.dst_region = dst_regions[op.dst_region];
+    }
+    return absl::OkStatus();
+  }
+
+  // A piece failed on this side. Push: tell the receiver. Pull: fail the
+  // request here and release the peer's blocks.
+  void PieceFailed(Direction direction, PeerId peer,
+                   std::string_view request_id, uint32_t rank,
+                   uint32_t num_senders, const absl::Status& status) {
+    KvNotice notice;
+    notice.request_id = std::string(request_id);
+    notice.sender_rank = rank;
+    notice.num_senders = num_senders;
+    notice.code = status.code();
+    notice.message = std::string(status.message());
+    if (direction == Direction::kPush) {
+      notice.kind = KvNoticeKind::kFailed;
+    } else {
+      notice.kind = KvNoticeKind::kReleased;
+      TsanMutexLock lock(&mu_);
+      tracker_.AddFailure(
+          request_id, rank,
+          absl::Status(status.code(),
+                       absl::StrFormat("request '%s': fetch of sender rank "
+                                       "%d from peer %d failed: %s",
+                                       request_id, rank, peer,
+                                       status.message())));
+    }
+    SendNotice(peer, notice);
+  }
+
+  // A Fetch's Read finished: count the piece and release the peer's blocks
+  // once this rank's part is complete (or failed).
+  void FetchDone(PeerId peer, const KvNotice& piece,
+                 const absl::Status& status) {
+    if (!status.ok()) {
+      PieceFailed(Direction::kPull, peer, piece.request_id, piece.sender_rank,
+                  piece.num_senders, status);
+      return;
+    }
+    KvRequestTracker::PieceOutcome outcome;
+    {
+      TsanMutexLock lock(&mu_);
+      outcome = tracker_.AddPiece(piece, peer, absl::Now());
+    }
+    absl::Status release;
+    if (outcome.late) {
+      release = absl::FailedPreconditionError(absl::StrFormat(
+          "request '%s' was already finished, failed or forgotten by the "
+          "fetching side",
+          piece.request_id));
+    } else if (!outcome.failure.ok()) {
+      release = outcome.failure;
+    } else if (!outcome.rank_complete) {
+      return;
+    }
+    KvNotice notice;
+    notice.kind = KvNoticeKind::kReleased;
+    notice.request_id = piece.request_id;
+    notice.sender_rank = piece.sender_rank;
+    notice.num_senders = piece.num_senders;
+    notice.code = release.code();
+    notice.message = std::string(release.message());
+    SendNotice(peer, notice);
+  }
+
+  // Best effort: a notice with no data, as a Write (so the engine never
+  // drops it); a refused Write (e.g. the failure closed the endpoint) is
+  // left to the peer's disconnect handling.
+  void SendNotice(PeerId peer, const KvNotice& notice) {
+    TransferOptions options;
+    options.notification = internal::EncodeKvNotice(notice);
+    TsanMutexLock lock(&engine_mu_);
+    if (notice_engine_ == nullptr) return;
+    TransferHandle ignored =
+        notice_engine_->Write(peer, {}, std::move(options));
+  }
+
   TransferEngine* const engine_;
   const KvLayout layout_;
   const std::vector<RegionId> regions_;
+  const std::function<void(LogSeverity, std::string_view)> log_;
+
+  // The engine as completion callbacks may use it: null once the
+  // KvTransfer is destroyed.
+  mutable absl::Mutex engine_mu_;
+  TransferEngine* notice_engine_ ABSL_GUARDED_BY(engine_mu_);
+
+  // Peers' pools: Send and Fetch copy the pointer under the lock and plan
+  // outside it.
+  mutable absl::Mutex pools_mu_;
+  absl::flat_hash_map<PeerId, std::shared_ptr<const PeerPool>> pools_
+      ABSL_GUARDED_BY(pools_mu_);
+
+  // The receiving side.
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<PeerId, PeerPool> peers_ ABSL_GUARDED_BY(mu_);
-  // Reused plan buffer (Send plans under mu_).
-  std::vector<TransferOp> ops_ ABSL_GUARDED_BY(mu_);
-  // Per request still arriving: which layers have arrived.
-  absl::flat_hash_map<uint64_t, std::vector<bool>> arriving_
-      ABSL_GUARDED_BY(mu_);
-  std::vector<uint64_t> finished_ ABSL_GUARDED_BY(mu_);
+  KvRequestTracker tracker_ ABSL_GUARDED_BY(mu_);
+  std::vector<KvReleased> released_ ABSL_GUARDED_BY(mu_);
+  uint64_t malformed_notices_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 absl::StatusOr<std::unique_ptr<KvTransfer>> KvTransfer::Create(
     TransferEngine* engine, const KvLayout& layout,
-    std::vector<RegionId> regions) {
+    std::vector<RegionId> regions, KvTransferOptions options) {
   if (engine == nullptr) {
     return absl::InvalidArgumentError("KvTransfer: engine is null");
+  }
+  if (options.incomplete_request_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KvTransfer: incomplete_request_timeout ",
+        absl::FormatDuration(options.incomplete_request_timeout),
+        " is not positive"));
   }
   if (absl::Status s =
           CheckRegions(layout, regions, engine->Regions(), "the engine");
       !s.ok()) {
     return s;
   }
-  return std::unique_ptr<KvTransfer>(new KvTransfer(
-      std::make_unique<Impl>(engine, layout, std::move(regions))));
+  return std::unique_ptr<KvTransfer>(new KvTransfer(std::make_shared<Impl>(
+      engine, layout, std::move(regions), std::move(options))));
 }
 
-KvTransfer::KvTransfer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-KvTransfer::~KvTransfer() = default;
+KvTransfer::KvTransfer(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+KvTransfer::~KvTransfer() { impl_->Detach(); }
 
 absl::Status KvTransfer::AddPeerPool(PeerId peer, const KvLayout& layout,
                                      std::vector<RegionId> peer_regions) {
   return impl_->AddPeerPool(peer, layout, std::move(peer_regions));
 }
-TransferHandle KvTransfer::Send(uint64_t request_id, PeerId peer,
+TransferHandle KvTransfer::Send(std::string_view request_id, PeerId peer,
                                 const KvSendRequest& request) {
-  return impl_->Send(request_id, peer, request);
+  return impl_->Move(Direction::kPush, request_id, peer, request);
+}
+TransferHandle KvTransfer::Fetch(std::string_view request_id, PeerId peer,
+                                 const KvSendRequest& request) {
+  return impl_->Move(Direction::kPull, request_id, peer, request);
+}
+absl::Status KvTransfer::Expect(std::string_view request_id,
+                                absl::Time deadline) {
+  return impl_->Expect(request_id, deadline);
+}
+void KvTransfer::Forget(std::string_view request_id) {
+  impl_->Forget(request_id);
 }
 KvPollResult KvTransfer::Poll(absl::Duration wait) { return impl_->Poll(wait); }
 bool KvTransfer::HandleNotification(const Notification& notification) {
   return impl_->HandleNotification(notification);
 }
-std::vector<uint64_t> KvTransfer::TakeFinished() {
-  return impl_->TakeFinished();
-}
-uint32_t KvTransfer::LayersArrived(uint64_t request_id) const {
+KvPollResult KvTransfer::TakeResults() { return impl_->TakeResults(); }
+uint32_t KvTransfer::LayersArrived(std::string_view request_id) const {
   return impl_->LayersArrived(request_id);
 }
+KvTransferStats KvTransfer::Stats() const { return impl_->Stats(); }
 const KvLayout& KvTransfer::layout() const { return impl_->layout(); }
 
 }  // namespace flowkv

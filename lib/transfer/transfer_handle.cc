@@ -12,7 +12,7 @@ bool Inbox::Post(Command command) {
   TsanMutexLock lock(&mu_);
   if (closed_) return false;
   commands_.push_back(std::move(command));
-  wake_();
+  if (sleeping_) wake_();
   return true;
 }
 
@@ -20,7 +20,7 @@ void Inbox::RequestCancel(std::shared_ptr<TransferRecord> record) {
   TsanMutexLock lock(&mu_);
   if (closed_) return;
   cancels_.push_back(std::move(record));
-  wake_();
+  if (sleeping_) wake_();
 }
 
 void Inbox::Drain(std::vector<Command>* commands,
@@ -33,6 +33,24 @@ void Inbox::Drain(std::vector<Command>* commands,
 bool Inbox::Empty() const {
   TsanMutexLock lock(&mu_);
   return commands_.empty() && cancels_.empty();
+}
+
+bool Inbox::BeginSleep() {
+  TsanMutexLock lock(&mu_);
+  if (!commands_.empty() || !cancels_.empty()) return false;
+  sleeping_ = true;
+  return true;
+}
+
+void Inbox::EndSleep() {
+  TsanMutexLock lock(&mu_);
+  sleeping_ = false;
+}
+
+void Inbox::SetOwnerThread() { owner_.store(std::this_thread::get_id()); }
+
+bool Inbox::OnOwnerThread() const {
+  return owner_.load() == std::this_thread::get_id();
 }
 
 void Inbox::Close() {
@@ -69,7 +87,13 @@ TransferStats TransferRecord::stats() const {
   return stats_;
 }
 
+bool TransferRecord::OnProgressThread() const {
+  std::shared_ptr<Inbox> inbox = inbox_.lock();
+  return inbox != nullptr && inbox->OnOwnerThread();
+}
+
 bool TransferRecord::WaitFor(absl::Duration timeout) const {
+  if (state() != TransferState::kDone && OnProgressThread()) return false;
   const absl::Time deadline = timeout == absl::InfiniteDuration()
                                   ? absl::InfiniteFuture()
                                   : absl::Now() + timeout;
@@ -143,7 +167,11 @@ absl::Status TransferHandle::Wait() const {
   if (!record_) {
     return absl::FailedPreconditionError("TransferHandle: empty handle");
   }
-  record_->WaitFor(absl::InfiniteDuration());
+  if (!record_->WaitFor(absl::InfiniteDuration())) {
+    return absl::FailedPreconditionError(
+        "TransferHandle::Wait on the engine's progress thread (from a "
+        "callback) would wait for itself");
+  }
   return record_->status();
 }
 

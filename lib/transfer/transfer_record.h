@@ -6,8 +6,10 @@
 #ifndef FLOWKV_LIB_TRANSFER_TRANSFER_RECORD_H_
 #define FLOWKV_LIB_TRANSFER_TRANSFER_RECORD_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -21,7 +23,8 @@ namespace flowkv::internal {
 class TransferRecord;
 
 // A mutex-protected queue of closures for the progress thread plus a way to
-// wake it (ucp_worker_signal, safe from any thread).
+// wake it (ucp_worker_signal, safe from any thread), used only while the
+// thread sleeps: a spinning thread finds the work without a system call.
 class Inbox {
  public:
   using Command = std::function<void()>;
@@ -41,10 +44,23 @@ class Inbox {
   // Rejects later posts; the wake function is not called again.
   void Close();
 
+  // The progress thread is about to sleep: false (and it must not sleep)
+  // when work is queued; otherwise later posts wake it until EndSleep.
+  bool BeginSleep();
+  void EndSleep();
+
+  // Records the calling thread as the one that drains this inbox.
+  void SetOwnerThread();
+  // True on the thread that drains this inbox (where waiting for the
+  // engine would deadlock).
+  bool OnOwnerThread() const;
+
  private:
   mutable absl::Mutex mu_;
   std::function<void()> wake_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool sleeping_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<std::thread::id> owner_{};
   std::vector<Command> commands_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<TransferRecord>> cancels_ ABSL_GUARDED_BY(mu_);
 };
@@ -62,7 +78,11 @@ class TransferRecord : public std::enable_shared_from_this<TransferRecord> {
   TransferState state() const;
   absl::Status status() const;
   TransferStats stats() const;
+  // Blocks until done or `timeout`; true when done. Returns false at once
+  // on the engine's progress thread (waiting there would deadlock).
   bool WaitFor(absl::Duration timeout) const;
+  // Whether the caller runs on the engine's progress thread.
+  bool OnProgressThread() const;
 
   // kPending -> kInFlight; records the post time.
   void MarkPosted(absl::Time now);

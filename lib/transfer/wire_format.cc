@@ -224,10 +224,6 @@ std::string EncodeEngineInfo(const EngineInfo& info, std::string_view mac_key) {
   return w.Finish();
 }
 
-std::string EncodeEngineInfo(const EngineInfo& info) {
-  return EncodeEngineInfo(info, /*mac_key=*/"");
-}
-
 std::string EncodeHello(const Hello& hello) {
   Writer w;
   w.Magic(kHelloMagic);

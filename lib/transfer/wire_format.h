@@ -101,9 +101,6 @@ struct Reject {
 // (Exported from the shared library only so that its unit test can call it.)
 FLOWKV_EXPORT std::string EncodeEngineInfo(const EngineInfo& info,
                                            std::string_view mac_key);
-// Transitional: EncodeEngineInfo(info, "") until every caller passes its
-// cluster token. Remove then.
-std::string EncodeEngineInfo(const EngineInfo& info);
 // The embedded EngineInfo is signed with hello.token / ack.token.
 // (Exported from the shared library only so that its unit test can call
 // them.)

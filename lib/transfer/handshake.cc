@@ -1,0 +1,378 @@
+// Connection set-up: Listen, Connect, AddPeer, LocalMetadata, and the hello
+// exchange that checks the protocol version and the cluster token on both
+// sides and trades region tables. It may call UCX endpoint and listener
+// creation, the wire format, sock_addr, and the peer state machine.
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "lib/common/tsan_lock.h"
+#include "lib/transfer/sock_addr.h"
+#include "lib/transfer/transfer_engine_impl.h"
+#include "lib/transfer/ucx_status.h"
+
+namespace flowkv::internal {
+namespace {
+
+// How long a refused connection stays open for the reject to reach the
+// client before the server closes it.
+constexpr absl::Duration kRejectLinger = absl::Seconds(2);
+
+absl::StatusCode CodeFromWire(uint32_t code) {
+  if (code == 0 ||
+      code > static_cast<uint32_t>(absl::StatusCode::kUnauthenticated)) {
+    return absl::StatusCode::kPermissionDenied;
+  }
+  return static_cast<absl::StatusCode>(code);
+}
+
+}  // namespace
+
+void EncodeAmHeader(const AmHeader& header, uint8_t out[kAmHeaderBytes]) {
+  for (int i = 0; i < 8; ++i) {
+    out[i] = static_cast<uint8_t>(header.conn_id >> (8 * i));
+    out[8 + i] = static_cast<uint8_t>(header.transfer_id >> (8 * i));
+  }
+}
+
+AmHeader DecodeAmHeader(const uint8_t in[kAmHeaderBytes]) {
+  AmHeader header;
+  for (int i = 0; i < 8; ++i) {
+    header.conn_id |= uint64_t{in[i]} << (8 * i);
+    header.transfer_id |= uint64_t{in[8 + i]} << (8 * i);
+  }
+  return header;
+}
+
+EngineInfo TransferEngineImpl::BuildEngineInfo() const {
+  EngineInfo info;
+  info.instance_id = instance_id_;
+  info.name = options_.name;
+  info.worker_address = worker_->address();
+  info.regions = regions_.Wire();
+  return info;
+}
+
+void TransferEngineImpl::SendControl(Peer* peer, unsigned am_id,
+                                     AmHeader header, std::string payload,
+                                     bool reply) {
+  auto* ctx = new RequestContext{this, 0, peer->id, std::move(payload), {}};
+  EncodeAmHeader(header, ctx->header);
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
+                       UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+  param.cb.send = &TransferEngineImpl::OnSendDone;
+  param.user_data = ctx;
+  param.flags = UCP_AM_SEND_FLAG_EAGER | (reply ? UCP_AM_SEND_FLAG_REPLY : 0);
+  ucs_status_ptr_t request =
+      ucp_am_send_nbx(peer->ep, am_id, ctx->header, kAmHeaderBytes,
+                      ctx->payload.data(), ctx->payload.size(), &param);
+  if (!UCS_PTR_IS_PTR(request)) {
+    // Completed (or failed) at once: the peer's error handler reports
+    // failures.
+    delete ctx;
+  }
+}
+
+absl::StatusOr<PeerId> TransferEngineImpl::StartConnect(
+    const ucp_ep_params_t& base_params, bool via_sockaddr,
+    std::function<void(absl::StatusOr<PeerId>)> done) {
+  if (stopping_) {
+    return absl::FailedPreconditionError("TransferEngine: shutting down");
+  }
+  Peer* peer = NewPeer();
+  ucp_ep_params_t params = base_params;
+  params.field_mask |=
+      UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+  params.err_mode = ErrMode();
+  params.err_handler.cb = &TransferEngineImpl::OnPeerError;
+  params.err_handler.arg = PeerRefFor(peer);
+  ucs_status_t st = ucp_ep_create(worker_->worker(), &params, &peer->ep);
+  if (st != UCS_OK) {
+    const absl::Status status = UcxStatus(st, "ucp_ep_create");
+    peers_.Erase(peer->id);
+    return status;
+  }
+  peer->state = PeerState::kConnecting;
+  peer->handshake_deadline = absl::Now() + options_.connect_timeout;
+  peer->on_connected = std::move(done);
+  Hello hello;
+  hello.via_sockaddr = via_sockaddr;
+  hello.sender_conn_id = peer->id;
+  hello.token = options_.cluster_token;
+  hello.info = BuildEngineInfo();
+  SendControl(peer, kAmHello, {}, EncodeHello(hello), /*reply=*/via_sockaddr);
+  return peer->id;
+}
+
+absl::StatusOr<PeerId> TransferEngineImpl::AwaitConnect(
+    const std::string& what, std::function<absl::StatusOr<PeerId>(
+                                 std::function<void(absl::StatusOr<PeerId>)>)>
+                                 start) {
+  if (absl::Status s = CheckNotProgressThread(what.c_str()); !s.ok()) return s;
+  struct Waiter {
+    TsanNotification done;
+    absl::StatusOr<PeerId> result = absl::UnknownError("pending");
+  };
+  auto waiter = std::make_shared<Waiter>();
+  auto on_done = [waiter](absl::StatusOr<PeerId> result) {
+    waiter->result = std::move(result);
+    waiter->done.Notify();
+  };
+  absl::StatusOr<PeerId> started = RunSync<absl::StatusOr<PeerId>>(
+      [&]() -> absl::StatusOr<PeerId> { return start(on_done); });
+  if (!started.ok()) {
+    return absl::Status(started.status().code(),
+                        absl::StrCat(what, ": ", started.status().message()));
+  }
+  waiter->done.WaitForNotification();
+  if (!waiter->result.ok()) {
+    return absl::Status(
+        waiter->result.status().code(),
+        absl::StrCat(what, ": ", waiter->result.status().message()));
+  }
+  return waiter->result;
+}
+
+absl::StatusOr<std::string> TransferEngineImpl::Listen(
+    const std::string& address) {
+  absl::StatusOr<SockAddr> addr = ParseSockAddr(address);
+  if (!addr.ok()) return addr.status();
+  return RunSync<absl::StatusOr<std::string>>(
+      [&]() -> absl::StatusOr<std::string> {
+        if (listener_ != nullptr) {
+          return absl::FailedPreconditionError(
+              "Listen: the engine is already listening");
+        }
+        ucp_listener_params_t params{};
+        params.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR |
+                            UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+        params.sockaddr.addr =
+            reinterpret_cast<const sockaddr*>(&addr->storage);
+        params.sockaddr.addrlen = addr->length;
+        params.conn_handler.cb = &TransferEngineImpl::OnConnRequest;
+        params.conn_handler.arg = this;
+        if (absl::Status s = UcxStatus(
+                ucp_listener_create(worker_->worker(), &params, &listener_),
+                absl::StrCat("Listen(", address, ")"));
+            !s.ok()) {
+          listener_ = nullptr;
+          return s;
+        }
+        ucp_listener_attr_t attr{};
+        attr.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
+        if (absl::Status s = UcxStatus(ucp_listener_query(listener_, &attr),
+                                       "ucp_listener_query");
+            !s.ok()) {
+          return s;
+        }
+        std::string bound = FormatSockAddr(attr.sockaddr);
+        TsanMutexLock lock(&mu_);
+        listen_address_ = bound;
+        return bound;
+      });
+}
+
+absl::StatusOr<PeerId> TransferEngineImpl::Connect(const std::string& address) {
+  absl::StatusOr<SockAddr> addr = ParseSockAddr(address);
+  if (!addr.ok()) return addr.status();
+  return AwaitConnect(
+      absl::StrCat("Connect(", address, ")"),
+      [&](std::function<void(absl::StatusOr<PeerId>)> done) {
+        ucp_ep_params_t params{};
+        params.field_mask =
+            UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR;
+        params.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+        params.sockaddr.addr =
+            reinterpret_cast<const sockaddr*>(&addr->storage);
+        params.sockaddr.addrlen = addr->length;
+        return StartConnect(params, /*via_sockaddr=*/true, std::move(done));
+      });
+}
+
+absl::StatusOr<std::string> TransferEngineImpl::LocalMetadata() const {
+  return EncodeEngineInfo(BuildEngineInfo(), options_.cluster_token);
+}
+
+absl::StatusOr<PeerId> TransferEngineImpl::AddPeer(
+    absl::Span<const uint8_t> metadata) {
+  // Verified (structure and the cluster token's MAC) before any byte of it
+  // reaches UCX.
+  absl::StatusOr<EngineInfo> info =
+      ParseSignedEngineInfo(metadata, options_.cluster_token);
+  if (!info.ok()) {
+    // The caller gets the error; the log keeps a trace of the refusal.
+    Log(LogSeverity::kInfo,
+        absl::StrCat("AddPeer refused metadata: ", info.status().ToString()));
+    return absl::Status(info.status().code(),
+                        absl::StrCat("AddPeer: ", info.status().message()));
+  }
+  return AwaitConnect(
+      absl::StrCat("AddPeer(\"", info->name, "\")"),
+      [&](std::function<void(absl::StatusOr<PeerId>)> done) {
+        ucp_ep_params_t params{};
+        params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+        params.address =
+            reinterpret_cast<const ucp_address_t*>(info->worker_address.data());
+        return StartConnect(params, /*via_sockaddr=*/false, std::move(done));
+      });
+}
+
+void TransferEngineImpl::OnConnRequest(ucp_conn_request_h request, void* arg) {
+  auto* self = static_cast<TransferEngineImpl*>(arg);
+  if (self->stopping_) {
+    ucp_listener_reject(self->listener_, request);
+    return;
+  }
+  Peer* peer = self->NewPeer();
+  ucp_ep_params_t params{};
+  params.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST |
+                      UCP_EP_PARAM_FIELD_ERR_HANDLER |
+                      UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+  params.conn_request = request;
+  params.err_mode = self->ErrMode();
+  params.err_handler.cb = &TransferEngineImpl::OnPeerError;
+  params.err_handler.arg = self->PeerRefFor(peer);
+  ucs_status_t st = ucp_ep_create(self->worker_->worker(), &params, &peer->ep);
+  if (st != UCS_OK) {
+    self->Log(
+        LogSeverity::kWarning,
+        UcxStatus(st, "accepting a connection: ucp_ep_create").ToString());
+    self->peers_.Erase(peer->id);
+    return;
+  }
+  peer->state = PeerState::kAccepting;
+  peer->handshake_deadline = absl::Now() + self->options_.connect_timeout;
+  self->peers_.accepting()[peer->ep] = peer->id;
+}
+
+absl::Status TransferEngineImpl::UnpackRegions(Peer* peer,
+                                               const EngineInfo& info) {
+  for (const WireRegion& wire : info.regions) {
+    RemoteRegion region;
+    region.info.id = wire.id;
+    region.info.kind = static_cast<MemoryKind>(wire.kind);
+    region.info.base = wire.base;
+    region.info.length = wire.length;
+    ucs_status_t st =
+        ucp_ep_rkey_unpack(peer->ep, wire.rkey.data(), &region.rkey);
+    if (st != UCS_OK) {
+      return UcxStatus(st, absl::StrFormat("peer %d: remote key of region %d",
+                                           peer->id, wire.id));
+    }
+    peer->regions[wire.id] = region;
+  }
+  return absl::OkStatus();
+}
+
+void TransferEngineImpl::MakeReady(Peer* peer, const EngineInfo& info,
+                                   uint64_t remote_conn_id) {
+  peer->state = PeerState::kReady;
+  peer->was_ready = true;
+  peer->name = info.name;
+  peer->remote_conn_id = remote_conn_id;
+  peer->handshake_deadline = absl::InfiniteFuture();
+  peer->last_heard = absl::Now();
+  peers_.accepting().erase(peer->ep);
+  peers_.Publish(*peer);
+}
+
+void TransferEngineImpl::HandleHello(const Hello& hello, ucp_ep_h reply_ep) {
+  Peer* peer = nullptr;
+  if (hello.via_sockaddr) {
+    if (reply_ep == nullptr) return;
+    auto it = peers_.accepting().find(reply_ep);
+    if (it == peers_.accepting().end()) return;
+    peer = peers_.Find(it->second);
+    if (peer == nullptr || peer->state != PeerState::kAccepting) return;
+  } else {
+    // AddPeer: connect back to the sender's worker. Its address reaches
+    // UCX only from a hello that carries this cluster's token.
+    if (!ConstantTimeEquals(hello.token, options_.cluster_token)) {
+      Log(LogSeverity::kWarning,
+          absl::StrFormat("refused a hello from \"%s\": wrong cluster token "
+                          "(no connection back)",
+                          hello.info.name));
+      return;
+    }
+    peer = NewPeer();
+    ucp_ep_params_t params{};
+    params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS |
+                        UCP_EP_PARAM_FIELD_ERR_HANDLER |
+                        UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    params.address = reinterpret_cast<const ucp_address_t*>(
+        hello.info.worker_address.data());
+    params.err_mode = ErrMode();
+    params.err_handler.cb = &TransferEngineImpl::OnPeerError;
+    params.err_handler.arg = PeerRefFor(peer);
+    if (ucp_ep_create(worker_->worker(), &params, &peer->ep) != UCS_OK) {
+      Log(LogSeverity::kWarning,
+          absl::StrFormat("cannot connect back to \"%s\"", hello.info.name));
+      peers_.Erase(peer->id);
+      return;
+    }
+    peer->state = PeerState::kAccepting;
+    peer->handshake_deadline = absl::Now() + options_.connect_timeout;
+  }
+  if (!ConstantTimeEquals(hello.token, options_.cluster_token)) {
+    Reject reject;
+    reject.receiver_conn_id = hello.sender_conn_id;
+    reject.code = static_cast<uint32_t>(absl::StatusCode::kPermissionDenied);
+    reject.reason =
+        absl::StrFormat("engine \"%s\" refused \"%s\": wrong cluster token",
+                        options_.name, hello.info.name);
+    Log(LogSeverity::kWarning, reject.reason);
+    SendControl(peer, kAmReject, {hello.sender_conn_id, 0},
+                EncodeReject(reject), false);
+    peer->state = PeerState::kRejecting;
+    peer->name = hello.info.name;
+    peer->handshake_deadline = absl::Now() + kRejectLinger;
+    peers_.accepting().erase(peer->ep);
+    return;
+  }
+  if (absl::Status s = UnpackRegions(peer, hello.info); !s.ok()) {
+    FailPeer(peer, s);
+    return;
+  }
+  HelloAck ack;
+  ack.sender_conn_id = peer->id;
+  ack.receiver_conn_id = hello.sender_conn_id;
+  ack.token = options_.cluster_token;
+  ack.info = BuildEngineInfo();
+  // Ready (and visible in Peers()) before the client can see the ack.
+  MakeReady(peer, hello.info, hello.sender_conn_id);
+  SendControl(peer, kAmHelloAck, {hello.sender_conn_id, 0}, EncodeHelloAck(ack),
+              false);
+}
+
+void TransferEngineImpl::HandleHelloAck(const HelloAck& ack) {
+  Peer* peer = peers_.Find(ack.receiver_conn_id);
+  if (peer == nullptr || peer->state != PeerState::kConnecting) return;
+  if (!ConstantTimeEquals(ack.token, options_.cluster_token)) {
+    FailPeer(peer, absl::PermissionDeniedError(absl::StrFormat(
+                       "engine \"%s\" refused \"%s\": wrong cluster token",
+                       options_.name, ack.info.name)));
+    return;
+  }
+  if (absl::Status s = UnpackRegions(peer, ack.info); !s.ok()) {
+    FailPeer(peer, s);
+    return;
+  }
+  MakeReady(peer, ack.info, ack.sender_conn_id);
+  if (peer->on_connected) {
+    auto done = std::move(peer->on_connected);
+    peer->on_connected = nullptr;
+    done(peer->id);
+  }
+}
+
+void TransferEngineImpl::HandleReject(const Reject& reject) {
+  Peer* peer = peers_.Find(reject.receiver_conn_id);
+  if (peer == nullptr || peer->state != PeerState::kConnecting) return;
+  FailPeer(peer,
+           absl::Status(CodeFromWire(reject.code),
+                        absl::StrCat("connection refused: ", reject.reason)));
+}
+
+}  // namespace flowkv::internal

@@ -1,0 +1,127 @@
+// PeerTable: the engine's connections and what callers may see of them.
+//
+// A Peer moves through
+//   kConnecting (Connect/AddPeer sent a hello) or kAccepting (a connection
+//   request or hello arrived) -> kReady (handshake done) -> kClosing (failed
+//   or disconnected: the endpoint is being force-closed) -> kClosed,
+// or kAccepting -> kRejecting (a refused token: the reject lingers, then
+// closes). A closed peer leaves the table as soon as its transfers are
+// reported, so the progress loop's cost follows the live connections, not
+// every connection the engine ever had. Callers see peers through published
+// immutable views (PeerView); the views of disconnected peers stay listed
+// (the newest kMaxListedDisconnected of them) so callers can read why.
+//
+// The state transitions themselves (FailPeer, close, handshake) are the
+// engine's (peer_table.cc, handshake.cc); this class holds the data.
+//
+// Thread safety: the peer map is the progress thread's; the views are
+// thread-safe.
+
+#ifndef FLOWKV_LIB_TRANSFER_PEER_TABLE_H_
+#define FLOWKV_LIB_TRANSFER_PEER_TABLE_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <ucp/api/ucp.h>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "flowkv/transfer_engine.h"
+
+namespace flowkv::internal {
+
+class TransferEngineImpl;
+
+enum class PeerState {
+  kConnecting,
+  kAccepting,
+  kRejecting,
+  kReady,
+  kClosing,
+  kClosed
+};
+
+struct RemoteRegion {
+  RegionInfo info;
+  ucp_rkey_h rkey = nullptr;
+};
+
+// What callers may read of a peer.
+struct PeerView {
+  std::string name;
+  bool connected = false;
+  absl::Status failure;
+  absl::flat_hash_map<RegionId, RegionInfo> regions;
+};
+
+// A connection (progress thread).
+struct Peer {
+  TransferEngineImpl* engine = nullptr;
+  PeerId id = 0;
+  ucp_ep_h ep = nullptr;
+  PeerState state = PeerState::kConnecting;
+  bool was_ready = false;
+  uint64_t remote_conn_id = 0;
+  std::string name;
+  absl::flat_hash_map<RegionId, RemoteRegion> regions;
+  absl::Time handshake_deadline = absl::InfiniteFuture();
+  // Watched with heartbeats (ucx_peer_error_handling == false).
+  bool heartbeat = false;
+  absl::Time last_heard = absl::InfinitePast();
+  absl::Time last_ping = absl::InfinitePast();
+  absl::Status failure;
+  // Connect / AddPeer waiting for the handshake.
+  std::function<void(absl::StatusOr<PeerId>)> on_connected;
+  // Disconnect calls waiting for the endpoint to close.
+  std::vector<std::function<void()>> on_closed;
+};
+
+class PeerTable {
+ public:
+  static constexpr size_t kMaxListedDisconnected = 256;
+
+  // --- Progress thread ----------------------------------------------------
+  Peer* Add(std::unique_ptr<Peer> peer);
+  Peer* Find(PeerId id) const;
+  // Removes a closed peer (its view stays listed).
+  void Erase(PeerId id);
+  template <typename Fn>
+  void ForEach(Fn fn) {
+    for (auto& [id, peer] : peers_) fn(peer.get());
+  }
+  size_t size() const { return peers_.size(); }
+  // Endpoints of accepted connections still in their handshake.
+  absl::flat_hash_map<ucp_ep_h, PeerId>& accepting() { return accepting_; }
+
+  // Publishes the peer's current state to callers (after its handshake).
+  void Publish(const Peer& peer);
+
+  // --- Any thread ---------------------------------------------------------
+  std::shared_ptr<const PeerView> FindView(PeerId id) const;
+  std::vector<PeerInfo> Views() const;
+  absl::StatusOr<PeerInfo> View(PeerId id) const;
+  // Listed peers, and those of them that are connected.
+  void CountViews(uint64_t* listed, uint64_t* connected) const;
+
+ private:
+  absl::flat_hash_map<PeerId, std::unique_ptr<Peer>> peers_;
+  absl::flat_hash_map<ucp_ep_h, PeerId> accepting_;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<PeerId, std::shared_ptr<const PeerView>> views_
+      ABSL_GUARDED_BY(mu_);
+  // Disconnected peers in the order they disconnected (oldest first).
+  std::deque<PeerId> disconnected_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace flowkv::internal
+
+#endif  // FLOWKV_LIB_TRANSFER_PEER_TABLE_H_

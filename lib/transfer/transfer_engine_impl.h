@@ -1,0 +1,306 @@
+// TransferEngineImpl: the class behind TransferEngine, shared by the files
+// that implement it. Each file owns one concept:
+//
+//   transfer_engine.cc  Create, Init (options), Shutdown, public wrappers
+//   ucx_worker.{h,cc}   the UCX context and worker (RAII)
+//   region_table.{h,cc} registered regions, their users and bounds checks
+//   memory.cc           RegisterMemory / AllocateMemory / DeregisterMemory
+//   peer_table.{h,cc}   peers: state machine, failure, close, views
+//   handshake.cc        Listen / Connect / AddPeer and the hello exchange
+//   transfer_path.cc    Submit, posting in windows, fences, notify, acks
+//   progress.cc         the progress thread, timers, active-message dispatch
+//
+// Threads. One progress thread owns the UCX worker and every member marked
+// "progress thread" below; other threads reach it only through inbox_
+// (RunSync for answers). Members guarded by a mutex are readable from any
+// thread.
+//
+// Thread safety: the public entry points are thread-safe; the rest runs on
+// the progress thread.
+
+#ifndef FLOWKV_LIB_TRANSFER_TRANSFER_ENGINE_IMPL_H_
+#define FLOWKV_LIB_TRANSFER_TRANSFER_ENGINE_IMPL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <ucp/api/ucp.h>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "flowkv/transfer_engine.h"
+#include "lib/common/tsan_lock.h"
+#include "lib/transfer/peer_table.h"
+#include "lib/transfer/region_table.h"
+#include "lib/transfer/transfer_record.h"
+#include "lib/transfer/ucx_worker.h"
+#include "lib/transfer/wire_format.h"
+
+namespace flowkv::internal {
+
+// Active message ids. Every message carries an AmHeader.
+enum AmId : unsigned {
+  kAmHello = 0x4b01,
+  kAmHelloAck = 0x4b02,
+  kAmReject = 0x4b03,
+  kAmNotify = 0x4b04,
+  kAmMessage = 0x4b05,
+  kAmPing = 0x4b06,
+  kAmAck = 0x4b07,  // acknowledges a notification (transfer_id)
+};
+inline constexpr unsigned kAllAmIds[] = {
+    kAmHello, kAmHelloAck, kAmReject, kAmNotify, kAmMessage, kAmPing, kAmAck};
+
+// The header of every active message: the receiver's connection id and,
+// for kAmNotify with an acknowledgement requested and for kAmAck, the
+// sender's transfer id (0 otherwise). Little-endian on the wire.
+struct AmHeader {
+  uint64_t conn_id = 0;
+  uint64_t transfer_id = 0;
+};
+inline constexpr size_t kAmHeaderBytes = 16;
+
+inline constexpr uint64_t kMaxNotificationBytes = 1 << 20;
+
+enum class TransferKind { kWrite, kRead, kSend };
+
+// Where an unfinished transfer is.
+enum class TransferPhase {
+  kPosting,      // windows of ops are being posted (each ends with a flush)
+  kNotifying,    // the notification (or message) is being sent
+  kAwaitingAck,  // the notification was sent; waiting for the peer's ack
+};
+
+// An unfinished transfer (progress thread).
+struct Active {
+  std::shared_ptr<TransferRecord> record;
+  TransferKind kind = TransferKind::kWrite;
+  PeerId peer = 0;
+  std::vector<TransferOp> ops;
+  std::optional<std::string> notification;
+  std::string message;
+  bool acknowledged = false;
+  absl::Time deadline = absl::InfiniteFuture();
+  std::vector<RegionId> local_regions;
+
+  TransferPhase phase = TransferPhase::kPosting;
+  // Posting cursor: ops[next_op] is posted up to op_posted bytes.
+  size_t next_op = 0;
+  uint64_t op_posted = 0;
+  // A window's flush is outstanding: some posted bytes may still land.
+  bool flush_in_flight = false;
+  // Set by Cancel or the deadline: post nothing more, fence, then finish.
+  absl::Status abort_status;
+  // When the fence (the outstanding flush) must have completed, or the
+  // peer is failed.
+  absl::Time fence_deadline = absl::InfiniteFuture();
+  // The peer is failing: reported with failure_status once it closed.
+  bool failing = false;
+  absl::Status failure_status;
+};
+
+// user_data of a UCX request.
+struct RequestContext {
+  TransferEngineImpl* engine = nullptr;
+  uint64_t transfer_id = 0;  // 0: a control message
+  PeerId peer = 0;
+  std::string payload;  // AM bytes kept alive until completion
+  uint8_t header[kAmHeaderBytes] = {};
+};
+
+// arg of an endpoint's error handler. UCX may call the handler after the
+// endpoint closed and its Peer left the table, so the handler gets the id,
+// looks the peer up, and ignores a peer that is gone. Kept until shutdown.
+struct PeerRef {
+  TransferEngineImpl* engine = nullptr;
+  PeerId id = 0;
+};
+
+// arg of an active-message handler.
+struct AmHandlerArg {
+  TransferEngineImpl* engine = nullptr;
+  unsigned id = 0;
+};
+
+class TransferEngineImpl {
+ public:
+  explicit TransferEngineImpl(const TransferEngineOptions& options);
+  ~TransferEngineImpl() { Shutdown(); }
+
+  absl::Status Init();
+  void Shutdown();
+
+  // --- Public entry points (any thread) -----------------------------------
+  absl::StatusOr<RegionId> RegisterMemory(void* base, uint64_t length,
+                                          MemoryKind kind, bool allocate,
+                                          void** allocated_base);
+  absl::Status DeregisterMemory(RegionId region);
+  std::vector<RegionInfo> Regions() const { return regions_.List(); }
+  absl::StatusOr<std::string> Listen(const std::string& address);
+  absl::StatusOr<PeerId> Connect(const std::string& address);
+  absl::StatusOr<std::string> LocalMetadata() const;
+  absl::StatusOr<PeerId> AddPeer(absl::Span<const uint8_t> metadata);
+  absl::Status Disconnect(PeerId peer);
+  std::vector<PeerInfo> Peers() const { return peers_.Views(); }
+  absl::StatusOr<PeerInfo> GetPeer(PeerId peer) const {
+    return peers_.View(peer);
+  }
+  TransferHandle Submit(TransferKind kind, PeerId peer,
+                        absl::Span<const TransferOp> ops, std::string message,
+                        TransferOptions options);
+  std::vector<Notification> TakeNotifications(absl::Duration wait);
+  const std::string& name() const { return options_.name; }
+  bool SupportsCudaMemory() const { return worker_->cuda_supported(); }
+  std::string UcxInfo() const { return worker_->transports(); }
+  TransferEngineStats Stats() const;
+
+  // --- UCX callbacks (progress thread) ------------------------------------
+  static void OnConnRequest(ucp_conn_request_h request, void* arg);
+  static void OnPeerError(void* arg, ucp_ep_h ep, ucs_status_t status);
+  static ucs_status_t OnAm(void* arg, const void* header, size_t header_length,
+                           void* data, size_t length,
+                           const ucp_am_recv_param_t* param);
+  static void OnFlushDone(void* request, ucs_status_t status, void* user_data);
+  static void OnSendDone(void* request, ucs_status_t status, void* user_data);
+  static void OnCloseDone(void* request, ucs_status_t status, void* user_data);
+
+ private:
+  // Runs `fn` on the progress thread and returns its result;
+  // FailedPrecondition when called on the progress thread itself (from a
+  // callback, where waiting would deadlock) or while shutting down.
+  template <typename T>
+  T RunSync(std::function<T()> fn) const;
+  // FailedPrecondition naming `what` when called on the progress thread.
+  absl::Status CheckNotProgressThread(const char* what) const;
+
+  // The engine's log (options_.log or stderr for warnings and errors).
+  void Log(LogSeverity severity, const std::string& message) const;
+
+  // progress.cc
+  void ProgressLoop();
+  bool HasWork() const;
+  void CheckTimers(absl::Time now);
+  void CheckHeartbeats(absl::Time now);
+  void HandleNotification(Peer* peer, const AmHeader& header,
+                          Notification::Kind kind, const void* data,
+                          size_t length);
+  void Deliver(Notification notification);
+
+  // handshake.cc
+  absl::StatusOr<PeerId> StartConnect(
+      const ucp_ep_params_t& base_params, bool via_sockaddr,
+      std::function<void(absl::StatusOr<PeerId>)> done);
+  absl::StatusOr<PeerId> AwaitConnect(
+      const std::string& what, std::function<absl::StatusOr<PeerId>(
+                                   std::function<void(absl::StatusOr<PeerId>)>)>
+                                   start);
+  void HandleHello(const Hello& hello, ucp_ep_h reply_ep);
+  void HandleHelloAck(const HelloAck& ack);
+  void HandleReject(const Reject& reject);
+  absl::Status UnpackRegions(Peer* peer, const EngineInfo& info);
+  void MakeReady(Peer* peer, const EngineInfo& info, uint64_t remote_conn_id);
+  EngineInfo BuildEngineInfo() const;
+  void SendControl(Peer* peer, unsigned am_id, AmHeader header,
+                   std::string payload, bool reply);
+
+  // peer_table.cc (the engine's side of the peer state machine)
+  Peer* NewPeer();
+  // The error-handler arg for `peer`'s endpoint.
+  PeerRef* PeerRefFor(const Peer* peer);
+  ucp_err_handling_mode_t ErrMode() const {
+    return options_.ucx_peer_error_handling ? UCP_ERR_HANDLING_MODE_PEER
+                                            : UCP_ERR_HANDLING_MODE_NONE;
+  }
+  // Force-closes the peer's endpoint; once closed, fails its unfinished
+  // transfers (`transfer_id` with `transfer_status`, the others with
+  // Unavailable) and a pending Connect with `cause`, then drops the peer
+  // from the table. Logged once.
+  void FailPeer(Peer* peer, absl::Status cause, uint64_t transfer_id = 0,
+                absl::Status transfer_status = absl::OkStatus());
+  void OnPeerClosed(PeerId peer);
+  void ClosePendingPeers();
+
+  // transfer_path.cc
+  void StartTransfer(std::unique_ptr<Active> active);
+  void PostReady();
+  void PostWindow(Active* active, Peer* peer);
+  void PostFlush(Active* active, Peer* peer);
+  void AfterFlush(uint64_t transfer_id, PeerId peer_id, ucs_status_t status);
+  void SendNotification(Active* active, Peer* peer);
+  void AfterNotification(uint64_t transfer_id, PeerId peer_id,
+                         ucs_status_t status);
+  void HandleAck(Peer* peer, uint64_t transfer_id);
+  void FinishTransfer(uint64_t transfer_id, absl::Status status);
+  void HandleCancel(const std::shared_ptr<TransferRecord>& record);
+  // Stops `active` (Cancel, deadline, Disconnect): nothing more is posted;
+  // it finishes with `status` once no byte of it can still land.
+  void Abort(Active* active, absl::Status status, absl::Time now);
+
+  const TransferEngineOptions options_;
+  std::unique_ptr<UcxWorker> worker_;
+  uint64_t instance_id_ = 0;
+  std::shared_ptr<Inbox> inbox_;
+  std::thread thread_;
+  std::atomic<std::thread::id> progress_thread_id_{};
+  std::vector<AmHandlerArg> am_args_;
+  std::atomic<uint64_t> next_transfer_id_{1};
+  std::atomic<uint64_t> active_count_{0};
+
+  // Progress-thread state.
+  absl::Time last_heartbeat_check_ = absl::InfinitePast();
+  absl::Time last_activity_ = absl::InfinitePast();
+  bool stopping_ = false;
+  ucp_listener_h listener_ = nullptr;
+  PeerId next_peer_id_ = 1;
+  PeerTable peers_;
+  std::deque<PeerRef> peer_refs_;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Active>> active_;
+  // Transfers ready to post their next window, in order.
+  std::deque<uint64_t> ready_;
+  std::vector<PeerId> pending_close_;
+
+  // Shared state.
+  RegionTable regions_;
+  mutable absl::Mutex mu_;
+  std::deque<Notification> notifications_ ABSL_GUARDED_BY(mu_);
+  absl::CondVar notifications_cv_;
+  uint64_t messages_dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  bool queue_full_logged_ ABSL_GUARDED_BY(mu_) = false;
+  std::string listen_address_ ABSL_GUARDED_BY(mu_);
+};
+
+template <typename T>
+T TransferEngineImpl::RunSync(std::function<T()> fn) const {
+  if (absl::Status s = CheckNotProgressThread("a blocking call"); !s.ok()) {
+    return T(s);
+  }
+  TsanNotification done;
+  std::optional<T> result;
+  if (!inbox_->Post([&] {
+        result.emplace(fn());
+        done.Notify();
+      })) {
+    return T(absl::FailedPreconditionError(
+        "TransferEngine: the engine is shutting down"));
+  }
+  done.WaitForNotification();
+  return *std::move(result);
+}
+
+// Little-endian AmHeader encoding.
+void EncodeAmHeader(const AmHeader& header, uint8_t out[kAmHeaderBytes]);
+AmHeader DecodeAmHeader(const uint8_t in[kAmHeaderBytes]);
+
+}  // namespace flowkv::internal
+
+#endif  // FLOWKV_LIB_TRANSFER_TRANSFER_ENGINE_IMPL_H_

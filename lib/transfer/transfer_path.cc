@@ -1,0 +1,420 @@
+// The data path: Submit (checks on the caller's thread), then on the
+// progress thread posting each transfer's ops in windows of at most
+// max_piece_bytes, each window closed by a flush; then the notification and,
+// when asked for, the peer's acknowledgement; cancel and deadlines that stop
+// one transfer and fence it without touching the peer's other transfers.
+// It may call UCX put/get/flush/active-message sends, the region table and
+// the peer state machine (FailPeer) when a fence does not complete.
+//
+// Why windows: UCX copies a put inline on shared memory and queues it on
+// tcp, so one huge op would hold the progress thread (no heartbeats, no
+// cancels) or queue gigabytes that a cancel can no longer stop. A window's
+// flush is also the fence: when it completes no byte of the window can
+// still land, so an aborted transfer is reported once its outstanding flush
+// completed.
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "lib/transfer/transfer_engine_impl.h"
+#include "lib/transfer/ucx_status.h"
+
+namespace flowkv::internal {
+namespace {
+
+// Windows posted per progress-loop iteration, over all transfers.
+constexpr int kMaxWindowsPerIteration = 4;
+
+const char* KindName(TransferKind kind) {
+  switch (kind) {
+    case TransferKind::kWrite:
+      return "Write";
+    case TransferKind::kRead:
+      return "Read";
+    case TransferKind::kSend:
+      return "Send";
+  }
+  return "?";
+}
+
+}  // namespace
+
+TransferHandle TransferEngineImpl::Submit(TransferKind kind, PeerId peer_id,
+                                          absl::Span<const TransferOp> ops,
+                                          std::string message,
+                                          TransferOptions options) {
+  const absl::Time now = absl::Now();
+  const uint64_t id = next_transfer_id_.fetch_add(1);
+  const char* what = KindName(kind);
+  auto active = std::make_unique<Active>();
+  uint64_t bytes = kind == TransferKind::kSend ? message.size() : 0;
+  absl::Status status = [&]() -> absl::Status {
+    if (kind == TransferKind::kSend && message.size() > kMaxNotificationBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("Send: message of %d bytes exceeds the limit %d",
+                          message.size(), kMaxNotificationBytes));
+    }
+    if (options.notification.has_value() &&
+        options.notification->size() > kMaxNotificationBytes) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: notification of %d bytes exceeds the limit %d", what,
+          options.notification->size(), kMaxNotificationBytes));
+    }
+    if (options.acknowledged && !options.notification.has_value()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: acknowledged requires a notification to acknowledge", what));
+    }
+    if (options.timeout.has_value() &&
+        *options.timeout <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: timeout must be > 0, got %s", what,
+                          absl::FormatDuration(*options.timeout)));
+    }
+    std::shared_ptr<const PeerView> view = peers_.FindView(peer_id);
+    if (view == nullptr) {
+      return absl::NotFoundError(
+          absl::StrFormat("%s: no peer %d", what, peer_id));
+    }
+    if (!view->connected) {
+      return absl::UnavailableError(absl::StrFormat(
+          "%s: peer %d (%s) is disconnected (%s); connect again", what, peer_id,
+          view->name, view->failure.message()));
+    }
+    if (kind == TransferKind::kSend) return absl::OkStatus();
+    absl::StatusOr<uint64_t> op_bytes =
+        regions_.Acquire(what, kind == TransferKind::kWrite, ops, peer_id,
+                         view->regions, &active->local_regions);
+    if (!op_bytes.ok()) return op_bytes.status();
+    bytes = *op_bytes;
+    return absl::OkStatus();
+  }();
+
+  auto record = std::make_shared<TransferRecord>(
+      id, kind == TransferKind::kSend ? 0 : ops.size(), bytes, now,
+      std::move(options.on_complete), inbox_);
+  if (!status.ok()) {
+    record->Complete(status, absl::Now());
+    return TransferHandle(std::move(record));
+  }
+  active->record = record;
+  active->kind = kind;
+  active->peer = peer_id;
+  active->ops.assign(ops.begin(), ops.end());
+  active->notification = std::move(options.notification);
+  active->acknowledged = options.acknowledged;
+  active->message = std::move(message);
+  active->deadline = now + options.timeout.value_or(options_.default_timeout);
+  std::vector<RegionId> regions = active->local_regions;
+  Active* raw = active.release();
+  active_count_.fetch_add(1, std::memory_order_relaxed);
+  if (!inbox_->Post(
+          [this, raw] { StartTransfer(std::unique_ptr<Active>(raw)); })) {
+    delete raw;
+    active_count_.fetch_sub(1, std::memory_order_relaxed);
+    regions_.Release(regions);
+    record->Complete(absl::CancelledError("TransferEngine: shutting down"),
+                     absl::Now());
+  }
+  return TransferHandle(std::move(record));
+}
+
+void TransferEngineImpl::FinishTransfer(uint64_t transfer_id,
+                                        absl::Status status) {
+  auto it = active_.find(transfer_id);
+  if (it == active_.end()) return;
+  std::unique_ptr<Active> active = std::move(it->second);
+  active_.erase(it);
+  active_count_.fetch_sub(1, std::memory_order_relaxed);
+  regions_.Release(active->local_regions);
+  active->record->Complete(std::move(status), absl::Now());
+}
+
+void TransferEngineImpl::StartTransfer(std::unique_ptr<Active> owned) {
+  Active* active = owned.get();
+  const uint64_t id = active->record->id();
+  active_[id] = std::move(owned);
+  Peer* peer = peers_.Find(active->peer);
+  if (stopping_) {
+    FinishTransfer(id, absl::CancelledError("TransferEngine: shutting down"));
+    return;
+  }
+  if (peer == nullptr || peer->state != PeerState::kReady) {
+    FinishTransfer(id, absl::UnavailableError(absl::StrFormat(
+                           "peer %d is not connected%s", active->peer,
+                           peer && !peer->failure.ok()
+                               ? absl::StrCat(": ", peer->failure.message())
+                               : "")));
+    return;
+  }
+  if (absl::Now() >= active->deadline) {
+    // Nothing was posted: the endpoint stays open.
+    FinishTransfer(id, absl::DeadlineExceededError(absl::StrFormat(
+                           "transfer %d to peer %d: deadline passed before "
+                           "it was posted",
+                           id, active->peer)));
+    return;
+  }
+  if (active->kind == TransferKind::kSend) {
+    active->record->MarkPosted(absl::Now());
+    SendNotification(active, peer);
+    return;
+  }
+  // Small transfers post at once; large ones continue window by window from
+  // the progress loop.
+  PostWindow(active, peer);
+}
+
+void TransferEngineImpl::PostReady() {
+  for (int windows = 0; windows < kMaxWindowsPerIteration && !ready_.empty();
+       ++windows) {
+    const uint64_t id = ready_.front();
+    ready_.pop_front();
+    auto it = active_.find(id);
+    if (it == active_.end()) continue;
+    Active* active = it->second.get();
+    if (active->failing || active->flush_in_flight ||
+        active->phase != TransferPhase::kPosting) {
+      continue;
+    }
+    if (!active->abort_status.ok()) {
+      FinishTransfer(id, active->abort_status);  // nothing of it in flight
+      continue;
+    }
+    Peer* peer = peers_.Find(active->peer);
+    if (peer == nullptr || peer->state != PeerState::kReady) continue;
+    PostWindow(active, peer);
+  }
+}
+
+void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
+  const uint64_t id = active->record->id();
+  const bool write = active->kind == TransferKind::kWrite;
+  const uint64_t budget = options_.max_piece_bytes;
+  uint64_t posted = 0;
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
+  RegionId last_local = ~RegionId{0};
+  RegionId last_remote = ~RegionId{0};
+  char* local_base = nullptr;
+  const RemoteRegion* remote = nullptr;
+  while (active->next_op < active->ops.size() && posted < budget) {
+    const TransferOp& op = active->ops[active->next_op];
+    const RegionId local_id = write ? op.src_region : op.dst_region;
+    const RegionId remote_id = write ? op.dst_region : op.src_region;
+    if (local_id != last_local) {
+      // Cannot go away: the transfer holds a user of the region.
+      const RegionTable::Mapping mapping = regions_.Lookup(local_id);
+      local_base = mapping.base;
+      param.memh = mapping.memh;
+      last_local = local_id;
+    }
+    if (remote_id != last_remote) {
+      auto it = peer->regions.find(remote_id);
+      remote = it == peer->regions.end() ? nullptr : &it->second;
+      last_remote = remote_id;
+    }
+    if (remote == nullptr || local_base == nullptr) {
+      // Validated by Submit against the same handshake; cannot happen.
+      FinishTransfer(id, absl::InternalError("a region vanished"));
+      return;
+    }
+    const uint64_t piece =
+        std::min(op.length - active->op_posted, budget - posted);
+    const uint64_t local_offset =
+        (write ? op.src_offset : op.dst_offset) + active->op_posted;
+    const uint64_t remote_offset =
+        (write ? op.dst_offset : op.src_offset) + active->op_posted;
+    ucs_status_ptr_t request =
+        write ? ucp_put_nbx(peer->ep, local_base + local_offset, piece,
+                            remote->info.base + remote_offset, remote->rkey,
+                            &param)
+              : ucp_get_nbx(peer->ep, local_base + local_offset, piece,
+                            remote->info.base + remote_offset, remote->rkey,
+                            &param);
+    if (UCS_PTR_IS_ERR(request)) {
+      const absl::Status status = UcxStatus(
+          UCS_PTR_STATUS(request),
+          absl::StrFormat("transfer %d: posting %s to peer %d", id,
+                          write ? "ucp_put_nbx" : "ucp_get_nbx", peer->id));
+      FailPeer(peer, status, id, absl::UnavailableError(status.message()));
+      return;
+    }
+    if (request != nullptr) ucp_request_free(request);
+    posted += piece;
+    active->op_posted += piece;
+    if (active->op_posted == op.length) {
+      ++active->next_op;
+      active->op_posted = 0;
+    }
+  }
+  PostFlush(active, peer);
+}
+
+void TransferEngineImpl::PostFlush(Active* active, Peer* peer) {
+  const uint64_t id = active->record->id();
+  auto* ctx = new RequestContext{this, id, peer->id, {}, {}};
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  param.cb.send = &TransferEngineImpl::OnFlushDone;
+  param.user_data = ctx;
+  active->flush_in_flight = true;
+  ucs_status_ptr_t request = ucp_ep_flush_nbx(peer->ep, &param);
+  if (active->next_op == active->ops.size()) {
+    active->record->MarkPosted(absl::Now());
+  }
+  if (UCS_PTR_IS_PTR(request)) return;
+  delete ctx;
+  AfterFlush(id, peer->id, UCS_PTR_STATUS(request));
+}
+
+void TransferEngineImpl::OnFlushDone(void* request, ucs_status_t status,
+                                     void* user_data) {
+  auto* ctx = static_cast<RequestContext*>(user_data);
+  TransferEngineImpl* self = ctx->engine;
+  const uint64_t id = ctx->transfer_id;
+  const PeerId peer_id = ctx->peer;
+  ucp_request_free(request);
+  delete ctx;
+  self->AfterFlush(id, peer_id, status);
+}
+
+void TransferEngineImpl::AfterFlush(uint64_t id, PeerId peer_id,
+                                    ucs_status_t status) {
+  auto it = active_.find(id);
+  if (it == active_.end()) return;
+  Active* active = it->second.get();
+  active->flush_in_flight = false;
+  if (active->failing) return;  // reported once the endpoint closed
+  Peer* peer = peers_.Find(peer_id);
+  if (status != UCS_OK || peer == nullptr) {
+    const absl::Status failure = UcxStatus(
+        status == UCS_OK ? UCS_ERR_CONNECTION_RESET : status,
+        absl::StrFormat("transfer %d: flush to peer %d", id, peer_id));
+    FailPeer(peer, failure, id,
+             active->abort_status.ok()
+                 ? absl::UnavailableError(failure.message())
+                 : active->abort_status);
+    if (peer == nullptr) FinishTransfer(id, failure);
+    return;
+  }
+  if (!active->abort_status.ok()) {
+    // The fence completed: nothing of this transfer can still land.
+    FinishTransfer(id, active->abort_status);
+    return;
+  }
+  if (active->next_op < active->ops.size()) {
+    ready_.push_back(id);
+    return;
+  }
+  if (active->notification.has_value()) {
+    SendNotification(active, peer);
+  } else {
+    FinishTransfer(id, absl::OkStatus());
+  }
+}
+
+void TransferEngineImpl::SendNotification(Active* active, Peer* peer) {
+  const uint64_t id = active->record->id();
+  const bool message = active->kind == TransferKind::kSend;
+  active->phase = TransferPhase::kNotifying;
+  auto* ctx = new RequestContext{
+      this,
+      id,
+      peer->id,
+      message ? std::move(active->message) : *std::move(active->notification),
+      {}};
+  EncodeAmHeader({peer->remote_conn_id, active->acknowledged ? id : 0},
+                 ctx->header);
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
+                       UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+  param.cb.send = &TransferEngineImpl::OnSendDone;
+  param.user_data = ctx;
+  param.flags = UCP_AM_SEND_FLAG_EAGER;
+  ucs_status_ptr_t request = ucp_am_send_nbx(
+      peer->ep, message ? kAmMessage : kAmNotify, ctx->header, kAmHeaderBytes,
+      ctx->payload.data(), ctx->payload.size(), &param);
+  if (UCS_PTR_IS_PTR(request)) return;
+  delete ctx;
+  AfterNotification(id, peer->id, UCS_PTR_STATUS(request));
+}
+
+void TransferEngineImpl::OnSendDone(void* request, ucs_status_t status,
+                                    void* user_data) {
+  auto* ctx = static_cast<RequestContext*>(user_data);
+  TransferEngineImpl* self = ctx->engine;
+  const uint64_t id = ctx->transfer_id;
+  const PeerId peer_id = ctx->peer;
+  ucp_request_free(request);
+  delete ctx;
+  // Control messages (id 0): failures reach the peer's error handler.
+  if (id != 0) self->AfterNotification(id, peer_id, status);
+}
+
+void TransferEngineImpl::AfterNotification(uint64_t id, PeerId peer_id,
+                                           ucs_status_t status) {
+  auto it = active_.find(id);
+  if (it == active_.end() || it->second->failing) return;
+  Active* active = it->second.get();
+  if (status != UCS_OK) {
+    const absl::Status failure = UcxStatus(
+        status,
+        absl::StrFormat("transfer %d: notification to peer %d", id, peer_id));
+    FailPeer(peers_.Find(peer_id), failure, id,
+             absl::UnavailableError(failure.message()));
+    return;
+  }
+  if (active->acknowledged) {
+    active->phase = TransferPhase::kAwaitingAck;
+    return;
+  }
+  FinishTransfer(id, absl::OkStatus());
+}
+
+void TransferEngineImpl::HandleAck(Peer* peer, uint64_t transfer_id) {
+  auto it = active_.find(transfer_id);
+  if (it == active_.end()) return;
+  Active* active = it->second.get();
+  // Only the peer the transfer went to can acknowledge it. An ack may
+  // overtake the local send completion of its notification.
+  if (active->peer != peer->id || active->failing || !active->acknowledged ||
+      active->phase == TransferPhase::kPosting) {
+    return;
+  }
+  FinishTransfer(transfer_id, absl::OkStatus());
+}
+
+void TransferEngineImpl::Abort(Active* active, absl::Status status,
+                               absl::Time now) {
+  if (active->failing || !active->abort_status.ok()) return;
+  const uint64_t id = active->record->id();
+  if (active->phase == TransferPhase::kAwaitingAck ||
+      active->phase == TransferPhase::kNotifying) {
+    // Every byte was written and flushed; the notification is on its way:
+    // nothing to fence.
+    FinishTransfer(id, std::move(status));
+    return;
+  }
+  active->abort_status = std::move(status);
+  if (!active->flush_in_flight) {
+    FinishTransfer(id, active->abort_status);
+    return;
+  }
+  // Finished by AfterFlush when the outstanding flush (the fence)
+  // completes; a fence that does not complete in time fails the peer.
+  active->fence_deadline = now + options_.peer_failure_timeout;
+}
+
+void TransferEngineImpl::HandleCancel(
+    const std::shared_ptr<TransferRecord>& record) {
+  auto it = active_.find(record->id());
+  if (it == active_.end()) return;
+  Active* active = it->second.get();
+  Abort(active,
+        absl::CancelledError(absl::StrFormat("transfer %d to peer %d cancelled",
+                                             record->id(), active->peer)),
+        absl::Now());
+}
+
+}  // namespace flowkv::internal

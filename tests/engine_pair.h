@@ -1,0 +1,76 @@
+// Helpers for tests with two TransferEngines in one process: an engine
+// pinned to loopback with the transport's error-handling mode, and a pair
+// connected through a listener on 127.0.0.1. Catch2 assertions: use from a
+// test's main thread only.
+#ifndef FLOWKV_TESTS_ENGINE_PAIR_H_
+#define FLOWKV_TESTS_ENGINE_PAIR_H_
+
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "flowkv/transfer_engine.h"
+#include "tests/transfer_test_util.h"
+
+namespace flowkv::testing {
+
+// Options for a test engine: loopback only, heartbeats where UCX 1.13's
+// shared-memory transports need them, peer_failure_timeout 3 s.
+inline TransferEngineOptions TestEngineOptions(const std::string& name,
+                                               const std::string& token) {
+  setenv("UCX_NET_DEVICES", "lo", 1);
+  TransferEngineOptions options;
+  options.name = name;
+  options.cluster_token = token;
+  options.ucx_peer_error_handling = !SharedMemoryMode();
+  options.peer_failure_timeout = kPeerFailureTimeout;
+  return options;
+}
+
+inline std::unique_ptr<TransferEngine> MakeEngine(
+    const TransferEngineOptions& options) {
+  auto engine = TransferEngine::Create(options);
+  INFO(engine.status().ToString());
+  REQUIRE(engine.ok());
+  return *std::move(engine);
+}
+
+inline std::unique_ptr<TransferEngine> MakeEngine(
+    const std::string& name, const std::string& token = "cluster-secret",
+    std::function<void(Notification)> on_notification = nullptr) {
+  TransferEngineOptions options = TestEngineOptions(name, token);
+  options.on_notification = std::move(on_notification);
+  return MakeEngine(options);
+}
+
+// `a` connected to `b` through b's listener.
+struct Pair {
+  std::unique_ptr<TransferEngine> a;
+  std::unique_ptr<TransferEngine> b;
+  PeerId a_to_b = 0;
+  PeerId b_to_a = 0;
+  std::string address;  // b's listener
+};
+
+inline void ConnectPair(Pair* pair) {
+  auto address = pair->b->Listen("127.0.0.1:0");
+  REQUIRE(address.ok());
+  pair->address = *address;
+  auto peer = pair->a->Connect(*address);
+  INFO(peer.status().ToString());
+  REQUIRE(peer.ok());
+  pair->a_to_b = *peer;
+  std::vector<PeerInfo> peers = pair->b->Peers();
+  REQUIRE(peers.size() == 1);
+  REQUIRE(peers[0].connected);
+  CHECK(peers[0].name == pair->a->name());
+  pair->b_to_a = peers[0].id;
+}
+
+}  // namespace flowkv::testing
+
+#endif  // FLOWKV_TESTS_ENGINE_PAIR_H_

@@ -1,0 +1,145 @@
+// Helpers for tests that run a TransferEngine against a peer process
+// (build/bin/transfer_peer, tests/transfer_peer.cc): starting and killing
+// it, waiting for its replies, an and random
+// block lists. Catch2 assertions: use from a test's main thread only.
+#ifndef FLOWKV_TESTS_PEER_PROCESS_H_
+#define FLOWKV_TESTS_PEER_PROCESS_H_
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <signal.h>
+#include <spawn.h>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "absl/time/time.h"
+#include "flowkv/block_list.h"
+#include "flowkv/transfer_engine.h"
+#include "tests/engine_pair.h"
+#include "tests/transfer_test_util.h"
+
+extern char** environ;
+
+namespace flowkv::testing {
+
+// A running transfer_peer; killed (SIGKILL) and reaped on destruction.
+class PeerProcess {
+ public:
+  PeerProcess(const std::string& token, uint64_t pool_bytes) {
+    char self[PATH_MAX] = {0};
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    REQUIRE(n > 0);
+    std::string path(self, n);
+    path = path.substr(0, path.rfind('/')) + "/transfer_peer";
+    REQUIRE(access(path.c_str(), X_OK) == 0);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&actions, fds[0]);
+    posix_spawn_file_actions_addclose(&actions, fds[1]);
+    const std::string bytes = std::to_string(pool_bytes);
+    std::vector<std::string> args = {path, "--token", token, "--pool_bytes",
+                                     bytes};
+    if (SharedMemoryMode()) args.push_back("--heartbeat");
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    setenv("UCX_NET_DEVICES", "lo", 1);
+    const int rc = posix_spawn(&pid_, path.c_str(), &actions, nullptr,
+                               argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    close(fds[1]);
+    REQUIRE(rc == 0);
+    out_ = fdopen(fds[0], "r");
+    REQUIRE(out_ != nullptr);
+    char line[1 << 16];
+    while ((address_.empty() || metadata_.empty()) &&
+           std::fgets(line, sizeof(line), out_) != nullptr) {
+      std::string text(line);
+      while (!text.empty() && text.back() == '\n') text.pop_back();
+      if (text.rfind("LISTEN ", 0) == 0) address_ = text.substr(7);
+      if (text.rfind("METADATA ", 0) == 0) {
+        const std::string hex = text.substr(9);
+        for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+          metadata_.push_back(
+              static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+        }
+      }
+    }
+    REQUIRE(!address_.empty());
+    REQUIRE(!metadata_.empty());
+  }
+  ~PeerProcess() {
+    Kill(SIGKILL);
+    if (out_ != nullptr) std::fclose(out_);
+  }
+  void Kill(int signal) {
+    if (pid_ <= 0) return;
+    kill(pid_, signal);
+    if (signal == SIGKILL) {
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+  const std::string& address() const { return address_; }
+  const std::string& metadata() const { return metadata_; }
+
+ private:
+  pid_t pid_ = -1;
+  FILE* out_ = nullptr;
+  std::string address_;
+  std::string metadata_;
+};
+
+// Waits for a message from `peer` starting with `prefix`; other messages
+// are kept for later calls.
+class Replies {
+ public:
+  explicit Replies(TransferEngine* engine) : engine_(engine) {}
+  std::string Expect(const std::string& prefix) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < deadline) {
+      for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+        if (it->rfind(prefix, 0) == 0) {
+          std::string found = *it;
+          pending_.erase(it);
+          return found;
+        }
+      }
+      for (Notification& n : engine_->TakeNotifications(absl::Seconds(1))) {
+        pending_.push_back(std::move(n.bytes));
+      }
+    }
+    FAIL("no reply starting with \"" << prefix << "\"");
+    return {};
+  }
+
+ private:
+  TransferEngine* engine_;
+  std::vector<std::string> pending_;
+};
+
+inline BlockList RandomBlocks(uint32_t n, uint32_t num_blocks,
+                              std::mt19937_64* rng) {
+  std::vector<BlockId> ids(num_blocks);
+  for (uint32_t i = 0; i < num_blocks; ++i) ids[i] = i;
+  std::shuffle(ids.begin(), ids.end(), *rng);
+  ids.resize(n);
+  for (uint32_t i = 0; i < n; i += 4) {
+    std::sort(ids.begin() + i, ids.begin() + std::min(n, i + 4));
+  }
+  return BlockList::FromIds(ids);
+}
+
+}  // namespace flowkv::testing
+
+#endif  // FLOWKV_TESTS_PEER_PROCESS_H_

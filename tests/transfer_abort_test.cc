@@ -1,0 +1,164 @@
+// Per-transfer abort and trusted completion between two real processes
+// (this test and build/bin/transfer_peer): Cancel and a deadline stop one
+// transfer and leave the peer's other transfers and the connection intact;
+// a fence that cannot complete fails the peer within its bound; an
+// acknowledged write to a receiver that died never reports success.
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "flowkv/transfer_engine.h"
+#include "tests/peer_process.h"
+#include "tests/transfer_test_util.h"
+
+namespace flowkv {
+namespace {
+
+using flowkv::testing::FillRandom;
+using flowkv::testing::Fnv1a;
+using flowkv::testing::kPeerFailureTimeout;
+using flowkv::testing::MakeEngine;
+using flowkv::testing::PeerProcess;
+using flowkv::testing::Replies;
+
+// An engine that posts in windows of `piece_bytes`, so that a transfer of
+// a few MiB takes many progress-loop turns.
+std::unique_ptr<TransferEngine> MakeWindowedEngine(uint64_t piece_bytes) {
+  TransferEngineOptions options =
+      flowkv::testing::TestEngineOptions("abort_test", "secret");
+  options.max_piece_bytes = piece_bytes;
+  return MakeEngine(options);
+}
+
+TEST_CASE("Cancel or a deadline stops one of 20 transfers, not the peer",
+          "[transfer_abort][process]") {
+  const bool cancel = GENERATE(true, false);
+  INFO((cancel ? "cancel" : "deadline"));
+  constexpr int kTransfers = 20;
+  constexpr int kVictim = 9;
+  constexpr uint64_t kSlice = 4 << 20;  // per transfer
+  constexpr uint64_t kPool = kTransfers * kSlice;
+  PeerProcess process("secret", kPool);
+  auto engine = MakeWindowedEngine(/*piece_bytes=*/128 << 10);
+  auto local = engine->AllocateMemory(kPool);
+  REQUIRE(local.ok());
+  auto* mine = static_cast<uint8_t*>(local->data);
+  FillRandom(mine, kPool, 7);
+  auto peer = engine->Connect(process.address());
+  REQUIRE(peer.ok());
+  const RegionId remote = engine->GetPeer(*peer)->regions[0].id;
+
+  std::vector<TransferHandle> handles;
+  for (int i = 0; i < kTransfers; ++i) {
+    const TransferOp op{local->id, i * kSlice, remote, i * kSlice, kSlice};
+    TransferOptions options;
+    options.notification = "t" + std::to_string(i);
+    // 32 windows of its own behind 19 other transfers' windows: the victim
+    // cannot finish within a millisecond.
+    if (!cancel && i == kVictim) options.timeout = absl::Milliseconds(1);
+    handles.push_back(engine->Write(*peer, {&op, 1}, options));
+    if (cancel && i == kVictim) handles.back().Cancel();
+  }
+  for (int i = 0; i < kTransfers; ++i) {
+    INFO("transfer " << i);
+    const absl::Status status = handles[i].Wait();
+    if (i == kVictim) {
+      CHECK(status.code() == (cancel ? absl::StatusCode::kCancelled
+                                     : absl::StatusCode::kDeadlineExceeded));
+    } else {
+      CHECK(status.ok());
+    }
+  }
+  // The peer stays connected, and the other 19 slices arrived byte-exact.
+  REQUIRE(engine->GetPeer(*peer)->connected);
+  Replies replies(engine.get());
+  for (int i = 0; i < kTransfers; ++i) {
+    if (i == kVictim) continue;
+    const std::string ask =
+        "hash " + std::to_string(i * kSlice) + " " + std::to_string(kSlice);
+    REQUIRE(engine->Send(*peer, ask).Wait().ok());
+    CHECK(replies.Expect("hash ") ==
+          "hash " + std::to_string(Fnv1a(mine + i * kSlice, kSlice)));
+  }
+  // And a new transfer to the same peer succeeds.
+  const TransferOp again{local->id, kVictim * kSlice, remote, kVictim * kSlice,
+                         kSlice};
+  CHECK(engine->Write(*peer, {&again, 1}).Wait().ok());
+  CHECK(engine->GetPeer(*peer)->connected);
+}
+
+TEST_CASE("A fence that cannot complete fails the peer within its bound",
+          "[transfer_abort][process]") {
+  constexpr uint64_t kBytes = 64 << 20;
+  PeerProcess process("secret", kBytes);
+  auto engine = MakeWindowedEngine(/*piece_bytes=*/1 << 20);
+  auto local = engine->AllocateMemory(kBytes);
+  REQUIRE(local.ok());
+  auto peer = engine->Connect(process.address());
+  REQUIRE(peer.ok());
+  const RegionId remote = engine->GetPeer(*peer)->regions[0].id;
+  const TransferOp whole{local->id, 0, remote, 0, kBytes};
+  REQUIRE(engine->Write(*peer, {&whole, 1}).Wait().ok());
+
+  process.Kill(SIGSTOP);
+  // Fill the stopped peer's receive queue so that a flush cannot complete
+  // on either transport (over shared memory the puts themselves do not need
+  // the peer, but messages queue up behind its FIFO).
+  std::vector<TransferHandle> messages;
+  for (int i = 0; i < 2000; ++i) {
+    messages.push_back(engine->Send(*peer, std::string(4096, 'm')));
+  }
+  TransferOptions options;
+  options.notification = "after the data";
+  TransferHandle handle = engine->Write(*peer, {&whole, 1}, options);
+  const absl::Time cancelled = absl::Now();
+  handle.Cancel();
+  // Reported only after the fence completed or the peer was failed (closed)
+  // for not completing it: within peer_failure_timeout, plus the keepalive
+  // or heartbeat round that may detect the stop first.
+  REQUIRE(handle.Wait(2 * kPeerFailureTimeout + absl::Seconds(1)));
+  const absl::Duration took = absl::Now() - cancelled;
+  INFO(handle.status().ToString() << " after " << took);
+  CHECK((handle.status().code() == absl::StatusCode::kCancelled ||
+         handle.status().code() == absl::StatusCode::kUnavailable));
+  auto info = engine->GetPeer(*peer);
+  REQUIRE(info.ok());
+  CHECK(!info->connected);
+  for (auto& m : messages) {
+    REQUIRE(m.Wait(2 * kPeerFailureTimeout + absl::Seconds(1)));
+  }
+  CHECK(engine->Write(*peer, {&whole, 1}).status().code() ==
+        absl::StatusCode::kUnavailable);
+  process.Kill(SIGKILL);
+}
+
+TEST_CASE("An acknowledged write to a receiver that died never succeeds",
+          "[transfer_abort][process]") {
+  constexpr uint64_t kBytes = 16 << 20;
+  PeerProcess process("secret", kBytes);
+  auto engine = MakeEngine("process_test", "secret");
+  auto local = engine->AllocateMemory(kBytes);
+  REQUIRE(local.ok());
+  auto peer = engine->AddPeer(process.metadata());
+  REQUIRE(peer.ok());
+  const RegionId remote = engine->GetPeer(*peer)->regions[0].id;
+  const TransferOp whole{local->id, 0, remote, 0, kBytes};
+  TransferOptions options;
+  options.notification = "acked";
+  options.acknowledged = true;
+  // Healthy: the ack arrives.
+  REQUIRE(engine->Write(*peer, {&whole, 1}, options).Wait().ok());
+  // The receiver dies; over shared memory the bytes would still "land" in
+  // its segment, but no acknowledgement can come back.
+  process.Kill(SIGKILL);
+  TransferHandle handle = engine->Write(*peer, {&whole, 1}, options);
+  REQUIRE(handle.Wait(2 * kPeerFailureTimeout + absl::Seconds(1)));
+  INFO(handle.status().ToString());
+  CHECK(handle.status().code() == absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace flowkv

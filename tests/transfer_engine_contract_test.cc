@@ -1,0 +1,263 @@
+// TransferEngine contracts between two engines in one process: closed peers
+// leave the peer table, blocking calls from callbacks are refused, the log
+// hook, peer-disconnect notifications, acknowledged writes, large ops cut
+// into pieces that leave the heartbeats alive, and bad sizes, addresses and
+// configurations refused before UCX sees them.
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <sys/mman.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
+#include "flowkv/transfer_engine.h"
+#include "tests/engine_pair.h"
+#include "tests/transfer_test_util.h"
+
+namespace flowkv {
+namespace {
+
+using flowkv::testing::ConnectPair;
+using flowkv::testing::FillRandom;
+using flowkv::testing::MakeEngine;
+using flowkv::testing::Pair;
+using flowkv::testing::TestEngineOptions;
+
+// Log lines collected from an engine's log hook (any thread).
+struct LogSink {
+  absl::Mutex mu;
+  std::vector<std::string> lines;
+  std::function<void(LogSeverity, std::string_view)> Hook() {
+    return [this](LogSeverity, std::string_view line) {
+      absl::MutexLock lock(&mu);
+      lines.emplace_back(line);
+    };
+  }
+  int Count(std::string_view needle) {
+    absl::MutexLock lock(&mu);
+    int n = 0;
+    for (const std::string& line : lines) {
+      n += line.find(needle) != std::string::npos;
+    }
+    return n;
+  }
+};
+
+// Waits (up to `bound`) until `condition` holds; returns whether it did.
+template <typename Fn>
+bool WaitUntil(Fn condition, absl::Duration bound) {
+  const absl::Time deadline = absl::Now() + bound;
+  while (!condition()) {
+    if (absl::Now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+TEST_CASE("Closed peers leave the peer table", "[transfer_contract]") {
+  Pair pair;
+  pair.a = MakeEngine("a");
+  pair.b = MakeEngine("b");
+  auto address = pair.b->Listen("127.0.0.1:0");
+  REQUIRE(address.ok());
+  constexpr int kCycles = 1000;
+  for (int i = 0; i < kCycles; ++i) {
+    auto peer = pair.a->Connect(*address);
+    REQUIRE(peer.ok());
+    REQUIRE(pair.a->Disconnect(*peer).ok());
+  }
+  // Disconnect returned after the close completed on a's side.
+  const TransferEngineStats a = pair.a->Stats();
+  CHECK(a.peers_tracked == 0);
+  CHECK(a.peers_connected == 0);
+  CHECK(a.peers_listed <= 256);
+  // b learns of each close through UCX; its table drains as they arrive.
+  CHECK(WaitUntil([&] { return pair.b->Stats().peers_tracked == 0; },
+                  2 * flowkv::testing::kPeerFailureTimeout));
+  CHECK(pair.b->Stats().peers_listed <= 256);
+}
+
+TEST_CASE("Blocking calls from a callback fail instead of deadlocking",
+          "[transfer_contract]") {
+  Pair pair;
+  pair.a = MakeEngine("a");
+  pair.b = MakeEngine("b");
+  auto src = pair.a->AllocateMemory(4096);
+  auto dst = pair.b->AllocateMemory(4096);
+  REQUIRE(src.ok());
+  REQUIRE(dst.ok());
+  ConnectPair(&pair);
+  std::vector<absl::Status> seen;  // written by the callback, read after Wait
+  TransferEngine* engine = pair.a.get();
+  const std::string address = pair.address;
+  TransferOptions options;
+  options.on_complete = [&](const absl::Status&, const TransferStats&) {
+    seen.push_back(engine->Connect(address).status());
+    seen.push_back(engine->AllocateMemory(4096).status());
+    seen.push_back(engine->Disconnect(1));
+    TransferHandle inner = engine->Send(1, "from a callback");
+    seen.push_back(inner.Wait());
+  };
+  const TransferOp op{src->id, 0, dst->id, 0, 64};
+  REQUIRE(pair.a->Write(pair.a_to_b, {&op, 1}, options).Wait().ok());
+  REQUIRE(seen.size() == 4);
+  for (const absl::Status& status : seen) {
+    INFO(status.ToString());
+    CHECK(status.code() == absl::StatusCode::kFailedPrecondition);
+  }
+  // The engine still works.
+  CHECK(pair.a->Write(pair.a_to_b, {&op, 1}).Wait().ok());
+}
+
+TEST_CASE("Peer failures and refusals are logged once, with the peer's name",
+          "[transfer_contract]") {
+  LogSink a_log;
+  LogSink b_log;
+  TransferEngineOptions a_options = TestEngineOptions("alpha", "secret");
+  a_options.log = a_log.Hook();
+  TransferEngineOptions b_options = TestEngineOptions("beta", "secret");
+  b_options.log = b_log.Hook();
+  Pair pair;
+  pair.a = MakeEngine(a_options);
+  pair.b = MakeEngine(b_options);
+  ConnectPair(&pair);
+  REQUIRE(pair.a->Disconnect(pair.a_to_b).ok());
+  // b hears of it and tells its caller once: a notification and a log line.
+  std::vector<Notification> notes;
+  REQUIRE(WaitUntil(
+      [&] {
+        for (Notification& n : pair.b->TakeNotifications()) {
+          notes.push_back(std::move(n));
+        }
+        return !notes.empty();
+      },
+      2 * flowkv::testing::kPeerFailureTimeout));
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].kind == Notification::Kind::kPeerDisconnected);
+  CHECK(notes[0].peer == pair.b_to_a);
+  CHECK(b_log.Count("(alpha) disconnected") == 1);
+  CHECK(a_log.Count("(beta) disconnected") == 1);
+
+  // A refused token is logged on the refusing side.
+  auto stranger = MakeEngine("stranger", "other-secret");
+  CHECK(stranger->Connect(pair.address).status().code() ==
+        absl::StatusCode::kPermissionDenied);
+  CHECK(b_log.Count("refused \"stranger\"") == 1);
+}
+
+TEST_CASE("An acknowledged write completes after the receiver's ack",
+          "[transfer_contract]") {
+  Pair pair;
+  pair.a = MakeEngine("a");
+  pair.b = MakeEngine("b");
+  auto src = pair.a->AllocateMemory(1 << 20);
+  auto dst = pair.b->AllocateMemory(1 << 20);
+  REQUIRE(src.ok());
+  REQUIRE(dst.ok());
+  ConnectPair(&pair);
+  FillRandom(static_cast<uint8_t*>(src->data), src->length, 3);
+  const TransferOp op{src->id, 0, dst->id, 0, src->length};
+  TransferOptions options;
+  options.acknowledged = true;
+  // Without a notification there is nothing to acknowledge.
+  CHECK(pair.a->Write(pair.a_to_b, {&op, 1}, options).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  options.notification = "ack me";
+  REQUIRE(pair.a->Write(pair.a_to_b, {&op, 1}, options).Wait().ok());
+  // The ack is sent after the notification was queued at b.
+  auto notes = pair.b->TakeNotifications();
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].bytes == "ack me");
+  CHECK(std::memcmp(src->data, dst->data, src->length) == 0);
+  CHECK(pair.a->Stats().transfers_active == 0);
+}
+
+TEST_CASE("Large ops move in pieces and heartbeats keep flowing",
+          "[transfer_contract]") {
+  // A short failure timeout: before ops were cut into pieces, the sender's
+  // progress thread copied one huge op inline for longer than this, sent no
+  // heartbeat, and the receiver declared the healthy sender dead.
+  TransferEngineOptions options = TestEngineOptions("a", "secret");
+  options.peer_failure_timeout = absl::Milliseconds(400);
+  options.max_piece_bytes = 4 << 20;
+  Pair pair;
+  pair.a = MakeEngine(options);
+  options.name = "b";
+  pair.b = MakeEngine(options);
+  constexpr uint64_t kBytes = uint64_t{768} << 20;
+  auto src = pair.a->AllocateMemory(kBytes);
+  auto dst = pair.b->AllocateMemory(kBytes);
+  REQUIRE(src.ok());
+  REQUIRE(dst.ok());
+  FillRandom(static_cast<uint8_t*>(src->data), kBytes, 11);
+  ConnectPair(&pair);
+  const TransferOp op{src->id, 0, dst->id, 0, kBytes};
+  TransferOptions write;
+  write.notification = "big";
+  write.acknowledged = true;
+  TransferHandle handle = pair.a->Write(pair.a_to_b, {&op, 1}, write);
+  const absl::Status status = handle.Wait();
+  INFO(status.ToString());
+  REQUIRE(status.ok());
+  CHECK(handle.stats().ops == 1);
+  CHECK(std::memcmp(src->data, dst->data, kBytes) == 0);
+  CHECK(pair.b->GetPeer(pair.b_to_a)->connected);
+  CHECK(pair.a->GetPeer(pair.a_to_b)->connected);
+}
+
+TEST_CASE("Bad sizes, ranges, addresses and transports are refused",
+          "[transfer_contract]") {
+  TransferEngineOptions options = TestEngineOptions("e", "secret");
+  options.max_registered_bytes = 1 << 20;
+  auto engine = MakeEngine(options);
+  // Larger than the machine (and than /dev/shm): refused at once.
+  CHECK(engine->AllocateMemory(uint64_t{1} << 50).status().code() ==
+        absl::StatusCode::kResourceExhausted);
+  // The engine's cap.
+  REQUIRE(engine->AllocateMemory(768 << 10).ok());
+  CHECK(engine->AllocateMemory(512 << 10).status().code() ==
+        absl::StatusCode::kResourceExhausted);
+  CHECK(engine->Stats().registered_bytes == 768 << 10);
+
+  // Unmapped memory and a length far past a buffer.
+  const long page = sysconf(_SC_PAGESIZE);
+  void* gone = mmap(nullptr, page, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(gone != MAP_FAILED);
+  REQUIRE(munmap(gone, page) == 0);
+  CHECK(engine->RegisterMemory(gone, page).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  std::vector<uint8_t> buffer(4096);
+  CHECK(engine->RegisterMemory(buffer.data(), uint64_t{1} << 40)
+            .status()
+            .code() == absl::StatusCode::kInvalidArgument);
+
+  // Addresses are parsed strictly.
+  for (const std::string& address :
+       {std::string("127.0.0.1:+5"), std::string("127.0.0.1:0 "),
+        std::string("::1:0"), std::string("127.0.0.1:5\0junk", 16)}) {
+    INFO(address);
+    CHECK(engine->Listen(address).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+    CHECK(engine->Connect(address).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+  }
+
+  // A transport UCX does not have.
+  TransferEngineOptions bad = TestEngineOptions("bad", "secret");
+  bad.ucx_config = {{"TLS", "no_such_transport"}};
+  CHECK(TransferEngine::Create(bad).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  // UcxInfo lists transports.
+  CHECK(absl::StrContains(engine->UcxInfo(), "tcp"));
+  CHECK(!absl::StrContains(engine->UcxInfo(), "\n"));
+}
+
+}  // namespace
+}  // namespace flowkv
