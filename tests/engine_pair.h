@@ -36,6 +36,9 @@ inline std::unique_ptr<TransferEngine> MakeEngine(
   auto engine = TransferEngine::Create(options);
   INFO(engine.status().ToString());
   REQUIRE(engine.ok());
+  // The "shm" variants must move data over shared memory.
+  if (SharedMemoryMode())
+    REQUIRE((*engine)->UcxInfo().find("posix") != std::string::npos);
   return *std::move(engine);
 }
 

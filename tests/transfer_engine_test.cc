@@ -452,18 +452,12 @@ TEST_CASE("Notifications arrive once and only after the data",
     }
     TransferOptions options;
     options.notification = std::to_string(i);
+    options.acknowledged = true;
     handles.push_back(pair.a->Write(pair.a_to_b, ops, options));
   }
+  // Acknowledged: a handle completes only after b delivered (here: ran the
+  // callback for) its notification.
   for (auto& h : handles) REQUIRE(h.Wait().ok());
-  // Wait until all notifications were delivered.
-  for (int spin = 0; spin < 10000; ++spin) {
-    {
-      std::lock_guard<std::mutex> lock(seen.mu);
-      if (seen.notes.size() >= kTransfers) break;
-    }
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  absl::SleepFor(absl::Milliseconds(50));
   std::lock_guard<std::mutex> lock(seen.mu);
   REQUIRE(seen.notes.size() == kTransfers);
   std::vector<bool> got(kTransfers, false);
@@ -660,12 +654,13 @@ TEST_CASE("Disconnect closes the peer on both sides", "[transfer_engine]") {
   const TransferOp op{src->id, 0, dst->id, 0, 16};
   CHECK(pair.a->Write(pair.a_to_b, {&op, 1}).status().code() ==
         absl::StatusCode::kUnavailable);
-  bool gone = false;
-  for (int i = 0; i < 10000 && !gone; ++i) {
-    gone = !pair.b->Peers()[0].connected;
-    if (!gone) absl::SleepFor(absl::Milliseconds(1));
-  }
-  CHECK(gone);
+  // b is told once its endpoint closed (UCX reports the remote close, or
+  // the heartbeats stop): within the failure timeout and one keepalive.
+  std::vector<Notification> notes =
+      pair.b->TakeNotifications(2 * flowkv::testing::kPeerFailureTimeout);
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].kind == Notification::Kind::kPeerDisconnected);
+  CHECK(!pair.b->Peers()[0].connected);
   // A new connection works.
   auto peer = pair.a->Connect(pair.address);
   REQUIRE(peer.ok());
