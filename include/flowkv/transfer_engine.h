@@ -38,19 +38,42 @@
 // keys. The token is compared but not encrypted: it keeps apart engines of
 // different clusters, it does not protect against an eavesdropper.
 //
-// Failures. A peer that dies is detected by UCX's error handling (peer error
-// mode with keepalive every peer_failure_timeout / 2) or, with
-// ucx_peer_error_handling = false, by the engine's heartbeats. When a transfer
-// fails after it was posted (peer failure, deadline, Cancel), the engine first
-// force-closes the peer's endpoint and only then reports the failure (of that
-// transfer and of every other unfinished transfer to that peer), so no late
-// network write lands in memory the caller reuses. The peer is then
-// disconnected for good: connect again for a new PeerId. (Over tcp, where UCX
-// emulates puts with messages, bytes already handed to the socket may still
-// be applied by the receiving engine; it reports the broken connection only
-// after them, so a receiver that reuses blocks only when told to, or once
-// Peers() shows the sender disconnected, is safe.)
+// Failures and aborts. Ops are posted in windows of at most
+// options.max_piece_bytes, each closed by a flush. Cancel() and a missed
+// deadline stop that transfer only: nothing more of it is posted, and it is
+// reported (Cancelled / DeadlineExceeded) once the flush of its last posted
+// window completed (the fence), so none of its bytes can still land. The
+// peer's other transfers continue. When a fence does not complete within
+// peer_failure_timeout, or UCX reports the endpoint broken, the peer is
+// failing: the engine force-closes its endpoint and only then reports the
+// failure of every unfinished transfer to it (Unavailable), so no late write
+// lands in memory the caller reuses. A failed peer is disconnected for good
+// (connect again for a new PeerId); Notification::Kind::kPeerDisconnected
+// tells the caller. A dead peer is detected by UCX's error handling (peer
+// error mode with keepalive every peer_failure_timeout / 2) or, with
+// ucx_peer_error_handling = false, by the engine's heartbeats.
 //
+// What "done" guarantees, per transport:
+//   * OK without `acknowledged`: every byte was handed to the transport and
+//     flushed (tcp: the peer's UCX applied it; shared memory: it was copied
+//     into the peer's segment, which a peer that just died no longer reads);
+//     the notification was handed to the network.
+//   * OK with TransferOptions::acknowledged: additionally the peer's engine
+//     received the notification and queued it: the receiving process was
+//     alive after the data landed.
+//   * Failure: no byte of the transfer can land afterwards in this engine's
+//     or the peer's memory. Over tcp, where UCX emulates puts with messages,
+//     bytes already handed to the socket may still be applied by the
+//     receiving engine before it sees the connection break; the receiver
+//     should reuse blocks only once told to (a notification) or once
+//     Peers() shows the sender disconnected.
+//   * Receiver side: Disconnect() closes this engine's endpoint. Over tcp
+//     the sender's later puts then fail. Over shared memory a sender that
+//     still runs can keep copying into a segment it mapped until it notices
+//     the close (its next flush or heartbeat), so keep blocks targeted by a
+//     sender's unfinished transfer out of reuse until that sender's
+//     kPeerDisconnected arrived or its process is gone.
+
 // Transports (UCX 1.13). Listen/Connect set the connection up through UCX's
 // tcp socket connection manager, so UCX_TLS must include tcp for them (with
 // shared memory e.g. UCX_TLS=posix,cma,self,tcp: the data then moves over
@@ -60,10 +83,12 @@
 // Thread safety: thread-safe. Every public method may be called from any
 // thread. One internal progress thread owns the UCX context and worker; the
 // methods hand it work and, for the blocking ones (RegisterMemory,
-// AllocateMemory, DeregisterMemory, Listen, Connect, AddPeer), wait for its
-// answer. Completion and notification callbacks run on the progress thread:
-// they must not block and must not call the blocking methods (Write, Read,
-// Send, Cancel and TakeNotifications without a wait are fine).
+// AllocateMemory, DeregisterMemory, Listen, Connect, AddPeer, Disconnect,
+// Stats), wait for its answer. Completion, notification and log callbacks
+// run on the progress thread: they must not block. The blocking methods and
+// TransferHandle::Wait() called there return FailedPrecondition (Wait(d):
+// false) instead of deadlocking; Write, Read, Send, Cancel and
+// TakeNotifications without a wait are fine.
 
 #ifndef FLOWKV_TRANSFER_ENGINE_H_
 #define FLOWKV_TRANSFER_ENGINE_H_
@@ -326,9 +351,11 @@ class FLOWKV_EXPORT TransferEngine {
   // FailedPrecondition as AddPeer.
   static absl::Status ValidateMetadata(absl::Span<const uint8_t> metadata);
 
-  // Closes the endpoint to `peer` (force): unfinished transfers fail with
-  // Unavailable after it closed. NotFound for an unknown peer. Blocks
-  // until closed.
+  // Closes the endpoint to `peer` (force): nothing more is posted to it and
+  // its unfinished transfers fail with Unavailable after the close
+  // completed. NotFound for an unknown peer; OK for one that is already
+  // disconnected. Blocks until closed; FailedPrecondition on the progress
+  // thread (from a callback).
   absl::Status Disconnect(PeerId peer);
 
   // The connected peers and the disconnected ones (with their failure).

@@ -77,6 +77,8 @@ class FLOWKV_EXPORT TransferHandle {
   [[nodiscard]] bool Wait(absl::Duration timeout) const;
 
   // Blocks until the transfer is done and returns its status().
+  // FailedPrecondition on the engine's progress thread (from a callback),
+  // where waiting would deadlock.
   absl::Status Wait() const;
 
   // The result, once state() is kDone:
@@ -87,17 +89,20 @@ class FLOWKV_EXPORT TransferHandle {
   //   DeadlineExceeded  the transfer's deadline passed;
   //   Cancelled         Cancel() was called, or the engine shut down;
   //   Unavailable       the peer failed or its endpoint was closed.
-  // Every failure after posting is reported only after the peer's endpoint
-  // was closed, so no late network write reaches the local or remote memory.
-  // FailedPrecondition while the transfer is not done yet.
+  // Every failure after posting is reported only after no byte of the
+  // transfer can still land (its fence completed, or the peer's endpoint was
+  // closed). FailedPrecondition while the transfer is not done yet.
   absl::Status status() const;
 
   TransferStats stats() const;
 
   // Requests cancellation and returns at once. A transfer that is not done
-  // yet fails with Cancelled; this closes the peer's endpoint (failing its
-  // other unfinished transfers with Unavailable) and the peer must be
-  // connected again. No effect on a finished transfer.
+  // yet stops posting and fails with Cancelled once its outstanding flush
+  // completed; the peer and its other transfers are not affected (unless the
+  // flush does not complete within peer_failure_timeout: then the peer is
+  // failed). A transfer whose notification is already on its way is
+  // reported Cancelled at once; the peer may still receive the notification.
+  // No effect on a finished transfer.
   void Cancel();
 
   // Internal: handles are made by TransferEngine.
