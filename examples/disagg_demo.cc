@@ -28,6 +28,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "flowkv/block_allocator.h"
@@ -180,12 +181,14 @@ absl::StatusOr<std::unique_ptr<flowkv::TransferEngine>> MakeEngine(
 // Waits for the next message (not a KV notification) from the peer.
 std::optional<std::string> NextMessage(flowkv::TransferEngine& engine,
                                        flowkv::KvTransfer* kv,
-                                       std::vector<uint64_t>* finished) {
+                                       std::vector<std::string>* finished) {
   for (int i = 0; i < 600; ++i) {
     std::vector<flowkv::Notification> got;
     if (kv != nullptr) {
       flowkv::KvPollResult r = kv->Poll(absl::Milliseconds(50));
-      finished->insert(finished->end(), r.finished.begin(), r.finished.end());
+      for (const flowkv::KvFinished& f : r.finished) {
+        finished->push_back(f.request_id);
+      }
       got = std::move(r.other);
     } else {
       got = engine.TakeNotifications(absl::Milliseconds(50));
@@ -216,7 +219,7 @@ int RunDecode(const flowkv::KvLayoutSpec& spec, int port_pipe) {
   }
   close(port_pipe);
 
-  std::vector<uint64_t> finished;
+  std::vector<std::string> finished;
   while (true) {
     std::optional<std::string> msg =
         NextMessage(**engine, kv->get(), &finished);
@@ -238,11 +241,18 @@ int RunDecode(const flowkv::KvLayoutSpec& spec, int port_pipe) {
     }
     if (!(*engine)->Send(peer, reply).Wait().ok()) return 1;
     // Wait for the request's KV, then decode from it.
+    const std::string request_id = absl::StrCat(id);
     for (int i = 0; i < 600 && std::find(finished.begin(), finished.end(),
-                                         id) == finished.end();
+                                         request_id) == finished.end();
          ++i) {
       flowkv::KvPollResult r = (*kv)->Poll(absl::Milliseconds(50));
-      finished.insert(finished.end(), r.finished.begin(), r.finished.end());
+      for (const flowkv::KvFinished& f : r.finished) {
+        finished.push_back(f.request_id);
+      }
+      if (!r.failed.empty()) {
+        fmt::print(stderr, "decode: {}\n", r.failed[0].status.ToString());
+        return 1;
+      }
     }
     std::vector<uint32_t> out = Generate(*pool, &*blocks, tokens);
     if (!pool->allocator->Free(*blocks).ok()) return 1;
@@ -325,7 +335,7 @@ int RunPrefill(const flowkv::KvLayoutSpec& decode_spec,
     const uint32_t step =
         absl::GetFlag(FLAGS_layerwise) ? 1 : kGeometry.num_layers;
     for (uint32_t l = 0; l < kGeometry.num_layers; l += step) {
-      flowkv::TransferHandle h = (*kv)->Send(id, *peer,
+      flowkv::TransferHandle h = (*kv)->Send(absl::StrCat(id), *peer,
                                              {.src_blocks = *src,
                                               .dst_blocks = dst,
                                               .num_tokens = length,

@@ -1,36 +1,70 @@
-// KvTransfer: moves whole requests' KV caches between the pools of a
-// prefill and a decode process — the one call model runner code makes.
+// KvTransfer: moves requests' KV caches between the pools of prefill and
+// decode processes and tells the receiving side when a request is complete
+// (or why it never will be) — the calls model runner code and an engine's KV
+// connector make.
 //
-// It joins a local KvLayout and the engine regions that hold the pool, the
-// layouts of peers' pools, the planner and the TransferEngine:
+//   // Both sides, at start-up: the pool, region by region.
+//   auto kv = flowkv::KvTransfer::Create(engine.get(), layout, {region}, {});
+//   // Once a peer and its pool layout are known:
+//   kv->AddPeerPool(peer, peer_layout, peer_regions);
 //
-//   // Both sides, at start-up: register the pool, region by region.
-//   auto kv = flowkv::KvTransfer::Create(engine.get(), layout, {region});
-//   // Prefill side, once the decode peer and its pool layout are known:
-//   kv->AddPeerPool(peer, decode_layout, decode_regions);
-//   // Per request: one call, after the prompt's prefill.
-//   flowkv::TransferHandle h = kv->Send(request_id, peer, {
+//   // Push (prefill writes into the decode pool). Per request, after its
+//   // prefill — or per layer, per chunk, per tensor-parallel rank:
+//   flowkv::TransferHandle h = kv->Send("req-42", decode_peer, {
 //       .src_blocks = prefill_blocks, .dst_blocks = decode_blocks,
-//       .num_tokens = prompt_tokens});
-//   // ... or layer by layer, as each layer's prefill finishes:
-//   kv->Send(request_id, peer, {..., .layer_begin = l, .layer_end = l + 1});
-//   // Decode side: which requests have all their KV.
-//   for (uint64_t id : kv->Poll().finished) StartDecoding(id);
+//       .num_tokens = prompt_tokens, .payload = aux});
+//   // h completes OK once the decode side has the data and acknowledged
+//   // the notice: the prefill blocks may then be freed.
 //
-// Each Send plans the ops with PlanTransfer (one op per run that is
-// contiguous on both sides), writes them with one network call each, and
-// then sends a notification carrying the request id and the layer range; it
-// reaches the decode side only after the data. The decode side counts layers
-// per request and reports a request finished once every layer arrived.
+//   // Decode side: which requests are complete, which failed.
+//   kv->Expect("req-42", absl::Now() + absl::Seconds(30));  // optional
+//   flowkv::KvPollResult r = kv->Poll(absl::Milliseconds(1));
+//   for (auto& f : r.finished) StartDecoding(f.request_id, f.payload);
+//   for (auto& f : r.failed) Recompute(f.request_id, f.status);
 //
-// Thread safety: thread-safe.
+//   // Pull (decode reads from the prefill pool) instead of push:
+//   h = kv->Fetch("req-42", prefill_peer, {.src_blocks = prefill_blocks,
+//                                          .dst_blocks = decode_blocks,
+//                                          .num_tokens = prompt_tokens});
+//   // ... and the prefill side's Poll() reports "req-42" in `released`.
+//
+// Pieces. A request's KV may arrive in pieces: each Send (or Fetch) covers
+// a layer range [layer_begin, layer_end) and a token range [token_begin,
+// token_begin + num_tokens) of one sender rank out of num_senders (the
+// prefill's tensor-parallel ranks). A rank's last chunk is marked
+// final_chunk, which fixes the request's token count. The receiver reports
+// a request finished exactly once, when every rank's every layer of every
+// token has arrived, and never before. Defaults make one Send the whole
+// request (every layer, tokens [0, num_tokens), one sender, final).
+//
+// Receiver states of a request (docs/integration.md has the diagram):
+//   unknown -> expected (Expect) -> arriving (first piece) -> finished (the
+//   last piece; reported once by Poll) or failed (a sender's failure notice,
+//   a piece that contradicts earlier ones, the sender's peer disconnecting,
+//   the Expect deadline, no piece for incomplete_request_timeout; reported
+//   once by Poll). Forget drops a request in any state. Finished, failed and
+//   forgotten ids are remembered (a bounded set, see max_tombstones) so that
+//   late notices for them are ignored rather than starting the request anew.
+//
+// Notices. Each piece's data is followed by a notice (a TransferEngine
+// notification, which reaches the receiver only after the data); a sender
+// whose piece fails sends a failure notice instead (best effort: when the
+// failure closed the endpoint, the receiver learns of it as a disconnected
+// peer). Notices have an explicit, validated wire format
+// (lib/transfer/kv_notice.h); malformed ones are counted and dropped.
+//
+// Thread safety: thread-safe. Send and Fetch from many threads do not
+// serialize on a lock around planning and posting.
 
 #ifndef FLOWKV_KV_TRANSFER_H_
 #define FLOWKV_KV_TRANSFER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -43,85 +77,223 @@
 
 namespace flowkv {
 
-// What to send for one request (or one layer range of it).
+// Limits of KvTransfer's arguments.
+inline constexpr size_t kMaxKvRequestIdBytes = 256;
+inline constexpr size_t kMaxKvPayloadBytes = 64 * 1024;
+inline constexpr uint32_t kMaxKvSenders = 4096;
+
+struct KvTransferOptions {
+  // A request that received a piece but no further piece for this long
+  // fails with DeadlineExceeded (so no state is kept forever for a request
+  // whose last piece never comes). Must be positive. Default: 60 s.
+  absl::Duration incomplete_request_timeout = absl::Seconds(60);
+  // How many finished, failed or forgotten request ids are remembered to
+  // ignore late notices (oldest dropped first). Default: 65536.
+  size_t max_tombstones = 65536;
+  // Receives KvTransfer's log: each malformed notice and each failed
+  // request, once. Called from any thread (often the engine's progress
+  // thread): it must not block or call into KvTransfer or the engine.
+  // Default: none (nothing is logged; Stats() counts).
+  std::function<void(LogSeverity, std::string_view)> log = nullptr;
+};
+
+// One piece of a request to move: which blocks, tokens, layers and heads,
+// and which sender rank it comes from.
 struct KvSendRequest {
-  // The request's blocks in the local (source) pool and in the peer's pool,
-  // in token order.
-  BlockList src_blocks;
-  BlockList dst_blocks;
-  // Tokens of the request (the last block may be partial).
+  // The request's blocks in the source pool and in the destination pool, in
+  // token order, from the request's token 0 (the whole block table, also
+  // for a later chunk). Both must hold token_begin + num_tokens tokens.
+  // Send: source = local pool, destination = the peer's. Fetch: source =
+  // the peer's pool, destination = local.
+  BlockList src_blocks = {};
+  BlockList dst_blocks = {};
+  // Tokens [token_begin, token_begin + num_tokens) of the request (the
+  // chunk). num_tokens > 0. A non-final chunk moves only whole blocks
+  // common to both pools: the bytes of its last, partial block move with
+  // the next chunk, which re-reads that block from its start. So keep the
+  // source blocks of earlier chunks unchanged until the final chunk is sent.
+  uint64_t token_begin = 0;
   uint64_t num_tokens = 0;
   // Layers [layer_begin, layer_end). Default (0, 0): every layer.
   uint32_t layer_begin = 0;
   uint32_t layer_end = 0;
-  // Heterogeneous tensor parallelism: local heads [src_head_begin, +n) go
-  // to the peer's heads [dst_head_begin, +n). Default: every head.
+  // Heterogeneous tensor parallelism: source heads [src_head_begin, +n) go
+  // to destination heads [dst_head_begin, +n). Default: every head.
   uint32_t src_head_begin = 0;
   uint32_t dst_head_begin = 0;
   uint32_t num_heads = 0;
+  // Fan-in: this piece comes from rank sender_rank of num_senders ranks that
+  // each send their part of the request (e.g. prefill TP ranks, each with
+  // its heads). Every piece of a request must name the same num_senders.
+  uint32_t sender_rank = 0;
+  uint32_t num_senders = 1;
+  // Whether this is the last chunk of this rank: it fixes the request's
+  // token count to token_begin + num_tokens. Every layer piece of the last
+  // chunk says true, earlier chunks false. Default: true (one chunk).
+  bool final_chunk = true;
+  // Delivered with the request's KvFinished entry (e.g. SGLang's aux data).
+  // Send it with any one piece, or identical copies with several; pieces
+  // with different non-empty payloads fail the request. At most
+  // kMaxKvPayloadBytes.
+  std::string payload = {};
   // Deadline of the transfer. Default: the engine's default_timeout.
   std::optional<absl::Duration> timeout = std::nullopt;
 };
 
-// What the decode side learnt since the last Poll.
+// A request whose every piece arrived.
+struct KvFinished {
+  std::string request_id;
+  std::string payload;
+};
+
+// A request that will not finish, and why:
+//   the sender's status  a sender's piece failed (its failure notice; the
+//                        message names the rank), or a Fetch failed;
+//   InvalidArgument      pieces contradict each other (another num_senders,
+//                        an overlapping or repeated piece, a layer outside
+//                        the pool, chunks past the final chunk's end,
+//                        different payloads);
+//   Unavailable          the peer an unfinished rank sent from disconnected;
+//   DeadlineExceeded     the Expect deadline passed, or no piece came for
+//                        incomplete_request_timeout.
+// The blocks the request was written into may hold partial data: reuse
+// them only for another request's transfer or after the sender is gone.
+struct KvFailed {
+  std::string request_id;
+  absl::Status status;
+};
+
+// A request this side served to a Fetch: the fetching peer is done with its
+// blocks here (status OK: fetched; otherwise the fetch failed, with its
+// status). Either way the blocks may be freed.
+struct KvReleased {
+  std::string request_id;
+  PeerId peer = 0;
+  absl::Status status;
+};
+
+// What happened since the last Poll.
 struct KvPollResult {
-  // Requests whose every layer arrived, in the order they completed.
-  std::vector<uint64_t> finished;
-  // Notifications that were not KvTransfer's (the caller's own messages).
+  // Requests that completed, each reported once, in completion order.
+  std::vector<KvFinished> finished;
+  // Requests that failed, each reported once.
+  std::vector<KvFailed> failed;
+  // Requests peers fetched from this side and released.
+  std::vector<KvReleased> released;
+  // Notifications that were not KvTransfer's: the caller's own messages and
+  // notifications, and every kPeerDisconnected (which KvTransfer also acts
+  // on).
   std::vector<Notification> other;
+};
+
+struct KvTransferStats {
+  // Requests expected or arriving (not finished, failed or forgotten).
+  uint64_t requests_active = 0;
+  // Finished / failed requests not yet taken by Poll.
+  uint64_t results_pending = 0;
+  // Request ids remembered to ignore late notices.
+  uint64_t tombstones = 0;
+  // Notices that started with KvTransfer's magic but did not parse, or
+  // named a layer outside the local pool.
+  uint64_t malformed_notices = 0;
+  // Notices for finished, failed or forgotten requests (ignored).
+  uint64_t late_notices = 0;
 };
 
 class FLOWKV_EXPORT KvTransfer {
  public:
   // `engine` is borrowed and must outlive the KvTransfer. `regions[i]` is
   // the engine region holding region i of `layout`. InvalidArgument when
-  // the count differs from layout.num_regions() or a region is smaller than
-  // the layout's region_bytes(); NotFound for an unknown region.
+  // the count differs from layout.num_regions(), a region is smaller than
+  // the layout's region_bytes() or an option is invalid; NotFound for an
+  // unknown region.
   static absl::StatusOr<std::unique_ptr<KvTransfer>> Create(
       TransferEngine* engine, const KvLayout& layout,
-      std::vector<RegionId> regions);
+      std::vector<RegionId> regions, KvTransferOptions options = {});
 
   // Declares the pool of `peer`: its layout and, per layout region, the
-  // peer's region id (as in PeerInfo::regions). Replaces an earlier one.
-  // NotFound for an unknown peer; InvalidArgument as in Create.
+  // peer's region id (as in PeerInfo::regions). Replaces an earlier one
+  // (Sends already planned keep the old one). NotFound for an unknown peer;
+  // InvalidArgument as in Create. Forgotten when the peer disconnects.
   absl::Status AddPeerPool(PeerId peer, const KvLayout& layout,
                            std::vector<RegionId> peer_regions);
 
-  // Writes the request's KV (or the layer range) into the peer's pool, then
-  // notifies the peer. Errors come through the handle: the planner's
-  // (InvalidArgument, OutOfRange), FailedPrecondition when no pool was
-  // declared for the peer, and the engine's.
-  TransferHandle Send(uint64_t request_id, PeerId peer,
+  // Push: writes one piece of the request into the peer's pool, then sends
+  // the data notice. The handle completes OK only after the peer's engine
+  // acknowledged the notice. Errors come through the handle:
+  // InvalidArgument (a request id that is empty or over
+  // kMaxKvRequestIdBytes, no blocks, num_tokens 0, a payload over
+  // kMaxKvPayloadBytes, sender_rank >= num_senders, num_senders 0 or over
+  // kMaxKvSenders, token range overflow; and the planner's), OutOfRange
+  // (the planner's), FailedPrecondition (no pool declared for the peer), and
+  // the engine's (Unavailable, DeadlineExceeded, Cancelled through
+  // handle.Cancel()). On any failure with a valid request id and rank, a
+  // failure notice goes to the peer (best effort).
+  TransferHandle Send(std::string_view request_id, PeerId peer,
                       const KvSendRequest& request);
 
-  // Takes the engine's notifications (waiting up to `wait` for the first)
-  // and returns the requests that are now complete. KvTransfer's own
-  // notifications are consumed; every other one is returned in `other`.
-  // Requires that the engine was created without on_notification.
+  // Pull: reads one piece of the request from the peer's pool (declared
+  // with AddPeerPool) into the local pool. The piece counts towards the
+  // request here as a received one would (so the request shows up in this
+  // side's Poll().finished or failed), and when it completes this rank's
+  // part of the request (or fails) a release notice goes to the peer, whose
+  // Poll() then reports the request in `released`. The handle completes
+  // after the local bookkeeping and after the release notice was posted.
+  // Errors as Send; a failed Fetch fails the request here.
+  TransferHandle Fetch(std::string_view request_id, PeerId peer,
+                       const KvSendRequest& request);
+
+  // Declares that `request_id` is expected and must finish by `deadline`
+  // (else it fails with DeadlineExceeded). Applies to a request already
+  // arriving too; a finished or failed request not yet polled is left
+  // alone. Expect also clears the id's tombstone, so an id may be reused
+  // after its earlier request was reported or forgotten. InvalidArgument
+  // for a bad request id.
+  absl::Status Expect(std::string_view request_id, absl::Time deadline);
+
+  // Drops every state of the request (arriving pieces, a result not yet
+  // polled) and remembers the id so its late notices are ignored. Sends
+  // and Fetches in flight are not cancelled (cancel their handles).
+  void Forget(std::string_view request_id);
+
+  // Takes the engine's notifications, waiting up to `wait` for the first
+  // (not at all when results are already pending), acts on them, applies
+  // deadlines and returns everything that happened since the last call.
+  // Requires that the engine was created without on_notification (else
+  // use HandleNotification and TakeResults).
   KvPollResult Poll(absl::Duration wait = absl::ZeroDuration());
 
   // Feeds one notification received by other means (an on_notification
-  // callback). Returns true when it was a KvTransfer notification.
+  // callback; it may be called on the progress thread). Returns true when
+  // it was consumed (a KvTransfer notice, even a malformed one); false for
+  // notifications that belong in KvPollResult::other (kPeerDisconnected is
+  // acted on and still returns false).
   bool HandleNotification(const Notification& notification);
 
-  // Requests completed through HandleNotification since the last call.
-  std::vector<uint64_t> TakeFinished();
+  // As Poll, without touching the engine's queue: applies deadlines and
+  // returns what HandleNotification, Fetch and deadlines produced.
+  KvPollResult TakeResults();
 
-  // The number of layers of `request_id` that have arrived so far (for
-  // layer-wise loading on the decode side); 0 for an unknown request and
-  // num_layers for a finished one until it is taken.
-  uint32_t LayersArrived(uint64_t request_id) const;
+  // For layer-wise loading: the number of leading layers [0, n) of which
+  // every piece (all ranks, all chunks) has arrived; 0 while some rank's
+  // final chunk is unknown; num_layers for a finished request until it is
+  // polled and for a while after (until its tombstone is dropped).
+  uint32_t LayersArrived(std::string_view request_id) const;
 
+  KvTransferStats Stats() const;
   const KvLayout& layout() const;
 
+  // Pending transfers run on (their handles stay valid); their completions
+  // no longer reach this object or send notices.
   ~KvTransfer();
   KvTransfer(const KvTransfer&) = delete;
   KvTransfer& operator=(const KvTransfer&) = delete;
 
  private:
   class Impl;
-  explicit KvTransfer(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  explicit KvTransfer(std::shared_ptr<Impl> impl);
+  // Shared with the completion callbacks of transfers in flight.
+  std::shared_ptr<Impl> impl_;
 };
 
 }  // namespace flowkv

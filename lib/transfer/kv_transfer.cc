@@ -83,9 +83,9 @@ absl::Status CheckRequestId(const char* caller, std::string_view id) {
 
 absl::Status CheckRank(const char* caller, const KvSendRequest& r) {
   if (r.num_senders == 0 || r.num_senders > kMaxKvSenders) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: num_senders %d is not in [1, %d]", caller, r.num_senders,
-        kMaxKvSenders));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: num_senders %d is not in [1, %d]", caller,
+                        r.num_senders, kMaxKvSenders));
   }
   if (r.sender_rank >= r.num_senders) {
     return absl::InvalidArgumentError(
@@ -155,8 +155,8 @@ absl::Status CheckList(const char* caller, const char* side,
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: the %s blocks hold %d tokens (%d blocks of %d), the piece ends "
         "at token %d",
-        caller, side, tokens, list.num_blocks(),
-        layout.geometry().block_tokens, token_end));
+        caller, side, tokens, list.num_blocks(), layout.geometry().block_tokens,
+        token_end));
   }
   if (absl::Status s = layout.CheckBlocks(list); !s.ok()) {
     return absl::OutOfRangeError(
@@ -176,11 +176,11 @@ class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
         regions_(std::move(regions)),
         log_(std::move(options.log)),
         notice_engine_(engine),
-        tracker_({.num_layers = layout.geometry().num_layers,
-                  .incomplete_request_timeout =
-                      options.incomplete_request_timeout,
-                  .max_tombstones = options.max_tombstones,
-                  .log = log_}) {}
+        tracker_(
+            {.num_layers = layout.geometry().num_layers,
+             .incomplete_request_timeout = options.incomplete_request_timeout,
+             .max_tombstones = options.max_tombstones,
+             .log = log_}) {}
 
   // Stops completion callbacks from using the engine (KvTransfer is going).
   void Detach() {
@@ -208,9 +208,8 @@ class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
                       PeerId peer, const KvSendRequest& r) {
     const char* caller = Caller(direction);
     bool notify = false;
-    absl::Status status =
-        CheckPiece(caller, request_id, r, layout_.geometry().num_layers,
-                   &notify);
+    absl::Status status = CheckPiece(caller, request_id, r,
+                                     layout_.geometry().num_layers, &notify);
     std::shared_ptr<const PeerPool> pool;
     if (status.ok()) {
       pool = FindPool(peer);
@@ -239,7 +238,8 @@ class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
     notice.num_senders = r.num_senders;
     const bool every_layer = r.layer_begin == 0 && r.layer_end == 0;
     notice.layer_begin = every_layer ? 0 : r.layer_begin;
-    notice.layer_end = every_layer ? layout_.geometry().num_layers : r.layer_end;
+    notice.layer_end =
+        every_layer ? layout_.geometry().num_layers : r.layer_end;
     notice.token_begin = r.token_begin;
     notice.token_end = r.token_begin + r.num_tokens;
     notice.final_chunk = r.final_chunk;
@@ -254,8 +254,8 @@ class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
       options.on_complete = [self, peer, id = std::move(notice.request_id),
                              rank = r.sender_rank, senders = r.num_senders](
                                 const absl::Status& s, const TransferStats&) {
-        if (!s.ok()) self->PieceFailed(Direction::kPush, peer, id, rank,
-                                       senders, s);
+        if (!s.ok())
+          self->PieceFailed(Direction::kPush, peer, id, rank, senders, s);
       };
       return engine_->Write(peer, ops, std::move(options));
     }
@@ -315,12 +315,12 @@ class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
       case KvNoticeKind::kFailed:
         tracker_.AddFailure(
             notice->request_id, notice->sender_rank,
-            absl::Status(notice->code,
-                         absl::StrFormat("request '%s': sender rank %d (peer "
-                                         "%d) failed: %s",
-                                         notice->request_id,
-                                         notice->sender_rank, n.peer,
-                                         notice->message)));
+            absl::Status(
+                notice->code,
+                absl::StrFormat("request '%s': sender rank %d (peer "
+                                "%d) failed: %s",
+                                notice->request_id, notice->sender_rank, n.peer,
+                                notice->message)));
         break;
       case KvNoticeKind::kReleased:
         released_.push_back(
@@ -461,11 +461,11 @@ class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
       TsanMutexLock lock(&mu_);
       tracker_.AddFailure(
           request_id, rank,
-          absl::Status(status.code(),
-                       absl::StrFormat("request '%s': fetch of sender rank "
-                                       "%d from peer %d failed: %s",
-                                       request_id, rank, peer,
-                                       status.message())));
+          absl::Status(
+              status.code(),
+              absl::StrFormat("request '%s': fetch of sender rank "
+                              "%d from peer %d failed: %s",
+                              request_id, rank, peer, status.message())));
     }
     SendNotice(peer, notice);
   }
@@ -547,10 +547,10 @@ absl::StatusOr<std::unique_ptr<KvTransfer>> KvTransfer::Create(
     return absl::InvalidArgumentError("KvTransfer: engine is null");
   }
   if (options.incomplete_request_timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KvTransfer: incomplete_request_timeout ",
-        absl::FormatDuration(options.incomplete_request_timeout),
-        " is not positive"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvTransfer: incomplete_request_timeout ",
+                     absl::FormatDuration(options.incomplete_request_timeout),
+                     " is not positive"));
   }
   if (absl::Status s =
           CheckRegions(layout, regions, engine->Regions(), "the engine");

@@ -1,0 +1,113 @@
+// Encoding and parsing of KvTransfer's notices (see kv_notice.h), on top of
+// byte_io.h. Calls nothing else.
+#include "lib/transfer/kv_notice.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "lib/transfer/byte_io.h"
+
+namespace flowkv::internal {
+namespace {
+
+constexpr uint8_t kFinalChunkFlag = 1;
+constexpr uint32_t kMaxStatusCode = 16;  // absl::StatusCode::kUnauthenticated
+
+}  // namespace
+
+std::string EncodeKvNotice(const KvNotice& notice) {
+  ByteWriter w;
+  w.Reserve(64 + notice.request_id.size() + notice.payload.size() +
+            notice.message.size());
+  w.Magic(kKvNoticeMagic);
+  w.U16(kKvNoticeVersion);
+  w.U8(static_cast<uint8_t>(notice.kind));
+  w.Bytes(notice.request_id);
+  w.U32(notice.sender_rank);
+  w.U32(notice.num_senders);
+  switch (notice.kind) {
+    case KvNoticeKind::kData:
+      w.U32(notice.layer_begin);
+      w.U32(notice.layer_end);
+      w.U64(notice.token_begin);
+      w.U64(notice.token_end);
+      w.U8(notice.final_chunk ? kFinalChunkFlag : 0);
+      w.Bytes(notice.payload);
+      break;
+    case KvNoticeKind::kFailed:
+    case KvNoticeKind::kReleased:
+      w.U32(static_cast<uint32_t>(notice.code));
+      w.Bytes(
+          std::string_view(notice.message).substr(0, kMaxKvNoticeMessageBytes));
+      break;
+  }
+  return std::move(w).Take();
+}
+
+bool IsKvNotice(std::string_view bytes) {
+  return bytes.substr(0, kKvNoticeMagic.size()) == kKvNoticeMagic;
+}
+
+absl::StatusOr<KvNotice> ParseKvNotice(std::string_view bytes) {
+  ByteReader r(bytes, "KvNotice");
+  KvNotice n;
+  uint16_t version = 0;
+  uint8_t kind = 0;
+  r.Magic("magic", kKvNoticeMagic);
+  if (r.U16("version", &version) && version != kKvNoticeVersion) {
+    r.Fail(absl::StrFormat("version %d is not supported (this side speaks %d)",
+                           version, kKvNoticeVersion));
+  }
+  if (r.U8("kind", &kind) &&
+      (kind < static_cast<uint8_t>(KvNoticeKind::kData) ||
+       kind > static_cast<uint8_t>(KvNoticeKind::kReleased))) {
+    r.Fail(absl::StrFormat("unknown kind %d", kind));
+  }
+  n.kind = static_cast<KvNoticeKind>(kind);
+  if (r.Bytes("request_id", kMaxKvRequestIdBytes, &n.request_id) &&
+      n.request_id.empty()) {
+    r.Fail("empty request_id");
+  }
+  r.U32("sender_rank", &n.sender_rank);
+  if (r.U32("num_senders", &n.num_senders) &&
+      (n.num_senders == 0 || n.num_senders > kMaxKvSenders)) {
+    r.Fail(absl::StrFormat("num_senders %d is not in [1, %d]", n.num_senders,
+                           kMaxKvSenders));
+  }
+  if (r.ok() && n.sender_rank >= n.num_senders) {
+    r.Fail(absl::StrFormat("sender_rank %d >= num_senders %d", n.sender_rank,
+                           n.num_senders));
+  }
+  if (!r.ok()) return r.status();
+  if (n.kind == KvNoticeKind::kData) {
+    uint8_t flags = 0;
+    r.U32("layer_begin", &n.layer_begin);
+    if (r.U32("layer_end", &n.layer_end) && n.layer_begin >= n.layer_end) {
+      r.Fail(absl::StrFormat("empty layer range [%d, %d)", n.layer_begin,
+                             n.layer_end));
+    }
+    r.U64("token_begin", &n.token_begin);
+    if (r.U64("token_end", &n.token_end) && n.token_begin >= n.token_end) {
+      r.Fail(absl::StrFormat("empty token range [%d, %d)", n.token_begin,
+                             n.token_end));
+    }
+    if (r.U8("flags", &flags) && (flags & ~kFinalChunkFlag) != 0) {
+      r.Fail(absl::StrFormat("unknown flags 0x%x", flags));
+    }
+    n.final_chunk = (flags & kFinalChunkFlag) != 0;
+    r.Bytes("payload", kMaxKvPayloadBytes, &n.payload);
+  } else {
+    uint32_t code = 0;
+    const uint32_t min_code = n.kind == KvNoticeKind::kFailed ? 1 : 0;
+    if (r.U32("code", &code) && (code < min_code || code > kMaxStatusCode)) {
+      r.Fail(absl::StrFormat("status code %d is not in [%d, %d]", code,
+                             min_code, kMaxStatusCode));
+    }
+    n.code = static_cast<absl::StatusCode>(code);
+    r.Bytes("message", kMaxKvNoticeMessageBytes, &n.message);
+  }
+  if (absl::Status s = r.End(); !s.ok()) return s;
+  return n;
+}
+
+}  // namespace flowkv::internal

@@ -1,0 +1,83 @@
+// KvNotice: the bytes KvTransfer sends as a TransferEngine notification
+// (TransferOptions::notification, kind kTransfer). They arrive from the
+// network, so the parser checks everything before use.
+//
+// All integers little-endian; bytes = u32 length + the bytes.
+//
+//   header (every kind):
+//     "FKVN"  u16 version (1)  u8 kind
+//     bytes request_id (1..256)  u32 sender_rank  u32 num_senders (1..4096)
+//   kind 1, data (a piece of a request arrived: the data is in place):
+//     u32 layer_begin  u32 layer_end          (layer_begin < layer_end)
+//     u64 token_begin  u64 token_end          (token_begin < token_end)
+//     u8 flags (bit 0: final chunk of this sender; other bits 0)
+//     bytes payload (0..64 KiB)
+//   kind 2, failed (the sender's piece will not come):
+//     u32 status code (1..16, absl::StatusCode)  bytes message (0..1024)
+//   kind 3, released (the fetching side is done with the sender's blocks):
+//     u32 status code (0..16; 0 = fetched)     bytes message (0..1024)
+//
+// sender_rank < num_senders. No trailing bytes. No checksum: notifications
+// travel over UCX's reliable transports, and every field is validated.
+// Limits that depend on the receiver (layer_end <= its num_layers) are
+// checked by KvRequestTracker.
+//
+// Thread safety: thread-safe (pure functions and value types). Exported for
+// tests only.
+
+#ifndef FLOWKV_LIB_TRANSFER_KV_NOTICE_H_
+#define FLOWKV_LIB_TRANSFER_KV_NOTICE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "flowkv/export.h"
+#include "flowkv/kv_transfer.h"
+
+namespace flowkv::internal {
+
+inline constexpr std::string_view kKvNoticeMagic = "FKVN";
+inline constexpr uint16_t kKvNoticeVersion = 1;
+// kMaxKvRequestIdBytes, kMaxKvPayloadBytes, kMaxKvSenders: kv_transfer.h.
+inline constexpr size_t kMaxKvNoticeMessageBytes = 1024;
+
+enum class KvNoticeKind : uint8_t { kData = 1, kFailed = 2, kReleased = 3 };
+
+struct KvNotice {
+  KvNoticeKind kind = KvNoticeKind::kData;
+  std::string request_id;
+  uint32_t sender_rank = 0;
+  uint32_t num_senders = 1;
+  // kData.
+  uint32_t layer_begin = 0;
+  uint32_t layer_end = 0;
+  uint64_t token_begin = 0;
+  uint64_t token_end = 0;
+  bool final_chunk = true;
+  std::string payload;
+  // kFailed / kReleased: the sender's (fetcher's) status; message truncated
+  // to kMaxKvNoticeMessageBytes when encoded.
+  absl::StatusCode code = absl::StatusCode::kOk;
+  std::string message;
+};
+
+// REQUIRES: the fields are within the limits above (KvTransfer validates
+// its callers' arguments first); a longer message is truncated.
+FLOWKV_EXPORT std::string EncodeKvNotice(const KvNotice& notice);
+
+// Whether `bytes` start with the notice magic (a notification KvTransfer
+// sent, or one that claims to be).
+FLOWKV_EXPORT bool IsKvNotice(std::string_view bytes);
+
+// InvalidArgument naming the first bad field: bad magic, another version,
+// an unknown kind, truncation, a length over its limit, an empty request
+// id, sender_rank >= num_senders, an empty layer or token range, unknown
+// flags, a status code out of range, trailing bytes.
+FLOWKV_EXPORT absl::StatusOr<KvNotice> ParseKvNotice(std::string_view bytes);
+
+}  // namespace flowkv::internal
+
+#endif  // FLOWKV_LIB_TRANSFER_KV_NOTICE_H_
