@@ -193,8 +193,8 @@ struct KvTransferStats {
   uint64_t results_pending = 0;
   // Request ids remembered to ignore late notices.
   uint64_t tombstones = 0;
-  // Notices that started with KvTransfer's magic but did not parse, or
-  // named a layer outside the local pool.
+  // Notices that started with KvTransfer's magic but did not parse (a
+  // well-formed notice that contradicts its request fails the request).
   uint64_t malformed_notices = 0;
   // Notices for finished, failed or forgotten requests (ignored).
   uint64_t late_notices = 0;
