@@ -541,7 +541,20 @@ TEST_CASE("A cancelled Send reaches the receiver as a failure",
   }
   CHECK(status.code() == absl::StatusCode::kCancelled);
   REQUIRE(PollUntil(*f.decode.kv, seen, kSoon + 3 * kPeerFailureTimeout,
-                    [](const Seen& s) { return s.Failed("cancel"); }));
+                    [](const Seen& s) {
+                      return s.Failed("cancel") || s.Finished("cancel");
+                    }));
+  if (seen.Finished("cancel") > 0) {
+    // Cancel() struck after the notice was delivered, while its
+    // acknowledgement was on the way back: the receiver has every piece, and
+    // the late failure notice is ignored.
+    REQUIRE(PollUntil(*f.decode.kv, seen, kSoon, [&](const Seen&) {
+      return f.decode.kv->Stats().late_notices >= 1;
+    }));
+    CHECK(seen.failed.empty());
+    WARN("Cancel() took effect after the notice was delivered");
+    return;
+  }
   const absl::StatusCode code = seen.Failed("cancel")->status.code();
   CHECK((code == absl::StatusCode::kCancelled ||
          code == absl::StatusCode::kUnavailable));

@@ -228,7 +228,11 @@ class FLOWKV_EXPORT KvTransfer {
   // (the planner's), FailedPrecondition (no pool declared for the peer), and
   // the engine's (Unavailable, DeadlineExceeded, Cancelled through
   // handle.Cancel()). On any failure with a valid request id and rank, a
-  // failure notice goes to the peer (best effort).
+  // failure notice goes to the peer (best effort). A failed handle does not
+  // prove that the piece is missing at the peer: a Cancel() or deadline that
+  // strikes after the notice was delivered, before its acknowledgement came
+  // back, leaves the piece counted there (the failure notice then arrives
+  // for a finished request and is ignored).
   TransferHandle Send(std::string_view request_id, PeerId peer,
                       const KvSendRequest& request);
 
