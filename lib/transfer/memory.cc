@@ -4,8 +4,10 @@
 // it, the shared-memory file system). It may call UCX memory mapping and
 // the region table.
 
-#include <cerrno>
-#include <sys/mman.h>
+#include <cinttypes>
+#include <cstdio>
+#include <fstream>
+#include <string>
 #include <sys/statvfs.h>
 #include <unistd.h>
 #include <vector>
@@ -20,28 +22,39 @@ namespace {
 // Where UCX's posix transport creates its shared-memory files.
 constexpr char kShmDir[] = "/dev/shm";
 
-// OK when every page of [base, base + length) is mapped in this process.
+// OK when every byte of [base, base + length) lies in a readable mapping
+// of this process (/proc/self/maps; reserved PROT_NONE ranges do not
+// count), so UCX never registers or reads memory that is not there.
 absl::Status CheckMapped(const void* base, uint64_t length) {
-  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-  const uint64_t start = reinterpret_cast<uint64_t>(base) & ~(page - 1);
+  const uint64_t start = reinterpret_cast<uint64_t>(base);
   uint64_t end = 0;
-  if (__builtin_add_overflow(reinterpret_cast<uint64_t>(base), length, &end)) {
+  if (__builtin_add_overflow(start, length, &end)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "RegisterMemory: [%p, +%d) wraps the address space", base, length));
   }
-  // mincore fails with ENOMEM on an unmapped page; check in slices so the
-  // vector stays small for huge regions.
-  constexpr uint64_t kSlicePages = uint64_t{1} << 16;
-  std::vector<unsigned char> residency(kSlicePages);
-  for (uint64_t at = start; at < end; at += kSlicePages * page) {
-    const uint64_t bytes = std::min(end - at, kSlicePages * page);
-    if (mincore(reinterpret_cast<void*>(at), bytes, residency.data()) != 0 &&
-        errno == ENOMEM) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "RegisterMemory: [%p, +%d) is not mapped in this process (the "
-          "first unmapped page is at or after %#x)",
-          base, length, at));
+  std::ifstream maps("/proc/self/maps");
+  if (!maps) return absl::OkStatus();  // cannot tell: let UCX decide
+  // The maps are sorted by address: walk them, extending the covered
+  // prefix [start, covered).
+  uint64_t covered = start;
+  std::string line;
+  while (covered < end && std::getline(maps, line)) {
+    uint64_t low = 0;
+    uint64_t high = 0;
+    char perms[5] = {0};
+    if (std::sscanf(line.c_str(), "%" SCNx64 "-%" SCNx64 " %4s", &low, &high,
+                    perms) != 3) {
+      continue;
     }
+    if (high <= covered) continue;
+    if (low > covered || perms[0] != 'r') break;  // a hole or unreadable
+    covered = high;
+  }
+  if (covered < end) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "RegisterMemory: [%p, +%d) is not readable memory of this process "
+        "(from %#x on it is unmapped or inaccessible)",
+        base, length, covered));
   }
   return absl::OkStatus();
 }
