@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
+#include "lib/transfer/byte_io.h"
 #include "lib/transfer/hmac.h"
 
 namespace flowkv::internal {
@@ -18,168 +19,78 @@ constexpr char kHelloMagic[] = "FKVH";
 constexpr char kHelloAckMagic[] = "FKVA";
 constexpr char kRejectMagic[] = "FKVR";
 
-class Writer {
- public:
-  void Magic(const char* magic) { out_.append(magic, 4); }
-  void U8(uint8_t v) { out_.push_back(static_cast<char>(v)); }
-  void U16(uint16_t v) { Le(v, 2); }
-  void U32(uint32_t v) { Le(v, 4); }
-  void U64(uint64_t v) { Le(v, 8); }
-  void Bytes(std::string_view s) {
-    U32(static_cast<uint32_t>(s.size()));
-    out_.append(s);
-  }
-  // Appends the HMAC-SHA256 of everything written, keyed by `key`.
-  void Mac(std::string_view key) {
-    const Sha256Digest mac = HmacSha256(key, AsBytes(out_));
-    out_.append(reinterpret_cast<const char*>(mac.data()), mac.size());
-  }
-  // Appends the checksum of everything written and returns the blob.
-  std::string Finish() {
-    U64(Fnv1a64(AsBytes(out_)));
-    return std::move(out_);
-  }
+constexpr size_t kMagicBytes = 4;
+constexpr size_t kChecksumBytes = 8;
 
- private:
-  void Le(uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) out_.push_back(static_cast<char>(v >> (8 * i)));
-  }
-  std::string out_;
-};
+// A writer with the blob's magic and the protocol version written.
+ByteWriter StartBlob(const char* magic) {
+  ByteWriter w;
+  w.Magic(std::string_view(magic, kMagicBytes));
+  w.U16(kProtocolVersion);
+  return w;
+}
 
-// Bounds-checked little-endian reader. After the first failure every read
-// fails and status() names the first field that did not fit.
-class Reader {
- public:
-  Reader(absl::Span<const uint8_t> bytes, const char* what)
-      : bytes_(bytes), what_(what) {}
+// Appends the HMAC-SHA256 of everything written, keyed by `key`.
+void AppendMac(std::string_view key, ByteWriter* w) {
+  const Sha256Digest mac = HmacSha256(key, AsBytes(w->bytes()));
+  w->Raw(
+      std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
+}
 
-  // Checks the magic, the checksum and the version, and strips the checksum
-  // and the `trailer_bytes` before it, which trailer() then holds.
-  absl::Status Begin(const char* magic, size_t trailer_bytes = 0) {
-    if (bytes_.size() < 4 + 2 + 8) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: %d bytes, shorter than the %d-byte minimum",
-                          what_, bytes_.size(), 4 + 2 + 8));
-    }
-    if (std::memcmp(bytes_.data(), magic, 4) != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: bad magic (expected \"%s\")", what_, magic));
-    }
-    const size_t body = bytes_.size() - 8;
-    uint64_t stored = 0;
-    for (int i = 0; i < 8; ++i) {
-      stored |= uint64_t{bytes_[body + i]} << (8 * i);
-    }
-    if (stored != Fnv1a64(bytes_.subspan(0, body))) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: checksum mismatch (corrupt or truncated "
-                          "%d-byte blob)",
-                          what_, bytes_.size()));
-    }
-    bytes_ = bytes_.subspan(0, body);
-    pos_ = 4;
-    uint16_t version = 0;
-    U16("version", &version);
-    if (version != kProtocolVersion) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "%s: protocol version %d is not supported (this engine speaks %d)",
-          what_, version, kProtocolVersion));
-    }
-    if (bytes_.size() < pos_ + trailer_bytes) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: %d bytes, shorter than the %d-byte minimum",
-                          what_, bytes_.size() + 8, pos_ + trailer_bytes + 8));
-    }
-    trailer_ = bytes_.subspan(bytes_.size() - trailer_bytes);
-    bytes_ = bytes_.subspan(0, bytes_.size() - trailer_bytes);
-    return absl::OkStatus();
-  }
+// Appends the checksum of everything written and returns the blob.
+std::string FinishBlob(ByteWriter w) {
+  w.U64(Fnv1a64(AsBytes(w.bytes())));
+  return std::move(w).Take();
+}
 
-  // After Begin: the bytes before the trailer, and the trailer.
-  absl::Span<const uint8_t> body() const { return bytes_; }
-  absl::Span<const uint8_t> trailer() const { return trailer_; }
-
-  bool U8(const char* field, uint8_t* v) {
-    uint64_t x;
-    if (!Le(field, 1, &x)) return false;
-    *v = static_cast<uint8_t>(x);
-    return true;
+// Checks a blob's frame (size, magic, checksum, protocol version) and
+// returns a reader positioned after the version, over the bytes before the
+// `trailer_bytes` that precede the checksum; `*trailer` gets those.
+absl::StatusOr<ByteReader> OpenBlob(absl::Span<const uint8_t> bytes,
+                                    const char* what, const char* magic,
+                                    size_t trailer_bytes,
+                                    absl::Span<const uint8_t>* trailer) {
+  const size_t minimum = kMagicBytes + 2 + trailer_bytes + kChecksumBytes;
+  if (bytes.size() < kMagicBytes + 2 + kChecksumBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %d bytes, shorter than the %d-byte minimum", what,
+                        bytes.size(), minimum));
   }
-  bool U16(const char* field, uint16_t* v) {
-    uint64_t x;
-    if (!Le(field, 2, &x)) return false;
-    *v = static_cast<uint16_t>(x);
-    return true;
+  ByteReader r(bytes, what);
+  r.Magic("magic", std::string_view(magic, kMagicBytes));
+  absl::Span<const uint8_t> checksum;
+  r.SplitTrailer("checksum", kChecksumBytes, &checksum);
+  if (!r.ok()) return r.status();
+  ByteReader stored(checksum, what);
+  uint64_t sum = 0;
+  stored.U64("checksum", &sum);
+  if (sum != Fnv1a64(r.data())) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: checksum mismatch (corrupt or truncated "
+                        "%d-byte blob)",
+                        what, bytes.size()));
   }
-  bool U32(const char* field, uint32_t* v) {
-    uint64_t x;
-    if (!Le(field, 4, &x)) return false;
-    *v = static_cast<uint32_t>(x);
-    return true;
+  uint16_t version = 0;
+  r.U16("version", &version);
+  if (version != kProtocolVersion) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s: protocol version %d is not supported (this engine speaks %d)",
+        what, version, kProtocolVersion));
   }
-  bool U64(const char* field, uint64_t* v) { return Le(field, 8, v); }
-
-  bool Bytes(const char* field, size_t max, std::string* v) {
-    uint32_t n = 0;
-    if (!U32(field, &n)) return false;
-    if (n > max) {
-      return Fail(
-          absl::StrFormat("%s length %d exceeds the limit %d", field, n, max));
-    }
-    if (n > bytes_.size() - pos_) return Truncated(field, n);
-    v->assign(reinterpret_cast<const char*>(bytes_.data() + pos_), n);
-    pos_ += n;
-    return true;
+  if (r.remaining() < trailer_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %d bytes, shorter than the %d-byte minimum", what,
+                        bytes.size(), minimum));
   }
-
-  bool Fail(const std::string& message) {
-    if (status_.ok()) {
-      status_ =
-          absl::InvalidArgumentError(absl::StrFormat("%s: %s", what_, message));
-    }
-    return false;
-  }
-
-  // OK when every byte was consumed and no read failed.
-  absl::Status End() {
-    if (status_.ok() && pos_ != bytes_.size()) {
-      Fail(absl::StrFormat("%d trailing bytes", bytes_.size() - pos_));
-    }
-    return status_;
-  }
-
-  size_t remaining() const { return bytes_.size() - pos_; }
-
- private:
-  bool Truncated(const char* field, size_t need) {
-    return Fail(absl::StrFormat("truncated at %s (needs %d bytes, %d left)",
-                                field, need, bytes_.size() - pos_));
-  }
-  bool Le(const char* field, int n, uint64_t* v) {
-    if (!status_.ok()) return false;
-    if (static_cast<size_t>(n) > bytes_.size() - pos_) {
-      return Truncated(field, n);
-    }
-    uint64_t x = 0;
-    for (int i = 0; i < n; ++i) x |= uint64_t{bytes_[pos_ + i]} << (8 * i);
-    pos_ += n;
-    *v = x;
-    return true;
-  }
-
-  absl::Span<const uint8_t> bytes_;
-  absl::Span<const uint8_t> trailer_;
-  const char* what_;
-  size_t pos_ = 0;
-  absl::Status status_;
-};
+  r.SplitTrailer("trailer", trailer_bytes, trailer);
+  return r;
+}
 
 std::string_view AsChars(absl::Span<const uint8_t> bytes) {
   return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
 }
 
-void WriteEngineInfoBody(const EngineInfo& info, Writer* w) {
+void WriteEngineInfoBody(const EngineInfo& info, ByteWriter* w) {
   w->U64(info.instance_id);
   w->Bytes(info.name);
   w->Bytes(info.worker_address);
@@ -216,44 +127,36 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
 }
 
 std::string EncodeEngineInfo(const EngineInfo& info, std::string_view mac_key) {
-  Writer w;
-  w.Magic(kEngineInfoMagic);
-  w.U16(kProtocolVersion);
+  ByteWriter w = StartBlob(kEngineInfoMagic);
   WriteEngineInfoBody(info, &w);
-  w.Mac(mac_key);
-  return w.Finish();
+  AppendMac(mac_key, &w);
+  return FinishBlob(std::move(w));
 }
 
 std::string EncodeHello(const Hello& hello) {
-  Writer w;
-  w.Magic(kHelloMagic);
-  w.U16(kProtocolVersion);
+  ByteWriter w = StartBlob(kHelloMagic);
   w.U8(hello.via_sockaddr ? 1 : 0);
   w.U64(hello.sender_conn_id);
   w.Bytes(hello.token);
   w.Bytes(EncodeEngineInfo(hello.info, hello.token));
-  return w.Finish();
+  return FinishBlob(std::move(w));
 }
 
 std::string EncodeHelloAck(const HelloAck& ack) {
-  Writer w;
-  w.Magic(kHelloAckMagic);
-  w.U16(kProtocolVersion);
+  ByteWriter w = StartBlob(kHelloAckMagic);
   w.U64(ack.sender_conn_id);
   w.U64(ack.receiver_conn_id);
   w.Bytes(ack.token);
   w.Bytes(EncodeEngineInfo(ack.info, ack.token));
-  return w.Finish();
+  return FinishBlob(std::move(w));
 }
 
 std::string EncodeReject(const Reject& reject) {
-  Writer w;
-  w.Magic(kRejectMagic);
-  w.U16(kProtocolVersion);
+  ByteWriter w = StartBlob(kRejectMagic);
   w.U64(reject.receiver_conn_id);
   w.U32(reject.code);
   w.Bytes(reject.reason);
-  return w.Finish();
+  return FinishBlob(std::move(w));
 }
 
 namespace {
@@ -261,13 +164,14 @@ namespace {
 // ParseEngineInfo, and with a `mac_key` ParseSignedEngineInfo.
 absl::StatusOr<EngineInfo> ParseEngineInfoWithKey(
     absl::Span<const uint8_t> bytes, std::optional<std::string_view> mac_key) {
-  Reader r(bytes, "engine metadata");
-  if (absl::Status s = r.Begin(kEngineInfoMagic, kSha256DigestBytes); !s.ok()) {
-    return s;
-  }
+  absl::Span<const uint8_t> mac;
+  absl::StatusOr<ByteReader> opened = OpenBlob(
+      bytes, "engine metadata", kEngineInfoMagic, kSha256DigestBytes, &mac);
+  if (!opened.ok()) return opened.status();
+  ByteReader& r = *opened;
   if (mac_key.has_value()) {
-    const Sha256Digest expected = HmacSha256(*mac_key, r.body());
-    if (!ConstantTimeEquals(AsChars(r.trailer()), AsChars(expected))) {
+    const Sha256Digest expected = HmacSha256(*mac_key, r.data());
+    if (!ConstantTimeEquals(AsChars(mac), AsChars(expected))) {
       return absl::PermissionDeniedError(absl::StrFormat(
           "engine metadata: the metadata of engine (%d bytes) is not signed "
           "with this cluster's token (HMAC-SHA256 mismatch)",
@@ -341,8 +245,11 @@ absl::StatusOr<EngineInfo> ParseSignedEngineInfo(
 }
 
 absl::StatusOr<Hello> ParseHello(absl::Span<const uint8_t> bytes) {
-  Reader r(bytes, "handshake hello");
-  if (absl::Status s = r.Begin(kHelloMagic); !s.ok()) return s;
+  absl::Span<const uint8_t> no_trailer;
+  absl::StatusOr<ByteReader> opened =
+      OpenBlob(bytes, "handshake hello", kHelloMagic, 0, &no_trailer);
+  if (!opened.ok()) return opened.status();
+  ByteReader& r = *opened;
   Hello hello;
   uint8_t via = 0;
   std::string info;
@@ -363,8 +270,11 @@ absl::StatusOr<Hello> ParseHello(absl::Span<const uint8_t> bytes) {
 }
 
 absl::StatusOr<HelloAck> ParseHelloAck(absl::Span<const uint8_t> bytes) {
-  Reader r(bytes, "handshake ack");
-  if (absl::Status s = r.Begin(kHelloAckMagic); !s.ok()) return s;
+  absl::Span<const uint8_t> no_trailer;
+  absl::StatusOr<ByteReader> opened =
+      OpenBlob(bytes, "handshake ack", kHelloAckMagic, 0, &no_trailer);
+  if (!opened.ok()) return opened.status();
+  ByteReader& r = *opened;
   HelloAck ack;
   std::string info;
   r.U64("sender_conn_id", &ack.sender_conn_id);
@@ -379,8 +289,11 @@ absl::StatusOr<HelloAck> ParseHelloAck(absl::Span<const uint8_t> bytes) {
 }
 
 absl::StatusOr<Reject> ParseReject(absl::Span<const uint8_t> bytes) {
-  Reader r(bytes, "handshake reject");
-  if (absl::Status s = r.Begin(kRejectMagic); !s.ok()) return s;
+  absl::Span<const uint8_t> no_trailer;
+  absl::StatusOr<ByteReader> opened =
+      OpenBlob(bytes, "handshake reject", kRejectMagic, 0, &no_trailer);
+  if (!opened.ok()) return opened.status();
+  ByteReader& r = *opened;
   Reject reject;
   r.U64("receiver_conn_id", &reject.receiver_conn_id);
   r.U32("code", &reject.code);
