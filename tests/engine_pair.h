@@ -6,6 +6,7 @@
 #define FLOWKV_TESTS_ENGINE_PAIR_H_
 
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -72,6 +73,27 @@ inline void ConnectPair(Pair* pair) {
   REQUIRE(peers[0].connected);
   CHECK(peers[0].name == pair->a->name());
   pair->b_to_a = peers[0].id;
+}
+
+// A Pair whose engines hold one pool each: `src` on a, `dst` on b.
+struct PoolPair : Pair {
+  AllocatedRegion src;
+  AllocatedRegion dst;
+};
+
+// Engines "a" and "b" (MakeEngine defaults), a `bytes` pool on each (dst
+// zeroed), connected a -> b.
+inline void MakePoolPair(uint64_t bytes, PoolPair* pair) {
+  pair->a = MakeEngine("a");
+  pair->b = MakeEngine("b");
+  auto src = pair->a->AllocateMemory(bytes);
+  auto dst = pair->b->AllocateMemory(bytes);
+  REQUIRE(src.ok());
+  REQUIRE(dst.ok());
+  pair->src = *src;
+  pair->dst = *dst;
+  std::memset(pair->dst.data, 0, bytes);
+  ConnectPair(pair);
 }
 
 }  // namespace flowkv::testing

@@ -26,7 +26,9 @@ namespace {
 using flowkv::testing::ConnectPair;
 using flowkv::testing::FillRandom;
 using flowkv::testing::MakeEngine;
+using flowkv::testing::MakePoolPair;
 using flowkv::testing::Pair;
+using flowkv::testing::PoolPair;
 using flowkv::testing::TestEngineOptions;
 
 // Log lines collected from an engine's log hook (any thread).
@@ -87,14 +89,10 @@ TEST_CASE("Closed peers leave the peer table", "[transfer_contract]") {
 
 TEST_CASE("Blocking calls from a callback fail instead of deadlocking",
           "[transfer_contract]") {
-  Pair pair;
-  pair.a = MakeEngine("a");
-  pair.b = MakeEngine("b");
-  auto src = pair.a->AllocateMemory(4096);
-  auto dst = pair.b->AllocateMemory(4096);
-  REQUIRE(src.ok());
-  REQUIRE(dst.ok());
-  ConnectPair(&pair);
+  PoolPair pair;
+  MakePoolPair(4096, &pair);
+  const AllocatedRegion* src = &pair.src;
+  const AllocatedRegion* dst = &pair.dst;
   std::vector<absl::Status> seen;  // written by the callback, read after Wait
   TransferEngine* engine = pair.a.get();
   const std::string address = pair.address;
@@ -155,14 +153,10 @@ TEST_CASE("Peer failures and refusals are logged once, with the peer's name",
 
 TEST_CASE("An acknowledged write completes after the receiver's ack",
           "[transfer_contract]") {
-  Pair pair;
-  pair.a = MakeEngine("a");
-  pair.b = MakeEngine("b");
-  auto src = pair.a->AllocateMemory(1 << 20);
-  auto dst = pair.b->AllocateMemory(1 << 20);
-  REQUIRE(src.ok());
-  REQUIRE(dst.ok());
-  ConnectPair(&pair);
+  PoolPair pair;
+  MakePoolPair(1 << 20, &pair);
+  const AllocatedRegion* src = &pair.src;
+  const AllocatedRegion* dst = &pair.dst;
   FillRandom(static_cast<uint8_t*>(src->data), src->length, 3);
   const TransferOp op{src->id, 0, dst->id, 0, src->length};
   TransferOptions options;

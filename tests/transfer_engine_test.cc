@@ -27,7 +27,9 @@ namespace {
 using flowkv::testing::ConnectPair;
 using flowkv::testing::FillRandom;
 using flowkv::testing::MakeEngine;
+using flowkv::testing::MakePoolPair;
 using flowkv::testing::Pair;
+using flowkv::testing::PoolPair;
 
 // A KV pool: its layout, its memory (one pointer per layout region) and the
 // engine region id of each layout region.
@@ -360,16 +362,11 @@ TEST_CASE("Malformed metadata is an error, never a crash",
 
 TEST_CASE("Ops outside a region are rejected before anything is posted",
           "[transfer_engine]") {
-  Pair pair;
-  pair.a = MakeEngine("a");
-  pair.b = MakeEngine("b");
-  auto src = pair.a->AllocateMemory(64 * 1024);
-  auto dst = pair.b->AllocateMemory(64 * 1024);
-  REQUIRE(src.ok());
-  REQUIRE(dst.ok());
+  PoolPair pair;
+  MakePoolPair(64 * 1024, &pair);
+  const AllocatedRegion* src = &pair.src;
+  const AllocatedRegion* dst = &pair.dst;
   std::memset(src->data, 0xab, src->length);
-  std::memset(dst->data, 0, dst->length);
-  ConnectPair(&pair);
 
   const TransferOp good{src->id, 0, dst->id, 0, 1024};
   struct Bad {
@@ -475,16 +472,11 @@ TEST_CASE("Four threads write concurrently", "[transfer_engine]") {
   constexpr int kThreads = 4;
   constexpr int kIterations = 25;
   constexpr size_t kSlice = 1 << 20;
-  Pair pair;
-  pair.a = MakeEngine("a");
-  pair.b = MakeEngine("b");
-  auto src = pair.a->AllocateMemory(kThreads * kSlice);
-  auto dst = pair.b->AllocateMemory(kThreads * kSlice);
-  REQUIRE(src.ok());
-  REQUIRE(dst.ok());
+  PoolPair pair;
+  MakePoolPair(kThreads * kSlice, &pair);
+  const AllocatedRegion* src = &pair.src;
+  const AllocatedRegion* dst = &pair.dst;
   FillRandom(static_cast<uint8_t*>(src->data), src->length, 5);
-  std::memset(dst->data, 0, dst->length);
-  ConnectPair(&pair);
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
@@ -522,15 +514,11 @@ TEST_CASE("Four threads write concurrently", "[transfer_engine]") {
 TEST_CASE("Deadlines, Cancel and completion callbacks", "[transfer_engine]") {
   // In-flight deadlines and cancellation need a peer that stops making
   // progress: see transfer_engine_process_test (SIGSTOP).
-  Pair pair;
-  pair.a = MakeEngine("a");
-  pair.b = MakeEngine("b");
   constexpr size_t kBytes = 4 << 20;
-  auto src = pair.a->AllocateMemory(kBytes);
-  auto dst = pair.b->AllocateMemory(kBytes);
-  REQUIRE(src.ok());
-  REQUIRE(dst.ok());
-  ConnectPair(&pair);
+  PoolPair pair;
+  MakePoolPair(kBytes, &pair);
+  const AllocatedRegion* src = &pair.src;
+  const AllocatedRegion* dst = &pair.dst;
   const TransferOp whole{src->id, 0, dst->id, 0, kBytes};
 
   // A deadline that passes before the transfer is posted.
@@ -642,14 +630,10 @@ TEST_CASE("Memory registration, regions and errors", "[transfer_engine]") {
 }
 
 TEST_CASE("Disconnect closes the peer on both sides", "[transfer_engine]") {
-  Pair pair;
-  pair.a = MakeEngine("a");
-  pair.b = MakeEngine("b");
-  auto src = pair.a->AllocateMemory(4096);
-  auto dst = pair.b->AllocateMemory(4096);
-  REQUIRE(src.ok());
-  REQUIRE(dst.ok());
-  ConnectPair(&pair);
+  PoolPair pair;
+  MakePoolPair(4096, &pair);
+  const AllocatedRegion* src = &pair.src;
+  const AllocatedRegion* dst = &pair.dst;
   REQUIRE(pair.a->Disconnect(pair.a_to_b).ok());
   const TransferOp op{src->id, 0, dst->id, 0, 16};
   CHECK(pair.a->Write(pair.a_to_b, {&op, 1}).status().code() ==

@@ -164,7 +164,6 @@ absl::StatusOr<RegionId> TransferEngineImpl::RegisterMemory(
     region.info.base = reinterpret_cast<uint64_t>(address);
     region.info.length = length;
     region.memh = memh;
-    region.allocated = allocate;
     region.rkey.assign(static_cast<const char*>(rkey_buffer), rkey_size);
     ucp_rkey_buffer_release(rkey_buffer);
     const RegionId id = regions_.Add(std::move(region));

@@ -205,10 +205,8 @@ void TransferEngineImpl::ClosePendingPeers() {
 
 void TransferEngineImpl::OnCloseDone(void* request, ucs_status_t /*status*/,
                                      void* user_data) {
-  auto* ctx = static_cast<RequestContext*>(user_data);
-  ctx->engine->OnPeerClosed(ctx->peer);
-  ucp_request_free(request);
-  delete ctx;
+  const CompletedRequest done = ReleaseRequest(request, user_data);
+  done.engine->OnPeerClosed(done.peer);
 }
 
 void TransferEngineImpl::OnPeerClosed(PeerId id) {

@@ -97,6 +97,11 @@ class PeerTable {
   void ForEach(Fn fn) {
     for (auto& [id, peer] : peers_) fn(peer.get());
   }
+  template <typename Fn>
+  void ForEach(Fn fn) const {
+    for (const auto& [id, peer] : peers_)
+      fn(static_cast<const Peer*>(peer.get()));
+  }
   size_t size() const { return peers_.size(); }
   // Endpoints of accepted connections still in their handshake.
   absl::flat_hash_map<ucp_ep_h, PeerId>& accepting() { return accepting_; }

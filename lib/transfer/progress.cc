@@ -32,7 +32,7 @@ constexpr absl::Duration kShutdownCloseWait = absl::Seconds(5);
 
 absl::Status TransferEngineImpl::CheckNotProgressThread(
     const char* what) const {
-  if (std::this_thread::get_id() == progress_thread_id_.load()) {
+  if (inbox_ != nullptr && inbox_->OnOwnerThread()) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "TransferEngine: %s on the progress thread (from a callback) would "
         "wait for itself; call it from another thread",
@@ -57,7 +57,7 @@ bool TransferEngineImpl::HasWork() const {
     return true;
   }
   bool work = false;
-  const_cast<PeerTable&>(peers_).ForEach([&](Peer* peer) {
+  peers_.ForEach([&](const Peer* peer) {
     work |= peer->state == PeerState::kConnecting ||
             peer->state == PeerState::kAccepting ||
             peer->state == PeerState::kClosing;
@@ -66,7 +66,6 @@ bool TransferEngineImpl::HasWork() const {
 }
 
 void TransferEngineImpl::ProgressLoop() {
-  progress_thread_id_.store(std::this_thread::get_id());
   inbox_->SetOwnerThread();
   std::vector<Inbox::Command> commands;
   std::vector<std::shared_ptr<TransferRecord>> cancels;

@@ -29,7 +29,6 @@ namespace flowkv::internal {
 struct LocalRegion {
   RegionInfo info;
   ucp_mem_h memh = nullptr;
-  bool allocated = false;
   std::string rkey;      // packed remote key
   int active_users = 0;  // unfinished transfers using the region
 };

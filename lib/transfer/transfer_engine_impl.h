@@ -118,6 +118,23 @@ struct RequestContext {
   uint8_t header[kAmHeaderBytes] = {};
 };
 
+// What a completed request's context named.
+struct CompletedRequest {
+  TransferEngineImpl* engine = nullptr;
+  uint64_t transfer_id = 0;
+  PeerId peer = 0;
+};
+
+// In a UCX completion callback: frees the request and its RequestContext
+// and returns what the context named.
+inline CompletedRequest ReleaseRequest(void* request, void* user_data) {
+  auto* ctx = static_cast<RequestContext*>(user_data);
+  const CompletedRequest done{ctx->engine, ctx->transfer_id, ctx->peer};
+  ucp_request_free(request);
+  delete ctx;
+  return done;
+}
+
 // arg of an endpoint's error handler. UCX may call the handler after the
 // endpoint closed and its Peer left the table, so the handler gets the id,
 // looks the peer up, and ignores a peer that is gone. Kept until shutdown.
@@ -251,7 +268,6 @@ class TransferEngineImpl {
   uint64_t instance_id_ = 0;
   std::shared_ptr<Inbox> inbox_;
   std::thread thread_;
-  std::atomic<std::thread::id> progress_thread_id_{};
   std::vector<AmHandlerArg> am_args_;
   std::atomic<uint64_t> next_transfer_id_{1};
   std::atomic<uint64_t> active_count_{0};

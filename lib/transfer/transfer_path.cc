@@ -270,13 +270,8 @@ void TransferEngineImpl::PostFlush(Active* active, Peer* peer) {
 
 void TransferEngineImpl::OnFlushDone(void* request, ucs_status_t status,
                                      void* user_data) {
-  auto* ctx = static_cast<RequestContext*>(user_data);
-  TransferEngineImpl* self = ctx->engine;
-  const uint64_t id = ctx->transfer_id;
-  const PeerId peer_id = ctx->peer;
-  ucp_request_free(request);
-  delete ctx;
-  self->AfterFlush(id, peer_id, status);
+  const CompletedRequest done = ReleaseRequest(request, user_data);
+  done.engine->AfterFlush(done.transfer_id, done.peer, status);
 }
 
 void TransferEngineImpl::AfterFlush(uint64_t id, PeerId peer_id,
@@ -342,14 +337,11 @@ void TransferEngineImpl::SendNotification(Active* active, Peer* peer) {
 
 void TransferEngineImpl::OnSendDone(void* request, ucs_status_t status,
                                     void* user_data) {
-  auto* ctx = static_cast<RequestContext*>(user_data);
-  TransferEngineImpl* self = ctx->engine;
-  const uint64_t id = ctx->transfer_id;
-  const PeerId peer_id = ctx->peer;
-  ucp_request_free(request);
-  delete ctx;
+  const CompletedRequest done = ReleaseRequest(request, user_data);
   // Control messages (id 0): failures reach the peer's error handler.
-  if (id != 0) self->AfterNotification(id, peer_id, status);
+  if (done.transfer_id != 0) {
+    done.engine->AfterNotification(done.transfer_id, done.peer, status);
+  }
 }
 
 void TransferEngineImpl::AfterNotification(uint64_t id, PeerId peer_id,
