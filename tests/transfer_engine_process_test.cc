@@ -211,47 +211,5 @@ TEST_CASE("A peer killed mid-transfer fails transfers with Unavailable",
         absl::StatusCode::kUnavailable);
 }
 
-TEST_CASE("A stopped peer: deadline and Cancel close the endpoint",
-          "[transfer_engine][process]") {
-  constexpr uint64_t kBytes = 64 << 20;
-  const bool cancel = GENERATE(false, true);
-  INFO((cancel ? "cancel" : "deadline"));
-  PeerProcess process("secret", kBytes);
-  auto engine = MakeEngine("process_test", "secret");
-  auto local = engine->AllocateMemory(kBytes);
-  REQUIRE(local.ok());
-  auto peer = engine->Connect(process.address());
-  REQUIRE(peer.ok());
-  const RegionId remote = engine->GetPeer(*peer)->regions[0].id;
-  const TransferOp whole{local->id, 0, remote, 0, kBytes};
-  REQUIRE(engine->Write(*peer, {&whole, 1}).Wait().ok());
-
-  process.Kill(SIGSTOP);
-  // Fill the peer's receive queue: over shared memory the puts themselves
-  // do not need the peer, but messages queue up behind its FIFO.
-  std::vector<TransferHandle> messages;
-  for (int i = 0; i < 2000; ++i) {
-    messages.push_back(engine->Send(*peer, std::string(4096, 'm')));
-  }
-  TransferOptions options;
-  options.notification = "after the data";
-  if (!cancel) options.timeout = absl::Milliseconds(300);
-  TransferHandle handle = engine->Write(*peer, {&whole, 1}, options);
-  if (cancel) handle.Cancel();
-  REQUIRE(handle.Wait(absl::Seconds(20)));
-  const absl::Status status = handle.status();
-  INFO(status.ToString());
-  CHECK(status.code() == (cancel ? absl::StatusCode::kCancelled
-                                 : absl::StatusCode::kDeadlineExceeded));
-  // The endpoint was closed before the failure was reported.
-  auto info = engine->GetPeer(*peer);
-  REQUIRE(info.ok());
-  CHECK(!info->connected);
-  for (auto& m : messages) REQUIRE(m.Wait(absl::Seconds(20)));
-  CHECK(engine->Write(*peer, {&whole, 1}).status().code() ==
-        absl::StatusCode::kUnavailable);
-  process.Kill(SIGKILL);
-}
-
 }  // namespace
 }  // namespace flowkv
