@@ -28,6 +28,7 @@
 #include "flowkv/kv_layout.h"
 #include "flowkv/kv_transfer.h"
 #include "flowkv/transfer_engine.h"
+#include "tests/transfer_test_util.h"
 
 namespace flowkv {
 namespace {
@@ -43,13 +44,7 @@ constexpr KvGeometry kGeometry = {.num_layers = 32,
                                   .head_dim = 64,
                                   .dtype_bytes = 2};
 
-bool SharedMemoryMode() {
-  const char* tls = std::getenv("UCX_TLS");
-  if (tls == nullptr) return false;
-  const std::string t = tls;
-  return t.find("posix") != std::string::npos ||
-         t.find("sm") != std::string::npos;
-}
+using flowkv::testing::SharedMemoryMode;
 
 struct Side {
   std::unique_ptr<TransferEngine> engine;

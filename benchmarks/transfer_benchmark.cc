@@ -35,6 +35,7 @@
 #include "flowkv/kv_layout.h"
 #include "flowkv/transfer_engine.h"
 #include "flowkv/transfer_plan.h"
+#include "tests/transfer_test_util.h"
 
 namespace flowkv {
 namespace {
@@ -43,13 +44,7 @@ enum class Mode { kBlockwise, kLayerRuns, kFlowkv, kFragmented, kRaw, kMemcpy };
 
 constexpr uint32_t kMaxTokens = 8192;
 
-bool SharedMemoryMode() {
-  const char* tls = std::getenv("UCX_TLS");
-  if (tls == nullptr) return false;
-  const std::string t = tls;
-  return t.find("posix") != std::string::npos ||
-         t.find("sm") != std::string::npos;
-}
+using flowkv::testing::SharedMemoryMode;
 
 KvGeometry Geometry(uint32_t block_tokens) {
   // Room for the largest request plus 25 % (fragmentation headroom).

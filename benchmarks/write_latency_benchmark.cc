@@ -59,6 +59,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "flowkv/transfer_engine.h"
+#include "tests/transfer_test_util.h"
 
 namespace flowkv {
 namespace {
@@ -80,13 +81,7 @@ int64_t NowNs() {
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
-bool SharedMemoryMode() {
-  const char* tls = std::getenv("UCX_TLS");
-  if (tls == nullptr) return false;
-  const std::string t = tls;
-  return t.find("posix") != std::string::npos ||
-         t.find("sm") != std::string::npos;
-}
+using flowkv::testing::SharedMemoryMode;
 
 // --- Encoding ----------------------------------------------------------------
 

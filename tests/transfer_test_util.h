@@ -1,5 +1,5 @@
-// Helpers shared by the transfer tests and their peer process (no test
-// framework here: transfer_peer includes it too).
+// Helpers shared by the transfer tests, their peer process and the transfer
+// benchmarks (no test framework here: transfer_peer includes it too).
 #ifndef FLOWKV_TESTS_TRANSFER_TEST_UTIL_H_
 #define FLOWKV_TESTS_TRANSFER_TEST_UTIL_H_
 
