@@ -29,6 +29,7 @@ namespace {
 
 using flowkv::testing::FillRandom;
 using flowkv::testing::Fnv1a;
+using flowkv::testing::kPeerFailureTimeout;
 using flowkv::testing::MakeEngine;
 using flowkv::testing::PeerProcess;
 using flowkv::testing::RandomBlocks;
@@ -209,6 +210,51 @@ TEST_CASE("A peer killed mid-transfer fails transfers with Unavailable",
   CHECK(!info->connected);
   CHECK(engine->Write(*peer, {&whole, 1}).status().code() ==
         absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("A sender that dies mid-write never takes the receiver down",
+          "[transfer_engine][process]") {
+  // The peer process floods this engine's pool with writes and dies at a
+  // random point: SIGKILL, or its engine destroyed with a write in flight.
+  // Over tcp UCX 1.13 applies emulated puts in the receiver's put handler;
+  // a receiver must survive the sender vanishing in the middle of one.
+  constexpr uint64_t kBytes = 16 << 20;
+  auto engine = MakeEngine("process_test", "secret");
+  auto local = engine->AllocateMemory(kBytes);
+  REQUIRE(local.ok());
+  std::mt19937_64 rng(GENERATE(range(1, 9)));
+  const bool exits = rng() % 2 == 0;
+  const uint64_t writes_before_death = 1 + rng() % 4;
+  INFO((exits ? "engine destroyed" : "SIGKILL")
+       << " after " << writes_before_death);
+  PeerProcess process("secret", kBytes);
+  auto peer = engine->Connect(process.address());
+  REQUIRE(peer.ok());
+  REQUIRE(engine
+              ->Send(*peer,
+                     "flood " + std::to_string(exits ? writes_before_death : 0))
+              .Wait()
+              .ok());
+  // Wait for the flood's notifications, then kill the sender mid-write.
+  uint64_t floods = 0;
+  bool disconnected = false;
+  const absl::Time deadline = absl::Now() + 10 * kPeerFailureTimeout;
+  while (!disconnected && absl::Now() < deadline) {
+    for (const Notification& n :
+         engine->TakeNotifications(kPeerFailureTimeout)) {
+      if (n.kind == Notification::Kind::kPeerDisconnected) disconnected = true;
+      if (n.bytes.rfind("flood ", 0) == 0) ++floods;
+    }
+    if (!exits && floods >= writes_before_death) process.Kill(SIGKILL);
+  }
+  CHECK(floods >= writes_before_death);
+  // The receiver is alive, knows the sender is gone, and works.
+  CHECK(disconnected);
+  CHECK(!engine->GetPeer(*peer)->connected);
+  PeerProcess next("secret", kBytes);
+  auto again = engine->Connect(next.address());
+  REQUIRE(again.ok());
+  CHECK(engine->Send(*again, "fill 1").Wait().ok());
 }
 
 }  // namespace

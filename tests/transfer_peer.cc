@@ -11,9 +11,13 @@
 //   "fill <seed>"          fill the pool with mt19937_64(seed) bytes ->
 //   "filled" "hash <off> <len>"     -> "hash <FNV-1a 64 of those bytes>" "exit"
 //   -> exits 0
+//   "flood <n>"            write the pool into the asker's region 0 over and
+//                          over (notifications "flood <i>"); with n > 0 exit
+//                          with the (n+1)th write in flight
 // and answers every transfer notification <x> with "got <x> <hash of the
 // whole pool when the notification arrived>".
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -36,6 +40,25 @@ using flowkv::testing::Fnv1a;
 int Fail(const std::string& what) {
   fmt::print(stderr, "transfer_peer: {}\n", what);
   return 1;
+}
+
+// Writes the pool into the first region of `peer`, over and over, each
+// write with the notification "flood <i>". After `exit_after` writes (0:
+// never) it posts one more and returns at once: the engine is destroyed
+// with that write in flight.
+int Flood(flowkv::TransferEngine* engine, flowkv::PeerId peer,
+          flowkv::RegionId region, uint64_t pool_bytes, uint64_t exit_after) {
+  absl::StatusOr<flowkv::PeerInfo> info = engine->GetPeer(peer);
+  if (!info.ok() || info->regions.empty()) return Fail("flood: no region");
+  const flowkv::TransferOp op{region, 0, info->regions[0].id, 0,
+                              std::min(pool_bytes, info->regions[0].length)};
+  for (uint64_t i = 1;; ++i) {
+    flowkv::TransferOptions options;
+    options.notification = fmt::format("flood {}", i);
+    flowkv::TransferHandle write = engine->Write(peer, {&op, 1}, options);
+    if (exit_after != 0 && i > exit_after) return 0;
+    if (absl::Status s = write.Wait(); !s.ok()) return Fail(s.ToString());
+  }
 }
 
 }  // namespace
@@ -83,6 +106,7 @@ int main(int argc, char** argv) {
     for (flowkv::Notification& n :
          (*engine)->TakeNotifications(absl::Seconds(1))) {
       std::string reply;
+      if (n.kind == flowkv::Notification::Kind::kPeerDisconnected) continue;
       if (n.kind == flowkv::Notification::Kind::kTransfer) {
         reply = fmt::format("got {} {}", n.bytes, Fnv1a(base, pool_bytes));
       } else {
@@ -99,6 +123,9 @@ int main(int argc, char** argv) {
                    absl::SimpleAtoi(words[2], &b) && a <= pool_bytes &&
                    b <= pool_bytes - a) {
           reply = fmt::format("hash {}", Fnv1a(base + a, b));
+        } else if (words[0] == "flood" && words.size() == 2 &&
+                   absl::SimpleAtoi(words[1], &a)) {
+          return Flood(engine->get(), n.peer, pool->id, pool_bytes, a);
         } else {
           reply = "error: " + n.bytes;
         }

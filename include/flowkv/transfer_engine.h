@@ -135,12 +135,27 @@ struct RegionInfo {
   uint64_t length = 0;
 };
 
+// How the bytes of a Write (or a Read) to a peer move.
+enum class PeerDataPath : uint8_t {
+  // One-sided puts / gets into the peer's registered memory (RDMA, shared
+  // memory, cross-memory attach).
+  kRma = 0,
+  // Active messages whose handler on the receiving engine copies the bytes
+  // into its region. Chosen where UCX has no one-sided operation for the
+  // connection (tcp) and would emulate it: UCX 1.13's emulation aborts the
+  // receiving process when the sender dies mid-write.
+  kActiveMessages = 1,
+};
+
 struct PeerInfo {
   PeerId id = 0;
   std::string name;        // The peer engine's options.name.
   bool connected = false;  // False once the endpoint failed or closed.
   absl::Status failure;    // Why it disconnected (OK while connected).
   std::vector<RegionInfo> regions;
+  // How this engine's Writes to / Reads from the peer move their bytes.
+  PeerDataPath write_path = PeerDataPath::kRma;
+  PeerDataPath read_path = PeerDataPath::kRma;
 };
 
 // A notification or message received from a peer, or news of a peer.
@@ -157,6 +172,10 @@ struct Notification {
   Kind kind = Kind::kTransfer;
   std::string bytes;
 };
+
+// Windows of max_piece_bytes the progress thread posts per turn of its loop
+// (over all transfers; see TransferEngineStats).
+inline constexpr uint64_t kWindowsPerProgressTurn = 4;
 
 // Severity of a TransferEngineOptions::log message.
 enum class LogSeverity : uint8_t { kInfo = 0, kWarning = 1, kError = 2 };
@@ -177,6 +196,10 @@ struct TransferEngineStats {
   uint64_t messages_dropped = 0;
   // Bytes registered or allocated (all regions).
   uint64_t registered_bytes = 0;
+  // The most bytes the progress thread posted in one turn of its loop
+  // (between two looks at its timers, heartbeats and cancels): at most
+  // kWindowsPerProgressTurn x max_piece_bytes, whatever the ops' sizes.
+  uint64_t max_bytes_posted_per_iteration = 0;
 };
 
 struct TransferEngineOptions {

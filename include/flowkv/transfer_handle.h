@@ -36,7 +36,7 @@ class TransferRecord;
 // Where a transfer is. Not an error code: see TransferHandle::status().
 enum class TransferState : uint8_t {
   kPending,   // Accepted, not yet posted to the network.
-  kInFlight,  // Ops posted; waiting for completion.
+  kInFlight,  // Posting started (some ops may be on the network).
   kDone,      // Finished; status() holds the result.
 };
 

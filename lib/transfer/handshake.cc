@@ -274,6 +274,9 @@ void TransferEngineImpl::MakeReady(Peer* peer, const EngineInfo& info,
   peer->remote_conn_id = remote_conn_id;
   peer->handshake_deadline = absl::InfiniteFuture();
   peer->last_heard = absl::Now();
+  const EndpointRma rma = QueryEndpointRma(peer->ep);
+  peer->rma_put = rma.put;
+  peer->rma_get = rma.get;
   peers_.accepting().erase(peer->ep);
   peers_.Publish(*peer);
 }

@@ -40,6 +40,10 @@ void PeerTable::Publish(const Peer& peer) {
   auto view = std::make_shared<PeerView>();
   view->name = peer.name;
   view->connected = peer.state == PeerState::kReady;
+  view->write_path =
+      peer.rma_put ? PeerDataPath::kRma : PeerDataPath::kActiveMessages;
+  view->read_path =
+      peer.rma_get ? PeerDataPath::kRma : PeerDataPath::kActiveMessages;
   view->failure = peer.failure;
   for (const auto& [id, region] : peer.regions) {
     view->regions[id] = region.info;
@@ -71,6 +75,8 @@ PeerInfo ToPeerInfo(PeerId id, const PeerView& view) {
   info.name = view.name;
   info.connected = view.connected;
   info.failure = view.failure;
+  info.write_path = view.write_path;
+  info.read_path = view.read_path;
   for (const auto& [rid, region] : view.regions) info.regions.push_back(region);
   std::sort(
       info.regions.begin(), info.regions.end(),

@@ -58,6 +58,8 @@ struct RemoteRegion {
 struct PeerView {
   std::string name;
   bool connected = false;
+  PeerDataPath write_path = PeerDataPath::kRma;
+  PeerDataPath read_path = PeerDataPath::kRma;
   absl::Status failure;
   absl::flat_hash_map<RegionId, RegionInfo> regions;
 };
@@ -72,6 +74,10 @@ struct Peer {
   uint64_t remote_conn_id = 0;
   std::string name;
   absl::flat_hash_map<RegionId, RemoteRegion> regions;
+  // Whether the endpoint has a one-sided put / get (else the message data
+  // path moves the bytes; set when the handshake completes).
+  bool rma_put = true;
+  bool rma_get = true;
   absl::Time handshake_deadline = absl::InfiniteFuture();
   // Watched with heartbeats (ucx_peer_error_handling == false).
   bool heartbeat = false;

@@ -84,6 +84,11 @@ void TransferEngineImpl::ProgressLoop() {
     while (ucp_worker_progress(worker) != 0) activity = true;
     if (!ready_.empty()) PostReady();
     if (!pending_close_.empty()) ClosePendingPeers();
+    if (iteration_posted_ >
+        max_iteration_posted_.load(std::memory_order_relaxed)) {
+      max_iteration_posted_.store(iteration_posted_, std::memory_order_relaxed);
+    }
+    iteration_posted_ = 0;
 
     const absl::Time now = absl::Now();
     if (activity) last_activity_ = now;
@@ -210,9 +215,20 @@ ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,
                                       const ucp_am_recv_param_t* param) {
   const auto* handler = static_cast<const AmHandlerArg*>(arg);
   TransferEngineImpl* self = handler->engine;
+  const bool data_path = handler->id == kAmData ||
+                         handler->id == kAmReadRequest ||
+                         handler->id == kAmReadData;
   if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0 ||
-      header_length != kAmHeaderBytes || self->stopping_) {
+      header_length != (data_path ? kDataHeaderBytes : kAmHeaderBytes) ||
+      self->stopping_) {
     return UCS_OK;  // Not ours: we always send eager with our header.
+  }
+  if (data_path) {
+    self->HandleDataPath(
+        handler->id,
+        DecodeDataHeader(static_cast<const uint8_t*>(header_bytes)), data,
+        length);
+    return UCS_OK;
   }
   self->last_activity_ = absl::Now();
   const AmHeader header =
@@ -284,10 +300,40 @@ ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,
         self->HandleAck(peer, header.transfer_id);
       }
       break;
+    case kAmFence:
+      // Everything this peer sent before the fence was handled.
+      if (peer != nullptr && peer->state == PeerState::kReady) {
+        self->SendControl(peer, kAmAck,
+                          {peer->remote_conn_id, header.transfer_id}, {},
+                          false);
+      }
+      break;
     default:
       break;
   }
   return UCS_OK;
+}
+
+void TransferEngineImpl::HandleDataPath(unsigned am_id,
+                                        const DataHeader& header,
+                                        const void* data, size_t length) {
+  last_activity_ = absl::Now();
+  Peer* peer = peers_.Find(header.conn_id);
+  if (peer == nullptr || peer->state != PeerState::kReady) return;
+  peer->last_heard = last_activity_;
+  switch (am_id) {
+    case kAmData:
+      HandleData(peer, header, data, length);
+      break;
+    case kAmReadRequest:
+      HandleReadRequest(peer, header);
+      break;
+    case kAmReadData:
+      HandleReadData(peer, header, data, length);
+      break;
+    default:
+      break;
+  }
 }
 
 void TransferEngineImpl::HandleNotification(Peer* peer, const AmHeader& header,

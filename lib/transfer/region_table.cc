@@ -174,7 +174,8 @@ RegionTable::Mapping RegionTable::Lookup(RegionId id) const {
   TsanMutexLock lock(&mu_);
   auto it = regions_.find(id);
   if (it == regions_.end()) return {};
-  return {reinterpret_cast<char*>(it->second.info.base), it->second.memh};
+  return {reinterpret_cast<char*>(it->second.info.base), it->second.memh,
+          it->second.info.length};
 }
 
 }  // namespace flowkv::internal

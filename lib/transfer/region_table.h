@@ -71,8 +71,9 @@ class RegionTable {
 
   // Base address and memory handle of a region in use (Acquire'd).
   struct Mapping {
-    char* base = nullptr;
+    char* base = nullptr;  // null for an unknown region
     ucp_mem_h memh = nullptr;
+    uint64_t length = 0;
   };
   Mapping Lookup(RegionId id) const;
 

@@ -162,6 +162,8 @@ TransferEngineStats TransferEngineImpl::Stats() const {
   stats.peers_tracked = tracked.value_or(0);
   peers_.CountViews(&stats.peers_listed, &stats.peers_connected);
   stats.transfers_active = active_count_.load(std::memory_order_relaxed);
+  stats.max_bytes_posted_per_iteration =
+      max_iteration_posted_.load(std::memory_order_relaxed);
   {
     TsanMutexLock lock(&mu_);
     stats.messages_dropped = messages_dropped_;

@@ -57,9 +57,15 @@ enum AmId : unsigned {
   kAmMessage = 0x4b05,
   kAmPing = 0x4b06,
   kAmAck = 0x4b07,  // acknowledges a notification (transfer_id)
+  // The message data path (message_path.cc); these carry a DataHeader.
+  kAmData = 0x4b08,         // a Write's bytes
+  kAmReadRequest = 0x4b09,  // asks for a Read's bytes
+  kAmReadData = 0x4b0a,     // a Read's bytes (or why not)
+  kAmFence = 0x4b0b,        // acknowledge (kAmAck) once all before it landed
 };
 inline constexpr unsigned kAllAmIds[] = {
-    kAmHello, kAmHelloAck, kAmReject, kAmNotify, kAmMessage, kAmPing, kAmAck};
+    kAmHello, kAmHelloAck, kAmReject,      kAmNotify,   kAmMessage, kAmPing,
+    kAmAck,   kAmData,     kAmReadRequest, kAmReadData, kAmFence};
 
 // The header of every active message: the receiver's connection id and,
 // for kAmNotify with an acknowledgement requested and for kAmAck, the
@@ -70,6 +76,23 @@ struct AmHeader {
 };
 inline constexpr size_t kAmHeaderBytes = 16;
 
+// The header of the message data path's active messages: the receiver's
+// connection id, the reading transfer's id (reads), the region and offset
+// the bytes go to (kAmData, kAmReadData) or come from (kAmReadRequest),
+// their length, a status code (kAmReadData: why no bytes follow), and for
+// kAmReadRequest where the reader wants them. Little-endian on the wire.
+struct DataHeader {
+  uint64_t conn_id = 0;
+  uint64_t transfer_id = 0;
+  RegionId region = 0;
+  uint32_t code = 0;  // absl::StatusCode
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  RegionId reply_region = 0;
+  uint64_t reply_offset = 0;
+};
+inline constexpr size_t kDataHeaderBytes = 8 + 8 + 4 + 4 + 8 + 8 + 4 + 8;
+
 inline constexpr uint64_t kMaxNotificationBytes = 1 << 20;
 
 enum class TransferKind { kWrite, kRead, kSend };
@@ -79,6 +102,7 @@ enum class TransferPhase {
   kPosting,      // windows of ops are being posted (each ends with a flush)
   kNotifying,    // the notification (or message) is being sent
   kAwaitingAck,  // the notification was sent; waiting for the peer's ack
+  kFencing,      // aborted over the message path: waiting for the fence ack
 };
 
 // An unfinished transfer (progress thread).
@@ -97,8 +121,13 @@ struct Active {
   // Posting cursor: ops[next_op] is posted up to op_posted bytes.
   size_t next_op = 0;
   uint64_t op_posted = 0;
-  // A window's flush is outstanding: some posted bytes may still land.
+  // A window is outstanding (its flush, or over the message path a Read's
+  // replies): some posted bytes may still land.
   bool flush_in_flight = false;
+  // Message-path Read: bytes of the outstanding window not yet arrived, and
+  // the first error a reply reported.
+  uint64_t read_bytes_pending = 0;
+  absl::Status read_error;
   // Set by Cancel or the deadline: post nothing more, fence, then finish.
   absl::Status abort_status;
   // When the fence (the outstanding flush) must have completed, or the
@@ -116,6 +145,7 @@ struct RequestContext {
   PeerId peer = 0;
   std::string payload;  // AM bytes kept alive until completion
   uint8_t header[kAmHeaderBytes] = {};
+  uint8_t data_header[kDataHeaderBytes] = {};
 };
 
 // What a completed request's context named.
@@ -257,11 +287,36 @@ class TransferEngineImpl {
   void AfterNotification(uint64_t transfer_id, PeerId peer_id,
                          ucs_status_t status);
   void HandleAck(Peer* peer, uint64_t transfer_id);
+
+  // message_path.cc: bytes as active messages, for peers whose endpoint
+  // has no one-sided put or get (UCX would emulate them; see there).
+  // Post one piece [op_offset, +length) of `op`; false when posting failed
+  // (the peer is then failing).
+  bool PostDataMessage(Peer* peer, const TransferOp& op, uint64_t op_offset,
+                       uint64_t length, const char* local);
+  bool PostReadRequest(Active* active, Peer* peer, const TransferOp& op,
+                       uint64_t op_offset, uint64_t length);
+  void HandleDataPath(unsigned am_id, const DataHeader& header,
+                      const void* data, size_t length);
+  void HandleData(Peer* peer, const DataHeader& header, const void* data,
+                  size_t length);
+  void HandleReadRequest(Peer* peer, const DataHeader& header);
+  void HandleReadData(Peer* peer, const DataHeader& header, const void* data,
+                      size_t length);
+  // Sends a data-path message; `data` must stay valid until it completed.
+  // false (and the peer failing) when UCX refused it.
+  bool SendDataMessage(Peer* peer, unsigned am_id, const DataHeader& header,
+                       const void* data, uint64_t length);
+  static void OnDataSent(void* request, ucs_status_t status, void* user_data);
   void FinishTransfer(uint64_t transfer_id, absl::Status status);
   void HandleCancel(const std::shared_ptr<TransferRecord>& record);
   // Stops `active` (Cancel, deadline, Disconnect): nothing more is posted;
   // it finishes with `status` once no byte of it can still land.
   void Abort(Active* active, absl::Status status, absl::Time now);
+  // Finishes an aborted transfer with no window outstanding, once none of
+  // its bytes can still land: at once, or over the message path after the
+  // peer acknowledged a fence.
+  void FinishAborted(Active* active);
 
   const TransferEngineOptions options_;
   std::unique_ptr<UcxWorker> worker_;
@@ -275,6 +330,9 @@ class TransferEngineImpl {
   // Progress-thread state.
   absl::Time last_heartbeat_check_ = absl::InfinitePast();
   absl::Time last_activity_ = absl::InfinitePast();
+  // Bytes posted in this loop iteration, and the most in any (Stats).
+  uint64_t iteration_posted_ = 0;
+  std::atomic<uint64_t> max_iteration_posted_{0};
   bool stopping_ = false;
   ucp_listener_h listener_ = nullptr;
   PeerId next_peer_id_ = 1;
@@ -313,9 +371,11 @@ T TransferEngineImpl::RunSync(std::function<T()> fn) const {
   return *std::move(result);
 }
 
-// Little-endian AmHeader encoding.
+// Little-endian AmHeader / DataHeader encoding.
 void EncodeAmHeader(const AmHeader& header, uint8_t out[kAmHeaderBytes]);
 AmHeader DecodeAmHeader(const uint8_t in[kAmHeaderBytes]);
+void EncodeDataHeader(const DataHeader& header, uint8_t out[kDataHeaderBytes]);
+DataHeader DecodeDataHeader(const uint8_t in[kDataHeaderBytes]);
 
 }  // namespace flowkv::internal
 

@@ -107,11 +107,18 @@ bool TransferRecord::WaitFor(absl::Duration timeout) const {
   return true;
 }
 
+void TransferRecord::MarkInFlight() {
+  TsanMutexLock lock(&mu_);
+  if (state_ == TransferState::kPending) state_ = TransferState::kInFlight;
+}
+
 void TransferRecord::MarkPosted(absl::Time now) {
   TsanMutexLock lock(&mu_);
-  if (state_ != TransferState::kPending) return;
+  if (state_ == TransferState::kDone) return;
   state_ = TransferState::kInFlight;
-  stats_.post_time = now - stats_.submit_time;
+  if (stats_.post_time == absl::InfiniteDuration()) {
+    stats_.post_time = now - stats_.submit_time;
+  }
 }
 
 bool TransferRecord::Complete(absl::Status status, absl::Time now) {

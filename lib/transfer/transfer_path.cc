@@ -23,9 +23,6 @@
 namespace flowkv::internal {
 namespace {
 
-// Windows posted per progress-loop iteration, over all transfers.
-constexpr int kMaxWindowsPerIteration = 4;
-
 const char* KindName(TransferKind kind) {
   switch (kind) {
     case TransferKind::kWrite:
@@ -160,25 +157,23 @@ void TransferEngineImpl::StartTransfer(std::unique_ptr<Active> owned) {
     SendNotification(active, peer);
     return;
   }
-  // Small transfers post at once; large ones continue window by window from
-  // the progress loop.
-  PostWindow(active, peer);
+  // Posted window by window from the progress loop (in this iteration,
+  // after the inbox), which bounds the bytes posted per iteration.
+  ready_.push_back(id);
 }
 
 void TransferEngineImpl::PostReady() {
-  for (int windows = 0; windows < kMaxWindowsPerIteration && !ready_.empty();
-       ++windows) {
+  for (uint64_t windows = 0;
+       windows < kWindowsPerProgressTurn && !ready_.empty(); ++windows) {
     const uint64_t id = ready_.front();
     ready_.pop_front();
     auto it = active_.find(id);
     if (it == active_.end()) continue;
     Active* active = it->second.get();
+    // (An aborted transfer is finished by Abort / AfterFlush.)
     if (active->failing || active->flush_in_flight ||
-        active->phase != TransferPhase::kPosting) {
-      continue;
-    }
-    if (!active->abort_status.ok()) {
-      FinishTransfer(id, active->abort_status);  // nothing of it in flight
+        active->phase != TransferPhase::kPosting ||
+        !active->abort_status.ok()) {
       continue;
     }
     Peer* peer = peers_.Find(active->peer);
@@ -190,6 +185,8 @@ void TransferEngineImpl::PostReady() {
 void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
   const uint64_t id = active->record->id();
   const bool write = active->kind == TransferKind::kWrite;
+  // One-sided where the endpoint has it; else the message data path.
+  const bool rma = write ? peer->rma_put : peer->rma_get;
   const uint64_t budget = options_.max_piece_bytes;
   uint64_t posted = 0;
   ucp_request_param_t param{};
@@ -198,6 +195,7 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
   RegionId last_remote = ~RegionId{0};
   char* local_base = nullptr;
   const RemoteRegion* remote = nullptr;
+  active->record->MarkInFlight();
   while (active->next_op < active->ops.size() && posted < budget) {
     const TransferOp& op = active->ops[active->next_op];
     const RegionId local_id = write ? op.src_region : op.dst_region;
@@ -225,28 +223,45 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
         (write ? op.src_offset : op.dst_offset) + active->op_posted;
     const uint64_t remote_offset =
         (write ? op.dst_offset : op.src_offset) + active->op_posted;
-    ucs_status_ptr_t request =
-        write ? ucp_put_nbx(peer->ep, local_base + local_offset, piece,
-                            remote->info.base + remote_offset, remote->rkey,
-                            &param)
-              : ucp_get_nbx(peer->ep, local_base + local_offset, piece,
-                            remote->info.base + remote_offset, remote->rkey,
-                            &param);
-    if (UCS_PTR_IS_ERR(request)) {
-      const absl::Status status = UcxStatus(
-          UCS_PTR_STATUS(request),
-          absl::StrFormat("transfer %d: posting %s to peer %d", id,
-                          write ? "ucp_put_nbx" : "ucp_get_nbx", peer->id));
-      FailPeer(peer, status, id, absl::UnavailableError(status.message()));
-      return;
+    if (!rma) {
+      const bool posted_ok =
+          write ? PostDataMessage(peer, op, active->op_posted, piece,
+                                  local_base + local_offset)
+                : PostReadRequest(active, peer, op, active->op_posted, piece);
+      if (!posted_ok) return;  // the peer is failing
+    } else {
+      ucs_status_ptr_t request =
+          write ? ucp_put_nbx(peer->ep, local_base + local_offset, piece,
+                              remote->info.base + remote_offset, remote->rkey,
+                              &param)
+                : ucp_get_nbx(peer->ep, local_base + local_offset, piece,
+                              remote->info.base + remote_offset, remote->rkey,
+                              &param);
+      if (UCS_PTR_IS_ERR(request)) {
+        const absl::Status status = UcxStatus(
+            UCS_PTR_STATUS(request),
+            absl::StrFormat("transfer %d: posting %s to peer %d", id,
+                            write ? "ucp_put_nbx" : "ucp_get_nbx", peer->id));
+        FailPeer(peer, status, id, absl::UnavailableError(status.message()));
+        return;
+      }
+      if (request != nullptr) ucp_request_free(request);
     }
-    if (request != nullptr) ucp_request_free(request);
     posted += piece;
+    iteration_posted_ += piece;
     active->op_posted += piece;
     if (active->op_posted == op.length) {
       ++active->next_op;
       active->op_posted = 0;
     }
+  }
+  if (!rma && !write && posted > 0) {
+    // The window ends when every reply arrived (HandleReadData).
+    active->flush_in_flight = true;
+    if (active->next_op == active->ops.size()) {
+      active->record->MarkPosted(absl::Now());
+    }
+    return;
   }
   PostFlush(active, peer);
 }
@@ -294,8 +309,7 @@ void TransferEngineImpl::AfterFlush(uint64_t id, PeerId peer_id,
     return;
   }
   if (!active->abort_status.ok()) {
-    // The fence completed: nothing of this transfer can still land.
-    FinishTransfer(id, active->abort_status);
+    FinishAborted(active);
     return;
   }
   if (active->next_op < active->ops.size()) {
@@ -368,10 +382,14 @@ void TransferEngineImpl::HandleAck(Peer* peer, uint64_t transfer_id) {
   auto it = active_.find(transfer_id);
   if (it == active_.end()) return;
   Active* active = it->second.get();
-  // Only the peer the transfer went to can acknowledge it. An ack may
-  // overtake the local send completion of its notification.
-  if (active->peer != peer->id || active->failing || !active->acknowledged ||
-      active->phase == TransferPhase::kPosting) {
+  // Only the peer the transfer went to can acknowledge it.
+  if (active->peer != peer->id || active->failing) return;
+  if (active->phase == TransferPhase::kFencing) {
+    FinishTransfer(transfer_id, active->abort_status);  // the fence held
+    return;
+  }
+  // An ack may overtake the local send completion of its notification.
+  if (!active->acknowledged || active->phase == TransferPhase::kPosting) {
     return;
   }
   FinishTransfer(transfer_id, absl::OkStatus());
@@ -389,13 +407,27 @@ void TransferEngineImpl::Abort(Active* active, absl::Status status,
     return;
   }
   active->abort_status = std::move(status);
-  if (!active->flush_in_flight) {
-    FinishTransfer(id, active->abort_status);
+  // A fence (the outstanding window, then over the message path the fence
+  // message) that does not complete in time fails the peer.
+  active->fence_deadline = now + options_.peer_failure_timeout;
+  if (!active->flush_in_flight) FinishAborted(active);
+  // Else AfterFlush (or the last Read reply) continues.
+}
+
+void TransferEngineImpl::FinishAborted(Active* active) {
+  const uint64_t id = active->record->id();
+  Peer* peer = peers_.Find(active->peer);
+  const bool posted_any = active->next_op > 0 || active->op_posted > 0;
+  if (active->kind == TransferKind::kWrite && peer != nullptr &&
+      !peer->rma_put && posted_any &&
+      active->phase != TransferPhase::kFencing) {
+    // A flushed message may still wait in the peer's queue: the peer
+    // acknowledges the fence after it handled everything sent before it.
+    active->phase = TransferPhase::kFencing;
+    SendControl(peer, kAmFence, {peer->remote_conn_id, id}, {}, false);
     return;
   }
-  // Finished by AfterFlush when the outstanding flush (the fence)
-  // completes; a fence that does not complete in time fails the peer.
-  active->fence_deadline = now + options_.peer_failure_timeout;
+  FinishTransfer(id, active->abort_status);
 }
 
 void TransferEngineImpl::HandleCancel(

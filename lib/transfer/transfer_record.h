@@ -84,7 +84,9 @@ class TransferRecord : public std::enable_shared_from_this<TransferRecord> {
   // Whether the caller runs on the engine's progress thread.
   bool OnProgressThread() const;
 
-  // kPending -> kInFlight; records the post time.
+  // kPending -> kInFlight (the first op was posted).
+  void MarkInFlight();
+  // -> kInFlight; records the post time (every op was posted).
   void MarkPosted(absl::Time now);
   // -> kDone with `status` (first call wins; later calls return false).
   // Runs the completion callback on the calling thread, outside the lock,

@@ -153,6 +153,22 @@ absl::Status UcxWorker::Init(const UcxWorkerOptions& options) {
   return absl::OkStatus();
 }
 
+EndpointRma QueryEndpointRma(ucp_ep_h ep) {
+  EndpointRma rma;
+  char* buffer = nullptr;
+  size_t size = 0;
+  FILE* stream = open_memstream(&buffer, &size);
+  if (stream == nullptr) return rma;
+  ucp_ep_print_info(ep, stream);
+  std::fclose(stream);
+  const std::string info(buffer, size);
+  std::free(buffer);
+  // "#                  put[0]: 0..<short>..4294967296..<bcopy>..(inf)"
+  rma.put = info.find(" put[") != std::string::npos;
+  rma.get = info.find(" get[") != std::string::npos;
+  return rma;
+}
+
 UcxWorker::~UcxWorker() {
   if (worker_ != nullptr) ucp_worker_destroy(worker_);
   if (context_ != nullptr) ucp_cleanup(context_);

@@ -67,6 +67,15 @@ class UcxWorker {
   std::string transports_;
 };
 
+// Which one-sided operations an endpoint's transports do themselves: false
+// where UCX would emulate them with messages (tcp in UCX 1.13), read off
+// ucp_ep_print_info's protocol table once the endpoint is wired up.
+struct EndpointRma {
+  bool put = false;
+  bool get = false;
+};
+EndpointRma QueryEndpointRma(ucp_ep_h ep);
+
 }  // namespace flowkv::internal
 
 #endif  // FLOWKV_LIB_TRANSFER_UCX_WORKER_H_
