@@ -119,6 +119,18 @@ TEST_CASE("Extend grows in place, else adds a run", "[allocator]") {
   CHECK(foreign == BlockList({{20, 1}}));
 }
 
+TEST_CASE("Extend with a null list is InvalidArgument and changes nothing",
+          "[allocator]") {
+  // Regression: Extend(nullptr, n) dereferenced the list.
+  auto allocator = MakeAllocator(8);
+  for (uint32_t n : {0u, 1u}) {
+    const absl::Status s = allocator->Extend(nullptr, n);
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(s.message()), Catch::Contains("list"));
+  }
+  CHECK(allocator->free_blocks() == 8);
+}
+
 TEST_CASE("Growth slack keeps room for the list before a free run",
           "[allocator]") {
   auto allocator = MakeAllocator(100, /*growth_slack=*/8);

@@ -102,8 +102,9 @@ class FLOWKV_EXPORT BlockAllocator {
 
   // Appends `n` blocks to `*list`, growing its last run in place when the
   // blocks after it are free. On error `*list` is unchanged.
-  // InvalidArgument when the last block of a non-empty `*list` is not
-  // allocated; ResourceExhausted when fewer than n blocks are free.
+  // InvalidArgument when `list` is null or the last block of a non-empty
+  // `*list` is not allocated; ResourceExhausted when fewer than n blocks are
+  // free.
   absl::Status Extend(BlockList* list, uint32_t n);
 
   // Drops one reference to each block of `list`; blocks whose last

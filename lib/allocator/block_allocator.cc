@@ -46,6 +46,9 @@ class BlockAllocator::Impl {
   }
 
   absl::Status Extend(BlockList* list, uint32_t n) {
+    if (list == nullptr) {
+      return absl::InvalidArgumentError("Extend: list is null");
+    }
     if (n == 0) return absl::OkStatus();
     internal::TsanMutexLock lock(&mu_);
     if (!list->empty()) {
