@@ -1,3 +1,7 @@
+// The host side of the CUDA layout kernels: ConvertBlocksAsync,
+// PackBlocksAsync, UnpackBlocksAsync (validation shared with the CPU
+// reference, the tensor tables resolved to device addresses, launch
+// splitting). The kernel is cuda/convert_kernel.cu.
 #include "flowkv/cuda/layout_kernels.h"
 
 #include <algorithm>
@@ -17,29 +21,27 @@
 namespace flowkv::cuda {
 namespace {
 
-static_assert(kMaxRegions == internal::kConvertMaxRegions);
+static_assert(kMaxTensors == internal::kConvertMaxTensors);
 
 // Stays below gridDim.x's limit of 2^31 - 1 tiles per launch.
 constexpr uint64_t kMaxTilesPerLaunch = std::numeric_limits<int32_t>::max();
 
-void FillPool(const KvLayout& layout, absl::Span<const uintptr_t> bases,
-              internal::ConvertPool* pool) {
-  std::fill(std::begin(pool->bases), std::end(pool->bases), 0);
-  std::copy(bases.begin(), bases.end(), pool->bases);
-  pool->num_blocks = layout.geometry().num_blocks;
-  pool->block_major = layout.pool_order() == PoolOrder::kBlockMajor;
-  pool->hnd = layout.block_order() == BlockOrder::kHND;
-  pool->per_layer_regions = layout.region_split() == RegionSplit::kOnePerLayer;
-}
-
-// The widest access (16, 8, 4, 2 or 1 bytes) that divides head_bytes and
-// every region base: every head vector is then aligned to it on both sides.
-uint32_t WordBytes(uint64_t head_bytes, absl::Span<const uintptr_t> src,
-                   absl::Span<const uintptr_t> dst) {
-  uint64_t g = std::gcd(head_bytes, uint64_t{16});
-  for (uintptr_t base : src) g = std::gcd(g, uint64_t{base});
-  for (uintptr_t base : dst) g = std::gcd(g, uint64_t{base});
-  return static_cast<uint32_t>(g);
+// Resolves the layout's tensor table against the region bases. Returns the
+// gcd of 16 and every base and stride, so that `word` divides them all.
+uint64_t FillTensors(const KvLayout& layout, absl::Span<const uintptr_t> bases,
+                     internal::ConvertTensor* out, uint64_t word) {
+  const KvGeometry& g = layout.geometry();
+  for (size_t i = 0; i < layout.tensors().size(); ++i) {
+    const KvTensor& t = layout.tensors()[i];
+    out[i] = {bases[t.region] + t.offset, t.block_stride, t.token_stride,
+              t.head_stride};
+    word = std::gcd(word, uint64_t{out[i].base});
+    // A stride whose dimension has one index is never used.
+    if (g.num_blocks > 1) word = std::gcd(word, t.block_stride);
+    if (g.block_tokens > 1) word = std::gcd(word, t.token_stride);
+    if (g.kv_heads > 1) word = std::gcd(word, t.head_stride);
+  }
+  return word;
 }
 
 }  // namespace
@@ -56,14 +58,14 @@ absl::Status ConvertBlocksAsync(const KvLayout& src_layout,
       !st.ok()) {
     return st;
   }
-  for (const KvLayout* layout : {&src_layout, &dst_layout}) {
-    if (layout->num_regions() > kMaxRegions) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "ConvertBlocksAsync: %u regions > %u supported (%s)",
-          layout->num_regions(), kMaxRegions, layout->ToString()));
-    }
-  }
   const KvGeometry& g = src_layout.geometry();
+  const uint64_t num_tensors = src_layout.tensors().size();
+  if (num_tensors > kMaxTensors) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ConvertBlocksAsync: %u tensors (num_layers * num_parts) > %u "
+        "supported (%s)",
+        num_tensors, kMaxTensors, src_layout.ToString()));
+  }
   if (src_layout.tile_bytes() > std::numeric_limits<uint32_t>::max()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "ConvertBlocksAsync: tile_bytes %u > %u supported",
@@ -79,25 +81,22 @@ absl::Status ConvertBlocksAsync(const KvLayout& src_layout,
   for (size_t i = 0; i < dst_bases.size(); ++i) {
     dst_bases[i] = reinterpret_cast<uintptr_t>(dst_region_bases[i]);
   }
-  // ~20 KiB: on the heap, not the stack.
+  // ~24 KiB: on the heap, not the stack.
   auto args = std::make_unique<internal::ConvertArgs>();
-  FillPool(src_layout, src_bases, &args->src);
-  FillPool(dst_layout, dst_bases, &args->dst);
-  args->num_layers = g.num_layers;
+  uint64_t word = std::gcd(src_layout.head_bytes(), uint64_t{16});
+  word = FillTensors(src_layout, src_bases, args->src, word);
+  word = FillTensors(dst_layout, dst_bases, args->dst, word);
+  args->num_tensors = static_cast<uint32_t>(num_tensors);
   args->block_tokens = g.block_tokens;
   args->kv_heads = g.kv_heads;
   args->head_bytes = static_cast<uint32_t>(src_layout.head_bytes());
   args->tile_bytes = src_layout.tile_bytes();
-  const uint32_t word_bytes =
-      WordBytes(src_layout.head_bytes(), src_bases, dst_bases);
-  const uint64_t per_launch =
-      std::min<uint64_t>(internal::kConvertBlocksPerLaunch,
-                         kMaxTilesPerLaunch / (uint64_t{g.num_layers} * 2));
-  if (per_launch == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("ConvertBlocksAsync: num_layers %u > %u supported",
-                        g.num_layers, kMaxTilesPerLaunch / 2));
-  }
+  args->same_dense_tiles = src_layout.tile_order().has_value() &&
+                           src_layout.tile_order() == dst_layout.tile_order();
+  const KvTensor& dst0 = dst_layout.tensors()[0];
+  args->dst_token_major = dst0.head_stride <= dst0.token_stride;
+  const uint64_t per_launch = std::min<uint64_t>(
+      internal::kConvertBlocksPerLaunch, kMaxTilesPerLaunch / num_tensors);
 
   const std::vector<BlockId> src_ids = src_blocks.ToIds();
   const std::vector<BlockId> dst_ids = dst_blocks.ToIds();
@@ -107,7 +106,7 @@ absl::Status ConvertBlocksAsync(const KvLayout& src_layout,
     std::copy_n(src_ids.begin() + first, n, args->src_ids);
     std::copy_n(dst_ids.begin() + first, n, args->dst_ids);
     if (absl::Status st = internal::CudaStatus(
-            internal::LaunchConvert(*args, word_bytes, stream),
+            internal::LaunchConvert(*args, static_cast<uint32_t>(word), stream),
             "ConvertBlocksAsync: kernel launch");
         !st.ok()) {
       return st;

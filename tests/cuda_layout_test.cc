@@ -89,10 +89,10 @@ struct Pools {
   Pools(const KvLayout& layout, uint64_t offset, std::mt19937& rng) {
     for (uint32_t r = 0; r < layout.num_regions(); ++r) {
       std::vector<std::byte>& host =
-          host_regions.emplace_back(layout.region_bytes());
+          host_regions.emplace_back(layout.region_bytes(r));
       for (std::byte& b : host) b = static_cast<std::byte>(rng());
       device_regions.push_back(
-          std::make_unique<DeviceRegion>(layout.region_bytes(), offset));
+          std::make_unique<DeviceRegion>(layout.region_bytes(r), offset));
       device_regions.back()->Upload(host);
     }
   }
@@ -195,6 +195,31 @@ TEST_CASE("ConvertBlocksAsync matches the CPU reference for all layout pairs",
   }
 }
 
+TEST_CASE("ConvertBlocksAsync matches the CPU reference for strided layouts",
+          "[cuda]") {
+  FLOWKV_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(77);
+  std::mt19937_64 layout_rng(78);
+  StreamHolder stream;
+  // Random strided layouts (padding, any order, K/V packed per head, one
+  // region per tensor) against every preset, and one-part (MLA) pools.
+  for (int iter = 0; iter < 40; ++iter) {
+    KvGeometry g = iter % 2 ? kWide : kOdd;
+    g.num_parts = iter % 4 < 2 ? 2 : 1;
+    if (g.num_parts == 1) g.kv_heads = 1;
+    const KvLayout src = testing::RandomStridedLayout(g, layout_rng);
+    const std::vector<KvLayout> presets = AllLayouts(g);
+    const KvLayout dst = presets[iter % presets.size()];
+    const uint32_t count = g.num_blocks - 2;
+    CompareConvert(src, RandomBlocks(g.num_blocks, count, rng), dst,
+                   RandomBlocks(g.num_blocks, count, rng), 0, stream.get(),
+                   rng);
+    CompareConvert(dst, RandomBlocks(g.num_blocks, count, rng), src,
+                   RandomBlocks(g.num_blocks, count, rng), 0, stream.get(),
+                   rng);
+  }
+}
+
 TEST_CASE("ConvertBlocksAsync handles unaligned region bases", "[cuda]") {
   FLOWKV_SKIP_WITHOUT_GPU();
   std::mt19937 rng(3);
@@ -204,7 +229,11 @@ TEST_CASE("ConvertBlocksAsync handles unaligned region bases", "[cuda]") {
   const KvLayout flowkv_hnd =
       MakeLayout(kWide, PoolOrder::kBlockMajor, BlockOrder::kHND,
                  RegionSplit::kOnePerPool);
+  const KvLayout packed =
+      testing::Must(KvLayout::Vllm(kWide, VllmKvLayout::kLBHNC));
   for (uint64_t offset : {1u, 2u, 4u, 8u, 16u}) {
+    CompareConvert(packed, RandomBlocks(12, 9, rng), flowkv_hnd,
+                   RandomBlocks(12, 9, rng), offset, stream.get(), rng);
     CompareConvert(vllm, RandomBlocks(12, 9, rng), flowkv_hnd,
                    RandomBlocks(12, 9, rng), offset, stream.get(), rng);
     CompareConvert(flowkv_hnd, RandomBlocks(12, 9, rng), vllm,
@@ -293,9 +322,9 @@ TEST_CASE("ConvertBlocksAsync validates like the CPU reference", "[cuda]") {
                                  {&dst_base, 1}, BlockList(), nullptr)
             .ok());
 
-  // More regions than a launch can carry.
+  // More tensors than a launch can carry.
   KvGeometry deep = kOdd;
-  deep.num_layers = cuda::kMaxRegions + 1;
+  deep.num_layers = cuda::kMaxTensors / 2 + 1;
   const KvLayout per_layer =
       MakeLayout(deep, PoolOrder::kLayerMajor, BlockOrder::kNHD,
                  RegionSplit::kOnePerLayer);
@@ -305,7 +334,7 @@ TEST_CASE("ConvertBlocksAsync validates like the CPU reference", "[cuda]") {
   st = cuda::ConvertBlocksAsync(per_layer, many, Runs({{0, 1}}), block_major,
                                 {&dst_base, 1}, Runs({{0, 1}}), nullptr);
   CHECK(st.code() == absl::StatusCode::kInvalidArgument);
-  CHECK_THAT(std::string(st.message()), Catch::Contains("regions"));
+  CHECK_THAT(std::string(st.message()), Catch::Contains("tensors"));
 
   st = cuda::PackBlocksAsync(a, {&src_base, 1}, Runs({{0, 2}}), dst_base,
                              a.block_bytes(), nullptr);

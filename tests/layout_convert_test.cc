@@ -1,3 +1,6 @@
+// Tests of the host block conversion (flowkv/layout_convert.h): every pair
+// of preset and random strided layouts against an element-by-element
+// reference, round trips, staging, and the argument checks.
 #include "flowkv/layout_convert.h"
 
 #include <algorithm>
@@ -22,32 +25,7 @@ using testing::AllLayouts;
 using testing::MakeLayout;
 using testing::RandomBlocks;
 
-// A pool in host memory: one byte vector per region, filled with random bytes.
-struct Pool {
-  Pool(const KvLayout& layout, std::mt19937& rng) : layout(layout) {
-    regions.resize(layout.num_regions());
-    for (std::vector<std::byte>& region : regions) {
-      region.resize(layout.region_bytes());
-      for (std::byte& b : region) b = static_cast<std::byte>(rng());
-    }
-  }
-  std::vector<const void*> ConstBases() const {
-    std::vector<const void*> bases;
-    for (const auto& region : regions) bases.push_back(region.data());
-    return bases;
-  }
-  std::vector<void*> Bases() {
-    std::vector<void*> bases;
-    for (auto& region : regions) bases.push_back(region.data());
-    return bases;
-  }
-  const std::byte* At(const ByteAddress& a) const {
-    return regions[a.region].data() + a.offset;
-  }
-
-  KvLayout layout;
-  std::vector<std::vector<std::byte>> regions;
-};
+using Pool = testing::HostPool;
 
 BlockList Runs(std::initializer_list<BlockRun> runs) {
   return BlockList::FromRuns(runs);
@@ -68,7 +46,8 @@ void ExpectConverted(const Pool& src, const BlockList& src_blocks,
   uint64_t mismatches = 0;
   for (size_t i = 0; i < src_ids.size(); ++i) {
     for (uint32_t layer = 0; layer < g.num_layers; ++layer) {
-      for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
+      for (uint32_t p = 0; p < g.num_parts; ++p) {
+        const auto part = static_cast<KvPart>(p);
         for (uint32_t token = 0; token < g.block_tokens; ++token) {
           for (uint32_t head = 0; head < g.kv_heads; ++head) {
             const ByteAddress s =
@@ -217,13 +196,14 @@ TEST_CASE("ConvertBlocks rejects a geometry mismatch naming the field",
     uint32_t KvGeometry::*member;
   };
   for (const Case& c : {Case{"num_layers", &KvGeometry::num_layers},
+                        Case{"num_parts", &KvGeometry::num_parts},
                         Case{"block_tokens", &KvGeometry::block_tokens},
                         Case{"kv_heads", &KvGeometry::kv_heads},
                         Case{"head_dim", &KvGeometry::head_dim},
                         Case{"dtype_bytes", &KvGeometry::dtype_bytes}}) {
     INFO(c.field);
     KvGeometry g = kSmall;
-    g.*(c.member) += 1;
+    g.*(c.member) += c.member == &KvGeometry::num_parts ? -1 : 1;
     const KvLayout dst_layout = MakeLayout(
         g, PoolOrder::kBlockMajor, BlockOrder::kNHD, RegionSplit::kOnePerPool);
     const Pool before(dst_layout, rng);
@@ -292,14 +272,96 @@ TEST_CASE("ConvertBlocks rejects bad block lists and region bases",
   CHECK(dst.regions == before.regions);
 }
 
+TEST_CASE("ConvertBlocks between random strided layouts, and back",
+          "[layout]") {
+  std::mt19937_64 rng(20260901);
+  for (int iter = 0; iter < 300; ++iter) {
+    INFO("iteration " << iter);
+    KvGeometry g{.num_layers = 1 + static_cast<uint32_t>(rng() % 3),
+                 .num_blocks = 2 + static_cast<uint32_t>(rng() % 5),
+                 .block_tokens = 1 + static_cast<uint32_t>(rng() % 4),
+                 .kv_heads = 1 + static_cast<uint32_t>(rng() % 3),
+                 .head_dim = 1 + static_cast<uint32_t>(rng() % 4),
+                 .dtype_bytes = 1 + static_cast<uint32_t>(rng() % 2),
+                 .num_parts = 1 + static_cast<uint32_t>(rng() % 2)};
+    KvGeometry dg = g;
+    dg.num_blocks = 2 + static_cast<uint32_t>(rng() % 5);
+    const KvLayout src_layout = testing::RandomStridedLayout(g, rng);
+    const std::vector<KvLayout> presets = AllLayouts(dg);
+    const KvLayout dst_layout = rng() % 2
+                                    ? testing::RandomStridedLayout(dg, rng)
+                                    : presets[rng() % presets.size()];
+    INFO(src_layout.ToString() << " -> " << dst_layout.ToString());
+    const uint32_t count =
+        1 +
+        static_cast<uint32_t>(rng() % std::min(g.num_blocks, dg.num_blocks));
+    const BlockList src_blocks = RandomBlocks(g.num_blocks, count, rng);
+    const BlockList dst_blocks = RandomBlocks(dg.num_blocks, count, rng);
+    const Pool src(src_layout, rng);
+    const Pool dst_before(dst_layout, rng);
+    Pool dst = dst_before;
+    REQUIRE(ConvertBlocks(src_layout, src.ConstBases(), src_blocks, dst_layout,
+                          dst.Bases(), dst_blocks)
+                .ok());
+    ExpectConverted(src, src_blocks, dst_before, dst, dst_blocks);
+    // Back into a copy of the source with those blocks scrambled: byte-exact.
+    Pool back(src_layout, rng);
+    for (size_t r = 0; r < back.regions.size(); ++r)
+      back.regions[r] = src.regions[r];
+    for (BlockId b : src_blocks.ToIds()) {
+      for (uint32_t l = 0; l < g.num_layers; ++l)
+        for (uint32_t p = 0; p < g.num_parts; ++p)
+          for (uint32_t t = 0; t < g.block_tokens; ++t)
+            for (uint32_t h = 0; h < g.kv_heads; ++h) {
+              std::byte* e = back.At(src_layout.ElementAddress(
+                  l, static_cast<KvPart>(p), b, t, h));
+              std::fill(e, e + src_layout.head_bytes(), std::byte{0xEE});
+            }
+    }
+    REQUIRE(ConvertBlocks(dst_layout, dst.ConstBases(), dst_blocks, src_layout,
+                          back.Bases(), src_blocks)
+                .ok());
+    CHECK(back.regions == src.regions);
+  }
+}
+
+TEST_CASE("ConvertBlocks between every pair of one-part (MLA) layouts",
+          "[layout]") {
+  std::mt19937 rng(17);
+  const KvGeometry mla = {.num_layers = 3,
+                          .num_blocks = 6,
+                          .block_tokens = 4,
+                          .kv_heads = 1,
+                          .head_dim = 9,
+                          .dtype_bytes = 2,
+                          .num_parts = 1};
+  const std::vector<KvLayout> layouts = AllLayouts(mla);
+  REQUIRE(layouts.size() >= 6);
+  for (const KvLayout& src_layout : layouts) {
+    for (const KvLayout& dst_layout : layouts) {
+      INFO(src_layout.ToString() << " -> " << dst_layout.ToString());
+      const Pool src(src_layout, rng);
+      const Pool dst_before(dst_layout, rng);
+      Pool dst = dst_before;
+      const BlockList src_blocks = RandomBlocks(6, 4, rng);
+      const BlockList dst_blocks = RandomBlocks(6, 4, rng);
+      REQUIRE(ConvertBlocks(src_layout, src.ConstBases(), src_blocks,
+                            dst_layout, dst.Bases(), dst_blocks)
+                  .ok());
+      ExpectConverted(src, src_blocks, dst_before, dst, dst_blocks);
+    }
+  }
+}
+
 TEST_CASE("StagingLayout is block-major with the pool's block order",
           "[layout]") {
   const KvLayout vllm = MakeLayout(kSmall, PoolOrder::kLayerMajor,
                                    BlockOrder::kHND, RegionSplit::kOnePerLayer);
   const absl::StatusOr<KvLayout> staged = StagingLayout(vllm, 3);
   REQUIRE(staged.ok());
-  CHECK(staged->pool_order() == PoolOrder::kBlockMajor);
-  CHECK(staged->block_order() == BlockOrder::kHND);
+  CHECK(*staged ==
+        *KvLayout::FlowKvBlockMajor(staged->geometry(), BlockOrder::kHND));
+  CHECK(staged->tile_order() == BlockOrder::kHND);
   CHECK(staged->num_regions() == 1);
   CHECK(staged->geometry().num_blocks == 3);
   CHECK(staged->total_bytes() == 3 * vllm.block_bytes());

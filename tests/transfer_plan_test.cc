@@ -469,13 +469,10 @@ TEST_CASE("random plans copy exactly the reference bytes and are minimal",
     }
 
     // The documented semantics: whole blocks when tiles match byte for byte.
-    auto nhd = [](const KvLayout& l) {
-      return l.block_order() == BlockOrder::kNHD ||
-             l.geometry().kv_heads == 1 || l.geometry().block_tokens == 1;
-    };
     const bool whole_blocks =
         sg.block_tokens == dg.block_tokens && sg.kv_heads == dg.kv_heads &&
-        num_heads == sg.kv_heads && nhd(src.layout) == nhd(want.layout);
+        num_heads == sg.kv_heads &&
+        src.layout.tile_order() == want.layout.tile_order();
     tile_mode_cases += whole_blocks && num_tokens % sg.block_tokens != 0;
     const uint64_t ref_tokens =
         whole_blocks ? uint64_t{src_need} * sg.block_tokens : num_tokens;

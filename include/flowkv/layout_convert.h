@@ -4,17 +4,18 @@
 // kernels in "flowkv/cuda/layout_kernels.h".
 //
 // The two layouts must describe the same model: equal num_layers,
-// block_tokens, kv_heads, head_dim and dtype_bytes. They may differ in
-// pool_order (layer-major vLLM pool <-> block-major FlowKV pool), block_order
-// (NHD <-> HND), region_split and num_blocks. Position i of `src_blocks` is
-// copied to position i of `dst_blocks`: for every layer, K and V, token and
+// num_parts, block_tokens, kv_heads, head_dim and dtype_bytes. They may
+// differ in everything else: any two presets or strided layouts (a vLLM
+// pool <-> a FlowKV block-major pool, NHD <-> HND, K/V packed per head <->
+// separate K and V tensors) and num_blocks. Position i of `src_blocks` is
+// copied to position i of `dst_blocks`: for every layer, part, token and
 // head, the head vector at src_layout.ElementAddress(layer, part,
 // src_blocks.BlockAt(i), token, head) is copied to
 // dst_layout.ElementAddress(layer, part, dst_blocks.BlockAt(i), token, head).
 // No other destination byte is written.
 //
-// A pool is given as the base address of each of its regions (one per layer
-// for RegionSplit::kOnePerLayer, otherwise one), indexed by region:
+// A pool is given as the base address of each of its regions, indexed by
+// region (KvLayout::num_regions() of them):
 //
 //   // vLLM: one tensor per layer -> a FlowKV block-major staging pool.
 //   std::vector<const void*> src_bases = ...;   // num_layers entries
@@ -25,8 +26,9 @@
 //
 // Pack/unpack copy a request's (non-contiguous) blocks to or from one
 // contiguous staging buffer, e.g. a bounce buffer before a network send. The
-// staging buffer holds the blocks back to back in StagingLayout(): block-major,
-// the pool's block order, block i of the buffer = position i of the list.
+// staging buffer holds the blocks back to back in StagingLayout(): FlowKV
+// block-major, the pool's tile order (NHD when its tiles are not dense),
+// block i of the buffer = position i of the list.
 //
 // Thread safety: thread-safe (pure functions); concurrent calls must not
 // write the same destination bytes.
@@ -59,7 +61,7 @@ FLOWKV_EXPORT absl::Status CheckConversion(
 // Copies position i of `src_blocks` to position i of `dst_blocks` for every
 // i, converting between the two layouts (see the file comment). Writes
 // nothing when CheckConversion fails and returns its error. Empty lists: OK.
-// REQUIRES: every region holds region_bytes() bytes of host memory; the
+// REQUIRES: region r holds region_bytes(r) bytes of host memory; the
 // source and destination bytes do not overlap; `dst_blocks` names no block
 // twice.
 FLOWKV_EXPORT absl::Status ConvertBlocks(
@@ -68,8 +70,9 @@ FLOWKV_EXPORT absl::Status ConvertBlocks(
     absl::Span<void* const> dst_region_bases, const BlockList& dst_blocks);
 
 // The layout of a staging buffer holding `num_blocks` blocks of `layout`
-// back to back: the same geometry except num_blocks, block-major, the same
-// block order, one region. InvalidArgument when num_blocks is 0.
+// back to back: the same geometry except num_blocks,
+// KvLayout::FlowKvBlockMajor with the pool's tile order (NHD when its tiles
+// are not dense), one region. InvalidArgument when num_blocks is 0.
 FLOWKV_EXPORT absl::StatusOr<KvLayout> StagingLayout(const KvLayout& layout,
                                                      uint32_t num_blocks);
 

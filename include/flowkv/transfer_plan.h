@@ -1,27 +1,30 @@
 // TransferPlan: the minimal list of copy ops that moves a request's KV cache
-// from a source pool to a destination pool.
+// from a source pool to a destination pool, for any two KvLayouts.
 //
 // The planner walks the two BlockLists together and cuts at every run
 // boundary of either side (bidirectional alignment), maps each aligned run
-// through both KvLayouts, and merges ops that are adjacent on BOTH sides. The
-// result is minimal: no two ops of a plan could be merged into one.
+// through both layouts' strides, and merges ops that are adjacent on BOTH
+// sides. The result is minimal: one op per maximal run of bytes that is
+// contiguous on both sides, so no two ops of a plan could be merged.
 //
 //   * Block-major on both sides, same geometry: one op per aligned run.
-//   * Layer-major (either side): 2 * L ops per aligned run.
-//   * Different block_tokens, NHD vs HND, or a head range (tensor-parallel
-//     sharding): the plan splits finer and still merges what is adjacent on
-//     both sides.
+//   * Layer-major (either side): P * L ops per aligned run (P parts, L
+//     layers), fewer where the other side is also layer-major.
+//   * Different block_tokens, NHD vs HND, K and V packed per head (vLLM's
+//     standardized layouts), or a head range (tensor-parallel sharding): the
+//     plan splits finer and still merges what is adjacent on both sides.
 //
 // Which bytes move. Token i of the request is token i % T of block
 // BlockAt(i / T) of a list (T = that side's block_tokens). The plan copies,
-// for every layer in the layer range, K and V, every token of the request and
-// heads [src_head_begin, +num_heads) of the source to the same layer, part
-// and token and heads [dst_head_begin, +num_heads) of the destination.
-// When both sides have the same block_tokens and the same per-block layout
-// (same block order, every head of both pools copied), the plan copies whole
-// blocks: ceil(num_tokens / block_tokens) of them, including the unused tail
-// of a partial last block (fewer and larger ops). Otherwise it copies exactly
-// num_tokens tokens.
+// for every layer in the layer range, every part (K and V, or the latent),
+// every token of the request and heads [src_head_begin, +num_heads) of the
+// source to the same layer, part and token and heads [dst_head_begin,
+// +num_heads) of the destination. When both sides have the same
+// block_tokens and kv_heads, every head is copied and both layouts store
+// their tiles densely in the same order (equal KvLayout::tile_order()), the
+// plan copies whole blocks: ceil(num_tokens / block_tokens) of them,
+// including the unused tail of a partial last block (fewer and larger ops).
+// Otherwise it copies exactly num_tokens tokens.
 //
 // Heterogeneous tensor parallelism: one source rank with 8 KV heads feeding
 // two destination ranks with 4 each plans twice, with src_head_begin 0 and 4
@@ -36,11 +39,13 @@
 //       flowkv::PlanTransfer(request);
 //
 // Ops come out sorted by (src_region, src_offset). Planning costs time linear
-// in the ops produced, plus O(R log R) for the R aligned runs. The ops are
-// emitted in source order and merged on the fly, except where one source
-// block is split between aligned runs whose pieces interleave in memory
-// (different block_tokens on the two sides, or an HND block-major source cut
-// mid-block); then the new ops are sorted and merged once more, O(n log n).
+// in the ops produced, plus O(R log R) for the R aligned runs: the layers,
+// parts and heads the source stores outside its blocks are walked around the
+// aligned runs, the rest inside each run, so ops come out in source order.
+// Where they cannot (a source block split between aligned runs whose pieces
+// interleave in memory: different block_tokens, or an HND-like source cut
+// mid-block; or tensors placed in no affine order), the new ops are sorted
+// and merged once more, O(n log n).
 // Everything here is a pure function: thread-safe.
 
 #ifndef FLOWKV_TRANSFER_PLAN_H_
@@ -94,10 +99,11 @@ struct TransferPlanRequest {
 
 // The plan for `request`, sorted by (src_region, src_offset) and merged.
 // Errors (nothing is returned):
-//   InvalidArgument: a layout is null; head_dim, dtype_bytes or num_layers
-//     differ; the layer or head range is empty or exceeds a pool (the message
-//     names the field); a list holds fewer than num_tokens tokens (with both
-//     numbers).
+//   InvalidArgument: a layout is null; head_dim, dtype_bytes, num_parts or
+//     num_layers differ; the layer or head range is empty or exceeds a pool
+//     (the message names the field); a list holds fewer than num_tokens
+//     tokens (with both numbers); the request moves 2^64 bytes or more
+//     (names num_tokens).
 //   OutOfRange: a block of a list is outside its pool.
 FLOWKV_EXPORT absl::StatusOr<std::vector<TransferOp>> PlanTransfer(
     const TransferPlanRequest& request);

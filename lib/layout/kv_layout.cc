@@ -1,17 +1,18 @@
-#include "flowkv/kv_layout.h"
+// KvLayout's accessors and address math: element and tile addresses, slice
+// ranges, block-list ranges, printing and equality. Construction lives in
+// layout_presets.cc and layout_validate.cc, the wire form in
+// layout_serialize.cc. Calls nothing but Abseil.
 
-#include <limits>
+#include <algorithm>
+#include <utility>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "lib/layout/kv_layout_internal.h"
 
 namespace flowkv {
 namespace {
 
-// a * b, or false when it overflows 64 bits.
-bool MulOk(uint64_t a, uint64_t b, uint64_t* out) {
-  return !__builtin_mul_overflow(a, b, out);
-}
+using internal::KvLayoutData;
 
 // Appends `range` to `out`, extending the last range when it ends exactly
 // where `range` begins in the same region.
@@ -26,81 +27,118 @@ void AppendMerged(const ByteRange& range, std::vector<ByteRange>* out) {
   out->push_back(range);
 }
 
-}  // namespace
-
-KvLayout::KvLayout(const KvLayoutSpec& spec) : spec_(spec) {
-  const KvGeometry& g = spec_.geometry;
-  head_bytes_ = uint64_t{g.head_dim} * g.dtype_bytes;
-  tile_bytes_ = head_bytes_ * g.kv_heads * g.block_tokens;
-  const uint64_t pool_bytes = tile_bytes_ * 2 * g.num_layers * g.num_blocks;
-  num_regions_ =
-      spec_.region_split == RegionSplit::kOnePerLayer ? g.num_layers : 1;
-  region_bytes_ = pool_bytes / num_regions_;
+bool RangeBefore(const ByteRange& a, const ByteRange& b) {
+  return a.region != b.region ? a.region < b.region : a.offset < b.offset;
 }
 
-absl::StatusOr<KvLayout> KvLayout::Create(const KvLayoutSpec& spec) {
-  const KvGeometry& g = spec.geometry;
-  const std::pair<const char*, uint32_t> fields[] = {
-      {"num_layers", g.num_layers},     {"num_blocks", g.num_blocks},
-      {"block_tokens", g.block_tokens}, {"kv_heads", g.kv_heads},
-      {"head_dim", g.head_dim},         {"dtype_bytes", g.dtype_bytes}};
-  for (const auto& [name, value] : fields) {
-    if (value == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("KvLayout: ", name, " must be > 0"));
+// One dimension of a one-sided strided walk.
+struct WalkDim {
+  uint64_t extent;
+  uint64_t stride;
+  uint32_t region_step;
+};
+
+// Calls emit(range) for every contiguous range of the strided array at
+// `base` with dims `dims` (any order) and `element` contiguous bytes per
+// index: outermost dims (region steps, then larger strides) first, the
+// innermost dims that continue each other folded into one range.
+template <typename Emit>
+void Walk(ByteAddress base, std::vector<WalkDim> dims, uint64_t element,
+          Emit&& emit) {
+  dims.erase(std::remove_if(dims.begin(), dims.end(),
+                            [](const WalkDim& d) { return d.extent <= 1; }),
+             dims.end());
+  std::sort(dims.begin(), dims.end(), [](const WalkDim& a, const WalkDim& b) {
+    return a.region_step != b.region_step ? a.region_step > b.region_step
+                                          : a.stride > b.stride;
+  });
+  uint64_t chunk = element;
+  while (!dims.empty() && dims.back().region_step == 0 &&
+         dims.back().stride == chunk) {
+    chunk *= dims.back().extent;
+    dims.pop_back();
+  }
+  const int n = static_cast<int>(dims.size());
+  std::vector<uint64_t> index(n, 0);
+  ByteRange range{base.region, base.offset, chunk};
+  while (true) {
+    emit(range);
+    int k = n - 1;
+    for (; k >= 0; --k) {
+      const WalkDim& d = dims[k];
+      if (++index[k] < d.extent) {
+        range.offset += d.stride;
+        range.region += d.region_step;
+        break;
+      }
+      index[k] = 0;
+      range.offset -= d.stride * (d.extent - 1);
+      range.region -= static_cast<uint32_t>(d.region_step * (d.extent - 1));
     }
+    if (k < 0) return;
   }
-  uint64_t bytes = 1;
-  for (uint64_t factor :
-       {uint64_t{g.head_dim}, uint64_t{g.dtype_bytes}, uint64_t{g.kv_heads},
-        uint64_t{g.block_tokens}, uint64_t{2}, uint64_t{g.num_layers},
-        uint64_t{g.num_blocks}}) {
-    if (!MulOk(bytes, factor, &bytes)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "KvLayout: pool size overflows 64 bits (num_layers=%u num_blocks=%u "
-          "block_tokens=%u kv_heads=%u head_dim=%u dtype_bytes=%u)",
-          g.num_layers, g.num_blocks, g.block_tokens, g.kv_heads, g.head_dim,
-          g.dtype_bytes));
-    }
-  }
-  if (spec.region_split == RegionSplit::kOnePerLayer &&
-      spec.pool_order != PoolOrder::kLayerMajor) {
-    return absl::InvalidArgumentError(
-        "KvLayout: region_split=kOnePerLayer requires pool_order=kLayerMajor");
-  }
-  return KvLayout(spec);
+}
+
+}  // namespace
+
+KvLayout::KvLayout(std::shared_ptr<const internal::KvLayoutData> data)
+    : data_(std::move(data)) {}
+
+const KvGeometry& KvLayout::geometry() const { return data_->geometry; }
+const std::string& KvLayout::name() const { return data_->name; }
+absl::Span<const KvTensor> KvLayout::tensors() const { return data_->tensors; }
+const KvTensor& KvLayout::tensor(uint32_t layer, KvPart part) const {
+  return data_->tensor(layer, static_cast<uint32_t>(part));
+}
+std::optional<BlockOrder> KvLayout::tile_order() const {
+  return data_->tile_order;
+}
+uint32_t KvLayout::num_regions() const {
+  return static_cast<uint32_t>(data_->region_bytes.size());
+}
+uint64_t KvLayout::region_bytes(uint32_t region) const {
+  return data_->region_bytes[region];
+}
+uint64_t KvLayout::region_bytes() const { return data_->max_region_bytes; }
+uint64_t KvLayout::total_bytes() const { return data_->total_bytes; }
+uint64_t KvLayout::head_bytes() const { return data_->head_bytes; }
+uint64_t KvLayout::token_bytes() const {
+  return data_->head_bytes * data_->geometry.kv_heads;
+}
+uint64_t KvLayout::tile_bytes() const { return data_->tile_bytes; }
+uint64_t KvLayout::block_bytes() const {
+  return data_->tile_bytes * data_->geometry.num_parts *
+         data_->geometry.num_layers;
+}
+uint64_t KvLayout::bytes_per_token() const {
+  return token_bytes() * data_->geometry.num_parts * data_->geometry.num_layers;
 }
 
 ByteAddress KvLayout::TileAddress(uint32_t layer, KvPart part,
                                   BlockId block) const {
-  const KvGeometry& g = spec_.geometry;
-  const uint64_t kv = static_cast<uint64_t>(part);
-  if (spec_.pool_order == PoolOrder::kBlockMajor) {
-    return {0,
-            ((uint64_t{block} * g.num_layers + layer) * 2 + kv) * tile_bytes_};
-  }
-  const uint64_t in_layer = (kv * g.num_blocks + block) * tile_bytes_;
-  if (spec_.region_split == RegionSplit::kOnePerLayer) return {layer, in_layer};
-  return {0, uint64_t{layer} * 2 * g.num_blocks * tile_bytes_ + in_layer};
+  const KvTensor& t = tensor(layer, part);
+  return {t.region, t.offset + uint64_t{block} * t.block_stride};
 }
 
 ByteAddress KvLayout::ElementAddress(uint32_t layer, KvPart part, BlockId block,
                                      uint32_t token, uint32_t head) const {
-  const KvGeometry& g = spec_.geometry;
-  ByteAddress address = TileAddress(layer, part, block);
-  const uint64_t index = spec_.block_order == BlockOrder::kNHD
-                             ? uint64_t{token} * g.kv_heads + head
-                             : uint64_t{head} * g.block_tokens + token;
-  address.offset += index * head_bytes_;
-  return address;
+  const KvTensor& t = tensor(layer, part);
+  return {t.region, t.offset + uint64_t{block} * t.block_stride +
+                        uint64_t{token} * t.token_stride +
+                        uint64_t{head} * t.head_stride};
 }
 
 absl::Status KvLayout::AppendSliceRanges(const KvSlice& s,
                                          std::vector<ByteRange>* out) const {
-  const KvGeometry& g = spec_.geometry;
+  const KvGeometry& g = geometry();
   if (s.layer >= g.num_layers) {
     return absl::OutOfRangeError(absl::StrFormat(
         "KvSlice: layer %u >= num_layers %u", s.layer, g.num_layers));
+  }
+  if (static_cast<uint32_t>(s.part) >= g.num_parts) {
+    return absl::OutOfRangeError(
+        absl::StrFormat("KvSlice: part %u >= num_parts %u",
+                        static_cast<uint32_t>(s.part), g.num_parts));
   }
   if (s.block >= g.num_blocks) {
     return absl::OutOfRangeError(absl::StrFormat(
@@ -118,32 +156,20 @@ absl::Status KvLayout::AppendSliceRanges(const KvSlice& s,
                         "of [0, %u)",
                         s.head_begin, s.head_end, g.kv_heads));
   }
-  const uint32_t heads = s.head_end - s.head_begin;
-  const uint32_t tokens = s.token_end - s.token_begin;
-  if (spec_.block_order == BlockOrder::kNHD) {
-    // Rows are tokens; a row is contiguous over the head range.
-    for (uint32_t t = s.token_begin; t < s.token_end; ++t) {
-      const ByteAddress a =
-          ElementAddress(s.layer, s.part, s.block, t, s.head_begin);
-      AppendMerged({a.region, a.offset, heads * head_bytes_}, out);
-    }
-  } else {
-    // Rows are heads; a row is contiguous over the token range.
-    for (uint32_t h = s.head_begin; h < s.head_end; ++h) {
-      const ByteAddress a =
-          ElementAddress(s.layer, s.part, s.block, s.token_begin, h);
-      AppendMerged({a.region, a.offset, tokens * head_bytes_}, out);
-    }
-  }
+  const KvTensor& t = tensor(s.layer, s.part);
+  Walk(ElementAddress(s.layer, s.part, s.block, s.token_begin, s.head_begin),
+       {{s.token_end - s.token_begin, t.token_stride, 0},
+        {s.head_end - s.head_begin, t.head_stride, 0}},
+       head_bytes(), [&](const ByteRange& r) { AppendMerged(r, out); });
   return absl::OkStatus();
 }
 
 absl::Status KvLayout::CheckBlocks(const BlockList& list) const {
   for (const BlockRun& run : list.runs()) {
-    if (run.end() > spec_.geometry.num_blocks) {
+    if (run.end() > geometry().num_blocks) {
       return absl::OutOfRangeError(
           absl::StrFormat("block run %u+%u ends past num_blocks %u", run.first,
-                          run.count, spec_.geometry.num_blocks));
+                          run.count, geometry().num_blocks));
     }
   }
   return absl::OkStatus();
@@ -152,40 +178,54 @@ absl::Status KvLayout::CheckBlocks(const BlockList& list) const {
 absl::StatusOr<std::vector<ByteRange>> KvLayout::BlockListRanges(
     const BlockList& list) const {
   if (absl::Status s = CheckBlocks(list); !s.ok()) return s;
+  const KvLayoutData& d = *data_;
+  const KvGeometry& g = d.geometry;
   std::vector<ByteRange> ranges;
-  const uint32_t layers = spec_.geometry.num_layers;
-  if (spec_.pool_order == PoolOrder::kBlockMajor) {
-    ranges.reserve(list.num_runs());
-    for (const BlockRun& run : list.runs()) {
-      AppendMerged({0, uint64_t{run.first} * block_bytes(),
-                    uint64_t{run.count} * block_bytes()},
-                   &ranges);
-    }
-    return ranges;
-  }
-  ranges.reserve(list.num_runs() * 2 * layers);
+  std::vector<ByteRange> run_ranges;
   for (const BlockRun& run : list.runs()) {
-    for (uint32_t layer = 0; layer < layers; ++layer) {
-      for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
-        const ByteAddress a = TileAddress(layer, part, run.first);
-        AppendMerged({a.region, a.offset, uint64_t{run.count} * tile_bytes_},
-                     &ranges);
+    run_ranges.clear();
+    auto collect = [&](const ByteRange& r) { AppendMerged(r, &run_ranges); };
+    if (d.affine) {
+      const KvTensor& t = d.tensor(0, 0);
+      Walk({t.region, t.offset + uint64_t{run.first} * t.block_stride},
+           {{g.num_layers, d.layer_offset_step, d.layer_region_step},
+            {g.num_parts, d.part_offset_step, d.part_region_step},
+            {run.count, t.block_stride, 0},
+            {g.block_tokens, t.token_stride, 0},
+            {g.kv_heads, t.head_stride, 0}},
+           d.head_bytes, collect);
+    } else {
+      for (const KvTensor& t : d.tensors) {
+        Walk({t.region, t.offset + uint64_t{run.first} * t.block_stride},
+             {{run.count, t.block_stride, 0},
+              {g.block_tokens, t.token_stride, 0},
+              {g.kv_heads, t.head_stride, 0}},
+             d.head_bytes, collect);
       }
     }
+    if (!std::is_sorted(run_ranges.begin(), run_ranges.end(), RangeBefore)) {
+      std::sort(run_ranges.begin(), run_ranges.end(), RangeBefore);
+      std::vector<ByteRange> merged;
+      for (const ByteRange& r : run_ranges) AppendMerged(r, &merged);
+      run_ranges.swap(merged);
+    }
+    for (const ByteRange& r : run_ranges) AppendMerged(r, &ranges);
   }
   return ranges;
 }
 
 std::string KvLayout::ToString() const {
-  const KvGeometry& g = spec_.geometry;
+  const KvGeometry& g = geometry();
   return absl::StrFormat(
-      "%s%s %s L=%u blocks=%u T=%u H=%u D=%u dtype=%u",
-      spec_.pool_order == PoolOrder::kBlockMajor ? "block_major"
-                                                 : "layer_major",
-      spec_.region_split == RegionSplit::kOnePerLayer ? "(per-layer regions)"
-                                                      : "",
-      spec_.block_order == BlockOrder::kNHD ? "NHD" : "HND", g.num_layers,
-      g.num_blocks, g.block_tokens, g.kv_heads, g.head_dim, g.dtype_bytes);
+      "%s L=%u P=%u blocks=%u T=%u H=%u D=%u dtype=%u regions=%u", name(),
+      g.num_layers, g.num_parts, g.num_blocks, g.block_tokens, g.kv_heads,
+      g.head_dim, g.dtype_bytes, num_regions());
+}
+
+bool operator==(const KvLayout& a, const KvLayout& b) {
+  const KvLayoutData& x = internal::LayoutData(a);
+  const KvLayoutData& y = internal::LayoutData(b);
+  return &x == &y || (x.geometry == y.geometry && x.tensors == y.tensors);
 }
 
 }  // namespace flowkv

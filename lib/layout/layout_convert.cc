@@ -1,3 +1,6 @@
+// Block conversion on the host: CheckConversion, ConvertBlocks (the CPU
+// reference of the CUDA kernels), StagingLayout, PackBlocks, UnpackBlocks
+// and the staging checks shared with cuda/ (lib/layout/staging.h).
 #include "flowkv/layout_convert.h"
 
 #include <cstddef>
@@ -48,6 +51,7 @@ absl::Status CheckConversion(const KvLayout& src_layout,
   const KvGeometry& d = dst_layout.geometry();
   const std::tuple<const char*, uint32_t, uint32_t> fields[] = {
       {"num_layers", s.num_layers, d.num_layers},
+      {"num_parts", s.num_parts, d.num_parts},
       {"block_tokens", s.block_tokens, d.block_tokens},
       {"kv_heads", s.kv_heads, d.kv_heads},
       {"head_dim", s.head_dim, d.head_dim},
@@ -111,28 +115,39 @@ absl::Status ConvertBlocks(const KvLayout& src_layout,
   const KvGeometry& g = src_layout.geometry();
   const uint64_t head_bytes = src_layout.head_bytes();
   const uint64_t tile_bytes = src_layout.tile_bytes();
-  // A tile (one layer's K or V of one block) is contiguous in both layouts;
-  // with the same block order its bytes are also in the same order.
-  const bool same_block_order =
-      src_layout.block_order() == dst_layout.block_order();
+  // Tiles stored densely in the same order on both sides are one memcpy.
+  const bool same_dense_tiles =
+      src_layout.tile_order().has_value() &&
+      src_layout.tile_order() == dst_layout.tile_order();
   const std::vector<BlockId> src_ids = src_blocks.ToIds();
   const std::vector<BlockId> dst_ids = dst_blocks.ToIds();
   for (size_t i = 0; i < src_ids.size(); ++i) {
     for (uint32_t layer = 0; layer < g.num_layers; ++layer) {
-      for (KvPart part : {KvPart::kKey, KvPart::kValue}) {
-        if (same_block_order) {
-          std::memcpy(At(dst, dst_layout.TileAddress(layer, part, dst_ids[i])),
-                      At(src, src_layout.TileAddress(layer, part, src_ids[i])),
-                      tile_bytes);
+      for (uint32_t p = 0; p < g.num_parts; ++p) {
+        const auto part = static_cast<KvPart>(p);
+        const std::byte* from =
+            At(src, src_layout.TileAddress(layer, part, src_ids[i]));
+        std::byte* to =
+            At(dst, dst_layout.TileAddress(layer, part, dst_ids[i]));
+        if (same_dense_tiles) {
+          std::memcpy(to, from, tile_bytes);
           continue;
         }
+        const KvTensor& st = src_layout.tensor(layer, part);
+        const KvTensor& dt = dst_layout.tensor(layer, part);
+        // A token's heads contiguous on both sides: one memcpy per token.
+        const bool rows = g.kv_heads == 1 || (st.head_stride == head_bytes &&
+                                              dt.head_stride == head_bytes);
         for (uint32_t token = 0; token < g.block_tokens; ++token) {
+          const std::byte* row_from = from + token * st.token_stride;
+          std::byte* row_to = to + token * dt.token_stride;
+          if (rows) {
+            std::memcpy(row_to, row_from, head_bytes * g.kv_heads);
+            continue;
+          }
           for (uint32_t head = 0; head < g.kv_heads; ++head) {
-            std::memcpy(At(dst, dst_layout.ElementAddress(
-                                    layer, part, dst_ids[i], token, head)),
-                        At(src, src_layout.ElementAddress(
-                                    layer, part, src_ids[i], token, head)),
-                        head_bytes);
+            std::memcpy(row_to + head * dt.head_stride,
+                        row_from + head * st.head_stride, head_bytes);
           }
         }
       }
@@ -146,11 +161,10 @@ absl::StatusOr<KvLayout> StagingLayout(const KvLayout& layout,
   if (num_blocks == 0) {
     return absl::InvalidArgumentError("StagingLayout: num_blocks must be > 0");
   }
-  KvLayoutSpec spec = layout.spec();
-  spec.geometry.num_blocks = num_blocks;
-  spec.pool_order = PoolOrder::kBlockMajor;
-  spec.region_split = RegionSplit::kOnePerPool;
-  return KvLayout::Create(spec);
+  KvGeometry geometry = layout.geometry();
+  geometry.num_blocks = num_blocks;
+  return KvLayout::FlowKvBlockMajor(
+      geometry, layout.tile_order().value_or(BlockOrder::kNHD));
 }
 
 uint64_t StagingBytes(const KvLayout& layout, const BlockList& blocks) {

@@ -1,3 +1,7 @@
+// TransferPlan: PlanTransfer / AppendTransferPlan / CountTransferOps (the
+// aligned walk of two strided KvLayouts) and ApplyPlanLocally. Reads the
+// layouts' tables through lib/layout/kv_layout_internal.h; calls nothing
+// else but Abseil.
 #include "flowkv/transfer_plan.h"
 
 #include <algorithm>
@@ -6,67 +10,54 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "lib/layout/kv_layout_internal.h"
 
 namespace flowkv {
 namespace {
 
+using internal::KvLayoutData;
+
 // How the planner addresses one pool. Positions `x` along the token axis are
 // "pool positions": block * units_per_block + unit inside the block, where a
-// unit is a token (general mode) or a whole block (tile mode).
+// unit is a token (token mode) or a whole block (tile mode).
 struct Side {
-  bool block_major = true;
-  bool per_layer_regions = false;
-  bool nhd = true;  // Normalized: HND with one head or one token is NHD.
+  const KvLayoutData* d = nullptr;
+  uint64_t block_tokens = 0;
+  uint64_t head_begin = 0;
+  uint64_t units_per_block = 1;
   // True when the side's addresses are affine in x only inside one block, so
   // pieces must not cross its block boundaries.
   bool needs_cut = false;
-  uint32_t num_layers = 0;
-  uint64_t num_blocks = 0;
-  uint64_t block_tokens = 0;
-  uint64_t kv_heads = 0;
-  uint64_t head_bytes = 0;
-  uint64_t tile_bytes = 0;
-  uint64_t head_begin = 0;
-  uint64_t units_per_block = 1;
-  // Byte strides of the logical dims, and region steps (per-layer regions).
-  uint64_t layer_stride = 0;
-  uint32_t layer_region_step = 0;
-  uint64_t part_stride = 0;
-  uint64_t x_stride = 0;
-  uint64_t head_stride = 0;
-
-  // The address of (layer, part, pool position x, head_begin).
-  ByteAddress Base(uint32_t layer, uint32_t part, uint64_t x,
-                   bool tile_mode) const {
-    uint64_t block = x;
-    uint64_t in_tile = 0;
-    if (!tile_mode) {
-      block = x / block_tokens;
-      const uint64_t token = x % block_tokens;
-      in_tile = nhd ? (token * kv_heads + head_begin) * head_bytes
-                    : (head_begin * block_tokens + token) * head_bytes;
-    }
-    if (block_major) {
-      return {0,
-              ((block * num_layers + layer) * 2 + part) * tile_bytes + in_tile};
-    }
-    const uint64_t in_layer = (part * num_blocks + block) * tile_bytes;
-    if (per_layer_regions) return {layer, in_layer + in_tile};
-    return {0,
-            uint64_t{layer} * 2 * num_blocks * tile_bytes + in_layer + in_tile};
-  }
 };
 
 struct Plan {
   Side src;
   Side dst;
   bool tile_mode = false;
+  // Both layouts place their (layer, part) tensors by one affine rule, so
+  // layers and parts can be strided dimensions of an op walk.
+  bool affine = false;
   uint32_t layer_begin = 0;
   uint32_t num_layers = 0;
+  uint32_t num_parts = 0;
   uint64_t num_heads = 0;
-  uint64_t units = 0;  // Tokens (general mode) or blocks (tile mode).
+  uint64_t units = 0;  // Tokens (token mode) or blocks (tile mode).
   uint64_t element_bytes = 0;
 };
+
+// The byte offset of pool position x inside tensor t (before the head).
+uint64_t XOffset(const Plan& plan, const Side& side, const KvTensor& t,
+                 uint64_t x) {
+  if (plan.tile_mode) return x * t.block_stride;
+  return x / side.block_tokens * t.block_stride +
+         x % side.block_tokens * t.token_stride;
+}
+
+// The byte step between consecutive pool positions inside a block.
+uint64_t XStride(const Plan& plan, const Side& side, const KvTensor& t) {
+  return plan.tile_mode || side.block_tokens == 1 ? t.block_stride
+                                                  : t.token_stride;
+}
 
 bool SrcBefore(const TransferOp& a, const TransferOp& b) {
   return a.src_region != b.src_region ? a.src_region < b.src_region
@@ -228,21 +219,32 @@ struct Dim {
   uint32_t dst_region_step;
 };
 
-// Emits the ops of one piece, layers [layer, +num_layers), parts
-// [part, +num_parts): the dims are walked in source memory order, and the
-// innermost dims contiguous on both sides fold into the op length.
+// An index range of one of the walked dimensions (layers, parts, heads).
+struct Span1 {
+  uint64_t begin;
+  uint64_t count;
+};
+
+// Emits the ops of one piece (pool positions [xs, +n) -> [xd, +n)) for
+// layers, parts and heads in the given ranges: the dims are walked in
+// source memory order, and the innermost dims contiguous on both sides fold
+// into the op length. Layer and part ranges longer than 1 need plan.affine.
 template <typename Sink>
 void EmitPiece(const Plan& plan, uint64_t xs, uint64_t xd, uint64_t n,
-               uint32_t layer, uint32_t num_layers, uint32_t part,
-               uint32_t num_parts, Sink& sink) {
-  const Side& s = plan.src;
-  const Side& d = plan.dst;
-  const Dim all[4] = {{num_layers, s.layer_stride, d.layer_stride,
-                       s.layer_region_step, d.layer_region_step},
-                      {num_parts, s.part_stride, d.part_stride, 0, 0},
-                      {n, s.x_stride, d.x_stride, 0, 0},
-                      {plan.tile_mode ? 1 : plan.num_heads, s.head_stride,
-                       d.head_stride, 0, 0}};
+               Span1 layers, Span1 parts, Span1 heads, Sink& sink) {
+  const KvLayoutData& s = *plan.src.d;
+  const KvLayoutData& d = *plan.dst.d;
+  const auto layer = static_cast<uint32_t>(layers.begin);
+  const auto part = static_cast<uint32_t>(parts.begin);
+  const KvTensor& st = s.tensor(layer, part);
+  const KvTensor& dt = d.tensor(layer, part);
+  const Dim all[4] = {
+      {layers.count, s.layer_offset_step, d.layer_offset_step,
+       s.layer_region_step, d.layer_region_step},
+      {parts.count, s.part_offset_step, d.part_offset_step, s.part_region_step,
+       d.part_region_step},
+      {n, XStride(plan, plan.src, st), XStride(plan, plan.dst, dt), 0, 0},
+      {plan.tile_mode ? 1 : heads.count, st.head_stride, dt.head_stride, 0, 0}};
   Dim dims[4];
   int num_dims = 0;
   for (const Dim& dim : all) {
@@ -267,9 +269,13 @@ void EmitPiece(const Plan& plan, uint64_t xs, uint64_t xd, uint64_t n,
     chunk *= inner.extent;
     --num_dims;
   }
-  const ByteAddress sa = s.Base(layer, part, xs, plan.tile_mode);
-  const ByteAddress da = d.Base(layer, part, xd, plan.tile_mode);
-  TransferOp op{sa.region, sa.offset, da.region, da.offset, chunk};
+  uint64_t src_offset = st.offset + XOffset(plan, plan.src, st, xs);
+  uint64_t dst_offset = dt.offset + XOffset(plan, plan.dst, dt, xd);
+  if (!plan.tile_mode) {
+    src_offset += (plan.src.head_begin + heads.begin) * st.head_stride;
+    dst_offset += (plan.dst.head_begin + heads.begin) * dt.head_stride;
+  }
+  TransferOp op{st.region, src_offset, dt.region, dst_offset, chunk};
   uint64_t index[4] = {0, 0, 0, 0};
   while (true) {
     sink.Emit(op);
@@ -295,63 +301,109 @@ void EmitPiece(const Plan& plan, uint64_t xs, uint64_t xd, uint64_t n,
 }
 
 // Walks the plan in source memory order where it can (see Finish for the
-// rest).
+// rest): the layer, part and head dimensions that the source stores outside
+// its blocks (other regions, or strides past all blocks) become loops around
+// the walk over the aligned runs; the others are walked inside each piece.
 template <typename Sink>
 void Generate(const Plan& plan, const TransferPlanRequest& request,
               Sink& sink) {
   if (plan.units == 0) return;
   Segments segments;
   AlignedRuns(plan, request.src_blocks, request.dst_blocks, &segments);
-  if (plan.src.block_major) {
-    // A source block holds all its layers: pieces outermost.
-    ForEachPiece(plan, segments, [&](uint64_t xs, uint64_t xd, uint64_t n) {
-      EmitPiece(plan, xs, xd, n, plan.layer_begin, plan.num_layers, 0, 2, sink);
-    });
-    return;
+
+  enum Kind : uint8_t { kLayers, kParts, kHeads };
+  struct Outer {
+    Kind kind;
+    uint64_t extent;
+    uint32_t region_step;
+    uint64_t stride;
+  };
+  const KvLayoutData& s = *plan.src.d;
+  const KvTensor& first = s.tensor(plan.layer_begin, 0);
+  const uint64_t beyond = uint64_t{s.geometry.num_blocks} * first.block_stride;
+  auto outside = [&](uint32_t region_step, uint64_t stride) {
+    return region_step != 0 || stride >= beyond;
+  };
+  Outer outer[3];
+  int num_outer = 0;
+  const bool layers_outer =
+      plan.num_layers > 1 &&
+      (!plan.affine || outside(s.layer_region_step, s.layer_offset_step));
+  const bool parts_outer =
+      plan.num_parts > 1 &&
+      (!plan.affine || outside(s.part_region_step, s.part_offset_step));
+  const bool heads_outer = !plan.tile_mode && plan.num_heads > 1 &&
+                           s.uniform_strides && outside(0, first.head_stride);
+  if (layers_outer) {
+    outer[num_outer++] = {kLayers, plan.num_layers, s.layer_region_step,
+                          s.layer_offset_step};
   }
-  // Layer-major source: layers and parts outermost.
-  for (uint32_t l = 0; l < plan.num_layers; ++l) {
-    for (uint32_t part = 0; part < 2; ++part) {
-      ForEachPiece(plan, segments, [&](uint64_t xs, uint64_t xd, uint64_t n) {
-        EmitPiece(plan, xs, xd, n, plan.layer_begin + l, 1, part, 1, sink);
-      });
+  if (parts_outer) {
+    outer[num_outer++] = {kParts, plan.num_parts, s.part_region_step,
+                          s.part_offset_step};
+  }
+  if (heads_outer) {
+    outer[num_outer++] = {kHeads, plan.num_heads, 0, first.head_stride};
+  }
+  if (plan.affine) {  // Source memory order; else layers, parts, heads.
+    for (int i = 1; i < num_outer; ++i) {  // Insertion sort of <= 3.
+      for (int k = i; k > 0; --k) {
+        const Outer& a = outer[k - 1];
+        const Outer& b = outer[k];
+        if (a.region_step > b.region_step ||
+            (a.region_step == b.region_step && a.stride >= b.stride)) {
+          break;
+        }
+        std::swap(outer[k - 1], outer[k]);
+      }
     }
+  }
+  uint64_t index[3] = {0, 0, 0};
+  while (true) {
+    Span1 layers{plan.layer_begin, plan.num_layers};
+    Span1 parts{0, plan.num_parts};
+    Span1 heads{0, plan.num_heads};
+    for (int i = 0; i < num_outer; ++i) {
+      Span1& span = outer[i].kind == kLayers  ? layers
+                    : outer[i].kind == kParts ? parts
+                                              : heads;
+      span = {span.begin + index[i], 1};
+    }
+    ForEachPiece(plan, segments, [&](uint64_t xs, uint64_t xd, uint64_t n) {
+      EmitPiece(plan, xs, xd, n, layers, parts, heads, sink);
+    });
+    int k = num_outer - 1;
+    for (; k >= 0; --k) {
+      if (++index[k] < outer[k].extent) break;
+      index[k] = 0;
+    }
+    if (k < 0) return;
   }
 }
 
-Side MakeSide(const KvLayout& layout, uint64_t head_begin, bool tile_mode) {
-  const KvGeometry& g = layout.geometry();
-  Side side;
-  side.block_major = layout.pool_order() == PoolOrder::kBlockMajor;
-  side.per_layer_regions = layout.region_split() == RegionSplit::kOnePerLayer;
-  side.nhd = layout.block_order() == BlockOrder::kNHD || g.kv_heads == 1 ||
-             g.block_tokens == 1;
-  side.num_layers = g.num_layers;
-  side.num_blocks = g.num_blocks;
-  side.block_tokens = g.block_tokens;
-  side.kv_heads = g.kv_heads;
-  side.head_bytes = layout.head_bytes();
-  side.tile_bytes = layout.tile_bytes();
-  side.head_begin = head_begin;
-  const uint64_t tile = side.tile_bytes;
-  side.layer_stride = side.block_major         ? 2 * tile
-                      : side.per_layer_regions ? 0
-                                               : 2 * side.num_blocks * tile;
-  side.layer_region_step = side.per_layer_regions ? 1 : 0;
-  side.part_stride = side.block_major ? tile : side.num_blocks * tile;
-  if (tile_mode) {
-    side.units_per_block = 1;
-    side.x_stride = side.block_major ? layout.block_bytes() : tile;
-    side.head_stride = 0;
-    side.needs_cut = false;
-  } else {
-    side.units_per_block = g.block_tokens;
-    side.x_stride =
-        side.nhd ? side.kv_heads * side.head_bytes : side.head_bytes;
-    side.head_stride =
-        side.nhd ? side.head_bytes : side.block_tokens * side.head_bytes;
-    side.needs_cut = side.block_major || !side.nhd;
+// True when some tensor of `d` in layers [begin, +count) is affine in the
+// token position only inside one block.
+bool NeedsCut(const KvLayoutData& d, uint32_t begin, uint32_t count) {
+  const uint64_t tokens = d.geometry.block_tokens;
+  if (tokens == 1) return false;
+  if (d.uniform_strides) return d.block_stride != tokens * d.token_stride;
+  for (uint32_t l = begin; l < begin + count; ++l) {
+    for (uint32_t p = 0; p < d.geometry.num_parts; ++p) {
+      const KvTensor& t = d.tensor(l, p);
+      if (t.block_stride != tokens * t.token_stride) return true;
+    }
   }
+  return false;
+}
+
+Side MakeSide(const KvLayout& layout, uint64_t head_begin, const Plan& plan) {
+  Side side;
+  side.d = &internal::LayoutData(layout);
+  side.block_tokens = side.d->geometry.block_tokens;
+  side.head_begin = head_begin;
+  side.units_per_block = plan.tile_mode ? 1 : side.block_tokens;
+  side.needs_cut =
+      !plan.tile_mode && NeedsCut(*side.d, plan.layer_begin, plan.num_layers);
   return side;
 }
 
@@ -360,7 +412,7 @@ absl::Status CheckCoverage(const char* side, const BlockList& list,
   uint64_t covered = 0;
   if (__builtin_mul_overflow(list.num_blocks(), uint64_t{block_tokens},
                              &covered)) {
-    covered = UINT64_MAX;
+    return absl::OkStatus();  // Covers more than any uint64 num_tokens.
   }
   if (covered < num_tokens) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -379,17 +431,19 @@ absl::StatusOr<Plan> MakePlan(const TransferPlanRequest& r) {
   }
   const KvGeometry& sg = r.src_layout->geometry();
   const KvGeometry& dg = r.dst_layout->geometry();
-  if (sg.head_dim != dg.head_dim) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "TransferPlan: head_dim differs: source %u, destination %u",
-        sg.head_dim, dg.head_dim));
-  }
-  if (sg.dtype_bytes != dg.dtype_bytes) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "TransferPlan: dtype_bytes differs: source %u, destination %u",
-        sg.dtype_bytes, dg.dtype_bytes));
+  const std::pair<const char*, std::pair<uint32_t, uint32_t>> same[] = {
+      {"head_dim", {sg.head_dim, dg.head_dim}},
+      {"dtype_bytes", {sg.dtype_bytes, dg.dtype_bytes}},
+      {"num_parts", {sg.num_parts, dg.num_parts}}};
+  for (const auto& [name, values] : same) {
+    if (values.first != values.second) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("TransferPlan: %s differs: source %u, destination %u",
+                          name, values.first, values.second));
+    }
   }
   Plan plan;
+  plan.num_parts = sg.num_parts;
   if (r.layer_begin == 0 && r.layer_end == 0) {
     if (sg.num_layers != dg.num_layers) {
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -449,22 +503,36 @@ absl::StatusOr<Plan> MakePlan(const TransferPlanRequest& r) {
     return s;
   }
   // Whole tiles map onto whole tiles byte for byte: copy whole blocks.
-  const bool src_nhd = r.src_layout->block_order() == BlockOrder::kNHD ||
-                       sg.kv_heads == 1 || sg.block_tokens == 1;
-  const bool dst_nhd = r.dst_layout->block_order() == BlockOrder::kNHD ||
-                       dg.kv_heads == 1 || dg.block_tokens == 1;
+  const std::optional<BlockOrder> src_tile = r.src_layout->tile_order();
   plan.tile_mode = sg.block_tokens == dg.block_tokens &&
                    sg.kv_heads == dg.kv_heads && heads == sg.kv_heads &&
-                   src_nhd == dst_nhd;
-  plan.src = MakeSide(*r.src_layout, r.src_head_begin, plan.tile_mode);
-  plan.dst = MakeSide(*r.dst_layout, r.dst_head_begin, plan.tile_mode);
-  if (plan.tile_mode) {
-    plan.units = (r.num_tokens + sg.block_tokens - 1) / sg.block_tokens;
-    plan.element_bytes = r.src_layout->tile_bytes();
-  } else {
-    plan.units = r.num_tokens;
-    plan.element_bytes = r.src_layout->head_bytes();
+                   src_tile.has_value() &&
+                   src_tile == r.dst_layout->tile_order();
+  // Ceiling division without the wrap of (n + T - 1) / T.
+  const uint64_t blocks = r.num_tokens / sg.block_tokens +
+                          (r.num_tokens % sg.block_tokens != 0 ? 1 : 0);
+  plan.units = plan.tile_mode ? blocks : r.num_tokens;
+  plan.element_bytes =
+      plan.tile_mode ? r.src_layout->tile_bytes() : r.src_layout->head_bytes();
+  // Every byte count of the plan fits in 64 bits (op lengths, offsets).
+  uint64_t bytes = plan.units;
+  for (uint64_t factor :
+       {plan.element_bytes, plan.tile_mode ? uint64_t{1} : heads,
+        uint64_t{plan.num_layers}, uint64_t{sg.num_parts}}) {
+    if (__builtin_mul_overflow(bytes, factor, &bytes)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "TransferPlan: num_tokens %u moves more than 2^64 bytes (%u %s of "
+          "%u bytes, %u heads, %u layers, %u parts)",
+          r.num_tokens, plan.units, plan.tile_mode ? "blocks" : "tokens",
+          plan.element_bytes, plan.tile_mode ? sg.kv_heads : heads,
+          plan.num_layers, sg.num_parts));
+    }
   }
+  const internal::KvLayoutData& sd = internal::LayoutData(*r.src_layout);
+  const internal::KvLayoutData& dd = internal::LayoutData(*r.dst_layout);
+  plan.affine = sd.affine && dd.affine;
+  plan.src = MakeSide(*r.src_layout, r.src_head_begin, plan);
+  plan.dst = MakeSide(*r.dst_layout, r.dst_head_begin, plan);
   return plan;
 }
 

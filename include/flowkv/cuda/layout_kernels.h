@@ -45,9 +45,9 @@ namespace flowkv::cuda {
 // A cudaStream_t. nullptr is the legacy default stream.
 using Stream = ::CUstream_st*;
 
-// The most regions a pool may have in these kernels (a per-layer pool has
-// one region per layer): more is InvalidArgument.
-inline constexpr uint32_t kMaxRegions = 256;
+// The most (layer, part) tensors (num_layers * num_parts) a pool may have in
+// these kernels: more is InvalidArgument. Any number of regions.
+inline constexpr uint32_t kMaxTensors = 256;
 
 // Device version of flowkv::ConvertBlocks: the same validation and the same
 // bytes written, on device-accessible memory (device, managed or mapped
