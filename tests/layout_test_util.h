@@ -108,7 +108,7 @@ inline KvLayout RandomStridedLayout(const KvGeometry& g, std::mt19937_64& rng) {
   std::vector<int> layer_slot(g.num_layers);
   std::iota(layer_slot.begin(), layer_slot.end(), 0);
   if (rng() % 4 == 0) std::shuffle(layer_slot.begin(), layer_slot.end(), rng);
-  KvStridedSpec spec{.geometry = g};
+  KvStridedSpec spec{.geometry = g, .tensors = {}};
   if (rng() % 6 == 0) {  // One region per tensor, each its own order.
     for (uint32_t i = 0; i < g.num_layers * g.num_parts; ++i) {
       std::vector<int> dims = {kB, kH, kT};
