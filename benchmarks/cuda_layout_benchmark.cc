@@ -36,6 +36,9 @@ enum Case : int64_t {
   kGatherToHnd = 1,   // vLLM per-layer NHD -> block-major HND
   kScatterNhd = 2,    // block-major NHD -> vLLM per-layer NHD
   kPackFromVllm = 3,  // vLLM per-layer NHD -> contiguous staging buffer
+  kPackedToNhd = 4,   // vLLM standardized LBNHC (K/V packed per head) ->
+                      // block-major NHD: strided, head vector by head vector
+  kPackedToHnd = 5,   // vLLM LBHNC -> TensorRT-LLM block pool (HND)
 };
 
 KvLayout Layout(PoolOrder pool_order, BlockOrder block_order,
@@ -75,8 +78,16 @@ void BM_ConvertBlocksAsync(benchmark::State& state) {
                                      RegionSplit::kOnePerPool);
   const KvLayout flowkv_hnd = Layout(PoolOrder::kBlockMajor, BlockOrder::kHND,
                                      RegionSplit::kOnePerPool);
-  const KvLayout& src_layout = which == kScatterNhd ? flowkv_nhd : vllm;
-  const KvLayout& dst_layout = which == kGatherToHnd  ? flowkv_hnd
+  const KvLayout packed_nhd = *KvLayout::Vllm(kLlama8B, VllmKvLayout::kLBNHC,
+                                              RegionSplit::kOnePerLayer);
+  const KvLayout packed_hnd = *KvLayout::Vllm(kLlama8B, VllmKvLayout::kLBHNC,
+                                              RegionSplit::kOnePerLayer);
+  const KvLayout& src_layout = which == kScatterNhd    ? flowkv_nhd
+                               : which == kPackedToNhd ? packed_nhd
+                               : which == kPackedToHnd ? packed_hnd
+                                                       : vllm;
+  const KvLayout& dst_layout = which == kGatherToHnd || which == kPackedToHnd
+                                   ? flowkv_hnd
                                : which == kScatterNhd ? vllm
                                                       : flowkv_nhd;
   std::vector<void*> src = Allocate(src_layout);
@@ -134,6 +145,8 @@ BENCHMARK(BM_ConvertBlocksAsync)
     ->Arg(kGatherToHnd)
     ->Arg(kScatterNhd)
     ->Arg(kPackFromVllm)
+    ->Arg(kPackedToNhd)
+    ->Arg(kPackedToHnd)
     ->UseManualTime()
     ->Unit(benchmark::kMicrosecond);
 

@@ -185,28 +185,43 @@ void AlignedRuns(const Plan& plan, const BlockList& src_list,
   }
 }
 
-// Calls f(src_x, dst_x, units) for every piece: the aligned runs cut further
-// at the block boundaries of each side that needs it. Inside a piece both
-// sides are affine in x.
+// Calls f(src_x, dst_x, units, repeats, period) for every piece: the
+// aligned runs cut further at the block boundaries of each side that needs
+// it. A piece is `repeats` spans of `units` positions, `period` positions
+// apart: whole blocks of the cutting side(s) come as one piece (units =
+// period = block_tokens), so a run of blocks is walked as a strided
+// dimension. Inside a span both sides are affine in x.
 template <typename F>
 void ForEachPiece(const Plan& plan, const Segments& segments, F&& f) {
   const bool cut_src = plan.src.needs_cut;
   const bool cut_dst = plan.dst.needs_cut;
   const uint64_t st = plan.src.block_tokens;
   const uint64_t dt = plan.dst.block_tokens;
+  // The whole-block period, when both cutting sides share one.
+  const uint64_t period = cut_src && cut_dst ? (st == dt ? st : 0)
+                          : cut_src          ? st
+                                             : dt;
   for (Segment seg : segments) {
     if (!cut_src && !cut_dst) {
-      f(seg.src_x, seg.dst_x, seg.units);
+      f(seg.src_x, seg.dst_x, seg.units, 1, 0);
       continue;
     }
     while (seg.units > 0) {
       uint64_t step = seg.units;
-      if (cut_src) step = std::min(step, st - seg.src_x % st);
-      if (cut_dst) step = std::min(step, dt - seg.dst_x % dt);
-      f(seg.src_x, seg.dst_x, step);
-      seg.src_x += step;
-      seg.dst_x += step;
-      seg.units -= step;
+      uint64_t repeats = 1;
+      if (period != 0 && seg.units >= period &&
+          (!cut_src || seg.src_x % st == 0) &&
+          (!cut_dst || seg.dst_x % dt == 0)) {
+        step = period;
+        repeats = seg.units / period;
+      } else {
+        if (cut_src) step = std::min(step, st - seg.src_x % st);
+        if (cut_dst) step = std::min(step, dt - seg.dst_x % dt);
+      }
+      f(seg.src_x, seg.dst_x, step, repeats, period);
+      seg.src_x += step * repeats;
+      seg.dst_x += step * repeats;
+      seg.units -= step * repeats;
     }
   }
 }
@@ -225,27 +240,35 @@ struct Span1 {
   uint64_t count;
 };
 
-// Emits the ops of one piece (pool positions [xs, +n) -> [xd, +n)) for
-// layers, parts and heads in the given ranges: the dims are walked in
-// source memory order, and the innermost dims contiguous on both sides fold
-// into the op length. Layer and part ranges longer than 1 need plan.affine.
+// Emits the ops of one piece (pool positions [xs, +n) -> [xd, +n), repeated
+// `repeats` times `period` positions apart) for layers, parts and heads in
+// the given ranges: the dims are walked in source memory order, and the
+// innermost dims contiguous on both sides fold into the op length. Layer
+// and part ranges longer than 1 need plan.affine.
 template <typename Sink>
 void EmitPiece(const Plan& plan, uint64_t xs, uint64_t xd, uint64_t n,
-               Span1 layers, Span1 parts, Span1 heads, Sink& sink) {
+               uint64_t repeats, uint64_t period, Span1 layers, Span1 parts,
+               Span1 heads, Sink& sink) {
   const KvLayoutData& s = *plan.src.d;
   const KvLayoutData& d = *plan.dst.d;
   const auto layer = static_cast<uint32_t>(layers.begin);
   const auto part = static_cast<uint32_t>(parts.begin);
   const KvTensor& st = s.tensor(layer, part);
   const KvTensor& dt = d.tensor(layer, part);
-  const Dim all[4] = {
+  const uint64_t src_base = XOffset(plan, plan.src, st, xs);
+  const uint64_t dst_base = XOffset(plan, plan.dst, dt, xd);
+  const Dim all[5] = {
+      {repeats,
+       repeats > 1 ? XOffset(plan, plan.src, st, xs + period) - src_base : 0,
+       repeats > 1 ? XOffset(plan, plan.dst, dt, xd + period) - dst_base : 0, 0,
+       0},
       {layers.count, s.layer_offset_step, d.layer_offset_step,
        s.layer_region_step, d.layer_region_step},
       {parts.count, s.part_offset_step, d.part_offset_step, s.part_region_step,
        d.part_region_step},
       {n, XStride(plan, plan.src, st), XStride(plan, plan.dst, dt), 0, 0},
       {plan.tile_mode ? 1 : heads.count, st.head_stride, dt.head_stride, 0, 0}};
-  Dim dims[4];
+  Dim dims[5];
   int num_dims = 0;
   for (const Dim& dim : all) {
     if (dim.extent <= 1) continue;
@@ -269,14 +292,14 @@ void EmitPiece(const Plan& plan, uint64_t xs, uint64_t xd, uint64_t n,
     chunk *= inner.extent;
     --num_dims;
   }
-  uint64_t src_offset = st.offset + XOffset(plan, plan.src, st, xs);
-  uint64_t dst_offset = dt.offset + XOffset(plan, plan.dst, dt, xd);
+  uint64_t src_offset = st.offset + src_base;
+  uint64_t dst_offset = dt.offset + dst_base;
   if (!plan.tile_mode) {
     src_offset += (plan.src.head_begin + heads.begin) * st.head_stride;
     dst_offset += (plan.dst.head_begin + heads.begin) * dt.head_stride;
   }
   TransferOp op{st.region, src_offset, dt.region, dst_offset, chunk};
-  uint64_t index[4] = {0, 0, 0, 0};
+  uint64_t index[5] = {0, 0, 0, 0, 0};
   while (true) {
     sink.Emit(op);
     int k = num_dims - 1;
@@ -369,9 +392,12 @@ void Generate(const Plan& plan, const TransferPlanRequest& request,
                                               : heads;
       span = {span.begin + index[i], 1};
     }
-    ForEachPiece(plan, segments, [&](uint64_t xs, uint64_t xd, uint64_t n) {
-      EmitPiece(plan, xs, xd, n, layers, parts, heads, sink);
-    });
+    ForEachPiece(plan, segments,
+                 [&](uint64_t xs, uint64_t xd, uint64_t n, uint64_t repeats,
+                     uint64_t period) {
+                   EmitPiece(plan, xs, xd, n, repeats, period, layers, parts,
+                             heads, sink);
+                 });
     int k = num_outer - 1;
     for (; k >= 0; --k) {
       if (++index[k] < outer[k].extent) break;
