@@ -82,12 +82,16 @@ class PeerProcess {
     Kill(SIGKILL);
     if (out_ != nullptr) std::fclose(out_);
   }
+  // Sends `signal` and returns once it took effect: SIGKILL reaps the
+  // process, SIGSTOP waits until it stopped (kill() alone returns before).
   void Kill(int signal) {
     if (pid_ <= 0) return;
     kill(pid_, signal);
     if (signal == SIGKILL) {
       waitpid(pid_, nullptr, 0);
       pid_ = -1;
+    } else if (signal == SIGSTOP) {
+      waitpid(pid_, nullptr, WUNTRACED);
     }
   }
   const std::string& address() const { return address_; }

@@ -4,6 +4,7 @@
 // a fence that cannot complete fails the peer within its bound; an
 // acknowledged write to a receiver that died never reports success.
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -170,6 +171,61 @@ TEST_CASE("An acknowledged write to a receiver that died never succeeds",
   REQUIRE(handle.Wait(2 * kPeerFailureTimeout + absl::Seconds(1)));
   INFO(handle.status().ToString());
   CHECK(handle.status().code() == absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("After the receiver's Disconnect nothing more lands in its pool",
+          "[transfer_abort][process]") {
+  // The peer process floods this engine's pool with writes. Disconnect asks
+  // it to stop, waits until it fenced its writes, and only then closes: over
+  // shared memory the peer could otherwise keep copying into the pool.
+  constexpr uint64_t kBytes = 16 << 20;
+  auto engine = MakeEngine("process_test", "secret");
+  auto local = engine->AllocateMemory(kBytes);
+  REQUIRE(local.ok());
+  auto* pool = static_cast<uint8_t*>(local->data);
+  PeerProcess process("secret", kBytes);
+  auto peer = engine->Connect(process.address());
+  REQUIRE(peer.ok());
+  REQUIRE(engine->Send(*peer, "flood 0").Wait().ok());
+  // Writes are landing.
+  std::vector<Notification> first =
+      engine->TakeNotifications(kPeerFailureTimeout);
+  REQUIRE(!first.empty());
+  const absl::Status disconnected = engine->Disconnect(*peer);
+  INFO(disconnected.ToString());
+  REQUIRE(disconnected.ok());
+  CHECK(!engine->GetPeer(*peer)->connected);
+  // Watch the pool for a while: a peer that had not stopped would keep
+  // writing (it notices a one-sided close only by its heartbeats, after
+  // kPeerFailureTimeout).
+  std::memset(pool, 0, kBytes);
+  const absl::Time until = absl::Now() + kPeerFailureTimeout / 3;
+  bool late_write = false;
+  while (!late_write && absl::Now() < until) {
+    late_write = std::any_of(pool, pool + kBytes, [](uint8_t b) { return b; });
+  }
+  CHECK(!late_write);
+}
+
+TEST_CASE("Disconnect from a stopped peer says what it could not confirm",
+          "[transfer_abort][process]") {
+  PeerProcess process("secret", 4096);
+  auto engine = MakeEngine("process_test", "secret");
+  auto peer = engine->Connect(process.address());
+  REQUIRE(peer.ok());
+  process.Kill(SIGSTOP);
+  const absl::Time started = absl::Now();
+  const absl::Status status = engine->Disconnect(*peer);
+  INFO(status.ToString() << " after " << absl::Now() - started);
+  // Over tcp UCX's error handling closes the connection: nothing can land.
+  // Over shared memory a stopped peer that resumes could still write until
+  // it notices: Disconnect says so instead of claiming safety.
+  CHECK(status.code() == (flowkv::testing::SharedMemoryMode()
+                              ? absl::StatusCode::kDeadlineExceeded
+                              : absl::StatusCode::kOk));
+  CHECK(absl::Now() - started < kPeerFailureTimeout + absl::Seconds(1));
+  CHECK(!engine->GetPeer(*peer)->connected);
+  process.Kill(SIGKILL);
 }
 
 }  // namespace

@@ -42,8 +42,10 @@
 // options.max_piece_bytes, each closed by a flush. Cancel() and a missed
 // deadline stop that transfer only: nothing more of it is posted, and it is
 // reported (Cancelled / DeadlineExceeded) once the flush of its last posted
-// window completed (the fence), so none of its bytes can still land. The
-// peer's other transfers continue. When a fence does not complete within
+// window completed (the fence; over PeerDataPath::kActiveMessages also a
+// fence message the peer acknowledges after applying everything before
+// it), so none of its bytes can still land. The peer's other transfers
+// continue. When a fence does not complete within
 // peer_failure_timeout, or UCX reports the endpoint broken, the peer is
 // failing: the engine force-closes its endpoint and only then reports the
 // failure of every unfinished transfer to it (Unavailable), so no late write
@@ -55,24 +57,25 @@
 //
 // What "done" guarantees, per transport:
 //   * OK without `acknowledged`: every byte was handed to the transport and
-//     flushed (tcp: the peer's UCX applied it; shared memory: it was copied
-//     into the peer's segment, which a peer that just died no longer reads);
-//     the notification was handed to the network.
+//     flushed (one-sided paths: it is in the peer's memory, even if the peer
+//     just died; kActiveMessages: it is on its way, ahead of the
+//     notification, and the peer applies it before it delivers the
+//     notification); the notification was handed to the network.
 //   * OK with TransferOptions::acknowledged: additionally the peer's engine
 //     received the notification and queued it: the receiving process was
 //     alive after the data landed.
 //   * Failure: no byte of the transfer can land afterwards in this engine's
-//     or the peer's memory. Over tcp, where UCX emulates puts with messages,
-//     bytes already handed to the socket may still be applied by the
-//     receiving engine before it sees the connection break; the receiver
-//     should reuse blocks only once told to (a notification) or once
-//     Peers() shows the sender disconnected.
-//   * Receiver side: Disconnect() closes this engine's endpoint. Over tcp
-//     the sender's later puts then fail. Over shared memory a sender that
-//     still runs can keep copying into a segment it mapped until it notices
-//     the close (its next flush or heartbeat), so keep blocks targeted by a
-//     sender's unfinished transfer out of reuse until that sender's
-//     kPeerDisconnected arrived or its process is gone.
+//     or the peer's memory, except that after a peer failure (not a
+//     cancel or deadline) bytes of kActiveMessages already in the socket
+//     may still be applied by the receiving engine before it sees the
+//     connection break; a receiver reuses blocks only once told to (a
+//     notification, a KvTransfer failure) or once Peers() shows the sender
+//     disconnected.
+//   * Receiver side: Disconnect() asks the sender to stop and fence before
+//     it closes, and returns OK only when nothing more can land (see
+//     there). Over tcp bytes move as messages that this engine applies
+//     itself (PeerDataPath::kActiveMessages), so nothing lands after the
+//     close.
 
 // Transports (UCX 1.13). Listen/Connect set the connection up through UCX's
 // tcp socket connection manager, so UCX_TLS must include tcp for them (with
@@ -374,11 +377,20 @@ class FLOWKV_EXPORT TransferEngine {
   // FailedPrecondition as AddPeer.
   static absl::Status ValidateMetadata(absl::Span<const uint8_t> metadata);
 
-  // Closes the endpoint to `peer` (force): nothing more is posted to it and
-  // its unfinished transfers fail with Unavailable after the close
-  // completed. NotFound for an unknown peer; OK for one that is already
-  // disconnected. Blocks until closed; FailedPrecondition on the progress
-  // thread (from a callback).
+  // Disconnects `peer`. First asks the peer to stop writing here: it aborts
+  // and fences every transfer to this engine and confirms; then the
+  // endpoint is closed (force), this engine's own unfinished transfers to
+  // the peer fail with Unavailable, and the peer leaves Peers()'s connected
+  // set. Blocks until closed, at most about peer_failure_timeout.
+  //   OK: no byte from the peer can land in this engine's memory any more
+  //       (the peer confirmed, or UCX's error handling closed the
+  //       connection: ucx_peer_error_handling = true).
+  //   DeadlineExceeded: the endpoint is closed, but a peer that did not
+  //       confirm (stopped, hung) over shared memory may still write into
+  //       this engine's memory until it notices: keep the blocks it
+  //       targeted out of reuse until its process is gone.
+  //   NotFound for an unknown peer; OK for one already disconnected;
+  //   FailedPrecondition on the progress thread (from a callback).
   absl::Status Disconnect(PeerId peer);
 
   // The connected peers and the disconnected ones (with their failure).

@@ -39,7 +39,8 @@ void PeerTable::Publish(const Peer& peer) {
   if (!peer.was_ready) return;
   auto view = std::make_shared<PeerView>();
   view->name = peer.name;
-  view->connected = peer.state == PeerState::kReady;
+  view->connected =
+      peer.state == PeerState::kReady && !peer.stopping && !peer.stop_requested;
   view->write_path =
       peer.rma_put ? PeerDataPath::kRma : PeerDataPath::kActiveMessages;
   view->read_path =
@@ -242,14 +243,74 @@ void TransferEngineImpl::OnPeerClosed(PeerId id) {
     Deliver(Notification{id, Notification::Kind::kPeerDisconnected,
                          std::string(peer->failure.message())});
   }
-  std::vector<std::function<void()>> waiters = std::move(peer->on_closed);
+  // What Disconnect reports: OK when nothing of the peer can land here any
+  // more: it confirmed it stopped, or UCX's error handling closed the
+  // connection (no transport keeps writing into a closed endpoint's
+  // memory). Over shared memory without a confirmation, a live peer may
+  // still copy into our segments until it notices the close.
+  const absl::Status result =
+      peer->stop_confirmed || options_.ucx_peer_error_handling
+          ? absl::OkStatus()
+          : absl::DeadlineExceededError(absl::StrFormat(
+                "Disconnect: peer %d (%s) did not confirm within %s that it "
+                "stopped writing; over shared memory a live peer may still "
+                "write into this engine's memory until it notices the close",
+                id, peer->name,
+                absl::FormatDuration(options_.peer_failure_timeout)));
+  std::vector<std::function<void(absl::Status)>> waiters =
+      std::move(peer->on_closed);
   peers_.Erase(id);
-  for (auto& waiter : waiters) waiter();
+  for (auto& waiter : waiters) waiter(result);
+}
+
+void TransferEngineImpl::HandleStop(Peer* peer) {
+  peer->stop_requested = true;
+  peers_.Publish(*peer);
+  const absl::Time now = absl::Now();
+  const absl::Status status = absl::UnavailableError(absl::StrFormat(
+      "peer %d (%s) disconnected (asked this engine to stop writing)", peer->id,
+      peer->name));
+  std::vector<Active*> mine;
+  for (auto& [tid, active] : active_) {
+    if (active->peer == peer->id) mine.push_back(active.get());
+  }
+  for (Active* active : mine) Abort(active, status, now);
+  ConfirmStops();
+}
+
+void TransferEngineImpl::ConfirmStops() {
+  std::vector<Peer*> asking;
+  peers_.ForEach([&](Peer* peer) {
+    if (peer->stop_requested && !peer->stop_ack_sent &&
+        peer->state == PeerState::kReady) {
+      asking.push_back(peer);
+    }
+  });
+  for (Peer* peer : asking) {
+    bool fenced = true;
+    for (const auto& [tid, active] : active_)
+      fenced &= active->peer != peer->id;
+    if (!fenced) continue;  // an aborted transfer's fence is outstanding
+    // The asking side closes on this; should its close not reach us, the
+    // peer is closed here at stop_deadline (CheckTimers). Closing both
+    // ends at once trips an assertion in UCX 1.13's async event handling.
+    peer->stop_ack_sent = true;
+    peer->stop_deadline = absl::Now() + options_.peer_failure_timeout;
+    SendControl(peer, kAmStopAck, {peer->remote_conn_id, 0}, {}, false);
+  }
+}
+
+void TransferEngineImpl::HandleStopAck(Peer* peer) {
+  if (!peer->stopping) return;
+  peer->stop_confirmed = true;
+  FailPeer(peer, absl::UnavailableError(absl::StrFormat(
+                     "peer %d: disconnected locally", peer->id)));
 }
 
 absl::Status TransferEngineImpl::Disconnect(PeerId id) {
   if (absl::Status s = CheckNotProgressThread("Disconnect"); !s.ok()) return s;
   auto closed = std::make_shared<TsanNotification>();
+  auto result = std::make_shared<absl::Status>();
   // True when the endpoint is still closing (wait for it).
   absl::StatusOr<bool> closing =
       RunSync<absl::StatusOr<bool>>([&]() -> absl::StatusOr<bool> {
@@ -259,17 +320,25 @@ absl::Status TransferEngineImpl::Disconnect(PeerId id) {
           return absl::NotFoundError(
               absl::StrFormat("Disconnect: no peer %d", id));
         }
-        peer->on_closed.push_back([closed] { closed->Notify(); });
-        if (peer->state == PeerState::kReady) {
-          FailPeer(peer, absl::UnavailableError(absl::StrFormat(
-                             "peer %d: disconnected locally", id)));
+        peer->on_closed.push_back([closed, result](absl::Status status) {
+          *result = std::move(status);
+          closed->Notify();
+        });
+        if (peer->state == PeerState::kReady && !peer->stopping) {
+          // Ask the peer to stop writing here; close on its confirmation
+          // (HandleStopAck) or at the deadline (CheckTimers).
+          peer->stopping = true;
+          peer->stop_deadline = absl::Now() + options_.peer_failure_timeout;
+          peers_.Publish(*peer);
+          SendControl(peer, kAmStop, {peer->remote_conn_id, 0}, {}, false);
         }
         return true;
       });
   if (!closing.ok()) return closing.status();
   // Notified once the endpoint closed (or the engine shut down).
-  if (*closing) closed->WaitForNotification();
-  return absl::OkStatus();
+  if (!*closing) return absl::OkStatus();
+  closed->WaitForNotification();
+  return *result;
 }
 
 }  // namespace flowkv::internal

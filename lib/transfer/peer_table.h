@@ -5,11 +5,14 @@
 //   request or hello arrived) -> kReady (handshake done) -> kClosing (failed
 //   or disconnected: the endpoint is being force-closed) -> kClosed,
 // or kAccepting -> kRejecting (a refused token: the reject lingers, then
-// closes). A closed peer leaves the table as soon as its transfers are
-// reported, so the progress loop's cost follows the live connections, not
-// every connection the engine ever had. Callers see peers through published
-// immutable views (PeerView); the views of disconnected peers stay listed
-// (the newest kMaxListedDisconnected of them) so callers can read why.
+// closes). Disconnect first asks the peer to stop writing (a ready peer
+// that is `stopping` takes no new transfers) and closes on its
+// confirmation or after peer_failure_timeout. A closed peer leaves the table as
+// soon as its transfers are reported, so the progress loop's cost follows the
+// live connections, not every connection the engine ever had. Callers see peers
+// through published immutable views (PeerView); the views of disconnected peers
+// stay listed (the newest kMaxListedDisconnected of them) so callers can read
+// why.
 //
 // The state transitions themselves (FailPeer, close, handshake) are the
 // engine's (peer_table.cc, handshake.cc); this class holds the data.
@@ -86,8 +89,17 @@ struct Peer {
   absl::Status failure;
   // Connect / AddPeer waiting for the handshake.
   std::function<void(absl::StatusOr<PeerId>)> on_connected;
-  // Disconnect calls waiting for the endpoint to close.
-  std::vector<std::function<void()>> on_closed;
+  // Disconnect calls waiting for the endpoint to close, with the result.
+  std::vector<std::function<void(absl::Status)>> on_closed;
+  // The stop handshake of a Disconnect (peer_table.cc): this engine asked
+  // the peer to stop writing (stopping, until stop_deadline) and the peer
+  // confirmed it had (stop_confirmed); or the peer asked this engine to
+  // stop (stop_requested).
+  bool stopping = false;
+  absl::Time stop_deadline = absl::InfiniteFuture();
+  bool stop_confirmed = false;
+  bool stop_requested = false;
+  bool stop_ack_sent = false;
 };
 
 class PeerTable {

@@ -163,8 +163,24 @@ void TransferEngineImpl::CheckTimers(absl::Time now) {
     }
   }
   CheckHeartbeats(now);
+  ConfirmStops();
   std::vector<std::pair<PeerId, absl::Status>> handshake_failures;
   peers_.ForEach([&](Peer* peer) {
+    if (peer->state == PeerState::kReady && now >= peer->stop_deadline) {
+      // A Disconnect's stop handshake that did not end in a close.
+      handshake_failures.emplace_back(
+          peer->id,
+          absl::UnavailableError(
+              peer->stopping
+                  ? absl::StrFormat(
+                        "peer %d: disconnected locally (it did not confirm "
+                        "within %s that it stopped writing)",
+                        peer->id,
+                        absl::FormatDuration(options_.peer_failure_timeout))
+                  : absl::StrFormat("peer %d (%s) disconnected", peer->id,
+                                    peer->name)));
+      return;
+    }
     if (now < peer->handshake_deadline) return;
     if (peer->state == PeerState::kConnecting ||
         peer->state == PeerState::kAccepting) {
@@ -298,6 +314,16 @@ ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,
     case kAmAck:
       if (peer != nullptr && peer->state == PeerState::kReady) {
         self->HandleAck(peer, header.transfer_id);
+      }
+      break;
+    case kAmStop:
+      if (peer != nullptr && peer->state == PeerState::kReady) {
+        self->HandleStop(peer);
+      }
+      break;
+    case kAmStopAck:
+      if (peer != nullptr && peer->state == PeerState::kReady) {
+        self->HandleStopAck(peer);
       }
       break;
     case kAmFence:

@@ -127,7 +127,7 @@ void TransferEngineImpl::Shutdown() {
         absl::CancelledError("TransferEngine: the engine shut down"), now);
   }
   active_.clear();
-  std::vector<std::function<void()>> waiters;
+  std::vector<std::function<void(absl::Status)>> waiters;
   peers_.ForEach([&](Peer* peer) {
     for (auto& [rid, region] : peer->regions) {
       if (region.rkey) ucp_rkey_destroy(region.rkey);
@@ -140,7 +140,9 @@ void TransferEngineImpl::Shutdown() {
     for (auto& waiter : peer->on_closed) waiters.push_back(std::move(waiter));
     peer->on_closed.clear();
   });
-  for (auto& waiter : waiters) waiter();
+  for (auto& waiter : waiters) {
+    waiter(absl::CancelledError("TransferEngine: the engine shut down"));
+  }
   if (listener_) {
     ucp_listener_destroy(listener_);
     listener_ = nullptr;

@@ -62,10 +62,13 @@ enum AmId : unsigned {
   kAmReadRequest = 0x4b09,  // asks for a Read's bytes
   kAmReadData = 0x4b0a,     // a Read's bytes (or why not)
   kAmFence = 0x4b0b,        // acknowledge (kAmAck) once all before it landed
+  kAmStop = 0x4b0c,         // Disconnect: stop writing to me, then confirm
+  kAmStopAck = 0x4b0d,      // every transfer to you is fenced; closing
 };
 inline constexpr unsigned kAllAmIds[] = {
-    kAmHello, kAmHelloAck, kAmReject,      kAmNotify,   kAmMessage, kAmPing,
-    kAmAck,   kAmData,     kAmReadRequest, kAmReadData, kAmFence};
+    kAmHello, kAmHelloAck, kAmReject, kAmNotify,      kAmMessage,
+    kAmPing,  kAmAck,      kAmData,   kAmReadRequest, kAmReadData,
+    kAmFence, kAmStop,     kAmStopAck};
 
 // The header of every active message: the receiver's connection id and,
 // for kAmNotify with an acknowledgement requested and for kAmAck, the
@@ -276,6 +279,12 @@ class TransferEngineImpl {
                 absl::Status transfer_status = absl::OkStatus());
   void OnPeerClosed(PeerId peer);
   void ClosePendingPeers();
+  // The stop handshake of Disconnect: the peer asks this engine to stop
+  // writing to it (abort and fence every transfer to it, then confirm and
+  // close); the peer confirms this engine's request.
+  void HandleStop(Peer* peer);
+  void ConfirmStops();
+  void HandleStopAck(Peer* peer);
 
   // transfer_path.cc
   void StartTransfer(std::unique_ptr<Active> active);

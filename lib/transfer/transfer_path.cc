@@ -136,7 +136,8 @@ void TransferEngineImpl::StartTransfer(std::unique_ptr<Active> owned) {
     FinishTransfer(id, absl::CancelledError("TransferEngine: shutting down"));
     return;
   }
-  if (peer == nullptr || peer->state != PeerState::kReady) {
+  if (peer == nullptr || peer->state != PeerState::kReady || peer->stopping ||
+      peer->stop_requested) {
     FinishTransfer(id, absl::UnavailableError(absl::StrFormat(
                            "peer %d is not connected%s", active->peer,
                            peer && !peer->failure.ok()
