@@ -4,12 +4,15 @@
 // into pieces that leave the heartbeats alive, and bad sizes, addresses and
 // configurations refused before UCX sees them.
 
+#include <arpa/inet.h>
 #include <atomic>
 #include <cstring>
 #include <mutex>
+#include <netinet/in.h>
 #include <string>
 #include <sys/mman.h>
 #include <thread>
+#include <ucp/api/ucp.h>
 #include <unistd.h>
 #include <vector>
 
@@ -264,6 +267,79 @@ TEST_CASE("Bad sizes, ranges, addresses and transports are refused",
   // UcxInfo lists transports.
   CHECK(absl::StrContains(engine->UcxInfo(), "tcp"));
   CHECK(!absl::StrContains(engine->UcxInfo(), "\n"));
+}
+
+TEST_CASE("A connection that never says hello is closed after connect_timeout",
+          "[transfer_contract]") {
+  // A raw UCX client (no flowkv) connects to the listener, completes UCX's
+  // own wire-up, never sends the hello, and keeps its end open.
+  TransferEngineOptions options = TestEngineOptions("server", "secret");
+  options.connect_timeout = absl::Milliseconds(500);
+  auto server = MakeEngine(options);
+  auto address = server->Listen("127.0.0.1:0");
+  REQUIRE(address.ok());
+  const uint16_t port = static_cast<uint16_t>(
+      std::stoi(address->substr(address->rfind(':') + 1)));
+
+  ucp_config_t* config = nullptr;
+  REQUIRE(ucp_config_read(nullptr, nullptr, &config) == UCS_OK);
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA;
+  ucp_context_h context = nullptr;
+  REQUIRE(ucp_init(&params, config, &context) == UCS_OK);
+  ucp_config_release(config);
+  ucp_worker_params_t worker_params{};
+  ucp_worker_h worker = nullptr;
+  REQUIRE(ucp_worker_create(context, &worker_params, &worker) == UCS_OK);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons(port);
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ucp_ep_params_t ep_params{};
+  ep_params.field_mask = UCP_EP_PARAM_FIELD_FLAGS |
+                         UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                         UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+  // As an engine would (the server refuses a mismatched mode at once).
+  ep_params.err_mode = options.ucx_peer_error_handling
+                           ? UCP_ERR_HANDLING_MODE_PEER
+                           : UCP_ERR_HANDLING_MODE_NONE;
+  ep_params.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+  ep_params.sockaddr.addr = reinterpret_cast<const sockaddr*>(&sin);
+  ep_params.sockaddr.addrlen = sizeof(sin);
+  ucp_ep_h ep = nullptr;
+  REQUIRE(ucp_ep_create(worker, &ep_params, &ep) == UCS_OK);
+
+  // The server accepts the connection (a peer in its handshake) ...
+  const absl::Duration bound =
+      options.connect_timeout + flowkv::testing::kPeerFailureTimeout;
+  CHECK(WaitUntil(
+      [&] {
+        ucp_worker_progress(worker);
+        return server->Stats().peers_tracked == 1;
+      },
+      bound));
+  // ... and drops it once connect_timeout passed, though the client holds
+  // its end open and keeps progressing.
+  CHECK(WaitUntil(
+      [&] {
+        ucp_worker_progress(worker);
+        return server->Stats().peers_tracked == 0;
+      },
+      bound));
+  CHECK(server->Peers().empty());
+
+  ucp_request_param_t close{};
+  close.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+  close.flags = UCP_EP_CLOSE_FLAG_FORCE;
+  ucs_status_ptr_t request = ucp_ep_close_nbx(ep, &close);
+  while (UCS_PTR_IS_PTR(request) &&
+         ucp_request_check_status(request) == UCS_INPROGRESS) {
+    ucp_worker_progress(worker);
+  }
+  if (UCS_PTR_IS_PTR(request)) ucp_request_free(request);
+  ucp_worker_destroy(worker);
+  ucp_cleanup(context);
 }
 
 }  // namespace
