@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -226,6 +227,75 @@ TEST_CASE("Disconnect from a stopped peer says what it could not confirm",
   CHECK(absl::Now() - started < kPeerFailureTimeout + absl::Seconds(1));
   CHECK(!engine->GetPeer(*peer)->connected);
   process.Kill(SIGKILL);
+}
+
+TEST_CASE("A sender's Disconnect does not wait behind what it queued",
+          "[transfer_abort][process]") {
+  // 256 MiB queued in 1 MiB windows: Disconnect stops posting, fails the
+  // transfer once the endpoint closed, and returns within its bound instead
+  // of after the whole transfer.
+  constexpr uint64_t kBytes = 256 << 20;
+  PeerProcess process("secret", kBytes);
+  auto engine = MakeWindowedEngine(/*piece_bytes=*/1 << 20);
+  auto local = engine->AllocateMemory(kBytes);
+  REQUIRE(local.ok());
+  auto peer = engine->Connect(process.address());
+  REQUIRE(peer.ok());
+  const RegionId remote = engine->GetPeer(*peer)->regions[0].id;
+  const TransferOp whole{local->id, 0, remote, 0, kBytes};
+  TransferHandle handle = engine->Write(*peer, {&whole, 1});
+  while (handle.state() == TransferState::kPending) std::this_thread::yield();
+  const absl::Time started = absl::Now();
+  CHECK(engine->Disconnect(*peer).ok());
+  CHECK(absl::Now() - started < kPeerFailureTimeout + absl::Seconds(1));
+  REQUIRE(handle.Wait(kPeerFailureTimeout));
+  INFO(handle.status().ToString());
+  // Unless it won the race and finished first, the write failed.
+  CHECK((handle.status().ok() ||
+         handle.status().code() == absl::StatusCode::kUnavailable));
+  CHECK(handle.stats().completion_time <
+        kPeerFailureTimeout + absl::Seconds(1));
+}
+
+TEST_CASE("Tampered metadata of a live peer is refused before UCX sees it",
+          "[transfer_abort][process]") {
+  // The worker-address bytes replaced by random ones and the checksum
+  // recomputed: UCX 1.13 aborts the process when asked to connect to such
+  // an address, so the engine must refuse it (the MAC does not match).
+  PeerProcess process("secret", 4096);
+  auto engine = MakeEngine("process_test", "secret");
+  const std::string& good = process.metadata();
+  std::mt19937_64 rng(7);
+  // Where the worker address lies: magic (4), version (2), instance id (8),
+  // name (u32 length + bytes), then the address (u32 length + bytes).
+  auto u32_at = [&](size_t at) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v |= uint32_t{uint8_t(good[at + i])} << (8 * i);
+    return v;
+  };
+  const size_t name_at = 4 + 2 + 8;
+  const size_t address_at = name_at + 4 + u32_at(name_at);
+  const size_t address_bytes = u32_at(address_at);
+  REQUIRE(address_at + 4 + address_bytes < good.size());
+  for (int round = 0; round < 50; ++round) {
+    std::string bad = good;
+    for (size_t i = 0; i < address_bytes; ++i) {
+      bad[address_at + 4 + i] = static_cast<char>(rng());
+    }
+    uint64_t sum = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i + 8 < bad.size(); ++i) {
+      sum ^= static_cast<uint8_t>(bad[i]);
+      sum *= 0x100000001b3ull;
+    }
+    for (int i = 0; i < 8; ++i) {
+      bad[bad.size() - 8 + i] = static_cast<char>(sum >> (8 * i));
+    }
+    INFO("round " << round);
+    CHECK(engine->AddPeer(bad).status().code() ==
+          absl::StatusCode::kPermissionDenied);
+  }
+  // The genuine blob still connects.
+  CHECK(engine->AddPeer(good).ok());
 }
 
 }  // namespace

@@ -57,9 +57,4 @@ absl::Status UcxStatus(ucs_status_t status, std::string_view what) {
                       static_cast<int>(status)));
 }
 
-bool IsUcxPeerFailure(ucs_status_t status) {
-  return CodeFor(status) == absl::StatusCode::kUnavailable ||
-         status == UCS_ERR_CANCELED;
-}
-
 }  // namespace flowkv::internal

@@ -16,9 +16,6 @@ namespace flowkv::internal {
 // "<what>: <UCX's description> (UCX status <n>)". UCS_OK gives OkStatus.
 absl::Status UcxStatus(ucs_status_t status, std::string_view what);
 
-// True for the UCX codes that mean the peer or the connection went away.
-bool IsUcxPeerFailure(ucs_status_t status);
-
 }  // namespace flowkv::internal
 
 #endif  // FLOWKV_LIB_TRANSFER_UCX_STATUS_H_
