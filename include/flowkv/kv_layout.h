@@ -302,7 +302,7 @@ class FLOWKV_EXPORT KvLayout {
   // inconsistent input and for any layout CreateStrided rejects. At most
   // kMaxSerializedTensors tensors.
   static absl::StatusOr<KvLayout> Parse(std::string_view bytes);
-  static constexpr uint32_t kMaxSerializedTensors = 4096;
+  static constexpr uint32_t kMaxSerializedTensors = 1024;
 
   // 64 bits of SHA-256 over the canonical form of the geometry and tensor
   // table (not the name): equal for layouts that place every byte alike,
