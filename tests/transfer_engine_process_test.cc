@@ -247,7 +247,9 @@ TEST_CASE("A sender that dies mid-write never takes the receiver down",
     }
     if (!exits && floods >= writes_before_death) process.Kill(SIGKILL);
   }
-  CHECK(floods >= writes_before_death);
+  // (A sender that destroys its engine may take its last writes and their
+  // notifications with it: a force-closed connection delivers nothing more.)
+  if (!exits) CHECK(floods >= writes_before_death);
   // The receiver is alive, knows the sender is gone, and works.
   CHECK(disconnected);
   CHECK(!engine->GetPeer(*peer)->connected);
