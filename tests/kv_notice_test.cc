@@ -9,6 +9,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "flowkv/kv_layout.h"
 #include "lib/transfer/byte_io.h"
 
 namespace flowkv::internal {
@@ -29,13 +30,29 @@ KvNotice DataNotice() {
   return n;
 }
 
+// A pool descriptor of a vLLM per-layer pool: 4 regions.
+KvNotice PoolNotice() {
+  KvNotice n;
+  n.kind = KvNoticeKind::kPool;
+  n.layout = KvLayout::VllmFlashAttn({.num_layers = 4,
+                                      .num_blocks = 64,
+                                      .block_tokens = 16,
+                                      .kv_heads = 4,
+                                      .head_dim = 32,
+                                      .dtype_bytes = 2})
+                 ->Serialize();
+  n.regions = {3, 4, 5, 9};
+  return n;
+}
+
 bool Same(const KvNotice& a, const KvNotice& b) {
   return a.kind == b.kind && a.request_id == b.request_id &&
          a.sender_rank == b.sender_rank && a.num_senders == b.num_senders &&
          a.layer_begin == b.layer_begin && a.layer_end == b.layer_end &&
          a.token_begin == b.token_begin && a.token_end == b.token_end &&
          a.final_chunk == b.final_chunk && a.payload == b.payload &&
-         a.code == b.code && a.message == b.message;
+         a.code == b.code && a.message == b.message && a.layout == b.layout &&
+         a.regions == b.regions;
 }
 
 // The message of parsing `bytes` (which must fail with InvalidArgument).
@@ -160,6 +177,59 @@ TEST_CASE("Notices of every kind round-trip", "[kv_transfer]") {
   parsed = ParseKvNotice(EncodeKvNotice(failed));
   REQUIRE(parsed.ok());
   CHECK(parsed->message.size() == kMaxKvNoticeMessageBytes);
+
+  // A pool descriptor carries the layout bytes and the region ids as they
+  // are; the layout parses back to the same layout.
+  const KvNotice pool = PoolNotice();
+  parsed = ParseKvNotice(EncodeKvNotice(pool));
+  REQUIRE(parsed.ok());
+  CHECK(Same(*parsed, pool));
+  absl::StatusOr<KvLayout> layout = KvLayout::Parse(parsed->layout);
+  REQUIRE(layout.ok());
+  CHECK(layout->num_regions() == 4);
+  CHECK(layout->name() == "vllm_flash_attn(NHD)");
+  // The largest region table fits.
+  KvNotice wide = pool;
+  wide.regions.assign(kMaxKvNoticeRegions, 7);
+  parsed = ParseKvNotice(EncodeKvNotice(wide));
+  REQUIRE(parsed.ok());
+  CHECK(parsed->regions.size() == kMaxKvNoticeRegions);
+}
+
+TEST_CASE("Malformed pool descriptors are refused, naming the field",
+          "[kv_transfer]") {
+  const KvNotice pool = PoolNotice();
+  const std::string good = EncodeKvNotice(pool);
+  for (size_t n = 0; n < good.size(); ++n) {
+    absl::StatusOr<KvNotice> parsed = ParseKvNotice(good.substr(0, n));
+    REQUIRE_FALSE(parsed.ok());
+    CHECK(parsed.status().code() == absl::StatusCode::kInvalidArgument);
+  }
+  CHECK(ParseError(good + "x") == "KvNotice: 1 trailing bytes");
+  // Offsets: magic 0, version 4, kind 6, layout length 7, layout 11.
+  const size_t count_at = 11 + pool.layout.size();
+  std::string bad = good;
+  PutU32(&bad, 7, 70000);
+  CHECK(ParseError(bad) ==
+        "KvNotice: layout length 70000 exceeds the limit 65536");
+  bad = good;
+  PutU32(&bad, count_at, 0);
+  CHECK(ParseError(bad) == "KvNotice: num_regions 0 is not in [1, 1024]");
+  bad = good;
+  PutU32(&bad, count_at, 1025);
+  CHECK(ParseError(bad) == "KvNotice: num_regions 1025 is not in [1, 1024]");
+  // A count the bytes cannot hold is refused before anything is allocated.
+  bad = good;
+  PutU32(&bad, count_at, 1000);
+  CHECK(ParseError(bad).find("truncated at regions (1000 regions need 4000 "
+                             "bytes, 16 left)") != std::string::npos);
+  KvNotice empty = pool;
+  empty.layout.clear();
+  CHECK(ParseError(EncodeKvNotice(empty)) == "KvNotice: empty layout");
+  KvNotice none = pool;
+  none.regions.clear();
+  CHECK(ParseError(EncodeKvNotice(none)) ==
+        "KvNotice: num_regions 0 is not in [1, 1024]");
 }
 
 TEST_CASE("Every truncation of a notice is refused", "[kv_transfer]") {
@@ -231,9 +301,11 @@ TEST_CASE("Malformed notice fields are named", "[kv_transfer]") {
 TEST_CASE("Random bytes after the magic never crash the parser",
           "[kv_transfer]") {
   std::mt19937_64 rng(11);
-  const std::string good = EncodeKvNotice(DataNotice());
   int parsed_ok = 0;
   for (int i = 0; i < 20000; ++i) {
+    // Data notices and pool descriptors, each in half of the rounds.
+    const std::string good =
+        EncodeKvNotice(i % 4 < 2 ? DataNotice() : PoolNotice());
     std::string bytes;
     if (i % 2 == 0) {
       // Random bytes behind the magic and version.
@@ -248,7 +320,13 @@ TEST_CASE("Random bytes after the magic never crash the parser",
       }
     }
     absl::StatusOr<KvNotice> parsed = ParseKvNotice(bytes);
-    if (parsed.ok()) {
+    if (parsed.ok() && parsed->kind == KvNoticeKind::kPool) {
+      ++parsed_ok;
+      REQUIRE(!parsed->layout.empty());
+      REQUIRE(parsed->layout.size() <= kMaxKvNoticeLayoutBytes);
+      REQUIRE(!parsed->regions.empty());
+      REQUIRE(parsed->regions.size() <= kMaxKvNoticeRegions);
+    } else if (parsed.ok()) {
       ++parsed_ok;
       // Whatever parses satisfies the documented invariants.
       REQUIRE(!parsed->request_id.empty());

@@ -13,15 +13,48 @@ namespace {
 constexpr uint8_t kFinalChunkFlag = 1;
 constexpr uint32_t kMaxStatusCode = 16;  // absl::StatusCode::kUnauthenticated
 
+// The body of a kind 4 notice (pool descriptor), after the kind.
+absl::StatusOr<KvNotice> ParsePool(ByteReader& r, KvNotice n) {
+  uint32_t num_regions = 0;
+  if (r.Bytes("layout", kMaxKvNoticeLayoutBytes, &n.layout) &&
+      n.layout.empty()) {
+    r.Fail("empty layout");
+  }
+  if (r.U32("num_regions", &num_regions) &&
+      (num_regions == 0 || num_regions > kMaxKvNoticeRegions)) {
+    r.Fail(absl::StrFormat("num_regions %d is not in [1, %d]", num_regions,
+                           kMaxKvNoticeRegions));
+  }
+  if (!r.ok()) return r.status();
+  if (r.remaining() / 4 < num_regions) {
+    r.Fail(
+        absl::StrFormat("truncated at regions (%d regions need %d bytes, "
+                        "%d left)",
+                        num_regions, 4ull * num_regions, r.remaining()));
+    return r.status();
+  }
+  n.regions.resize(num_regions);
+  for (RegionId& region : n.regions) r.U32("region", &region);
+  if (absl::Status s = r.End(); !s.ok()) return s;
+  return n;
+}
+
 }  // namespace
 
 std::string EncodeKvNotice(const KvNotice& notice) {
   ByteWriter w;
   w.Reserve(64 + notice.request_id.size() + notice.payload.size() +
-            notice.message.size());
+            notice.message.size() + notice.layout.size() +
+            4 * notice.regions.size());
   w.Magic(kKvNoticeMagic);
   w.U16(kKvNoticeVersion);
   w.U8(static_cast<uint8_t>(notice.kind));
+  if (notice.kind == KvNoticeKind::kPool) {
+    w.Bytes(notice.layout);
+    w.U32(static_cast<uint32_t>(notice.regions.size()));
+    for (RegionId region : notice.regions) w.U32(region);
+    return std::move(w).Take();
+  }
   w.Bytes(notice.request_id);
   w.U32(notice.sender_rank);
   w.U32(notice.num_senders);
@@ -40,6 +73,8 @@ std::string EncodeKvNotice(const KvNotice& notice) {
       w.Bytes(
           std::string_view(notice.message).substr(0, kMaxKvNoticeMessageBytes));
       break;
+    case KvNoticeKind::kPool:
+      break;  // written above
   }
   return std::move(w).Take();
 }
@@ -60,10 +95,12 @@ absl::StatusOr<KvNotice> ParseKvNotice(std::string_view bytes) {
   }
   if (r.U8("kind", &kind) &&
       (kind < static_cast<uint8_t>(KvNoticeKind::kData) ||
-       kind > static_cast<uint8_t>(KvNoticeKind::kReleased))) {
+       kind > static_cast<uint8_t>(KvNoticeKind::kPool))) {
     r.Fail(absl::StrFormat("unknown kind %d", kind));
   }
+  if (!r.ok()) return r.status();
   n.kind = static_cast<KvNoticeKind>(kind);
+  if (n.kind == KvNoticeKind::kPool) return ParsePool(r, std::move(n));
   if (r.Bytes("request_id", kMaxKvRequestIdBytes, &n.request_id) &&
       n.request_id.empty()) {
     r.Fail("empty request_id");

@@ -4,8 +4,9 @@
 //
 // All integers little-endian; bytes = u32 length + the bytes.
 //
-//   header (every kind):
+//   every kind:
 //     "FKVN"  u16 version (1)  u8 kind
+//   kinds 1-3, about a request:
 //     bytes request_id (1..256)  u32 sender_rank  u32 num_senders (1..4096)
 //   kind 1, data (a piece of a request arrived: the data is in place):
 //     u32 layer_begin  u32 layer_end          (layer_begin < layer_end)
@@ -16,11 +17,17 @@
 //     u32 status code (1..16, absl::StatusCode)  bytes message (0..1024)
 //   kind 3, released (the fetching side is done with the sender's blocks):
 //     u32 status code (0..16; 0 = fetched)     bytes message (0..1024)
+//   kind 4, pool (the sender's pool descriptor; no request fields):
+//     bytes layout (1..64 KiB: KvLayout::Serialize(), which the receiver
+//                   reads with KvLayout::Parse)
+//     u32 num_regions (1..1024)  then num_regions x u32 engine region id
+//                   (the sender's engine region holding layout region i)
 //
 // sender_rank < num_senders. No trailing bytes. No checksum: notifications
 // travel over UCX's reliable transports, and every field is validated.
 // Limits that depend on the receiver (layer_end <= its num_layers) are
-// checked by KvRequestTracker.
+// checked by KvRequestTracker; the layout bytes of a pool descriptor and
+// whether its region count matches the layout, by KvTransfer.
 //
 // Thread safety: thread-safe (pure functions and value types). Exported for
 // tests only.
@@ -31,11 +38,14 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "flowkv/export.h"
+#include "flowkv/kv_layout.h"
 #include "flowkv/kv_transfer.h"
+#include "flowkv/transfer_engine.h"
 
 namespace flowkv::internal {
 
@@ -43,8 +53,16 @@ inline constexpr std::string_view kKvNoticeMagic = "FKVN";
 inline constexpr uint16_t kKvNoticeVersion = 1;
 // kMaxKvRequestIdBytes, kMaxKvPayloadBytes, kMaxKvSenders: kv_transfer.h.
 inline constexpr size_t kMaxKvNoticeMessageBytes = 1024;
+// A serialized layout is at most about 37 KiB (KvLayout's tensor limit).
+inline constexpr size_t kMaxKvNoticeLayoutBytes = 64 * 1024;
+inline constexpr size_t kMaxKvNoticeRegions = KvLayout::kMaxSerializedTensors;
 
-enum class KvNoticeKind : uint8_t { kData = 1, kFailed = 2, kReleased = 3 };
+enum class KvNoticeKind : uint8_t {
+  kData = 1,
+  kFailed = 2,
+  kReleased = 3,
+  kPool = 4,
+};
 
 struct KvNotice {
   KvNoticeKind kind = KvNoticeKind::kData;
@@ -62,6 +80,10 @@ struct KvNotice {
   // to kMaxKvNoticeMessageBytes when encoded.
   absl::StatusCode code = absl::StatusCode::kOk;
   std::string message;
+  // kPool: the sender's KvLayout::Serialize() bytes and, per layout region,
+  // the sender's engine region id. (The request fields above are unused.)
+  std::string layout;
+  std::vector<RegionId> regions;
 };
 
 // REQUIRES: the fields are within the limits above (KvTransfer validates
@@ -75,7 +97,9 @@ FLOWKV_EXPORT bool IsKvNotice(std::string_view bytes);
 // InvalidArgument naming the first bad field: bad magic, another version,
 // an unknown kind, truncation, a length over its limit, an empty request
 // id, sender_rank >= num_senders, an empty layer or token range, unknown
-// flags, a status code out of range, trailing bytes.
+// flags, a status code out of range, an empty layout, a region count of 0
+// or over kMaxKvNoticeRegions, trailing bytes. The layout bytes themselves
+// are not parsed here.
 FLOWKV_EXPORT absl::StatusOr<KvNotice> ParseKvNotice(std::string_view bytes);
 
 }  // namespace flowkv::internal
