@@ -5,8 +5,11 @@
 //
 //   // Both sides, at start-up: the pool, region by region.
 //   auto kv = flowkv::KvTransfer::Create(engine.get(), layout, {region}, {});
-//   // Once a peer and its pool layout are known:
-//   kv->AddPeerPool(peer, peer_layout, peer_regions);
+//   // Once connected, either side (e.g. decode, when prefill connected):
+//   kv->AnnouncePool(peer);
+//   // The side that sends or fetches first waits for the peer's pool:
+//   if (absl::Status s = kv->WaitForPeerPool(peer, absl::Seconds(10));
+//       !s.ok()) ...  // e.g. InvalidArgument "... head_dim differs ..."
 //
 //   // Push (prefill writes into the decode pool). Per request, after its
 //   // prefill — or per layer, per chunk, per tensor-parallel rank:
@@ -27,6 +30,23 @@
 //                                          .dst_blocks = decode_blocks,
 //                                          .num_tokens = prompt_tokens});
 //   // ... and the prefill side's Poll() reports "req-42" in `released`.
+//
+// Pools. Before bytes move, each side must know the other's pool: its
+// layout and the engine region ids holding it. AnnouncePool(peer) sends this
+// side's pool descriptor (lib/transfer/kv_notice.h, kind 4: the layout's
+// KvLayout::Serialize() form and the region ids) as a notice; the peer's
+// KvTransfer checks it when it handles its notifications (Poll,
+// HandleNotification, WaitForPeerPool) and answers once with its own, so
+// one AnnouncePool on either side sets up both directions. A descriptor that
+// cannot be used — malformed, naming regions the engine does not know for
+// that peer, or a geometry that cannot exchange KV with this pool (another
+// num_layers, num_parts, head_dim or dtype_bytes, kv_heads that do not
+// divide; see CheckKvExchange) — is refused: logged once, remembered for
+// that peer, and every later Send and Fetch to it fails at once with
+// InvalidArgument naming the field, moving no byte. Engines that exchange
+// layouts themselves call AddPeerPool instead; a pool declared that way
+// takes precedence over descriptors. A peer that disconnects is forgotten
+// (pool, refusal, whether it was told ours).
 //
 // Pieces. A request's KV may arrive in pieces: each Send (or Fetch) covers
 // a layer range [layer_begin, layer_end) and a token range [token_begin,
@@ -198,6 +218,8 @@ struct KvTransferStats {
   uint64_t malformed_notices = 0;
   // Notices for finished, failed or forgotten requests (ignored).
   uint64_t late_notices = 0;
+  // Peers' pool descriptors that were refused (see "Pools" above).
+  uint64_t pools_refused = 0;
 };
 
 class FLOWKV_EXPORT KvTransfer {
@@ -212,11 +234,45 @@ class FLOWKV_EXPORT KvTransfer {
       std::vector<RegionId> regions, KvTransferOptions options = {});
 
   // Declares the pool of `peer`: its layout and, per layout region, the
-  // peer's region id (as in PeerInfo::regions). Replaces an earlier one
-  // (Sends already planned keep the old one). NotFound for an unknown peer;
-  // InvalidArgument as in Create. Forgotten when the peer disconnects.
+  // peer's region id (as in PeerInfo::regions), for engines that exchange
+  // layouts by their own means. Replaces an earlier declaration and
+  // whatever a descriptor from the peer said (also a refusal), and later
+  // descriptors do not replace it (Sends already planned keep the old
+  // pool). NotFound for an unknown peer; InvalidArgument as in Create, or
+  // when the layouts cannot exchange KV (CheckKvExchange's message).
+  // Forgotten when the peer disconnects.
   absl::Status AddPeerPool(PeerId peer, const KvLayout& layout,
                            std::vector<RegionId> peer_regions);
+
+  // Sends this side's pool descriptor to `peer` (see "Pools" above), as a
+  // notification behind a Write with no ops, and returns once the peer's
+  // engine acknowledged it (at most the engine's default_timeout). The peer
+  // learns this pool when it next handles its notifications, and answers
+  // with its own descriptor unless it announced to this side before; call
+  // WaitForPeerPool (or Poll until PeerPool(peer) is not NotFound) to wait
+  // for that answer. Calling it again resends (a peer that knows the pool
+  // keeps it). Errors: the engine's (NotFound: unknown peer; Unavailable:
+  // disconnected; DeadlineExceeded). REQUIRES: not called from an engine
+  // callback (the wait would return FailedPrecondition).
+  absl::Status AnnouncePool(PeerId peer);
+
+  // What this side knows of `peer`'s pool: its layout once a descriptor was
+  // accepted or AddPeerPool declared it; NotFound while nothing is known
+  // (also after the peer disconnected); InvalidArgument naming the field
+  // when the peer's descriptor was refused (the error Send and Fetch to it
+  // return).
+  absl::StatusOr<KvLayout> PeerPool(PeerId peer) const;
+
+  // Waits until `peer`'s pool is known or refused, handling the engine's
+  // notifications as Poll does meanwhile; nothing is lost: what they
+  // produce (finished, failed, released requests, and the notifications
+  // that belong in `other`) is returned by the next Poll or TakeResults.
+  // Returns OK once the pool is known, PeerPool's error once refused,
+  // DeadlineExceeded after `timeout`, Unavailable when the peer disconnects,
+  // NotFound for an unknown peer. Another thread's Poll, or an engine
+  // on_notification callback, may handle the descriptor instead: this call
+  // then notices within 10 ms. REQUIRES: not called from an engine callback.
+  absl::Status WaitForPeerPool(PeerId peer, absl::Duration timeout);
 
   // Push: writes one piece of the request into the peer's pool, then sends
   // the data notice. The handle completes OK only after the peer's engine
@@ -224,8 +280,10 @@ class FLOWKV_EXPORT KvTransfer {
   // InvalidArgument (a request id that is empty or over
   // kMaxKvRequestIdBytes, no blocks, num_tokens 0, a payload over
   // kMaxKvPayloadBytes, sender_rank >= num_senders, num_senders 0 or over
-  // kMaxKvSenders, token range overflow; and the planner's), OutOfRange
-  // (the planner's), FailedPrecondition (no pool declared for the peer), and
+  // kMaxKvSenders, token range overflow; the refusal of the peer's pool
+  // descriptor; and the planner's), OutOfRange (the planner's),
+  // FailedPrecondition (no pool known for the peer: call AnnouncePool on
+  // either side, or AddPeerPool), and
   // the engine's (Unavailable, DeadlineExceeded, Cancelled through
   // handle.Cancel()). On any failure with a valid request id and rank, a
   // failure notice goes to the peer (best effort). A failed handle does not
@@ -236,9 +294,9 @@ class FLOWKV_EXPORT KvTransfer {
   TransferHandle Send(std::string_view request_id, PeerId peer,
                       const KvSendRequest& request);
 
-  // Pull: reads one piece of the request from the peer's pool (declared
-  // with AddPeerPool) into the local pool. The piece counts towards the
-  // request here as a received one would (so the request shows up in this
+  // Pull: reads one piece of the request from the peer's pool (announced
+  // or declared with AddPeerPool) into the local pool. The piece counts towards
+  // the request here as a received one would (so the request shows up in this
   // side's Poll().finished or failed), and when it completes this rank's
   // part of the request (or fails) a release notice goes to the peer, whose
   // Poll() then reports the request in `released`. The handle completes
@@ -268,14 +326,17 @@ class FLOWKV_EXPORT KvTransfer {
   KvPollResult Poll(absl::Duration wait = absl::ZeroDuration());
 
   // Feeds one notification received by other means (an on_notification
-  // callback; it may be called on the progress thread). Returns true when
-  // it was consumed (a KvTransfer notice, even a malformed one); false for
+  // callback; it may be called on the progress thread). A peer's pool
+  // descriptor is checked and recorded (or refused) here, and answered
+  // without blocking. Returns true when it was consumed (a KvTransfer
+  // notice, even a malformed one); false for
   // notifications that belong in KvPollResult::other (kPeerDisconnected is
   // acted on and still returns false).
   bool HandleNotification(const Notification& notification);
 
   // As Poll, without touching the engine's queue: applies deadlines and
-  // returns what HandleNotification, Fetch and deadlines produced.
+  // returns what HandleNotification, Fetch and deadlines produced (and the
+  // notifications WaitForPeerPool kept, in `other`).
   KvPollResult TakeResults();
 
   // For layer-wise loading: the number of leading layers [0, n) of which

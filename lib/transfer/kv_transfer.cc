@@ -1,35 +1,44 @@
-// KvTransfer (include/flowkv/kv_transfer.h): the sending side (Send, Fetch:
-// validation, planning from a snapshot of the peer's pool, posting through
-// the TransferEngine, failure and release notices from completion
-// callbacks) and the glue of the receiving side (notifications in, results
-// out). The notice bytes are kv_notice.cc's; the request state machine is
-// kv_request_tracker.cc's. Calls the planner and the engine's public API.
+// KvTransfer (include/flowkv/kv_transfer.h): Create, the public methods,
+// and the sending side (Send, Fetch: validation, planning from a snapshot of
+// the peer's pool, posting through the TransferEngine, failure and release
+// notices from completion callbacks). The receiving side is kv_receive.cc's,
+// peers' pools are kv_pool_exchange.cc's (see kv_transfer_impl.h). Calls the
+// planner and the engine's public API.
 #include "flowkv/kv_transfer.h"
 
 #include <algorithm>
 #include <numeric>
 #include <utility>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
 #include "flowkv/transfer_plan.h"
 #include "lib/common/tsan_lock.h"
 #include "lib/transfer/kv_notice.h"
 #include "lib/transfer/kv_request_tracker.h"
+#include "lib/transfer/kv_transfer_impl.h"
 #include "lib/transfer/transfer_record.h"
 
 namespace flowkv {
+
+absl::Status internal::CheckKvRequestId(const char* caller,
+                                        std::string_view id) {
+  if (id.empty() || id.size() > kMaxKvRequestIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: a request id of %d bytes is not in [1, %d]",
+                        caller, id.size(), kMaxKvRequestIdBytes));
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
+using internal::CheckKvRequestId;
 using internal::KvNotice;
 using internal::KvNoticeKind;
 using internal::KvRequestTracker;
 using internal::TsanMutexLock;
-
-enum class Direction : uint8_t { kPush, kPull };
+using Direction = internal::KvDirection;
 
 const char* Caller(Direction direction) {
   return direction == Direction::kPush ? "KvTransfer::Send"
@@ -43,42 +52,6 @@ TransferHandle FailedHandle(absl::Status status) {
       0, 0, 0, now, nullptr, std::weak_ptr<internal::Inbox>());
   record->Complete(std::move(status), now);
   return TransferHandle(std::move(record));
-}
-
-// OK when `regions` names one region of `known` per region of `layout`,
-// each large enough for it. `owner` names whose regions they are in errors.
-absl::Status CheckRegions(const KvLayout& layout,
-                          const std::vector<RegionId>& regions,
-                          const std::vector<RegionInfo>& known,
-                          const std::string& owner) {
-  if (regions.size() != layout.num_regions()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("KvTransfer: ", regions.size(), " regions given, the ",
-                     "layout has ", layout.num_regions()));
-  }
-  for (RegionId id : regions) {
-    auto it = std::find_if(known.begin(), known.end(),
-                           [id](const RegionInfo& r) { return r.id == id; });
-    if (it == known.end()) {
-      return absl::NotFoundError(
-          absl::StrCat("KvTransfer: ", owner, " has no region ", id));
-    }
-    if (it->length < layout.region_bytes()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "KvTransfer: region ", id, " of ", owner, " holds ", it->length,
-          " bytes, the layout needs ", layout.region_bytes()));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckRequestId(const char* caller, std::string_view id) {
-  if (id.empty() || id.size() > kMaxKvRequestIdBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: a request id of %d bytes is not in [1, %d]",
-                        caller, id.size(), kMaxKvRequestIdBytes));
-  }
-  return absl::OkStatus();
 }
 
 absl::Status CheckRank(const char* caller, const KvSendRequest& r) {
@@ -101,7 +74,7 @@ absl::Status CheckPiece(const char* caller, std::string_view id,
                         const KvSendRequest& r, uint32_t num_layers,
                         bool* notify) {
   *notify = false;
-  if (absl::Status s = CheckRequestId(caller, id); !s.ok()) return s;
+  if (absl::Status s = CheckKvRequestId(caller, id); !s.ok()) return s;
   if (absl::Status s = CheckRank(caller, r); !s.ok()) return s;
   *notify = true;
   if (r.num_tokens == 0 || r.src_blocks.empty() || r.dst_blocks.empty()) {
@@ -165,380 +138,230 @@ absl::Status CheckList(const char* caller, const char* side,
   return absl::OkStatus();
 }
 
+// This side's pool descriptor: a kind kPool notice.
+std::string PoolDescriptor(const KvLayout& layout,
+                           const std::vector<RegionId>& regions) {
+  KvNotice notice;
+  notice.kind = KvNoticeKind::kPool;
+  notice.layout = layout.Serialize();
+  notice.regions = regions;
+  return internal::EncodeKvNotice(notice);
+}
+
 }  // namespace
 
-class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
- public:
-  Impl(TransferEngine* engine, const KvLayout& layout,
-       std::vector<RegionId> regions, KvTransferOptions options)
-      : engine_(engine),
-        layout_(layout),
-        regions_(std::move(regions)),
-        log_(std::move(options.log)),
-        notice_engine_(engine),
-        tracker_(
-            {.num_layers = layout.geometry().num_layers,
-             .incomplete_request_timeout = options.incomplete_request_timeout,
-             .max_tombstones = options.max_tombstones,
-             .log = log_}) {}
+KvTransfer::Impl::Impl(TransferEngine* engine, const KvLayout& layout,
+                       std::vector<RegionId> regions, KvTransferOptions options)
+    : engine_(engine),
+      layout_(layout),
+      regions_(std::move(regions)),
+      log_(std::move(options.log)),
+      descriptor_(PoolDescriptor(layout, regions_)),
+      notice_engine_(engine),
+      tracker_(
+          {.num_layers = layout.geometry().num_layers,
+           .incomplete_request_timeout = options.incomplete_request_timeout,
+           .max_tombstones = options.max_tombstones,
+           .log = log_}) {}
 
-  // Stops completion callbacks from using the engine (KvTransfer is going).
-  void Detach() {
-    TsanMutexLock lock(&engine_mu_);
-    notice_engine_ = nullptr;
-  }
+void KvTransfer::Impl::Detach() {
+  TsanMutexLock lock(&engine_mu_);
+  notice_engine_ = nullptr;
+}
 
-  absl::Status AddPeerPool(PeerId peer, const KvLayout& layout,
-                           std::vector<RegionId> peer_regions) {
-    absl::StatusOr<PeerInfo> info = engine_->GetPeer(peer);
-    if (!info.ok()) return info.status();
-    if (absl::Status s = CheckRegions(layout, peer_regions, info->regions,
-                                      absl::StrCat("peer ", peer));
-        !s.ok()) {
-      return s;
-    }
-    auto pool = std::make_shared<const PeerPool>(
-        PeerPool{layout, std::move(peer_regions)});
-    TsanMutexLock lock(&pools_mu_);
-    pools_.insert_or_assign(peer, std::move(pool));
-    return absl::OkStatus();
-  }
-
-  TransferHandle Move(Direction direction, std::string_view request_id,
-                      PeerId peer, const KvSendRequest& r) {
-    const char* caller = Caller(direction);
-    bool notify = false;
-    absl::Status status = CheckPiece(caller, request_id, r,
-                                     layout_.geometry().num_layers, &notify);
-    std::shared_ptr<const PeerPool> pool;
-    if (status.ok()) {
-      pool = FindPool(peer);
-      if (pool == nullptr) {
-        status = absl::FailedPreconditionError(absl::StrFormat(
-            "%s: no pool declared for peer %d (call AddPeerPool)", caller,
-            peer));
-      }
-    }
-    // Planned outside any lock, into this thread's buffer (the engine
-    // copies the ops).
-    thread_local std::vector<TransferOp> ops;
-    ops.clear();
-    if (status.ok()) status = Plan(direction, *pool, r, &ops);
-    if (!status.ok()) {
-      if (notify) {
-        PieceFailed(direction, peer, request_id, r.sender_rank, r.num_senders,
-                    status);
-      }
-      return FailedHandle(std::move(status));
-    }
-    KvNotice notice;
-    notice.kind = KvNoticeKind::kData;
-    notice.request_id = std::string(request_id);
-    notice.sender_rank = r.sender_rank;
-    notice.num_senders = r.num_senders;
-    const bool every_layer = r.layer_begin == 0 && r.layer_end == 0;
-    notice.layer_begin = every_layer ? 0 : r.layer_begin;
-    notice.layer_end =
-        every_layer ? layout_.geometry().num_layers : r.layer_end;
-    notice.token_begin = r.token_begin;
-    notice.token_end = r.token_begin + r.num_tokens;
-    notice.final_chunk = r.final_chunk;
-    notice.payload = r.payload;
-
-    TransferOptions options;
-    options.timeout = r.timeout;
-    std::shared_ptr<Impl> self = shared_from_this();
-    if (direction == Direction::kPush) {
-      options.notification = internal::EncodeKvNotice(notice);
-      options.acknowledged = true;
-      options.on_complete = [self, peer, id = std::move(notice.request_id),
-                             rank = r.sender_rank, senders = r.num_senders](
-                                const absl::Status& s, const TransferStats&) {
-        if (!s.ok())
-          self->PieceFailed(Direction::kPush, peer, id, rank, senders, s);
-      };
-      return engine_->Write(peer, ops, std::move(options));
-    }
-    options.on_complete = [self, peer, notice = std::move(notice)](
-                              const absl::Status& s, const TransferStats&) {
-      self->FetchDone(peer, notice, s);
-    };
-    return engine_->Read(peer, ops, std::move(options));
-  }
-
-  absl::Status Expect(std::string_view request_id, absl::Time deadline) {
-    if (absl::Status s = CheckRequestId("KvTransfer::Expect", request_id);
-        !s.ok()) {
-      return s;
-    }
-    TsanMutexLock lock(&mu_);
-    tracker_.Expect(request_id, deadline);
-    return absl::OkStatus();
-  }
-
-  void Forget(std::string_view request_id) {
-    if (!CheckRequestId("KvTransfer::Forget", request_id).ok()) return;
-    TsanMutexLock lock(&mu_);
-    tracker_.Forget(request_id);
-  }
-
-  bool HandleNotification(const Notification& n) {
-    if (n.kind == Notification::Kind::kPeerDisconnected) {
-      {
-        TsanMutexLock lock(&pools_mu_);
-        pools_.erase(n.peer);
-      }
-      TsanMutexLock lock(&mu_);
-      tracker_.PeerDisconnected(n.peer, n.bytes);
-      return false;
-    }
-    if (n.kind != Notification::Kind::kTransfer ||
-        !internal::IsKvNotice(n.bytes)) {
-      return false;
-    }
-    absl::StatusOr<KvNotice> notice = internal::ParseKvNotice(n.bytes);
-    TsanMutexLock lock(&mu_);
-    if (!notice.ok()) {
-      ++malformed_notices_;
-      if (log_) {
-        log_(LogSeverity::kWarning,
-             absl::StrFormat("KvTransfer: dropped a malformed notice from "
-                             "peer %d: %s",
-                             n.peer, notice.status().message()));
-      }
-      return true;
-    }
-    switch (notice->kind) {
-      case KvNoticeKind::kData:
-        tracker_.AddPiece(*notice, n.peer, absl::Now());
-        break;
-      case KvNoticeKind::kFailed:
-        tracker_.AddFailure(
-            notice->request_id, notice->sender_rank,
-            absl::Status(
-                notice->code,
-                absl::StrFormat("request '%s': sender rank %d (peer "
-                                "%d) failed: %s",
-                                notice->request_id, notice->sender_rank, n.peer,
-                                notice->message)));
-        break;
-      case KvNoticeKind::kReleased:
-        released_.push_back(
-            {std::move(notice->request_id), n.peer,
-             notice->code == absl::StatusCode::kOk
-                 ? absl::OkStatus()
-                 : absl::Status(notice->code, notice->message)});
-        break;
-    }
-    return true;
-  }
-
-  KvPollResult TakeResults() {
-    KvPollResult result;
-    TsanMutexLock lock(&mu_);
-    tracker_.ApplyDeadlines(absl::Now());
-    tracker_.TakeResults(&result.finished, &result.failed);
-    result.released = std::exchange(released_, {});
-    return result;
-  }
-
-  KvPollResult Poll(absl::Duration wait) {
-    {
-      TsanMutexLock lock(&mu_);
-      const absl::Time now = absl::Now();
-      tracker_.ApplyDeadlines(now);
-      if (tracker_.HasResults() || !released_.empty()) {
-        wait = absl::ZeroDuration();
-      } else {
-        wait = std::min(wait, tracker_.NextDeadline() - now);
-      }
-    }
-    std::vector<Notification> other;
-    for (Notification& n :
-         engine_->TakeNotifications(std::max(wait, absl::ZeroDuration()))) {
-      if (!HandleNotification(n)) other.push_back(std::move(n));
-    }
-    KvPollResult result = TakeResults();
-    result.other = std::move(other);
-    return result;
-  }
-
-  uint32_t LayersArrived(std::string_view request_id) const {
-    TsanMutexLock lock(&mu_);
-    return tracker_.LayersArrived(request_id);
-  }
-
-  KvTransferStats Stats() const {
-    TsanMutexLock lock(&mu_);
-    return {.requests_active = tracker_.active(),
-            .results_pending = tracker_.results_pending(),
-            .tombstones = tracker_.tombstones(),
-            .malformed_notices = malformed_notices_,
-            .late_notices = tracker_.late_notices()};
-  }
-
-  const KvLayout& layout() const { return layout_; }
-
- private:
-  struct PeerPool {
-    KvLayout layout;
-    std::vector<RegionId> regions;
-  };
-
-  std::shared_ptr<const PeerPool> FindPool(PeerId peer) const {
-    TsanMutexLock lock(&pools_mu_);
-    auto it = pools_.find(peer);
-    return it == pools_.end() ? nullptr : it->second;
-  }
-
-  // Plans the piece's ops (engine region ids) onto the end of `*ops`. A
-  // non-final chunk moves only the blocks common to both pools that it
-  // fills; its partial last block moves with the next chunk (see
-  // KvSendRequest::token_begin).
-  absl::Status Plan(Direction direction, const PeerPool& pool,
-                    const KvSendRequest& r,
-                    std::vector<TransferOp>* ops) const {
-    const char* caller = Caller(direction);
-    const bool push = direction == Direction::kPush;
-    const KvLayout& src = push ? layout_ : pool.layout;
-    const KvLayout& dst = push ? pool.layout : layout_;
-    const std::vector<RegionId>& src_regions = push ? regions_ : pool.regions;
-    const std::vector<RegionId>& dst_regions = push ? pool.regions : regions_;
-    const uint64_t src_tokens = src.geometry().block_tokens;
-    const uint64_t dst_tokens = dst.geometry().block_tokens;
-    const uint64_t token_end = r.token_begin + r.num_tokens;
-    if (absl::Status s =
-            CheckList(caller, "source", src, r.src_blocks, token_end);
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s =
-            CheckList(caller, "destination", dst, r.dst_blocks, token_end);
-        !s.ok()) {
-      return s;
-    }
-    const uint64_t common = std::lcm(src_tokens, dst_tokens);
-    const uint64_t move_begin = r.token_begin / common * common;
-    const uint64_t move_end =
-        r.final_chunk ? token_end : token_end / common * common;
-    if (move_end <= move_begin) return absl::OkStatus();  // notice only
-    const TransferPlanRequest plan{
-        .src_layout = &src,
-        .src_blocks = SkipBlocks(r.src_blocks, move_begin / src_tokens),
-        .dst_layout = &dst,
-        .dst_blocks = SkipBlocks(r.dst_blocks, move_begin / dst_tokens),
-        .num_tokens = move_end - move_begin,
-        .layer_begin = r.layer_begin,
-        .layer_end = r.layer_end,
-        .src_head_begin = r.src_head_begin,
-        .dst_head_begin = r.dst_head_begin,
-        .num_heads = r.num_heads};
-    const size_t first = ops->size();
-    if (absl::Status s = AppendTransferPlan(plan, ops); !s.ok()) return s;
-    for (size_t i = first; i < ops->size(); ++i) {
-      TransferOp& op = (*ops)[i];
-      op.src_region = src_regions[op.src_region];
-      op.dst_region = dst_regions[op.dst_region];
-    }
-    return absl::OkStatus();
-  }
-
-  // A piece failed on this side. Push: tell the receiver. Pull: fail the
-  // request here and release the peer's blocks.
-  void PieceFailed(Direction direction, PeerId peer,
-                   std::string_view request_id, uint32_t rank,
-                   uint32_t num_senders, const absl::Status& status) {
-    KvNotice notice;
-    notice.request_id = std::string(request_id);
-    notice.sender_rank = rank;
-    notice.num_senders = num_senders;
-    notice.code = status.code();
-    notice.message = std::string(status.message());
-    if (direction == Direction::kPush) {
-      notice.kind = KvNoticeKind::kFailed;
+TransferHandle KvTransfer::Impl::Move(Direction direction,
+                                      std::string_view request_id, PeerId peer,
+                                      const KvSendRequest& r) {
+  const char* caller = Caller(direction);
+  bool notify = false;
+  absl::Status status =
+      CheckPiece(caller, request_id, r, layout_.geometry().num_layers, &notify);
+  std::shared_ptr<const PeerPoolInfo> pool;
+  if (status.ok()) {
+    absl::StatusOr<std::shared_ptr<const PeerPoolInfo>> found =
+        FindPool(caller, peer);
+    if (found.ok()) {
+      pool = *std::move(found);
     } else {
-      notice.kind = KvNoticeKind::kReleased;
-      TsanMutexLock lock(&mu_);
-      tracker_.AddFailure(
-          request_id, rank,
-          absl::Status(
-              status.code(),
-              absl::StrFormat("request '%s': fetch of sender rank "
-                              "%d from peer %d failed: %s",
-                              request_id, rank, peer, status.message())));
+      status = found.status();
     }
-    SendNotice(peer, notice);
   }
-
-  // A Fetch's Read finished: count the piece and release the peer's blocks
-  // once this rank's part is complete (or failed).
-  void FetchDone(PeerId peer, const KvNotice& piece,
-                 const absl::Status& status) {
-    if (!status.ok()) {
-      PieceFailed(Direction::kPull, peer, piece.request_id, piece.sender_rank,
-                  piece.num_senders, status);
-      return;
+  // Planned outside any lock, into this thread's buffer (the engine
+  // copies the ops).
+  thread_local std::vector<TransferOp> ops;
+  ops.clear();
+  if (status.ok()) status = Plan(direction, *pool, r, &ops);
+  if (!status.ok()) {
+    if (notify) {
+      PieceFailed(direction, peer, request_id, r.sender_rank, r.num_senders,
+                  status);
     }
-    KvRequestTracker::PieceOutcome outcome;
-    {
-      TsanMutexLock lock(&mu_);
-      outcome = tracker_.AddPiece(piece, peer, absl::Now());
-    }
-    absl::Status release;
-    if (outcome.late) {
-      release = absl::FailedPreconditionError(absl::StrFormat(
-          "request '%s' was already finished, failed or forgotten by the "
-          "fetching side",
-          piece.request_id));
-    } else if (!outcome.failure.ok()) {
-      release = outcome.failure;
-    } else if (!outcome.rank_complete) {
-      return;
-    }
-    KvNotice notice;
-    notice.kind = KvNoticeKind::kReleased;
-    notice.request_id = piece.request_id;
-    notice.sender_rank = piece.sender_rank;
-    notice.num_senders = piece.num_senders;
-    notice.code = release.code();
-    notice.message = std::string(release.message());
-    SendNotice(peer, notice);
+    return FailedHandle(std::move(status));
   }
+  KvNotice notice;
+  notice.kind = KvNoticeKind::kData;
+  notice.request_id = std::string(request_id);
+  notice.sender_rank = r.sender_rank;
+  notice.num_senders = r.num_senders;
+  const bool every_layer = r.layer_begin == 0 && r.layer_end == 0;
+  notice.layer_begin = every_layer ? 0 : r.layer_begin;
+  notice.layer_end = every_layer ? layout_.geometry().num_layers : r.layer_end;
+  notice.token_begin = r.token_begin;
+  notice.token_end = r.token_begin + r.num_tokens;
+  notice.final_chunk = r.final_chunk;
+  notice.payload = r.payload;
 
-  // Best effort: a notice with no data, as a Write (so the engine never
-  // drops it); a refused Write (e.g. the failure closed the endpoint) is
-  // left to the peer's disconnect handling.
-  void SendNotice(PeerId peer, const KvNotice& notice) {
-    TransferOptions options;
+  TransferOptions options;
+  options.timeout = r.timeout;
+  std::shared_ptr<Impl> self = shared_from_this();
+  if (direction == Direction::kPush) {
     options.notification = internal::EncodeKvNotice(notice);
-    TsanMutexLock lock(&engine_mu_);
-    if (notice_engine_ == nullptr) return;
-    TransferHandle ignored =
-        notice_engine_->Write(peer, {}, std::move(options));
+    options.acknowledged = true;
+    options.on_complete = [self, peer, id = std::move(notice.request_id),
+                           rank = r.sender_rank, senders = r.num_senders](
+                              const absl::Status& s, const TransferStats&) {
+      if (!s.ok())
+        self->PieceFailed(Direction::kPush, peer, id, rank, senders, s);
+    };
+    return engine_->Write(peer, ops, std::move(options));
   }
+  options.on_complete = [self, peer, notice = std::move(notice)](
+                            const absl::Status& s, const TransferStats&) {
+    self->FetchDone(peer, notice, s);
+  };
+  return engine_->Read(peer, ops, std::move(options));
+}
 
-  TransferEngine* const engine_;
-  const KvLayout layout_;
-  const std::vector<RegionId> regions_;
-  const std::function<void(LogSeverity, std::string_view)> log_;
+// Plans the piece's ops (engine region ids) onto the end of `*ops`. A
+// non-final chunk moves only the blocks common to both pools that it
+// fills; its partial last block moves with the next chunk (see
+// KvSendRequest::token_begin).
+absl::Status KvTransfer::Impl::Plan(Direction direction,
+                                    const PeerPoolInfo& pool,
+                                    const KvSendRequest& r,
+                                    std::vector<TransferOp>* ops) const {
+  const char* caller = Caller(direction);
+  const bool push = direction == Direction::kPush;
+  const KvLayout& src = push ? layout_ : pool.layout;
+  const KvLayout& dst = push ? pool.layout : layout_;
+  const std::vector<RegionId>& src_regions = push ? regions_ : pool.regions;
+  const std::vector<RegionId>& dst_regions = push ? pool.regions : regions_;
+  const uint64_t src_tokens = src.geometry().block_tokens;
+  const uint64_t dst_tokens = dst.geometry().block_tokens;
+  const uint64_t token_end = r.token_begin + r.num_tokens;
+  if (absl::Status s =
+          CheckList(caller, "source", src, r.src_blocks, token_end);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s =
+          CheckList(caller, "destination", dst, r.dst_blocks, token_end);
+      !s.ok()) {
+    return s;
+  }
+  const uint64_t common = std::lcm(src_tokens, dst_tokens);
+  const uint64_t move_begin = r.token_begin / common * common;
+  const uint64_t move_end =
+      r.final_chunk ? token_end : token_end / common * common;
+  if (move_end <= move_begin) return absl::OkStatus();  // notice only
+  const TransferPlanRequest plan{
+      .src_layout = &src,
+      .src_blocks = SkipBlocks(r.src_blocks, move_begin / src_tokens),
+      .dst_layout = &dst,
+      .dst_blocks = SkipBlocks(r.dst_blocks, move_begin / dst_tokens),
+      .num_tokens = move_end - move_begin,
+      .layer_begin = r.layer_begin,
+      .layer_end = r.layer_end,
+      .src_head_begin = r.src_head_begin,
+      .dst_head_begin = r.dst_head_begin,
+      .num_heads = r.num_heads};
+  const size_t first = ops->size();
+  if (absl::Status s = AppendTransferPlan(plan, ops); !s.ok()) return s;
+  for (size_t i = first; i < ops->size(); ++i) {
+    TransferOp& op = (*ops)[i];
+    op.src_region = src_regions[op.src_region];
+    op.dst_region = dst_regions[op.dst_region];
+  }
+  return absl::OkStatus();
+}
 
-  // The engine as completion callbacks may use it: null once the
-  // KvTransfer is destroyed.
-  mutable absl::Mutex engine_mu_;
-  TransferEngine* notice_engine_ ABSL_GUARDED_BY(engine_mu_);
+// A piece failed on this side. Push: tell the receiver. Pull: fail the
+// request here and release the peer's blocks.
+void KvTransfer::Impl::PieceFailed(Direction direction, PeerId peer,
+                                   std::string_view request_id, uint32_t rank,
+                                   uint32_t num_senders,
+                                   const absl::Status& status) {
+  KvNotice notice;
+  notice.request_id = std::string(request_id);
+  notice.sender_rank = rank;
+  notice.num_senders = num_senders;
+  notice.code = status.code();
+  notice.message = std::string(status.message());
+  if (direction == Direction::kPush) {
+    notice.kind = KvNoticeKind::kFailed;
+  } else {
+    notice.kind = KvNoticeKind::kReleased;
+    TsanMutexLock lock(&mu_);
+    tracker_.AddFailure(
+        request_id, rank,
+        absl::Status(
+            status.code(),
+            absl::StrFormat("request '%s': fetch of sender rank "
+                            "%d from peer %d failed: %s",
+                            request_id, rank, peer, status.message())));
+  }
+  SendNotice(peer, notice);
+}
 
-  // Peers' pools: Send and Fetch copy the pointer under the lock and plan
-  // outside it.
-  mutable absl::Mutex pools_mu_;
-  absl::flat_hash_map<PeerId, std::shared_ptr<const PeerPool>> pools_
-      ABSL_GUARDED_BY(pools_mu_);
+// A Fetch's Read finished: count the piece and release the peer's blocks
+// once this rank's part is complete (or failed).
+void KvTransfer::Impl::FetchDone(PeerId peer, const KvNotice& piece,
+                                 const absl::Status& status) {
+  if (!status.ok()) {
+    PieceFailed(Direction::kPull, peer, piece.request_id, piece.sender_rank,
+                piece.num_senders, status);
+    return;
+  }
+  KvRequestTracker::PieceOutcome outcome;
+  {
+    TsanMutexLock lock(&mu_);
+    outcome = tracker_.AddPiece(piece, peer, absl::Now());
+  }
+  absl::Status release;
+  if (outcome.late) {
+    release = absl::FailedPreconditionError(absl::StrFormat(
+        "request '%s' was already finished, failed or forgotten by the "
+        "fetching side",
+        piece.request_id));
+  } else if (!outcome.failure.ok()) {
+    release = outcome.failure;
+  } else if (!outcome.rank_complete) {
+    return;
+  }
+  KvNotice notice;
+  notice.kind = KvNoticeKind::kReleased;
+  notice.request_id = piece.request_id;
+  notice.sender_rank = piece.sender_rank;
+  notice.num_senders = piece.num_senders;
+  notice.code = release.code();
+  notice.message = std::string(release.message());
+  SendNotice(peer, notice);
+}
 
-  // The receiving side.
-  mutable absl::Mutex mu_;
-  KvRequestTracker tracker_ ABSL_GUARDED_BY(mu_);
-  std::vector<KvReleased> released_ ABSL_GUARDED_BY(mu_);
-  uint64_t malformed_notices_ ABSL_GUARDED_BY(mu_) = 0;
-};
+// Best effort: a notice with no data, as a Write (so the engine never
+// drops it); a refused Write (e.g. the failure closed the endpoint) is
+// left to the peer's disconnect handling.
+void KvTransfer::Impl::SendNotice(PeerId peer, const KvNotice& notice) {
+  SendNoticeBytes(peer, internal::EncodeKvNotice(notice));
+}
+
+void KvTransfer::Impl::SendNoticeBytes(PeerId peer, std::string bytes) {
+  TransferOptions options;
+  options.notification = std::move(bytes);
+  TsanMutexLock lock(&engine_mu_);
+  if (notice_engine_ == nullptr) return;
+  TransferHandle ignored = notice_engine_->Write(peer, {}, std::move(options));
+}
 
 absl::StatusOr<std::unique_ptr<KvTransfer>> KvTransfer::Create(
     TransferEngine* engine, const KvLayout& layout,
@@ -552,8 +375,8 @@ absl::StatusOr<std::unique_ptr<KvTransfer>> KvTransfer::Create(
                      absl::FormatDuration(options.incomplete_request_timeout),
                      " is not positive"));
   }
-  if (absl::Status s =
-          CheckRegions(layout, regions, engine->Regions(), "the engine");
+  if (absl::Status s = internal::CheckKvRegions(
+          layout, regions, engine->Regions(), "the engine");
       !s.ok()) {
     return s;
   }
@@ -567,6 +390,15 @@ KvTransfer::~KvTransfer() { impl_->Detach(); }
 absl::Status KvTransfer::AddPeerPool(PeerId peer, const KvLayout& layout,
                                      std::vector<RegionId> peer_regions) {
   return impl_->AddPeerPool(peer, layout, std::move(peer_regions));
+}
+absl::Status KvTransfer::AnnouncePool(PeerId peer) {
+  return impl_->AnnouncePool(peer);
+}
+absl::StatusOr<KvLayout> KvTransfer::PeerPool(PeerId peer) const {
+  return impl_->PeerPool(peer);
+}
+absl::Status KvTransfer::WaitForPeerPool(PeerId peer, absl::Duration timeout) {
+  return impl_->WaitForPeerPool(peer, timeout);
 }
 TransferHandle KvTransfer::Send(std::string_view request_id, PeerId peer,
                                 const KvSendRequest& request) {
