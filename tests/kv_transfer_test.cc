@@ -5,16 +5,9 @@
 #include "flowkv/kv_transfer.h"
 
 #include <algorithm>
-#include <climits>
 #include <cstring>
-#include <fcntl.h>
-#include <poll.h>
 #include <random>
-#include <signal.h>
-#include <spawn.h>
-#include <stdlib.h>
 #include <string>
-#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -23,15 +16,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/transfer/kv_notice.h"
+#include "tests/kv_test_util.h"
 #include "tests/transfer_test_util.h"
-
-extern char** environ;
 
 namespace flowkv {
 namespace {
 
+using testing::ChildProcess;
 using testing::FillRandom;
-using testing::SharedMemoryMode;
+using testing::PollUntil;
+using testing::Seen;
 
 constexpr KvGeometry kGeometry = {.num_layers = 4,
                                   .num_blocks = 64,
@@ -43,29 +37,8 @@ const KvLayoutSpec kPrefillSpec = {.geometry = kGeometry};
 const KvLayoutSpec kDecodeSpec = {.geometry = kGeometry,
                                   .pool_order = PoolOrder::kLayerMajor,
                                   .block_order = BlockOrder::kHND};
-// Peer failure detection of every engine here; the waits for a dead peer
-// derive from it.
-constexpr absl::Duration kPeerFailureTimeout = absl::Seconds(2);
-// Bound on anything that should happen "soon" (a notice crossing loopback).
-constexpr absl::Duration kSoon = absl::Seconds(20);
-
-TransferEngineOptions EngineOptions(const std::string& name) {
-  TransferEngineOptions options;
-  options.name = name;
-  options.cluster_token = "kv-test";
-  // Shared-memory transports need the engine's heartbeats instead of UCX's
-  // peer error handling (see TransferEngineOptions).
-  options.ucx_peer_error_handling = !SharedMemoryMode();
-  options.peer_failure_timeout = kPeerFailureTimeout;
-  return options;
-}
-
-std::unique_ptr<TransferEngine> MakeEngine(const std::string& name) {
-  setenv("UCX_NET_DEVICES", "lo", 1);
-  auto engine = TransferEngine::Create(EngineOptions(name));
-  REQUIRE(engine.ok());
-  return *std::move(engine);
-}
+constexpr absl::Duration kPeerFailureTimeout = testing::kKvPeerFailureTimeout;
+constexpr absl::Duration kSoon = testing::kKvSoon;
 
 // One side: engine, pool memory and the KvTransfer over it.
 struct Side {
@@ -77,7 +50,7 @@ struct Side {
 
   Side(const std::string& name, const KvLayoutSpec& spec,
        KvTransferOptions options = {})
-      : engine(MakeEngine(name)), layout(*KvLayout::Create(spec)) {
+      : engine(testing::MakeKvEngine(name)), layout(*KvLayout::Create(spec)) {
     auto region = engine->AllocateMemory(layout.total_bytes());
     REQUIRE(region.ok());
     data = static_cast<uint8_t*>(region->data);
@@ -89,54 +62,9 @@ struct Side {
   }
 };
 
-// Everything Poll reported, accumulated.
-struct Seen {
-  std::vector<KvFinished> finished;
-  std::vector<KvFailed> failed;
-  std::vector<KvReleased> released;
-  std::vector<Notification> other;
-
-  void Add(KvPollResult r) {
-    for (auto& f : r.finished) finished.push_back(std::move(f));
-    for (auto& f : r.failed) failed.push_back(std::move(f));
-    for (auto& f : r.released) released.push_back(std::move(f));
-    for (auto& n : r.other) other.push_back(std::move(n));
-  }
-  int Finished(const std::string& id) const {
-    return static_cast<int>(
-        std::count_if(finished.begin(), finished.end(),
-                      [&](const KvFinished& f) { return f.request_id == id; }));
-  }
-  const KvFailed* Failed(const std::string& id) const {
-    for (const KvFailed& f : failed) {
-      if (f.request_id == id) return &f;
-    }
-    return nullptr;
-  }
-  const KvReleased* Released(const std::string& id) const {
-    for (const KvReleased& r : released) {
-      if (r.request_id == id) return &r;
-    }
-    return nullptr;
-  }
-};
-
 // Writes a bare notification (no data) from `side` to `peer`.
 absl::Status WriteNotice(Side& side, PeerId peer, std::string bytes) {
-  TransferOptions options;
-  options.notification = std::move(bytes);
-  return side.engine->Write(peer, {}, std::move(options)).Wait();
-}
-
-// Polls `kv` into `seen` until `done(seen)` or `timeout`; returns done.
-template <typename Done>
-bool PollUntil(KvTransfer& kv, Seen& seen, absl::Duration timeout, Done done) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!done(seen)) {
-    if (absl::Now() > deadline) return false;
-    seen.Add(kv.Poll(absl::Milliseconds(10)));
-  }
-  return true;
+  return testing::WriteNotice(*side.engine, peer, std::move(bytes));
 }
 
 // Whether heads [head_begin, +heads) of every token of [0, tokens) in layers
@@ -573,7 +501,8 @@ TEST_CASE("kv peer child", "[.kv_peer_child]") {
     std::fprintf(stderr, "kv peer child: %s\n", what.c_str());
     _exit(1);
   };
-  auto engine = TransferEngine::Create(EngineOptions("dying-prefill"));
+  auto engine =
+      TransferEngine::Create(testing::KvEngineOptions("dying-prefill"));
   if (!engine.ok()) fail(engine.status().ToString());
   const KvLayout layout = *KvLayout::Create(kPrefillSpec);
   const KvLayout decode_layout = *KvLayout::Create(kDecodeSpec);
@@ -595,84 +524,17 @@ TEST_CASE("kv peer child", "[.kv_peer_child]") {
                                         .layer_end = 1})
                                 .Wait();
   if (!sent.ok()) fail(sent.ToString());
-  if (write(3, "sent\n", 5) != 5) fail("write");
-  char byte;
-  while (read(STDIN_FILENO, &byte, 1) > 0) {
-  }
-  _exit(0);  // the parent went away
+  if (!testing::WriteParentLine("sent")) fail("write");
+  testing::WaitForParentThenExit();
 }
-
-// Starts this test binary as "kv peer child" with `decode_address`.
-class ChildSender {
- public:
-  explicit ChildSender(const std::string& decode_address) {
-    char self[PATH_MAX] = {0};
-    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    REQUIRE(n > 0);
-    int ready[2];
-    int hold[2];
-    REQUIRE(pipe2(ready, O_CLOEXEC) == 0);
-    REQUIRE(pipe2(hold, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, ready[1], 3);
-    posix_spawn_file_actions_adddup2(&actions, hold[0], STDIN_FILENO);
-    std::string path(self, n);
-    std::string name = "kv peer child";
-    std::vector<char*> argv = {path.data(), name.data(), nullptr};
-    std::vector<std::string> env_strings;
-    for (char** e = environ; *e != nullptr; ++e) env_strings.push_back(*e);
-    env_strings.push_back("FLOWKV_KV_TEST_DECODE=" + decode_address);
-    std::vector<char*> envp;
-    for (std::string& e : env_strings) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    const int rc = posix_spawn(&pid_, path.c_str(), &actions, nullptr,
-                               argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    close(ready[1]);
-    close(hold[0]);
-    ready_fd_ = ready[0];
-    hold_fd_ = hold[1];
-    REQUIRE(rc == 0);
-  }
-  ~ChildSender() {
-    Kill();
-    close(ready_fd_);
-    close(hold_fd_);
-  }
-
-  // Waits up to `timeout` for the child's "sent".
-  bool WaitSent(absl::Duration timeout) {
-    pollfd p = {.fd = ready_fd_, .events = POLLIN, .revents = 0};
-    if (poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout))) !=
-        1) {
-      return false;
-    }
-    char line[8] = {0};
-    return read(ready_fd_, line, 5) == 5 && std::string(line) == "sent\n";
-  }
-
-  void Kill() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int ready_fd_ = -1;
-  int hold_fd_ = -1;
-};
 
 TEST_CASE("A sender that dies fails its unfinished incoming requests",
           "[kv_transfer]") {
   Side decode("decode", kDecodeSpec);
   auto address = decode.engine->Listen("127.0.0.1:0");
   REQUIRE(address.ok());
-  ChildSender child(*address);
-  REQUIRE(child.WaitSent(kSoon + kSoon));
+  ChildProcess child("kv peer child", {"FLOWKV_KV_TEST_DECODE=" + *address});
+  REQUIRE(child.ReadLine(kSoon + kSoon) == "sent");
   // Its first piece arrived (acknowledged before "sent").
   Seen seen;
   REQUIRE(PollUntil(*decode.kv, seen, kSoon, [&](const Seen&) {
