@@ -7,6 +7,10 @@
 //   build/bin/disagg_demo            (forks the decode process itself)
 //   build/bin/disagg_demo --decode_layout=layer_major_hnd --layerwise
 //
+// The prefill process does not know the decode pool's layout: it announces
+// its own pool (KvTransfer::AnnouncePool) and waits for the decode
+// process's answer (WaitForPeerPool), which its Poll loop sends.
+//
 // --decode_layout picks the decode pool's layout (the prefill pool is
 // block-major): block_major (one op per request), layer_major (vLLM's
 // cache: 2 x L ops per run) or layer_major_hnd (heads outermost: one op per
@@ -200,7 +204,8 @@ std::optional<std::string> NextMessage(flowkv::TransferEngine& engine,
   return std::nullopt;
 }
 
-// The decode process: serves "alloc" requests until "bye".
+// The decode process: serves "alloc" requests until "bye". Its Poll calls
+// also answer the prefill's pool announcement.
 int RunDecode(const flowkv::KvLayoutSpec& spec, int port_pipe) {
   auto engine = MakeEngine("decode");
   flowkv::RegionId region;
@@ -296,16 +301,20 @@ int RunPrefill(const flowkv::KvLayoutSpec& decode_spec,
     fmt::print(stderr, "prefill: connect: {}\n", peer.status().ToString());
     return 1;
   }
-  auto decode_layout = KvLayout::Create(decode_spec);
-  const flowkv::RegionId decode_region =
-      (*engine)->GetPeer(*peer)->regions.at(0).id;
-  if (absl::Status s =
-          (*kv)->AddPeerPool(*peer, *decode_layout, {decode_region});
+  // Learn the decode pool from the decode process itself: announce ours,
+  // and its KvTransfer (in its Poll) answers with its layout and regions.
+  if (absl::Status s = (*kv)->AnnouncePool(*peer); !s.ok()) {
+    fmt::print(stderr, "prefill: {}\n", s.ToString());
+    return 1;
+  }
+  if (absl::Status s = (*kv)->WaitForPeerPool(*peer, absl::Seconds(30));
       !s.ok()) {
     fmt::print(stderr, "prefill: {}\n", s.ToString());
     return 1;
   }
-  // A colocated engine: one pool serves both phases.
+  fmt::print("decode pool: {}\n", (*kv)->PeerPool(*peer)->ToString());
+  // A colocated engine (the reference): one pool, the decode layout, serves
+  // both phases.
   flowkv::RegionId unused;
   auto colocated = MakePool(**engine, decode_spec, &unused);
   if (!colocated.ok()) return 1;
