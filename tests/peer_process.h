@@ -144,6 +144,37 @@ inline BlockList RandomBlocks(uint32_t n, uint32_t num_blocks,
   return BlockList::FromIds(ids);
 }
 
+// An engine with a pool connected to a fresh peer process whose pool has
+// the same size.
+struct ProcessLink {
+  std::unique_ptr<PeerProcess> process;
+  std::unique_ptr<TransferEngine> engine;
+  AllocatedRegion local;
+  PeerId peer = 0;
+  RegionId remote = 0;  // the peer process's pool
+  // One op from the whole local pool to the whole remote pool.
+  TransferOp Whole() const { return {local.id, 0, remote, 0, local.length}; }
+};
+
+// Starts a peer process with token "secret" and a pool of `bytes`, gives
+// `engine` a pool of `bytes` and connects it (Connect, or AddPeer with the
+// process's metadata).
+inline void LinkToProcess(uint64_t bytes,
+                          std::unique_ptr<TransferEngine> engine,
+                          bool via_metadata, ProcessLink* link) {
+  link->process = std::make_unique<PeerProcess>("secret", bytes);
+  link->engine = std::move(engine);
+  auto local = link->engine->AllocateMemory(bytes);
+  REQUIRE(local.ok());
+  link->local = *local;
+  auto peer = via_metadata ? link->engine->AddPeer(link->process->metadata())
+                           : link->engine->Connect(link->process->address());
+  INFO(peer.status().ToString());
+  REQUIRE(peer.ok());
+  link->peer = *peer;
+  link->remote = link->engine->GetPeer(*peer)->regions[0].id;
+}
+
 }  // namespace flowkv::testing
 
 #endif  // FLOWKV_TESTS_PEER_PROCESS_H_

@@ -23,8 +23,10 @@ namespace {
 using flowkv::testing::FillRandom;
 using flowkv::testing::Fnv1a;
 using flowkv::testing::kPeerFailureTimeout;
+using flowkv::testing::LinkToProcess;
 using flowkv::testing::MakeEngine;
 using flowkv::testing::PeerProcess;
+using flowkv::testing::ProcessLink;
 using flowkv::testing::Replies;
 
 // An engine that posts in windows of `piece_bytes`, so that a transfer of
@@ -99,30 +101,26 @@ TEST_CASE("A fence that cannot complete fails the peer within its bound",
   constexpr uint64_t kBytes = 64 << 20;
   const bool cancel = GENERATE(true, false);
   INFO((cancel ? "cancel" : "deadline"));
-  PeerProcess process("secret", kBytes);
-  auto engine = MakeWindowedEngine(/*piece_bytes=*/1 << 20);
-  auto local = engine->AllocateMemory(kBytes);
-  REQUIRE(local.ok());
-  auto peer = engine->Connect(process.address());
-  REQUIRE(peer.ok());
-  const RegionId remote = engine->GetPeer(*peer)->regions[0].id;
-  const TransferOp whole{local->id, 0, remote, 0, kBytes};
-  REQUIRE(engine->Write(*peer, {&whole, 1}).Wait().ok());
+  ProcessLink link;
+  LinkToProcess(kBytes, MakeWindowedEngine(/*piece_bytes=*/1 << 20),
+                /*via_metadata=*/false, &link);
+  const TransferOp whole = link.Whole();
+  REQUIRE(link.engine->Write(link.peer, {&whole, 1}).Wait().ok());
 
-  process.Kill(SIGSTOP);
+  link.process->Kill(SIGSTOP);
   // Fill the stopped peer's receive queue so that a flush cannot complete
   // on either transport (over shared memory the puts themselves do not need
   // the peer, but messages queue up behind its FIFO).
   std::vector<TransferHandle> messages;
   for (int i = 0; i < 2000; ++i) {
-    messages.push_back(engine->Send(*peer, std::string(4096, 'm')));
+    messages.push_back(link.engine->Send(link.peer, std::string(4096, 'm')));
   }
   TransferOptions options;
   options.notification = "after the data";
   // A deadline well inside the failure timeout, so that it, not the
   // detection of the stopped peer, ends the transfer.
   if (!cancel) options.timeout = kPeerFailureTimeout / 10;
-  TransferHandle handle = engine->Write(*peer, {&whole, 1}, options);
+  TransferHandle handle = link.engine->Write(link.peer, {&whole, 1}, options);
   const absl::Time started = absl::Now();
   // Cancel once bytes are on their way (a transfer cancelled before its
   // first window is done at once: nothing of it needs fencing).
@@ -138,37 +136,33 @@ TEST_CASE("A fence that cannot complete fails the peer within its bound",
                                  : absl::StatusCode::kDeadlineExceeded));
   // The peer could not complete the fence: its endpoint was closed before
   // the failure was reported.
-  auto info = engine->GetPeer(*peer);
+  auto info = link.engine->GetPeer(link.peer);
   REQUIRE(info.ok());
   CHECK(!info->connected);
   for (auto& m : messages) {
     REQUIRE(m.Wait(2 * kPeerFailureTimeout + absl::Seconds(1)));
   }
-  CHECK(engine->Write(*peer, {&whole, 1}).status().code() ==
+  CHECK(link.engine->Write(link.peer, {&whole, 1}).status().code() ==
         absl::StatusCode::kUnavailable);
-  process.Kill(SIGKILL);
+  link.process->Kill(SIGKILL);
 }
 
 TEST_CASE("An acknowledged write to a receiver that died never succeeds",
           "[transfer_abort][process]") {
   constexpr uint64_t kBytes = 16 << 20;
-  PeerProcess process("secret", kBytes);
-  auto engine = MakeEngine("process_test", "secret");
-  auto local = engine->AllocateMemory(kBytes);
-  REQUIRE(local.ok());
-  auto peer = engine->AddPeer(process.metadata());
-  REQUIRE(peer.ok());
-  const RegionId remote = engine->GetPeer(*peer)->regions[0].id;
-  const TransferOp whole{local->id, 0, remote, 0, kBytes};
+  ProcessLink link;
+  LinkToProcess(kBytes, MakeEngine("process_test", "secret"),
+                /*via_metadata=*/true, &link);
+  const TransferOp whole = link.Whole();
   TransferOptions options;
   options.notification = "acked";
   options.acknowledged = true;
   // Healthy: the ack arrives.
-  REQUIRE(engine->Write(*peer, {&whole, 1}, options).Wait().ok());
+  REQUIRE(link.engine->Write(link.peer, {&whole, 1}, options).Wait().ok());
   // The receiver dies; over shared memory the bytes would still "land" in
   // its segment, but no acknowledgement can come back.
-  process.Kill(SIGKILL);
-  TransferHandle handle = engine->Write(*peer, {&whole, 1}, options);
+  link.process->Kill(SIGKILL);
+  TransferHandle handle = link.engine->Write(link.peer, {&whole, 1}, options);
   REQUIRE(handle.Wait(2 * kPeerFailureTimeout + absl::Seconds(1)));
   INFO(handle.status().ToString());
   CHECK(handle.status().code() == absl::StatusCode::kUnavailable);
@@ -235,18 +229,14 @@ TEST_CASE("A sender's Disconnect does not wait behind what it queued",
   // transfer once the endpoint closed, and returns within its bound instead
   // of after the whole transfer.
   constexpr uint64_t kBytes = 256 << 20;
-  PeerProcess process("secret", kBytes);
-  auto engine = MakeWindowedEngine(/*piece_bytes=*/1 << 20);
-  auto local = engine->AllocateMemory(kBytes);
-  REQUIRE(local.ok());
-  auto peer = engine->Connect(process.address());
-  REQUIRE(peer.ok());
-  const RegionId remote = engine->GetPeer(*peer)->regions[0].id;
-  const TransferOp whole{local->id, 0, remote, 0, kBytes};
-  TransferHandle handle = engine->Write(*peer, {&whole, 1});
+  ProcessLink link;
+  LinkToProcess(kBytes, MakeWindowedEngine(/*piece_bytes=*/1 << 20),
+                /*via_metadata=*/false, &link);
+  const TransferOp whole = link.Whole();
+  TransferHandle handle = link.engine->Write(link.peer, {&whole, 1});
   while (handle.state() == TransferState::kPending) std::this_thread::yield();
   const absl::Time started = absl::Now();
-  CHECK(engine->Disconnect(*peer).ok());
+  CHECK(link.engine->Disconnect(link.peer).ok());
   CHECK(absl::Now() - started < kPeerFailureTimeout + absl::Seconds(1));
   REQUIRE(handle.Wait(kPeerFailureTimeout));
   INFO(handle.status().ToString());

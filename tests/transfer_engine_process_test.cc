@@ -30,8 +30,10 @@ namespace {
 using flowkv::testing::FillRandom;
 using flowkv::testing::Fnv1a;
 using flowkv::testing::kPeerFailureTimeout;
+using flowkv::testing::LinkToProcess;
 using flowkv::testing::MakeEngine;
 using flowkv::testing::PeerProcess;
+using flowkv::testing::ProcessLink;
 using flowkv::testing::RandomBlocks;
 using flowkv::testing::Replies;
 using flowkv::testing::SharedMemoryMode;
@@ -163,23 +165,18 @@ TEST_CASE("A peer killed mid-transfer fails transfers with Unavailable",
   // heartbeats) can tell.
   const bool via_metadata = GENERATE(false, true);
   INFO((via_metadata ? "AddPeer" : "Connect"));
-  PeerProcess process("secret", kBytes);
-  auto engine = MakeEngine("process_test", "secret");
-  auto local = engine->AllocateMemory(kBytes);
-  REQUIRE(local.ok());
-  auto peer = via_metadata ? engine->AddPeer(process.metadata())
-                           : engine->Connect(process.address());
-  REQUIRE(peer.ok());
-  const RegionId remote = engine->GetPeer(*peer)->regions[0].id;
-  const TransferOp whole{local->id, 0, remote, 0, kBytes};
+  ProcessLink link;
+  LinkToProcess(kBytes, MakeEngine("process_test", "secret"), via_metadata,
+                &link);
+  const TransferOp whole = link.Whole();
   for (int i = 0; i < 3; ++i) {
-    REQUIRE(engine->Write(*peer, {&whole, 1}).Wait().ok());
+    REQUIRE(link.engine->Write(link.peer, {&whole, 1}).Wait().ok());
   }
   // Kill the peer with a transfer in flight, then keep writing until the
   // engine notices.
-  TransferHandle in_flight = engine->Write(*peer, {&whole, 1});
+  TransferHandle in_flight = link.engine->Write(link.peer, {&whole, 1});
   const absl::Time killed = absl::Now();
-  process.Kill(SIGKILL);
+  link.process->Kill(SIGKILL);
   absl::Status failure;
   bool hung = false;
   if (in_flight.Wait(absl::Seconds(10))) {
@@ -188,7 +185,7 @@ TEST_CASE("A peer killed mid-transfer fails transfers with Unavailable",
     hung = true;
   }
   while (!hung && failure.ok() && absl::Now() - killed < absl::Seconds(10)) {
-    TransferHandle next = engine->Write(*peer, {&whole, 1});
+    TransferHandle next = link.engine->Write(link.peer, {&whole, 1});
     if (!next.Wait(absl::Seconds(10))) {
       hung = true;
       break;
@@ -205,10 +202,10 @@ TEST_CASE("A peer killed mid-transfer fails transfers with Unavailable",
   INFO(failure.ToString());
   CHECK(failure.code() == absl::StatusCode::kUnavailable);
   CHECK(detected < absl::Seconds(5));
-  auto info = engine->GetPeer(*peer);
+  auto info = link.engine->GetPeer(link.peer);
   REQUIRE(info.ok());
   CHECK(!info->connected);
-  CHECK(engine->Write(*peer, {&whole, 1}).status().code() ==
+  CHECK(link.engine->Write(link.peer, {&whole, 1}).status().code() ==
         absl::StatusCode::kUnavailable);
 }
 

@@ -29,22 +29,6 @@ absl::StatusCode CodeFromWire(uint32_t code) {
 
 }  // namespace
 
-void EncodeAmHeader(const AmHeader& header, uint8_t out[kAmHeaderBytes]) {
-  for (int i = 0; i < 8; ++i) {
-    out[i] = static_cast<uint8_t>(header.conn_id >> (8 * i));
-    out[8 + i] = static_cast<uint8_t>(header.transfer_id >> (8 * i));
-  }
-}
-
-AmHeader DecodeAmHeader(const uint8_t in[kAmHeaderBytes]) {
-  AmHeader header;
-  for (int i = 0; i < 8; ++i) {
-    header.conn_id |= uint64_t{in[i]} << (8 * i);
-    header.transfer_id |= uint64_t{in[8 + i]} << (8 * i);
-  }
-  return header;
-}
-
 EngineInfo TransferEngineImpl::BuildEngineInfo() const {
   EngineInfo info;
   info.instance_id = instance_id_;
@@ -52,27 +36,6 @@ EngineInfo TransferEngineImpl::BuildEngineInfo() const {
   info.worker_address = worker_->address();
   info.regions = regions_.Wire();
   return info;
-}
-
-void TransferEngineImpl::SendControl(Peer* peer, unsigned am_id,
-                                     AmHeader header, std::string payload,
-                                     bool reply) {
-  auto* ctx = new RequestContext{this, 0, peer->id, std::move(payload), {}};
-  EncodeAmHeader(header, ctx->header);
-  ucp_request_param_t param{};
-  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                       UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
-  param.cb.send = &TransferEngineImpl::OnSendDone;
-  param.user_data = ctx;
-  param.flags = UCP_AM_SEND_FLAG_EAGER | (reply ? UCP_AM_SEND_FLAG_REPLY : 0);
-  ucs_status_ptr_t request =
-      ucp_am_send_nbx(peer->ep, am_id, ctx->header, kAmHeaderBytes,
-                      ctx->payload.data(), ctx->payload.size(), &param);
-  if (!UCS_PTR_IS_PTR(request)) {
-    // Completed (or failed) at once: the peer's error handler reports
-    // failures.
-    delete ctx;
-  }
 }
 
 absl::StatusOr<PeerId> TransferEngineImpl::StartConnect(

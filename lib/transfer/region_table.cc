@@ -178,4 +178,20 @@ RegionTable::Mapping RegionTable::Lookup(RegionId id) const {
           it->second.info.length};
 }
 
+absl::StatusOr<char*> RegionTable::Resolve(std::string_view what, RegionId id,
+                                           uint64_t offset,
+                                           uint64_t length) const {
+  const Mapping region = Lookup(id);
+  if (region.base == nullptr) {
+    return absl::NotFoundError(
+        absl::StrFormat("%s: no region %d here", what, id));
+  }
+  if (absl::Status s = CheckRange(what, 0, absl::StrFormat("region %d", id),
+                                  offset, length, region.length);
+      !s.ok()) {
+    return s;
+  }
+  return region.base + offset;
+}
+
 }  // namespace flowkv::internal

@@ -77,6 +77,12 @@ class RegionTable {
   };
   Mapping Lookup(RegionId id) const;
 
+  // Where [offset, offset + length) of region `id` starts, for bytes a peer
+  // sends or asks for: NotFound for an unknown region, OutOfRange (see
+  // CheckRange) outside it.
+  absl::StatusOr<char*> Resolve(std::string_view what, RegionId id,
+                                uint64_t offset, uint64_t length) const;
+
  private:
   mutable absl::Mutex mu_;
   RegionId next_id_ ABSL_GUARDED_BY(mu_) = 0;

@@ -313,6 +313,14 @@ class TransferEngineImpl {
   void HandleReadData(Peer* peer, const DataHeader& header, const void* data,
                       size_t length);
   // Sends a data-path message; `data` must stay valid until it completed.
+  // active_message.cc: hands one message to UCX. `ctx` (which keeps the
+  // header and data alive) is freed by `callback` when UCX completes it
+  // later (returns UCS_INPROGRESS), or here when it completed or failed at
+  // once (returns that status).
+  ucs_status_t SendAm(Peer* peer, unsigned am_id, RequestContext* ctx,
+                      const void* header, size_t header_bytes, const void* data,
+                      size_t length, ucp_send_nbx_callback_t callback,
+                      uint32_t flags);
   // false (and the peer failing) when UCX refused it.
   bool SendDataMessage(Peer* peer, unsigned am_id, const DataHeader& header,
                        const void* data, uint64_t length);

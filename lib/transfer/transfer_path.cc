@@ -336,18 +336,11 @@ void TransferEngineImpl::SendNotification(Active* active, Peer* peer) {
       {}};
   EncodeAmHeader({peer->remote_conn_id, active->acknowledged ? id : 0},
                  ctx->header);
-  ucp_request_param_t param{};
-  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                       UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
-  param.cb.send = &TransferEngineImpl::OnSendDone;
-  param.user_data = ctx;
-  param.flags = UCP_AM_SEND_FLAG_EAGER;
-  ucs_status_ptr_t request = ucp_am_send_nbx(
-      peer->ep, message ? kAmMessage : kAmNotify, ctx->header, kAmHeaderBytes,
-      ctx->payload.data(), ctx->payload.size(), &param);
-  if (UCS_PTR_IS_PTR(request)) return;
-  delete ctx;
-  AfterNotification(id, peer->id, UCS_PTR_STATUS(request));
+  const ucs_status_t status =
+      SendAm(peer, message ? kAmMessage : kAmNotify, ctx, ctx->header,
+             kAmHeaderBytes, ctx->payload.data(), ctx->payload.size(),
+             &TransferEngineImpl::OnSendDone, UCP_AM_SEND_FLAG_EAGER);
+  if (status != UCS_INPROGRESS) AfterNotification(id, peer->id, status);
 }
 
 void TransferEngineImpl::OnSendDone(void* request, ucs_status_t status,
