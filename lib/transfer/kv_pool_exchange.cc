@@ -12,6 +12,7 @@
 #include "lib/common/tsan_lock.h"
 #include "lib/transfer/kv_notice.h"
 #include "lib/transfer/kv_transfer_impl.h"
+#include "lib/transfer/region_table.h"
 
 namespace flowkv {
 namespace {
@@ -39,17 +40,17 @@ absl::Status internal::CheckKvRegions(const KvLayout& layout,
         absl::StrCat("KvTransfer: ", regions.size(), " regions given, the ",
                      "layout has ", layout.num_regions()));
   }
-  for (RegionId id : regions) {
-    auto it = std::find_if(known.begin(), known.end(),
-                           [id](const RegionInfo& r) { return r.id == id; });
-    if (it == known.end()) {
+  for (uint32_t r = 0; r < regions.size(); ++r) {
+    const RegionInfo* region = internal::FindRegion(known, regions[r]);
+    if (region == nullptr) {
       return absl::NotFoundError(
-          absl::StrCat("KvTransfer: ", owner, " has no region ", id));
+          absl::StrCat("KvTransfer: ", owner, " has no region ", regions[r]));
     }
-    if (it->length < layout.region_bytes()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "KvTransfer: region ", id, " of ", owner, " holds ", it->length,
-          " bytes, the layout needs ", layout.region_bytes()));
+    if (region->length < layout.region_bytes(r)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KvTransfer: region ", regions[r], " of ", owner,
+                       " holds ", region->length, " bytes, layout region ", r,
+                       " needs ", layout.region_bytes(r)));
     }
   }
   return absl::OkStatus();
