@@ -1,8 +1,9 @@
 include(CMakePackageConfigHelpers)
 
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/flowkv
-        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} PATTERN "*.in" EXCLUDE)
 install(FILES ${PROJECT_BINARY_DIR}/include/flowkv/export.h
+              ${PROJECT_BINARY_DIR}/include/flowkv/version.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/flowkv)
 
 set(FLOWKV_INSTALL_TARGETS flowkv)

@@ -9,6 +9,10 @@ packages=(
   libucx-dev ucx-utils libssl-dev
   libabsl-dev libfmt-dev catch2 libbenchmark-dev
   clang-format iproute2
+  # The Python package (python/) and its tests, for /usr/bin/python3.
+  pybind11-dev python3-dev python3-pytest python3-numpy python3-torch
+  # libFuzzer targets (tests/fuzz/, FLOWKV_BUILD_FUZZERS=ON).
+  clang-14 libclang-rt-14-dev
 )
 
 missing=()
