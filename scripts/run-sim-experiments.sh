@@ -3,13 +3,13 @@
 #
 #   scripts/run-sim-experiments.sh [BUILD_DIR] [TRACES_DIR]
 #
-# BUILD_DIR defaults to build/, TRACES_DIR to ../shared/traces (relative to
+# BUILD_DIR defaults to build/, TRACES_DIR to data/traces (relative to
 # the repository root). Needs python3 (to read flowkv-sim --json output).
 # Every run is deterministic: the same build prints the same tables.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build}"
-traces="${2:-$root/../shared/traces}"
+traces="${2:-$root/data/traces}"
 sim="$build/bin/flowkv-sim"
 [[ -x "$sim" ]] || { echo "no $sim: build the flowkv-sim target first" >&2; exit 1; }
 

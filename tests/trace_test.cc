@@ -129,13 +129,10 @@ TEST_CASE("ReadTraceFile reports a missing file as NotFound", "[sim][trace]") {
   CHECK(t.status().code() == absl::StatusCode::kNotFound);
 }
 
-TEST_CASE("the shared traces parse completely", "[sim][trace]") {
+TEST_CASE("the project's traces parse completely", "[sim][trace]") {
   const std::filesystem::path dir = FLOWKV_TRACES_DIR;
-  if (!std::filesystem::exists(dir / "conversation_trace.jsonl")) {
-    WARN("skipped: no traces at " << dir);
-    return;
-  }
-  // Row counts from the traces' README.
+  REQUIRE(std::filesystem::exists(dir / "conversation_trace.jsonl"));
+  // Row counts from data/traces/README.md.
   const std::pair<const char*, size_t> files[] = {
       {"conversation_trace.jsonl", 12031},
       {"AzureLLMInferenceTrace_code.csv", 8819},

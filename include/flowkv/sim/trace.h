@@ -1,5 +1,5 @@
 // Request traces: parsers for the two public trace formats the simulator
-// replays (see ../shared/traces/README.md).
+// replays (see data/traces/README.md).
 //
 //   * Mooncake JSONL, one object per line:
 //       {"timestamp": 0, "input_length": 6758, "output_length": 500,
@@ -16,7 +16,7 @@
 // decrease (the replay order is the file order).
 //
 //   absl::StatusOr<std::vector<flowkv::TraceRecord>> trace =
-//       flowkv::ReadTraceFile("../shared/traces/conversation_trace.jsonl");
+//       flowkv::ReadTraceFile("data/traces/conversation_trace.jsonl");
 //
 // Thread safety: the functions are thread-safe (no shared state).
 
