@@ -5,7 +5,7 @@
 //   cuda_pool_peer --device D --region_bytes B [--regions N] [--seed S]
 //
 // Prints "DESCRIPTOR <hex>" once the pool is filled with pattern S
-// (tests/cuda_pool_pattern.h), then answers:
+// (tests/cuda_pool_pattern.h; S = 0: zeros), then answers:
 //   HASH <region>      -> "HASH <fnv-1a of the region's bytes>"
 //   FILL <seed>        -> "FILLED" (every region refilled with that pattern)
 //   EXIT               -> exits 0
@@ -31,6 +31,13 @@ int Fail(const std::string& message) {
 
 bool Fill(flowkv::cuda::CudaPoolMemory& pool, uint32_t seed) {
   for (uint32_t r = 0; r < pool.num_regions(); ++r) {
+    if (seed == 0) {  // zeros, fast (large benchmark pools)
+      if (cudaMemset(pool.region_base(r), 0, pool.region_bytes(r)) !=
+          cudaSuccess) {
+        return false;
+      }
+      continue;
+    }
     const std::vector<std::byte> bytes =
         flowkv::testing::Pattern(seed, r, pool.region_bytes(r));
     if (cudaMemcpy(pool.region_base(r), bytes.data(), bytes.size(),
