@@ -50,16 +50,43 @@ absl::StatusOr<std::shared_ptr<CopyQueue>> CopyQueue::Create(
       !s.ok()) {
     return s;
   }
-  return std::shared_ptr<CopyQueue>(
+  std::shared_ptr<CopyQueue> queue(
       new CopyQueue(device, batch_min_runs, stream));
+  queue->weak_self_ = queue;
+  queue->thread_ =
+      std::thread([raw = queue.get(), destroyed = queue->destroyed_] {
+        raw->CompletionLoop(destroyed);
+      });
+  return queue;
 }
 
 CopyQueue::CopyQueue(int device, uint32_t batch_min_runs, cudaStream_t stream)
-    : device_(device), batch_min_runs_(batch_min_runs), stream_(stream) {
-  thread_ = std::thread([this] { CompletionLoop(); });
-}
+    : device_(device), batch_min_runs_(batch_min_runs), stream_(stream) {}
 
 CopyQueue::~CopyQueue() {
+  if (OnCompletionThread()) {
+    // The last owner let go inside a `done`: finish here.
+    ScopedDevice scoped(device_);
+    cudaStreamSynchronize(stream_);
+    std::deque<Pending> left;
+    {
+      TsanMutexLock lock(&mu_);
+      left.swap(pending_);
+      stopping_ = true;
+    }
+    for (Pending& batch : left) {
+      const cudaError_t error = cudaEventQuery(batch.event);
+      cudaEventDestroy(batch.event);
+      if (batch.status.ok() && error != cudaSuccess) {
+        batch.status = CudaStatus(error, "copies on the pool stream");
+      }
+      batch.done(std::move(batch.status));
+    }
+    destroyed_->store(true);
+    thread_.detach();
+    cudaStreamDestroy(stream_);
+    return;
+  }
   Drain();
   {
     TsanMutexLock lock(&mu_);
@@ -188,6 +215,11 @@ cudaError_t CopyQueue::EnqueueBatch(const Copy* copies, size_t count) {
 }
 
 void CopyQueue::Drain() {
+  if (OnCompletionThread()) {
+    ScopedDevice scoped(device_);
+    cudaStreamSynchronize(stream_);
+    return;
+  }
   TsanMutexLock lock(&mu_);
   const uint64_t target = submitted_;
   while (completed_ < target) {
@@ -195,7 +227,7 @@ void CopyQueue::Drain() {
   }
 }
 
-void CopyQueue::CompletionLoop() {
+void CopyQueue::CompletionLoop(std::shared_ptr<std::atomic<bool>> destroyed) {
   ScopedDevice scoped(device_);
   int idle_polls = 0;
   while (true) {
@@ -231,12 +263,17 @@ void CopyQueue::CompletionLoop() {
     if (status.ok() && error != cudaSuccess) {
       status = CudaStatus(error, "cudaEventQuery (copies on the pool stream)");
     }
+    // Null while another thread destroys the queue (it waits for this
+    // loop in Drain, so the queue outlives this iteration).
+    std::shared_ptr<CopyQueue> keep = weak_self_.lock();
     done_batch.done(std::move(status));
     {
       TsanMutexLock lock(&mu_);
       completed_ = done_batch.sequence;
       changed_.SignalAll();
     }
+    keep.reset();  // may run the destructor, on this thread
+    if (destroyed->load()) return;
   }
 }
 

@@ -60,8 +60,10 @@ class CopyQueue {
   static absl::StatusOr<std::shared_ptr<CopyQueue>> Create(
       int device, uint32_t batch_min_runs);
   // Waits for every batch submitted (their `done` ran), then stops the
-  // thread and destroys the stream.
-  // REQUIRES: not called from inside a `done`.
+  // thread and destroys the stream. When the last owner lets go inside a
+  // `done` (on the completion thread), it waits for the stream instead,
+  // completes the batches still pending there and lets the thread end on
+  // its own.
   ~CopyQueue();
   CopyQueue(const CopyQueue&) = delete;
   CopyQueue& operator=(const CopyQueue&) = delete;
@@ -76,7 +78,10 @@ class CopyQueue {
   // event (then it synchronizes the stream before reporting).
   void Submit(std::vector<Copy> copies, void* after, PoolCopyDone done);
 
-  // Returns once every batch submitted before the call completed.
+  // Returns once every batch submitted before the call completed. Inside a
+  // `done` (on the completion thread, which cannot wait for itself) it
+  // returns once every copy enqueued so far has run; later `done`s still
+  // follow.
   void Drain();
 
  private:
@@ -93,7 +98,10 @@ class CopyQueue {
   // entered the stream, so that a completion event must follow.
   absl::Status Enqueue(const std::vector<Copy>& copies, bool* enqueued_any);
   cudaError_t EnqueueBatch(const Copy* copies, size_t count);
-  void CompletionLoop();
+  void CompletionLoop(std::shared_ptr<std::atomic<bool>> destroyed);
+  bool OnCompletionThread() const {
+    return std::this_thread::get_id() == thread_.get_id();
+  }
 
   const int device_;
   const uint32_t batch_min_runs_;
@@ -108,6 +116,14 @@ class CopyQueue {
   uint64_t submitted_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by Create; the completion thread holds a reference while it runs a
+  // `done`, so a `done` that drops the last other owner does not destroy
+  // the queue under the loop.
+  std::weak_ptr<CopyQueue> weak_self_;
+  // Set by a destructor that ran on the completion thread: the loop must
+  // not touch the queue again.
+  const std::shared_ptr<std::atomic<bool>> destroyed_ =
+      std::make_shared<std::atomic<bool>>(false);
   std::thread thread_;
 };
 
