@@ -235,6 +235,9 @@ int Run(int iterations) {
   uint64_t request_bytes = 0;
   for (const TransferOp& op : flowkv_ops) request_bytes += op.length;
 
+  // Pageable host memory for the last case: it must outlive the pools,
+  // which keep it pinned.
+  std::vector<std::byte> pageable(request_bytes);
   std::vector<Row> rows;
   // (a) block-wise, per-run and batched, then FlowKV.
   double blockwise_seconds = 0;
@@ -316,7 +319,6 @@ int Run(int iterations) {
   }
   // First Gather into pageable memory: the pool pins it (once).
   {
-    std::vector<std::byte> pageable(request_bytes);
     const std::vector<PoolHostCopy> copies =
         HostCopies(flowkv_ops, pageable.data());
     std::promise<absl::Status> done;

@@ -206,6 +206,9 @@ TEST_CASE("CudaPoolMemory Gather and Scatter are byte-exact", "[cuda]") {
   CUDA_REQUIRE(cudaMallocHost(reinterpret_cast<void**>(&pinned), host_bytes));
   std::memset(pinned, 0xee, host_bytes);
   std::mt19937 rng(batch_min_runs + 1);
+  const std::vector<std::vector<std::byte>> expected = {
+      Pattern(3, 0, pool->region_bytes(0)),
+      Pattern(3, 1, pool->region_bytes(1))};
 
   for (std::byte* host : {pageable.data(), pinned}) {
     for (int round = 0; round < 2; ++round) {  // the second: pins reused
@@ -214,9 +217,8 @@ TEST_CASE("CudaPoolMemory Gather and Scatter are byte-exact", "[cuda]") {
       REQUIRE(copies.size() > 16);
       REQUIRE(GatherSync(*pool, copies).ok());
       for (const PoolHostCopy& c : copies) {
-        const std::vector<std::byte> expected =
-            Pattern(3, c.region, pool->region_bytes(c.region));
-        REQUIRE(std::memcmp(c.host, expected.data() + c.offset, c.length) == 0);
+        REQUIRE(std::memcmp(c.host, expected[c.region].data() + c.offset,
+                            c.length) == 0);
       }
     }
     // Scatter new bytes into random runs; everything else stays.
@@ -250,6 +252,7 @@ TEST_CASE("CudaPoolMemory Gather and Scatter are byte-exact", "[cuda]") {
 TEST_CASE("CudaPoolMemory Gather runs after the caller's event", "[cuda]") {
   FLOWKV_SKIP_WITHOUT_GPU();
   const uint64_t bytes = 8 << 20;
+  std::vector<std::byte> host(bytes);  // outlives the pool, which pins it
   auto pool = MakePool({bytes});
   Upload(*pool, 0, std::vector<std::byte>(bytes, std::byte{1}));
   // The caller's stream first keeps the GPU busy (a large memset), then
@@ -261,7 +264,6 @@ TEST_CASE("CudaPoolMemory Gather runs after the caller's event", "[cuda]") {
   CUDA_REQUIRE(cudaMalloc(&busy, busy_bytes));
   cudaEvent_t written = nullptr;
   CUDA_REQUIRE(cudaEventCreateWithFlags(&written, cudaEventDisableTiming));
-  std::vector<std::byte> host(bytes);
   for (int round = 0; round < 3; ++round) {
     const int value = 10 + round;
     for (int i = 0; i < 4; ++i) {
@@ -287,7 +289,8 @@ TEST_CASE("CudaPoolMemory rejects bad pools and bad copies", "[cuda]") {
         std::string::npos);
 
   void* allocation = nullptr;
-  CUDA_REQUIRE(cudaMalloc(&allocation, 1 << 20));
+  const uint64_t allocation_bytes = 2 << 20;
+  CUDA_REQUIRE(cudaMalloc(&allocation, allocation_bytes));
   std::byte* inside = static_cast<std::byte*>(allocation) + 4096;
   // Shareable pools need each region to start its own allocation.
   auto offset = CudaPoolMemory::Create(0, {inside}, {4096});
@@ -295,7 +298,8 @@ TEST_CASE("CudaPoolMemory rejects bad pools and bad copies", "[cuda]") {
   CHECK(offset.status().message().find("Allocating pools so IPC works") !=
         std::string::npos);
   // A region may not leave its allocation.
-  auto too_long = CudaPoolMemory::Create(0, {allocation}, {(1 << 20) + 1});
+  auto too_long =
+      CudaPoolMemory::Create(0, {allocation}, {allocation_bytes + 1});
   CHECK(too_long.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(CudaPoolMemory::Create(7777, {allocation}, {4096}).status().code() ==
         absl::StatusCode::kInvalidArgument);
@@ -435,6 +439,7 @@ TEST_CASE("CudaPoolMemory copies through CUDA IPC between two processes",
 TEST_CASE("CudaPoolMemory survives a killed exporter", "[cuda]") {
   FLOWKV_SKIP_WITHOUT_GPU();
   const uint64_t bytes = 1 << 20;
+  std::vector<std::byte> host(bytes);  // outlives the pool, which pins it
   auto exporter = CudaPeerProcess::Start(
       {"--region_bytes", std::to_string(bytes), "--seed", "4"});
   INFO(exporter.status().ToString());
@@ -459,7 +464,6 @@ TEST_CASE("CudaPoolMemory survives a killed exporter", "[cuda]") {
   auto reopened = pool->OpenPeer(descriptor);
   CHECK(reopened.status().code() == absl::StatusCode::kUnavailable);
   // The pool still works.
-  std::vector<std::byte> host(bytes);
   CHECK(GatherSync(*pool, {{0, 0, host.data(), bytes}}).ok());
 }
 
