@@ -5,7 +5,9 @@
 #   scripts/gpu-check.sh --bundle DIR [--no-bench]
 #       Bare GPU machine (driver only): runs the binaries of a bundle made
 #       elsewhere by scripts/gpu-bundle.sh (DIR/bin, libraries in DIR/lib).
-#       Tests and benchmarks together take well under 5 minutes.
+#       Tests and benchmarks together take well under 5 minutes (each
+#       step has a time limit: 120 s per test binary, 150 s and 90 s for
+#       the benchmarks).
 #   scripts/gpu-check.sh [--bench]
 #       Machine with the CUDA Toolkit (nvcc on PATH, in $CUDACXX or at
 #       /usr/local/cuda/bin/nvcc) and Debian's packages: builds in
@@ -61,7 +63,7 @@ run_test() {
   name="$(basename "${bin}")"
   log="${results}/${name}.log"
   start=$(date +%s)
-  timeout 150 "${bin}" --durations yes >"${log}" 2>&1
+  timeout 120 "${bin}" --durations yes >"${log}" 2>&1
   local rc=$?
   local took=$(($(date +%s) - start))
   if grep -q "SKIP_NO_GPU" "${log}"; then
@@ -70,19 +72,22 @@ run_test() {
   fi
   if ((rc != 0)); then
     note "FAIL ${name} (exit ${rc}, ${took} s): $(grep -E '^(test cases|All tests)' "${log}" | tail -1)"
+    tail -60 "${log}"
     return 1
   fi
   note "ok   ${name} (${took} s): $(grep -E '^(test cases|All tests)' "${log}" | tail -1)"
 }
 
+# run_bench NAME SECONDS COMMAND...: one benchmark, killed after SECONDS.
 run_bench() {
-  local name="$1"; shift
+  local name="$1" limit="$2"; shift 2
   local log="${results}/${name}.txt" start
   start=$(date +%s)
-  timeout 200 "$@" >"${log}" 2>&1
+  timeout "${limit}" "$@" >"${log}" 2>&1
   local rc=$?
   if ((rc != 0)); then
     note "FAIL ${name} (exit ${rc}): $(tail -1 "${log}")"
+    tail -30 "${log}"
     return 1
   fi
   note "ok   ${name} ($(($(date +%s) - start)) s): ${log}"
@@ -109,10 +114,11 @@ if [[ -n "${bundle}" ]]; then
     ((rc != 0)) && failed=1
   done
   if ((!no_bench)); then
-    run_bench cuda_pool_benchmark "${bundle}/bin/cuda_pool_benchmark" || failed=1
-    run_bench cuda_layout_benchmark "${bundle}/bin/cuda_layout_benchmark" \
+    run_bench cuda_pool_benchmark 150 "${bundle}/bin/cuda_pool_benchmark" || failed=1
+    run_bench cuda_layout_benchmark 90 "${bundle}/bin/cuda_layout_benchmark" \
       --benchmark_min_time=0.2 || failed=1
-    sed -n '/^case/,$p' "${results}/cuda_pool_benchmark.txt" >>"${summary}" 2>/dev/null
+    sed -n '/^device/p;/^case/,$p' "${results}/cuda_pool_benchmark.txt" 2>/dev/null |
+      tee -a "${summary}"
   fi
 else
   # ---- build-from-source mode -------------------------------------------
@@ -136,9 +142,10 @@ else
   (cd "${build}" && ctest -R "ConvertBlocks|PackBlocks|StagingLayout" \
     --output-on-failure) >>"${results}/ctest-cuda.log" 2>&1 || failed=1
   if ((bench && !no_bench)); then
-    run_bench cuda_pool_benchmark "${build}/bin/cuda_pool_benchmark" || failed=1
-    run_bench cuda_layout_benchmark "${build}/bin/cuda_layout_benchmark" || failed=1
-    sed -n '/^case/,$p' "${results}/cuda_pool_benchmark.txt" >>"${summary}" 2>/dev/null
+    run_bench cuda_pool_benchmark 150 "${build}/bin/cuda_pool_benchmark" || failed=1
+    run_bench cuda_layout_benchmark 300 "${build}/bin/cuda_layout_benchmark" || failed=1
+    sed -n '/^device/p;/^case/,$p' "${results}/cuda_pool_benchmark.txt" 2>/dev/null |
+      tee -a "${summary}"
   fi
 fi
 
