@@ -5,7 +5,9 @@
 #include "flowkv/transfer_engine.h"
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <random>
 #include <set>
@@ -571,6 +573,42 @@ TEST_CASE("Deadlines, Cancel and completion callbacks", "[transfer_engine]") {
   CHECK(!empty.valid());
   CHECK(empty.state() == TransferState::kDone);
   CHECK(empty.status().code() == absl::StatusCode::kFailedPrecondition);
+}
+
+// Debian's UCX has no CUDA transport module (libuct_cuda*): then the engine
+// must say it cannot register device memory and point to KvPoolMemory.
+TEST_CASE("Without a CUDA-aware UCX, device memory is Unimplemented",
+          "[transfer_engine]") {
+  const char* env_dir = std::getenv("UCX_MODULE_DIR");
+  const std::filesystem::path module_dir =
+      env_dir != nullptr ? env_dir : "/usr/lib/x86_64-linux-gnu/ucx";
+  bool ucx_has_cuda = false;
+  std::error_code error;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(module_dir, error)) {
+    if (entry.path().filename().string().rfind("libuct_cuda", 0) == 0) {
+      ucx_has_cuda = true;
+    }
+  }
+  auto engine = MakeEngine("e");
+  if (!error && !ucx_has_cuda) CHECK_FALSE(engine->SupportsCudaMemory());
+  if (engine->SupportsCudaMemory()) {
+    WARN("this UCX supports CUDA memory: nothing to check");
+    return;
+  }
+  std::vector<uint8_t> buffer(4096);
+  auto registered = engine->RegisterMemory(buffer.data(), buffer.size(),
+                                           MemoryKind::kCudaDevice);
+  CHECK(registered.status().code() == absl::StatusCode::kUnimplemented);
+  const std::string message(registered.status().message());
+  CHECK(message.find("RegisterMemory") != std::string::npos);
+  CHECK(message.find("CudaPoolMemory") != std::string::npos);
+  CHECK(message.find("flowkv/kv_pool_memory.h") != std::string::npos);
+  CHECK(message.find("docs/gpu.md") != std::string::npos);
+  auto allocated = engine->AllocateMemory(4096, MemoryKind::kCudaDevice);
+  CHECK(allocated.status().code() == absl::StatusCode::kUnimplemented);
+  CHECK(allocated.status().message().find("docs/gpu.md") != std::string::npos);
+  CHECK(engine->Regions().empty());  // nothing was registered
 }
 
 TEST_CASE("Memory registration, regions and errors", "[transfer_engine]") {

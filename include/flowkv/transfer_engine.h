@@ -323,9 +323,12 @@ class FLOWKV_EXPORT TransferEngine {
 
   // Registers caller-owned memory [base, base + length). The memory must stay
   // valid until DeregisterMemory or the engine's destruction.
+  // kCudaDevice memory is registered with UCX as CUDA memory
+  // (UCS_MEMORY_TYPE_CUDA) when SupportsCudaMemory().
   // InvalidArgument for a null base or zero length; Unimplemented for
-  // kCudaDevice when UCX was built without CUDA support; a UCX error
-  // otherwise.
+  // kCudaDevice when UCX was built without CUDA support (Debian's: give
+  // KvTransfer a flowkv::cuda::CudaPoolMemory instead, docs/gpu.md); a UCX
+  // error otherwise.
   absl::StatusOr<RegionId> RegisterMemory(void* base, uint64_t length,
                                           MemoryKind kind = MemoryKind::kHost);
 
@@ -429,7 +432,8 @@ class FLOWKV_EXPORT TransferEngine {
 
   // Engine name from the options.
   const std::string& name() const;
-  // Whether UCX here can register CUDA device memory.
+  // Whether UCX here can register CUDA device memory: the UCX context
+  // reports the CUDA memory type (ucp_context_query's memory_types).
   bool SupportsCudaMemory() const;
   // The UCX transports the context has enabled, e.g. "tcp,posix,cma,self"
   // (informational).

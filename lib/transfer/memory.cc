@@ -79,8 +79,10 @@ absl::StatusOr<RegionId> TransferEngineImpl::RegisterMemory(
   if (kind == MemoryKind::kCudaDevice && !worker_->cuda_supported()) {
     return absl::UnimplementedError(absl::StrFormat(
         "%s: CUDA device memory needs a UCX built with CUDA support (this "
-        "UCX context reports no CUDA memory type; check `ucx_info -d` for "
-        "cuda_copy / cuda_ipc transports)",
+        "UCX context reports no CUDA memory type; `ucx_info -d` lists no "
+        "cuda_copy / cuda_ipc transports). Without one, give KvTransfer a "
+        "flowkv::cuda::CudaPoolMemory (flowkv/kv_pool_memory.h): GPU pools "
+        "then move through CUDA IPC or host staging; see docs/gpu.md",
         what));
   }
   if (kind == MemoryKind::kHost && !allocate) {
