@@ -172,6 +172,17 @@ class ChildProcess {
     }
   }
 
+  // Whether the child has ended (reaped without blocking); `*signal` is the
+  // signal that ended it, 0 when it exited.
+  bool Ended(int* signal = nullptr) {
+    if (pid_ <= 0) return true;
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
+    pid_ = -1;
+    if (signal != nullptr) *signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    return true;
+  }
+
   void Kill() {
     if (pid_ <= 0) return;
     kill(pid_, SIGKILL);
