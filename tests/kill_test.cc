@@ -120,8 +120,9 @@ TEST_CASE("victim child", "[.victim_child]") {
   setenv("UCX_NET_DEVICES", "lo", 1);
   StreamSenderSide side(
       testing::KvEngineOptions(absl::StrCat("victim-", stream)), address,
-      stream);
-  StreamSender sender(side.engine.get(), side.kv.get(), side.peer, stream);
+      testing::StreamSeed(stream));
+  StreamSender sender(side.engine.get(), side.kv.get(), side.peer, stream,
+                      testing::StreamSeed(stream));
   if (!sender.Hello().ok()) StreamSenderSide::Exit("hello");
   for (;;) {
     for (Notification& n : side.kv->Poll(absl::Milliseconds(100)).other) {

@@ -4,13 +4,14 @@
 // stream, and the receiver checks every finished request byte for byte
 // against a replica of the sender's pool.
 //
-// Protocol (engine messages): the sender connects and sends "hello <s>";
+// Protocol (engine messages): the sender connects and sends
+// "hello <s> <seed>" (its pool holds FillRandom(seed));
 // the receiver answers "go <i>" for request 0 and, once request i of stream
 // s finished and was verified (and its blocks zeroed), "go <i+1>" (paced by
 // `interval`) until it stops; then "stop". Request i of stream s is
 // "s<s>-<i>": tokens [0, kStreamTokens) of kStreamBlocks source blocks that
 // move with i, one Send per layer, into the stream's own destination blocks.
-// The sender's pool holds FillRandom(StreamSeed(s)). The geometry is the KV
+// The geometry is the KV
 // fixture's (tests/kv_fixture.h): block-major sender, layer-major receiver.
 #ifndef FLOWKV_TESTS_KV_STREAM_H_
 #define FLOWKV_TESTS_KV_STREAM_H_
@@ -28,6 +29,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "flowkv/block_list.h"
 #include "flowkv/kv_layout.h"
@@ -94,11 +96,12 @@ inline bool ParseStreamMessage(const std::string& bytes,
 class StreamSender {
  public:
   StreamSender(TransferEngine* engine, KvTransfer* kv, PeerId peer,
-               uint32_t stream)
-      : engine_(engine), kv_(kv), peer_(peer), stream_(stream) {}
+               uint32_t stream, uint64_t seed)
+      : engine_(engine), kv_(kv), peer_(peer), stream_(stream), seed_(seed) {}
 
   absl::Status Hello() {
-    return engine_->Send(peer_, absl::StrCat("hello ", stream_)).Wait();
+    return engine_->Send(peer_, absl::StrCat("hello ", stream_, " ", seed_))
+        .Wait();
   }
 
   // On "go <index>": settles the previous request's pieces, then posts
@@ -138,6 +141,7 @@ class StreamSender {
   KvTransfer* kv_;
   PeerId peer_;
   uint32_t stream_;
+  uint64_t seed_;
   std::vector<TransferHandle> pending_;
 };
 
@@ -147,6 +151,7 @@ class StreamReceiver {
  public:
   struct Stream {
     PeerId peer = 0;
+    uint64_t seed = 0;       // the sender's pool holds FillRandom(seed)
     uint64_t next = 0;       // the request the last "go" asked for
     bool in_flight = false;  // a "go" is not answered yet
     absl::Time due = absl::InfiniteFuture();  // when to send the next "go"
@@ -234,6 +239,8 @@ class StreamReceiver {
 
   std::map<uint32_t, Stream> streams;
   uint64_t unknown_requests = 0;  // finished or failed ids of no stream
+  // Notifications that are not the protocol's, for the caller.
+  std::vector<Notification> messages;
 
  private:
   template <typename Visit>
@@ -251,11 +258,11 @@ class StreamReceiver {
     return true;
   }
 
-  const std::vector<uint8_t>& Replica(uint32_t stream) {
-    std::vector<uint8_t>& r = replicas_[stream];
+  const std::vector<uint8_t>& Replica(uint64_t seed) {
+    std::vector<uint8_t>& r = replicas_[seed];
     if (r.empty()) {
       r.resize(sender_layout_.total_bytes());
-      FillRandom(r.data(), r.size(), StreamSeed(stream));
+      FillRandom(r.data(), r.size(), seed);
     }
     return r;
   }
@@ -270,7 +277,7 @@ class StreamReceiver {
     Stream& stream = streams[s];
     const bool exact =
         stream.in_flight && index == stream.next &&
-        kv_fixture::SameKv(sender_layout_, Replica(s).data(),
+        kv_fixture::SameKv(sender_layout_, Replica(stream.seed).data(),
                            StreamSrcBlocks(index), side_->layout, side_->data,
                            StreamDstBlocks(s), kStreamTokens, 0, kStreamLayers,
                            0, side_->layout.geometry().kv_heads);
@@ -303,11 +310,15 @@ class StreamReceiver {
   }
 
   void OnOther(const Notification& n) {
-    uint64_t s = 0;
-    if (n.kind == Notification::Kind::kMessage &&
-        ParseStreamMessage(n.bytes, "hello", &s)) {
-      Stream& stream = streams[static_cast<uint32_t>(s)];
+    std::vector<std::string> words = absl::StrSplit(n.bytes, ' ');
+    uint32_t s = 0;
+    uint64_t seed = 0;
+    if (n.kind == Notification::Kind::kMessage && words.size() == 3 &&
+        words[0] == "hello" && absl::SimpleAtoi(words[1], &s) &&
+        absl::SimpleAtoi(words[2], &seed)) {
+      Stream& stream = streams[s];
       stream.peer = n.peer;
+      stream.seed = seed;
       stream.due = absl::Now();
       return;
     }
@@ -321,21 +332,24 @@ class StreamReceiver {
           stream.in_flight = false;
         }
       }
+      return;
     }
+    messages.push_back(n);
   }
 
   kv_fixture::Side* side_;
   absl::Duration interval_;
   KvLayout sender_layout_;
   bool going_ = true;
-  std::map<uint32_t, std::vector<uint8_t>> replicas_;
+  std::map<uint64_t, std::vector<uint8_t>> replicas_;
   std::map<uint32_t, absl::Time> last_go_;
 };
 
-// A sender process's KvTransfer on its own engine, with a pool of the
-// sender layout filled for `stream` and connected to the receiver at
-// `address` (whose pool it declares). Exits the process (1) on an error:
-// for hidden child test cases, which must not assert.
+// A sender's KvTransfer on its own engine, with a pool of the sender
+// layout holding FillRandom(seed), connected to the receiver at `address`
+// (when given; ConnectTo adds more) whose pool it declares. Exits the
+// process (1) on an error: for hidden child test cases, which must not
+// assert.
 struct StreamSenderSide {
   std::unique_ptr<TransferEngine> engine;
   std::unique_ptr<KvTransfer> kv;
@@ -345,25 +359,31 @@ struct StreamSenderSide {
   RegionId peer_region = 0;
 
   StreamSenderSide(const TransferEngineOptions& options,
-                   const std::string& address, uint32_t stream) {
+                   const std::string& address, uint64_t seed) {
     auto created = TransferEngine::Create(options);
     if (!created.ok()) Exit(created.status().ToString());
     engine = *std::move(created);
     auto region = engine->AllocateMemory(layout.total_bytes());
     if (!region.ok()) Exit(region.status().ToString());
     pool = *region;
-    FillRandom(static_cast<uint8_t*>(pool.data), pool.length,
-               StreamSeed(stream));
+    FillRandom(static_cast<uint8_t*>(pool.data), pool.length, seed);
     auto made = KvTransfer::Create(engine.get(), layout, {pool.id});
     if (!made.ok()) Exit(made.status().ToString());
     kv = *std::move(made);
+    if (address.empty()) return;
+    peer = ConnectTo(address);
+    peer_region = engine->GetPeer(peer)->regions.at(0).id;
+  }
+
+  // Connects to the receiver at `address` and declares its pool.
+  PeerId ConnectTo(const std::string& address) {
     auto connected = engine->Connect(address);
     if (!connected.ok()) Exit(connected.status().ToString());
-    peer = *connected;
-    peer_region = engine->GetPeer(peer)->regions.at(0).id;
-    const absl::Status declared = kv->AddPeerPool(
-        peer, *KvLayout::Create(kv_fixture::kDecodeSpec), {peer_region});
+    const absl::Status declared =
+        kv->AddPeerPool(*connected, *KvLayout::Create(kv_fixture::kDecodeSpec),
+                        {engine->GetPeer(*connected)->regions.at(0).id});
     if (!declared.ok()) Exit(declared.ToString());
+    return *connected;
   }
 
   [[noreturn]] static void Exit(const std::string& why) {
@@ -385,8 +405,9 @@ inline void RunStreamSenderChild() {
   }
   setenv("UCX_NET_DEVICES", "lo", 1);
   StreamSenderSide side(KvEngineOptions(absl::StrCat("sender-", stream)),
-                        address, stream);
-  StreamSender sender(side.engine.get(), side.kv.get(), side.peer, stream);
+                        address, StreamSeed(stream));
+  StreamSender sender(side.engine.get(), side.kv.get(), side.peer, stream,
+                      StreamSeed(stream));
   if (!sender.Hello().ok()) StreamSenderSide::Exit("hello");
   for (;;) {
     KvPollResult r = side.kv->Poll(absl::Milliseconds(100));
@@ -404,6 +425,44 @@ inline void RunStreamSenderChild() {
         WaitForParentThenExit();
       }
     }
+  }
+}
+
+// The body of a hidden child test case: a receiver (the receiver layout's
+// pool) listening on 127.0.0.1 that writes "listen <address>" to the
+// parent, serves streams until a "stop" message, then writes
+// "received <finished> <bytes verified> <mismatched> <failed> <disconnected>"
+// and waits for the parent to go away. Runs when FLOWKV_STREAM_RECEIVER is
+// set; FLOWKV_STREAM_INTERVAL_MS paces its "go"s (default 0).
+inline void RunStreamReceiverChild() {
+  if (std::getenv("FLOWKV_STREAM_RECEIVER") == nullptr) return;
+  uint64_t interval_ms = 0;
+  if (const char* text = std::getenv("FLOWKV_STREAM_INTERVAL_MS")) {
+    if (!absl::SimpleAtoi(text, &interval_ms)) return;
+  }
+  kv_fixture::Side side("receiver", kv_fixture::kDecodeSpec);
+  std::memset(side.data, 0, side.layout.total_bytes());
+  auto address = side.engine->Listen("127.0.0.1:0");
+  if (!address.ok()) StreamSenderSide::Exit(address.status().ToString());
+  if (!WriteParentLine("listen " + *address)) StreamSenderSide::Exit("write");
+  StreamReceiver receiver(&side, absl::Milliseconds(interval_ms));
+  for (;;) {
+    receiver.Poll(absl::Milliseconds(100));
+    for (const Notification& n : receiver.messages) {
+      if (n.bytes != "stop") continue;
+      uint64_t finished = 0, bytes = 0, mismatched = 0, failed = 0, gone = 0;
+      for (const auto& [s, stream] : receiver.streams) {
+        finished += stream.finished;
+        bytes += stream.bytes_verified;
+        mismatched += stream.mismatched;
+        failed += stream.failed.size();
+        gone += stream.disconnected ? 1 : 0;
+      }
+      WriteParentLine(absl::StrCat("received ", finished, " ", bytes, " ",
+                                   mismatched, " ", failed, " ", gone));
+      WaitForParentThenExit();
+    }
+    receiver.messages.clear();
   }
 }
 
