@@ -1,12 +1,14 @@
-// Sender processes SIGKILLed at seeded points of a KV transfer (before a
-// piece is posted, with a piece in flight, after a piece's data landed
-// without its notice, after a piece was acknowledged, or killed from
-// outside once an earlier request finished): the receiving process reports
+// Peer processes SIGKILLed at seeded points of a KV transfer. A sender
+// killed before a piece is posted, with a piece in flight, after a piece's
+// data landed without its notice, after a piece was acknowledged, or from
+// outside once an earlier request finished: the receiving process reports
 // the failure within its bound, never reports a request finished whose
 // bytes did not all arrive, sees no late write into the blocks it was told
 // it may reuse, and keeps serving a second sender process that streams
-// byte-exact requests all along. Streams and their checks:
-// tests/kv_stream.h.
+// byte-exact requests all along. A receiver killed between two pieces of a
+// request: the sending process fails every piece posted after the death
+// within its bound (none reports success) and keeps streaming byte-exact to
+// a second receiver process. Streams and their checks: tests/kv_stream.h.
 //
 // FLOWKV_KILL_SEEDS (default 30) sets how many seeds run; a failure names
 // its seed (rerun one with FLOWKV_KILL_FIRST_SEED=<seed> FLOWKV_KILL_SEEDS=1).
@@ -16,8 +18,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -99,6 +103,10 @@ void WriteDataOnly(StreamSenderSide& side, uint32_t stream, uint64_t index,
 
 TEST_CASE("stream sender child", "[.stream_child]") {
   testing::RunStreamSenderChild();
+}
+
+TEST_CASE("stream receiver child", "[.stream_child]") {
+  testing::RunStreamReceiverChild();
 }
 
 // The victim: streams like RunStreamSenderChild and dies at
@@ -301,6 +309,121 @@ TEST_CASE("A sender killed at a seeded point fails cleanly at the receiver",
       static_cast<unsigned long long>(receiver.streams[kBystander].finished),
       static_cast<unsigned long long>(
           receiver.streams[kBystander].bytes_verified));
+}
+
+TEST_CASE("A receiver killed between pieces fails them at the sender",
+          "[kill][process]") {
+  const uint64_t seeds = EnvOr("FLOWKV_KILL_SEEDS", 30);
+  const uint64_t first_seed = EnvOr("FLOWKV_KILL_FIRST_SEED", 1);
+  // As above: detection within peer_failure_timeout plus a keepalive round.
+  const absl::Duration detection = kKvPeerFailureTimeout * 3 / 2;
+  constexpr uint64_t kSeed = 5;
+  setenv("UCX_NET_DEVICES", "lo", 1);
+  StreamSenderSide sending(testing::KvEngineOptions("sender"), "", kSeed);
+  auto start_receiver = [&](uint32_t stream) {
+    auto child = std::make_unique<ChildProcess>(
+        "stream receiver child",
+        std::vector<std::string>{"FLOWKV_STREAM_RECEIVER=1"});
+    const std::string line = child->ReadLine(kKvSoon + kKvSoon);
+    REQUIRE(line.rfind("listen ", 0) == 0);
+    const PeerId peer = sending.ConnectTo(line.substr(7));
+    auto sender = std::make_unique<StreamSender>(
+        sending.engine.get(), sending.kv.get(), peer, stream, kSeed);
+    REQUIRE(sender->Hello().ok());
+    return std::make_pair(std::move(child), std::move(sender));
+  };
+  auto [bystander, to_bystander] = start_receiver(kBystander);
+  // Serves "go"s; returns the index a "go" from `peer` asked for, if any.
+  auto serve = [&](PeerId peer, uint64_t* asked) {
+    bool found = false;
+    for (Notification& n : sending.kv->Poll(absl::Milliseconds(10)).other) {
+      uint64_t index = 0;
+      if (!ParseStreamMessage(n.bytes, "go", &index)) continue;
+      if (n.peer == to_bystander->peer()) to_bystander->Go(index);
+      if (n.peer == peer) {
+        *asked = index;
+        found = true;
+      }
+    }
+    return found;
+  };
+
+  uint64_t survived = 0;
+  for (uint64_t k = 0; k < seeds; ++k) {
+    const uint64_t seed = first_seed + k;
+    const KillPlan plan = PlanFor(seed);
+    INFO("seed " << seed << ": request " << plan.index << ", layer "
+                 << plan.layer << " (rerun: FLOWKV_KILL_FIRST_SEED=" << seed
+                 << " FLOWKV_KILL_SEEDS=1)");
+    const uint64_t bystander_before = to_bystander->pieces_ok;
+    auto [victim, to_victim] = start_receiver(VictimStream(k));
+    // Serve the victim until it asks for request `index`.
+    uint64_t asked = 0;
+    const absl::Time deadline = absl::Now() + kKvSoon + kKvSoon;
+    while (absl::Now() < deadline) {
+      if (!serve(to_victim->peer(), &asked)) continue;
+      if (asked == plan.index) break;
+      to_victim->Go(asked);
+    }
+    REQUIRE(asked == plan.index);
+    to_victim->Settle();
+    REQUIRE(to_victim->pieces_failed == 0);
+    // Pieces [0, layer) before the death, [layer, layers) after it.
+    std::vector<TransferHandle> before;
+    std::vector<TransferHandle> after;
+    const std::string id = testing::StreamRequestId(VictimStream(k), asked);
+    for (uint32_t layer = 0; layer < kStreamLayers; ++layer) {
+      if (layer == plan.layer) victim->Kill();
+      const KvSendRequest piece =
+          testing::StreamPiece(VictimStream(k), asked, layer);
+      (layer < plan.layer ? before : after)
+          .push_back(sending.kv->Send(id, to_victim->peer(), piece));
+    }
+    const absl::Time died = absl::Now();
+    for (TransferHandle& h : after) {
+      REQUIRE(h.Wait(detection + kKvSoon));
+      INFO(h.status().ToString());
+      CHECK(h.status().code() == absl::StatusCode::kUnavailable);
+    }
+    for (TransferHandle& h : before) {
+      REQUIRE(h.Wait(detection + kKvSoon));
+      CHECK((h.status().ok() ||
+             h.status().code() == absl::StatusCode::kUnavailable));
+    }
+    // Failed within the bound, from the death on.
+    CHECK(absl::Now() - died <= detection);
+    CHECK(!sending.engine->GetPeer(to_victim->peer())->connected);
+    // The bystander kept going.
+    const absl::Time until = absl::Now() + kKvPeerFailureTimeout / 4;
+    uint64_t ignored = 0;
+    while (absl::Now() < until) serve(0, &ignored);
+    to_bystander->Settle();
+    CHECK(to_bystander->pieces_ok > bystander_before);
+    CHECK(to_bystander->pieces_failed == 0);
+    ++survived;
+  }
+  // The bystander verified every request it received byte for byte.
+  REQUIRE(sending.engine->Send(to_bystander->peer(), "stop").Wait().ok());
+  std::string report;
+  const absl::Time deadline = absl::Now() + kKvSoon;
+  uint64_t ignored = 0;
+  while (report.empty() && absl::Now() < deadline) {
+    serve(0, &ignored);
+    report = bystander->ReadLine(absl::Milliseconds(10));
+  }
+  std::vector<std::string> words = absl::StrSplit(report, ' ');
+  INFO(report);
+  REQUIRE(words.size() == 6);
+  CHECK(words[0] == "received");
+  CHECK(words[1] != "0");
+  CHECK(words[3] == "0");  // mismatched
+  CHECK(words[4] == "0");  // failed
+  CHECK(words[5] == "0");  // disconnected
+  std::printf(
+      "kill_test: %llu receiver kills survived; bystander receiver verified "
+      "%s requests (%s bytes)\n",
+      static_cast<unsigned long long>(survived), words[1].c_str(),
+      words[2].c_str());
 }
 
 }  // namespace
