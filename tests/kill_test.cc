@@ -387,6 +387,7 @@ TEST_CASE("A receiver killed between pieces fails them at the sender",
     }
     for (TransferHandle& h : before) {
       REQUIRE(h.Wait(detection + kKvSoon));
+      INFO(h.status().ToString());
       CHECK((h.status().ok() ||
              h.status().code() == absl::StatusCode::kUnavailable));
     }
