@@ -1,6 +1,6 @@
 // Helpers for tests that run a TransferEngine against a peer process
 // (build/bin/transfer_peer, tests/transfer_peer.cc): starting and killing
-// it, waiting for its replies, an and random
+// it, waiting for its replies, and random
 // block lists. Catch2 assertions: use from a test's main thread only.
 #ifndef FLOWKV_TESTS_PEER_PROCESS_H_
 #define FLOWKV_TESTS_PEER_PROCESS_H_
