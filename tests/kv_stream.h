@@ -1,18 +1,19 @@
 // A stream of KV requests between processes, for the reliability tests
 // (kill_test.cc, soak_test.cc): numbered senders ("streams") push requests
-// through KvTransfer into one receiving pool, one request in flight per
+// through KvTransfer into a receiving pool, one request in flight per
 // stream, and the receiver checks every finished request byte for byte
 // against a replica of the sender's pool.
 //
 // Protocol (engine messages): the sender connects and sends
-// "hello <s> <seed>" (its pool holds FillRandom(seed));
-// the receiver answers "go <i>" for request 0 and, once request i of stream
-// s finished and was verified (and its blocks zeroed), "go <i+1>" (paced by
-// `interval`) until it stops; then "stop". Request i of stream s is
-// "s<s>-<i>": tokens [0, kStreamTokens) of kStreamBlocks source blocks that
-// move with i, one Send per layer, into the stream's own destination blocks.
-// The geometry is the KV
-// fixture's (tests/kv_fixture.h): block-major sender, layer-major receiver.
+// "hello <s> <seed>" (its pool holds FillRandom(seed)); the receiver
+// answers "go 0", and once request i of stream s finished and was verified
+// (and its blocks zeroed) "go <i+1>", paced by its interval, until it stops
+// going; "stop" ends the stream. Request i of stream s is "s<s>-<i>":
+// tokens [0, kStreamTokens) of kStreamBlocks source blocks that move with
+// i, one Send per layer, into the stream's own destination blocks. The
+// geometry is the KV fixture's (tests/kv_fixture.h): block-major sender,
+// layer-major receiver. Hidden child test cases run the two sides in other
+// processes (RunStreamSenderChild, RunStreamReceiverChild).
 #ifndef FLOWKV_TESTS_KV_STREAM_H_
 #define FLOWKV_TESTS_KV_STREAM_H_
 
