@@ -1,9 +1,13 @@
 # Thin wrapper over the CMake presets (CMakePresets.json).
 #
 #   make demo                 install deps, build Release, run the end-to-end example
-#   make test                 install deps, build, run every test
+#   make test                 install deps, build, run the tests (not the long
+#                             ones labelled "reliability")
 #   make test SANITIZE=address   ... under ASan + UBSan (build-asan/)
 #   make test SANITIZE=thread    ... under TSan (build-tsan/)
+#   make reliability          build Release, run the "reliability" tests: kill
+#                             points over many seeds, 60 s soaks, namespaces
+#                             (docs/reliability.md; about 5 minutes)
 #   make bench                build and run the benchmarks
 #   make format | format-check | lint
 
@@ -17,7 +21,7 @@ export UCX_NET_DEVICES ?= lo
 
 SOURCES = $(shell git ls-files '*.h' '*.cc' '*.cu' '*.cuh' 2>/dev/null)
 
-.PHONY: deps configure build demo test bench format format-check lint clean
+.PHONY: deps configure build demo test reliability bench format format-check lint clean
 
 deps:
 	@scripts/install-deps.sh
@@ -34,7 +38,12 @@ demo: build
 	scripts/demo.sh $(BIN)
 
 test: build
-	ctest --preset $(PRESET) -j $(JOBS)
+	ctest --preset $(PRESET) -j $(JOBS) -LE reliability
+
+# Serially: the soaks measure this machine's load, the kill tests time
+# failure detection.
+reliability: build
+	ctest --preset $(PRESET) -L reliability
 
 bench: build
 	@for b in $(BIN)/*_benchmark; do echo "== $$b"; $$b || exit 1; done

@@ -109,13 +109,15 @@ inline absl::Status WriteNotice(TransferEngine& engine, PeerId peer,
 }
 
 // This test binary started again as a second process that runs the hidden
-// test case `test_case` with `env` added to the environment. The child
+// test case `test_case` with `env` added to the environment (through the
+// command `prefix` when given, e.g. {"ip", "netns", "exec", ns}). The child
 // writes lines to fd 3 (ReadLine) and holds its stdin: EOF there (the parent
 // going away) is its cue to exit. The destructor kills it (SIGKILL) and
 // reaps it.
 class ChildProcess {
  public:
-  ChildProcess(const std::string& test_case, std::vector<std::string> env) {
+  ChildProcess(const std::string& test_case, std::vector<std::string> env,
+               std::vector<std::string> prefix = {}) {
     char self[PATH_MAX] = {0};
     const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     REQUIRE(n > 0);
@@ -129,13 +131,17 @@ class ChildProcess {
     posix_spawn_file_actions_adddup2(&actions, hold[0], STDIN_FILENO);
     std::string path(self, n);
     std::string name = test_case;
-    std::vector<char*> argv = {path.data(), name.data(), nullptr};
+    std::vector<char*> argv;
+    for (std::string& word : prefix) argv.push_back(word.data());
+    argv.push_back(path.data());
+    argv.push_back(name.data());
+    argv.push_back(nullptr);
     for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
     std::vector<char*> envp;
     for (std::string& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
-    const int rc = posix_spawn(&pid_, path.c_str(), &actions, nullptr,
-                               argv.data(), envp.data());
+    const int rc = posix_spawnp(&pid_, argv[0], &actions, nullptr, argv.data(),
+                                envp.data());
     posix_spawn_file_actions_destroy(&actions);
     close(lines[1]);
     close(hold[0]);
@@ -170,6 +176,30 @@ class ChildProcess {
       if (got <= 0) return "";
       buffer_.append(chunk, got);
     }
+  }
+
+  // Whether the child has ended (reaped without blocking); `*signal` is the
+  // signal that ended it (0 when it exited), `*exit_code` its exit status.
+  bool Ended(int* signal = nullptr, int* exit_code = nullptr) {
+    if (pid_ <= 0) return true;
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
+    pid_ = -1;
+    if (signal != nullptr) *signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    if (exit_code != nullptr) {
+      *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    return true;
+  }
+
+  // Blocks until the child exits; its exit status (-1 when a signal ended
+  // it or it was reaped before).
+  int WaitForExit() {
+    if (pid_ <= 0) return -1;
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
 
   void Kill() {

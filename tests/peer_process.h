@@ -1,6 +1,6 @@
 // Helpers for tests that run a TransferEngine against a peer process
 // (build/bin/transfer_peer, tests/transfer_peer.cc): starting and killing
-// it, waiting for its replies, an and random
+// it, waiting for its replies, and random
 // block lists. Catch2 assertions: use from a test's main thread only.
 #ifndef FLOWKV_TESTS_PEER_PROCESS_H_
 #define FLOWKV_TESTS_PEER_PROCESS_H_
@@ -29,10 +29,22 @@ extern char** environ;
 
 namespace flowkv::testing {
 
+// How to start a transfer_peer (tests/transfer_peer.cc has the flags).
+struct PeerProcessOptions {
+  std::string token = "secret";
+  uint64_t pool_bytes = 4096;
+  std::string listen = "127.0.0.1:0";
+  std::string net_devices = "lo";
+  // Runs the peer through this command, e.g. {"ip", "netns", "exec", ns}.
+  std::vector<std::string> prefix;
+};
+
 // A running transfer_peer; killed (SIGKILL) and reaped on destruction.
 class PeerProcess {
  public:
-  PeerProcess(const std::string& token, uint64_t pool_bytes) {
+  PeerProcess(const std::string& token, uint64_t pool_bytes)
+      : PeerProcess(WithPool(token, pool_bytes)) {}
+  explicit PeerProcess(const PeerProcessOptions& options) {
     char self[PATH_MAX] = {0};
     const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     REQUIRE(n > 0);
@@ -46,16 +58,18 @@ class PeerProcess {
     posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
     posix_spawn_file_actions_addclose(&actions, fds[0]);
     posix_spawn_file_actions_addclose(&actions, fds[1]);
-    const std::string bytes = std::to_string(pool_bytes);
-    std::vector<std::string> args = {path, "--token", token, "--pool_bytes",
-                                     bytes};
+    const std::string bytes = std::to_string(options.pool_bytes);
+    std::vector<std::string> args = options.prefix;
+    args.push_back(path);
+    args.insert(args.end(),
+                {"--token", options.token, "--pool_bytes", bytes, "--listen",
+                 options.listen, "--net_devices", options.net_devices});
     if (SharedMemoryMode()) args.push_back("--heartbeat");
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    setenv("UCX_NET_DEVICES", "lo", 1);
-    const int rc = posix_spawn(&pid_, path.c_str(), &actions, nullptr,
-                               argv.data(), environ);
+    const int rc =
+        posix_spawnp(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     close(fds[1]);
     REQUIRE(rc == 0);
@@ -83,7 +97,8 @@ class PeerProcess {
     if (out_ != nullptr) std::fclose(out_);
   }
   // Sends `signal` and returns once it took effect: SIGKILL reaps the
-  // process, SIGSTOP waits until it stopped (kill() alone returns before).
+  // process, SIGSTOP waits until it stopped, SIGCONT until it runs again
+  // (kill() alone returns before).
   void Kill(int signal) {
     if (pid_ <= 0) return;
     kill(pid_, signal);
@@ -92,12 +107,22 @@ class PeerProcess {
       pid_ = -1;
     } else if (signal == SIGSTOP) {
       waitpid(pid_, nullptr, WUNTRACED);
+    } else if (signal == SIGCONT) {
+      waitpid(pid_, nullptr, WCONTINUED);
     }
   }
   const std::string& address() const { return address_; }
   const std::string& metadata() const { return metadata_; }
 
  private:
+  static PeerProcessOptions WithPool(const std::string& token,
+                                     uint64_t pool_bytes) {
+    PeerProcessOptions options;
+    options.token = token;
+    options.pool_bytes = pool_bytes;
+    return options;
+  }
+
   pid_t pid_ = -1;
   FILE* out_ = nullptr;
   std::string address_;

@@ -1,9 +1,11 @@
 // transfer_peer: the remote side of transfer_engine_process_test.
 //
 //   transfer_peer --token T --pool_bytes N [--heartbeat]
+//                 [--listen IP:PORT] [--net_devices DEVICES]
 //
-// Creates a TransferEngine (UCX transports from the environment), allocates
-// one pool of N bytes (region 0), listens on 127.0.0.1 (a free port) and
+// Creates a TransferEngine (UCX transports from the environment, network
+// devices from --net_devices, default lo), allocates one pool of N bytes
+// (region 0), listens on --listen (default 127.0.0.1:0, a free port) and
 // prints, one per line on stdout:
 //   LISTEN <ip:port>
 //   METADATA <LocalMetadata() in hex>
@@ -11,6 +13,8 @@
 //   "fill <seed>"          fill the pool with mt19937_64(seed) bytes ->
 //   "filled" "hash <off> <len>"     -> "hash <FNV-1a 64 of those bytes>" "exit"
 //   -> exits 0
+//   "stats"                -> "stats <peers_tracked> <peers_connected>"
+//                          (its engine's Stats())
 //   "flood <n>"            write the pool into the asker's region 0 over and
 //                          over (notifications "flood <i>"); with n > 0 exit
 //                          with the (n+1)th write in flight
@@ -67,6 +71,8 @@ int main(int argc, char** argv) {
   std::string token;
   uint64_t pool_bytes = 1 << 20;
   bool heartbeat = false;
+  std::string listen = "127.0.0.1:0";
+  std::string net_devices = "lo";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--token" && i + 1 < argc) {
@@ -75,13 +81,17 @@ int main(int argc, char** argv) {
       if (!absl::SimpleAtoi(argv[++i], &pool_bytes) || pool_bytes == 0) {
         return Fail("bad --pool_bytes");
       }
+    } else if (arg == "--listen" && i + 1 < argc) {
+      listen = argv[++i];
+    } else if (arg == "--net_devices" && i + 1 < argc) {
+      net_devices = argv[++i];
     } else if (arg == "--heartbeat") {
       heartbeat = true;
     } else {
       return Fail("unknown argument " + arg);
     }
   }
-  setenv("UCX_NET_DEVICES", "lo", 1);
+  setenv("UCX_NET_DEVICES", net_devices.c_str(), 1);
   flowkv::TransferEngineOptions options;
   options.name = "transfer_peer";
   options.cluster_token = token;
@@ -93,7 +103,7 @@ int main(int argc, char** argv) {
   if (!pool.ok()) return Fail(pool.status().ToString());
   auto* base = static_cast<uint8_t*>(pool->data);
   std::memset(base, 0, pool_bytes);
-  auto address = (*engine)->Listen("127.0.0.1:0");
+  auto address = (*engine)->Listen(listen);
   if (!address.ok()) return Fail(address.status().ToString());
   auto metadata = (*engine)->LocalMetadata();
   if (!metadata.ok()) return Fail(metadata.status().ToString());
@@ -114,8 +124,12 @@ int main(int argc, char** argv) {
         uint64_t a = 0;
         uint64_t b = 0;
         if (words[0] == "exit") return 0;
-        if (words[0] == "fill" && words.size() == 2 &&
-            absl::SimpleAtoi(words[1], &a)) {
+        if (words[0] == "stats") {
+          const flowkv::TransferEngineStats stats = (*engine)->Stats();
+          reply = fmt::format("stats {} {}", stats.peers_tracked,
+                              stats.peers_connected);
+        } else if (words[0] == "fill" && words.size() == 2 &&
+                   absl::SimpleAtoi(words[1], &a)) {
           FillRandom(base, pool_bytes, a);
           reply = "filled";
         } else if (words[0] == "hash" && words.size() == 3 &&

@@ -299,14 +299,18 @@ void TransferEngineImpl::AfterFlush(uint64_t id, PeerId peer_id,
   if (active->failing) return;  // reported once the endpoint closed
   Peer* peer = peers_.Find(peer_id);
   if (status != UCS_OK || peer == nullptr) {
-    const absl::Status failure = UcxStatus(
-        status == UCS_OK ? UCS_ERR_CONNECTION_RESET : status,
-        absl::StrFormat("transfer %d: flush to peer %d", id, peer_id));
-    FailPeer(peer, failure, id,
-             active->abort_status.ok()
-                 ? absl::UnavailableError(failure.message())
-                 : active->abort_status);
-    if (peer == nullptr) FinishTransfer(id, failure);
+    // UCX cancels (UCS_ERR_CANCELED) the flush of an endpoint it found
+    // broken: the peer failed, which is Unavailable for this and every other
+    // transfer to it (a local Cancel() or Disconnect() marks them failing
+    // first and never gets here).
+    const absl::Status failure = absl::UnavailableError(
+        UcxStatus(status == UCS_OK ? UCS_ERR_CONNECTION_RESET : status,
+                  absl::StrFormat("transfer %d: flush to peer %d", id, peer_id))
+            .message());
+    const absl::Status transfer_status =
+        active->abort_status.ok() ? failure : active->abort_status;
+    FailPeer(peer, failure, id, transfer_status);
+    if (peer == nullptr) FinishTransfer(id, transfer_status);
     return;
   }
   if (!active->abort_status.ok()) {

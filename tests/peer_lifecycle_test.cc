@@ -1,0 +1,202 @@
+// A peer process's life as the engine sees it, between real processes
+// (this test and build/bin/transfer_peer): a peer stalled (SIGSTOP) until it
+// is declared dead and then resumed (SIGCONT) leaves both sides' peer tables
+// clean and reconnects byte-exact; a peer that restarts under the same name
+// is a new peer, and the old one's ids, handles and metadata fail cleanly
+// without ever reaching the new process.
+
+#include <csignal>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "flowkv/transfer_engine.h"
+#include "tests/engine_pair.h"
+#include "tests/peer_process.h"
+#include "tests/transfer_test_util.h"
+
+namespace flowkv {
+namespace {
+
+using testing::FillRandom;
+using testing::Fnv1a;
+using testing::kPeerFailureTimeout;
+using testing::PeerProcess;
+using testing::Replies;
+
+// More than loopback's socket buffers hold: a stalled receiver cannot
+// take a whole-pool write over tcp.
+constexpr uint64_t kBytes = 64 << 20;
+// A dead or stalled peer is detected within peer_failure_timeout; the
+// margin covers a keepalive or heartbeat round that started just before.
+const absl::Duration kDetection = 2 * kPeerFailureTimeout;
+
+std::unique_ptr<TransferEngine> MakeLifecycleEngine() {
+  TransferEngineOptions options =
+      testing::TestEngineOptions("lifecycle_test", "secret");
+  // A connection to an address nobody answers any more fails within this.
+  options.connect_timeout = kPeerFailureTimeout;
+  return testing::MakeEngine(options);
+}
+
+// Polls `condition` until it holds or `timeout` passed; returns it.
+template <typename Condition>
+bool WaitFor(absl::Duration timeout, Condition condition) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!condition()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return true;
+}
+
+// Writes the whole pool (filled from `seed`) to `peer` with a notification
+// and checks the peer's answer: the hash of its pool when the notification
+// arrived equals the local one.
+void WriteByteExact(TransferEngine& engine, Replies& replies, PeerId peer,
+                    const AllocatedRegion& local, uint64_t seed) {
+  auto* bytes = static_cast<uint8_t*>(local.data);
+  FillRandom(bytes, local.length, seed);
+  const TransferOp op{local.id, 0, engine.GetPeer(peer)->regions.at(0).id, 0,
+                      local.length};
+  TransferOptions options;
+  options.notification = absl::StrCat("seed-", seed);
+  options.acknowledged = true;
+  const absl::Status written = engine.Write(peer, {&op, 1}, options).Wait();
+  INFO(written.ToString());
+  REQUIRE(written.ok());
+  CHECK(replies.Expect(absl::StrCat("got seed-", seed, " ")) ==
+        absl::StrCat("got seed-", seed, " ", Fnv1a(bytes, local.length)));
+}
+
+// The peer's "stats" answer: peers tracked and connected by its engine.
+std::string PeerStats(TransferEngine& engine, Replies& replies, PeerId peer) {
+  REQUIRE(engine.Send(peer, "stats").Wait().ok());
+  return replies.Expect("stats ");
+}
+
+TEST_CASE("A stalled peer declared dead comes back clean and reconnects",
+          "[peer_lifecycle][process]") {
+  PeerProcess process("secret", kBytes);
+  auto engine = MakeLifecycleEngine();
+  auto local = engine->AllocateMemory(kBytes);
+  REQUIRE(local.ok());
+  Replies replies(engine.get());
+  auto first = engine->Connect(process.address());
+  REQUIRE(first.ok());
+  WriteByteExact(*engine, replies, *first, *local, 1);
+
+  process.Kill(SIGSTOP);
+  // A write the stalled peer cannot take: over tcp its socket buffers fill,
+  // the write misses its deadline and the fence that must follow cannot
+  // complete, so the peer is failed; over shared memory the heartbeats go
+  // unanswered. Either way the peer is declared dead within the bound.
+  // (UCX's keepalive over tcp is answered by the stopped process's kernel:
+  // an idle stalled peer is detected only through a transfer's fence.)
+  const TransferOp op{local->id, 0, engine->GetPeer(*first)->regions[0].id, 0,
+                      kBytes};
+  TransferOptions options;
+  options.timeout = kPeerFailureTimeout / 2;
+  TransferHandle stalled = engine->Write(*first, {&op, 1}, options);
+  REQUIRE(stalled.Wait(options.timeout.value() + kDetection));
+  INFO(stalled.status().ToString());
+  REQUIRE(
+      WaitFor(kDetection, [&] { return !engine->GetPeer(*first)->connected; }));
+  // This side's table is clean: the peer is listed as failed, not tracked.
+  REQUIRE(
+      WaitFor(kDetection, [&] { return engine->Stats().peers_tracked == 0; }));
+  CHECK(engine->Stats().peers_connected == 0);
+  CHECK(!engine->GetPeer(*first)->failure.ok());
+
+  process.Kill(SIGCONT);
+  // The old id stays dead.
+  CHECK(engine->Write(*first, {&op, 1}).Wait().code() ==
+        absl::StatusCode::kUnavailable);
+  // A new connection to the resumed process works.
+  auto second = engine->Connect(process.address());
+  INFO(second.status().ToString());
+  REQUIRE(second.ok());
+  CHECK(*second != *first);
+  CHECK(engine->Stats().peers_tracked == 1);
+  CHECK(engine->Stats().peers_connected == 1);
+  // The resumed side drops the connection it lost once it notices (its own
+  // detection bound): its table then holds the new connection only.
+  std::string stats;
+  CHECK(WaitFor(kDetection + kPeerFailureTimeout, [&] {
+    stats = PeerStats(*engine, replies, *second);
+    return stats == "stats 1 1";
+  }));
+  INFO(stats);
+  // Transfers after the reconnection are byte-exact.
+  WriteByteExact(*engine, replies, *second, *local, 2);
+  WriteByteExact(*engine, replies, *second, *local, 3);
+}
+
+TEST_CASE("A peer restarted under the same name is a new peer",
+          "[peer_lifecycle][process]") {
+  auto engine = MakeLifecycleEngine();
+  auto local = engine->AllocateMemory(kBytes);
+  REQUIRE(local.ok());
+  Replies replies(engine.get());
+  auto process = std::make_unique<PeerProcess>("secret", kBytes);
+  const std::string old_metadata = process->metadata();
+  auto old_peer = engine->Connect(process->address());
+  REQUIRE(old_peer.ok());
+  const std::string old_name = engine->GetPeer(*old_peer)->name;
+  WriteByteExact(*engine, replies, *old_peer, *local, 1);
+
+  // A transfer in flight when the process dies: it cannot be acknowledged.
+  process->Kill(SIGSTOP);
+  const TransferOp old_op{local->id, 0,
+                          engine->GetPeer(*old_peer)->regions[0].id, 0, kBytes};
+  TransferOptions options;
+  options.notification = "to the old process";
+  options.acknowledged = true;
+  TransferHandle in_flight = engine->Write(*old_peer, {&old_op, 1}, options);
+  process->Kill(SIGKILL);
+  REQUIRE(in_flight.Wait(kDetection + kPeerFailureTimeout));
+  CHECK(in_flight.status().code() == absl::StatusCode::kUnavailable);
+  REQUIRE(WaitFor(kDetection,
+                  [&] { return !engine->GetPeer(*old_peer)->connected; }));
+
+  // The same program, the same name, a fresh pool of zeros.
+  process = std::make_unique<PeerProcess>("secret", kBytes);
+  auto new_peer = engine->Connect(process->address());
+  REQUIRE(new_peer.ok());
+  CHECK(*new_peer != *old_peer);
+  CHECK(engine->GetPeer(*new_peer)->name == old_name);
+
+  // Every use of the old peer fails cleanly.
+  CHECK(engine->Write(*old_peer, {&old_op, 1}).Wait().code() ==
+        absl::StatusCode::kUnavailable);
+  CHECK(engine->Read(*old_peer, {&old_op, 1}).Wait().code() ==
+        absl::StatusCode::kUnavailable);
+  CHECK(engine->Send(*old_peer, "fill 9").Wait().code() ==
+        absl::StatusCode::kUnavailable);
+  CHECK(engine->Disconnect(*old_peer).ok());  // already disconnected
+  CHECK(!engine->GetPeer(*old_peer)->connected);
+  const PeerId never = *new_peer + 1000;
+  CHECK(engine->Write(never, {&old_op, 1}).Wait().code() ==
+        absl::StatusCode::kNotFound);
+  CHECK(engine->GetPeer(never).status().code() == absl::StatusCode::kNotFound);
+  // The old process's metadata names an endpoint that is gone.
+  auto stale = engine->AddPeer(old_metadata);
+  INFO(stale.status().ToString());
+  CHECK(!stale.ok());
+
+  // None of it reached the new process: its pool is still all zeros.
+  const std::vector<uint8_t> zeros(kBytes, 0);
+  REQUIRE(engine->Send(*new_peer, absl::StrCat("hash 0 ", kBytes)).Wait().ok());
+  CHECK(replies.Expect("hash ") ==
+        absl::StrCat("hash ", Fnv1a(zeros.data(), kBytes)));
+  CHECK(engine->Stats().peers_tracked == 1);
+  CHECK(engine->Stats().peers_connected == 1);
+  WriteByteExact(*engine, replies, *new_peer, *local, 2);
+}
+
+}  // namespace
+}  // namespace flowkv
