@@ -365,8 +365,12 @@ void TransferEngineImpl::AfterNotification(uint64_t id, PeerId peer_id,
     const absl::Status failure = UcxStatus(
         status,
         absl::StrFormat("transfer %d: notification to peer %d", id, peer_id));
-    FailPeer(peers_.Find(peer_id), failure, id,
-             absl::UnavailableError(failure.message()));
+    const absl::Status transfer_status =
+        absl::UnavailableError(failure.message());
+    Peer* peer = peers_.Find(peer_id);
+    FailPeer(peer, failure, id, transfer_status);
+    // A peer already gone from the table reports nothing more: finish here.
+    if (peer == nullptr) FinishTransfer(id, transfer_status);
     return;
   }
   if (active->acknowledged) {
