@@ -110,3 +110,41 @@ def test_metadata_exchange_connects_without_a_listener():
     assert [p.id for p in a.peers() if p.connected] == [peer]
     a.disconnect(peer)
     assert not a.get_peer(peer).connected
+
+
+def test_fetch_pulls_kv_and_releases_it_on_the_source(transport):
+    geometry = flowkv.KvGeometry(**GEOMETRY)
+    src_layout = flowkv.KvLayout.vllm_flash_attn(geometry)
+    dst_layout = flowkv.KvLayout.flowkv_block_major(geometry)
+    tensors = [layer_values(l, vllm_shape()) for l in range(GEOMETRY["num_layers"])]
+    pool = torch.zeros(dst_layout.total_bytes // 2, dtype=torch.float16)
+    with flowkv.TransferEngine(**engine_options(transport, "prefill")) as p, \
+            flowkv.TransferEngine(**engine_options(transport, "decode")) as d:
+        prefill = flowkv.KvTransfer(p, src_layout, tensors)
+        decode = flowkv.KvTransfer(d, dst_layout, [pool])
+        peer = d.connect(p.listen("127.0.0.1:0"))
+        decode.announce_pool(peer)
+        prefill.poll(wait=OPTIONS_TIMEOUT_S)  # takes the descriptor, answers
+        decode.wait_for_peer_pool(peer, OPTIONS_TIMEOUT_S)
+        assert decode.peer_pool(peer) == src_layout
+
+        decode.fetch("req-f", peer, SRC_BLOCKS, DST_BLOCKS,
+                     NUM_TOKENS).result(3 * OPTIONS_TIMEOUT_S)
+        assert decode.poll().finished == [("req-f", b"")]
+        released = []
+        deadline = time.monotonic() + 3 * OPTIONS_TIMEOUT_S
+        while not released and time.monotonic() < deadline:
+            released += prefill.poll(wait=0.1).released
+        assert [(r, e) for r, _, e in released] == [("req-f", None)]
+        assert decode.layers_arrived("req-f") == GEOMETRY["num_layers"]
+
+        T = GEOMETRY["block_tokens"]
+        dst = pool.view(GEOMETRY["num_blocks"], GEOMETRY["num_layers"], 2, T,
+                        GEOMETRY["kv_heads"], GEOMETRY["head_dim"])
+        for layer, src in enumerate(tensors):
+            for i, (s, b) in enumerate(zip(SRC_BLOCKS, DST_BLOCKS)):
+                tokens = min(T, NUM_TOKENS - i * T)
+                assert torch.equal(dst[b, layer, :, :tokens],
+                                   src[:, s, :tokens])
+        prefill.close()
+        decode.close()
