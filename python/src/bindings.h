@@ -91,6 +91,19 @@ absl::Time SecondsToTime(double seconds);
 bool PythonFinalizing();
 void SetPythonFinalizing();
 
+// Marks the current thread as running a Python callback for the library
+// (on_complete, log) for the scope's life. An engine or KvTransfer whose
+// last reference goes inside a callback is then destroyed on a thread of
+// its own: destroying it on its progress thread would deadlock.
+class CallbackScope {
+ public:
+  CallbackScope();
+  ~CallbackScope();
+  CallbackScope(const CallbackScope&) = delete;
+  CallbackScope& operator=(const CallbackScope&) = delete;
+  static bool Active();
+};
+
 // A strong reference to a Python object that may be copied and dropped on
 // any thread: the last copy drops the reference with the GIL taken (or
 // leaks it once Python is finalizing, when taking the GIL is unsafe).

@@ -12,6 +12,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -21,12 +22,31 @@
 namespace flowkv::python {
 
 EngineCore::~EngineCore() {
-  if (engine != nullptr) {
-    if (PyGILState_Check()) {
-      py::gil_scoped_release release;
-      engine.reset();
-    } else {
-      engine.reset();
+  if (CallbackScope::Active()) {
+    // On a library thread (maybe the progress thread itself): destroy the
+    // engine on a thread of its own, then drop the holds with the GIL.
+    auto* e = engine.release();
+    auto* h = new std::map<RegionId, std::unique_ptr<Hold>>(std::move(holds));
+    std::thread([e, h] {
+      delete e;
+      if (PythonFinalizing()) return;  // leaks the holds at exit
+      py::gil_scoped_acquire gil;
+      delete h;
+    }).detach();
+    return;
+  }
+  if (PyGILState_Check()) {
+    py::gil_scoped_release release;
+    engine.reset();
+  } else {
+    engine.reset();
+    if (!holds.empty()) {
+      if (PythonFinalizing()) {
+        new std::map<RegionId, std::unique_ptr<Hold>>(std::move(holds));
+      } else {
+        py::gil_scoped_acquire gil;
+        holds.clear();
+      }
     }
   }
 }
@@ -95,6 +115,7 @@ TransferEngineOptions ParseOptions(const py::kwargs& kwargs, PyRef* log) {
         PyRef callback = *log;
         o.log = [callback](LogSeverity severity, std::string_view message) {
           if (PythonFinalizing()) return;
+          CallbackScope scope;
           py::gil_scoped_acquire gil;
           try {
             callback.get()(static_cast<int>(severity),
@@ -263,6 +284,7 @@ TransferOptions MakeTransferOptions(const py::object& notification,
     o.on_complete = [callback](const absl::Status& status,
                                const TransferStats& stats) {
       if (PythonFinalizing()) return;
+      CallbackScope scope;
       py::gil_scoped_acquire gil;
       try {
         callback.get()(StatusToException(status), stats);

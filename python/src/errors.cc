@@ -42,6 +42,14 @@ void SetPythonFinalizing() {
   g_finalizing.store(true, std::memory_order_release);
 }
 
+namespace {
+thread_local int t_callback_depth = 0;
+}  // namespace
+
+CallbackScope::CallbackScope() { ++t_callback_depth; }
+CallbackScope::~CallbackScope() { --t_callback_depth; }
+bool CallbackScope::Active() { return t_callback_depth > 0; }
+
 PyRef::PyRef(py::object object) : holder_(std::make_shared<Holder>()) {
   holder_->object = object.release().ptr();
 }

@@ -10,6 +10,7 @@
 #include <memory>
 #include <pybind11/stl.h>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -38,7 +39,22 @@ struct PyKvTransfer {
     core.reset();
   }
   ~PyKvTransfer() {
-    if (kv != nullptr && PyGILState_Check()) {
+    if (kv == nullptr) return;
+    if (CallbackScope::Active()) {
+      // Inside a library callback: destroy it (and maybe the engine after
+      // it) on a thread of its own.
+      std::thread([kv = std::move(kv), core = std::move(core)]() mutable {
+        kv.reset();
+        if (PythonFinalizing()) {
+          new CoreRef(std::move(core));  // leaked at exit
+          return;
+        }
+        py::gil_scoped_acquire gil;
+        core.reset();
+      }).detach();
+      return;
+    }
+    if (PyGILState_Check()) {
       py::gil_scoped_release release;
       kv.reset();
     }
@@ -202,6 +218,7 @@ void InitKvTransfer(py::module_& m) {
                PyRef callback = self->log;
                o.log = [callback](LogSeverity s, std::string_view message) {
                  if (PythonFinalizing()) return;
+                 CallbackScope scope;
                  py::gil_scoped_acquire gil;
                  try {
                    callback.get()(static_cast<int>(s),

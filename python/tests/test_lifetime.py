@@ -145,3 +145,26 @@ def test_handle_outlives_engine_and_raising_callback_is_reported():
     a.close()
     b.close()
     assert handle.done and handle.status is None
+
+
+def test_callback_that_drops_the_last_engine_reference():
+    a, b = pair()
+    src = np.arange(4096, dtype=np.uint8)
+    region = a.register_memory(src)
+    dst = b.allocate_memory(4096)
+    peer = a.connect(b.listen("127.0.0.1:0"))
+    holder = {"engine": a}
+    engine_ref = weakref.ref(a)
+    dropped = threading.Event()
+
+    def drop(error, stats):
+        holder.clear()  # the last reference goes on the engine's thread
+        dropped.set()
+
+    handle = a.write(peer, [(region, 0, dst.id, 0, 4096)], on_complete=drop)
+    del a
+    assert dropped.wait(3 * OPTIONS_TIMEOUT_S)
+    assert handle.wait(3 * OPTIONS_TIMEOUT_S)
+    gc.collect()
+    assert engine_ref() is None
+    b.close()
