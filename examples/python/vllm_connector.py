@@ -6,8 +6,8 @@
 #
 # No vLLM import: the few vLLM objects the connector reads (Request,
 # KVCacheBlocks, SchedulerOutput, KVConnectorOutput) are stood in for by the
-# plain dataclasses below, with the attributes of vLLM's own that the
-# connector uses. To run inside vLLM, derive FlowKVConnector from
+# plain dataclasses of vllm_stand_ins.py, with the attributes of vLLM's own
+# that the connector uses. To run inside vLLM, derive FlowKVConnector from
 # vllm.distributed.kv_transfer.kv_connector.v1.base.KVConnectorBase_V1, build
 # FlowKVConnectorConfig from vllm_config.kv_transfer_config, and delete the
 # stand-ins. docs/python.md ("vLLM connector example") lists the call order.
@@ -41,71 +41,19 @@ import dataclasses
 import enum
 import logging
 import math
-import time
 from typing import Any, Optional
 
 import torch
 
 import flowkv
+from vllm_stand_ins import (KVCacheBlocks, KVConnectorOutput, KVConnectorRole,
+                            Request, SchedulerOutput)
 
 logger = logging.getLogger("flowkv.vllm_connector")
 
 # The control message a producer sends when a request it will never send is
 # aborted, followed by the request id (utf-8).
 ABORT_MESSAGE_PREFIX = b"flowkv-connector/abort\0"
-
-
-# ---- Stand-ins for vLLM's objects (see the file comment) ----
-
-
-class KVConnectorRole(enum.Enum):
-    SCHEDULER = 0
-    WORKER = 1
-
-
-class RequestStatus(enum.Enum):
-    WAITING = enum.auto()
-    WAITING_FOR_REMOTE_KVS = enum.auto()
-    RUNNING = enum.auto()
-    FINISHED_STOPPED = enum.auto()
-    FINISHED_LENGTH_CAPPED = enum.auto()
-    FINISHED_ABORTED = enum.auto()
-
-
-@dataclasses.dataclass
-class Request:
-    """vllm.v1.request.Request: the attributes the connector reads."""
-
-    request_id: str
-    prompt_token_ids: list[int]
-    kv_transfer_params: Optional[dict[str, Any]] = None
-    status: RequestStatus = RequestStatus.WAITING
-
-
-@dataclasses.dataclass
-class KVCacheBlocks:
-    """vllm.v1.core.kv_cache_manager.KVCacheBlocks, one KV cache group."""
-
-    block_ids: list[int]
-
-    def get_block_ids(self) -> tuple[list[int], ...]:
-        return (list(self.block_ids),)
-
-
-@dataclasses.dataclass
-class SchedulerOutput:
-    """vllm.v1.core.sched.output.SchedulerOutput: what the connector reads."""
-
-    finished_req_ids: set[str] = dataclasses.field(default_factory=set)
-    kv_connector_metadata: Optional[FlowKVConnectorMetadata] = None
-
-
-@dataclasses.dataclass
-class KVConnectorOutput:
-    """vllm.v1.outputs.KVConnectorOutput: the workers' get_finished sets."""
-
-    finished_sending: Optional[set[str]] = None
-    finished_recving: Optional[set[str]] = None
 
 
 # ---- Configuration and the metadata the scheduler hands the workers ----
@@ -368,10 +316,8 @@ class _WorkerSide:
             block_tokens=block_size, kv_heads=kv_heads, head_dim=head_size,
             dtype_bytes=tensors[0].element_size())
         layout = flowkv.KvLayout.vllm_flash_attn(geometry)
-        regions = [self._engine.register_memory(
-            t.data_ptr(), t.numel() * t.element_size(),
-            flowkv.MemoryKind.CUDA_DEVICE if t.is_cuda else flowkv.MemoryKind.HOST)
-            for t in tensors]
+        # In place (host or CUDA memory); the engine keeps the tensors alive.
+        regions = [self._engine.register_memory(t) for t in tensors]
         self._kv = flowkv.KvTransfer(self._engine, layout, regions)
         self._layer_index = {name: i for i, name in enumerate(kv_caches)}
 
@@ -386,7 +332,6 @@ class _WorkerSide:
     def start_load_kv(self, forward_context: Any = None, **kwargs: Any):
         for abort in self._meta.aborts:
             self._send_abort(abort)
-        deadline = time.time() + self._config.load_timeout_s
         for load in self._meta.loads:
             self._loads[load.request_id] = load
             if load.request_id in self._early_aborts:
@@ -394,7 +339,7 @@ class _WorkerSide:
                 self._end_load(load.request_id, flowkv.CancelledError(
                     f"request {load.request_id} was aborted by the prefill side"))
                 continue
-            self._kv.expect(load.request_id, deadline)
+            self._kv.expect(load.request_id, self._config.load_timeout_s)
 
     def wait_for_layer_load(self, layer_name: str):
         layer = self._layer_index[layer_name]
@@ -425,11 +370,10 @@ class _WorkerSide:
                              send.remote_address, error)
                 self._send_errors[send.request_id] = error
                 continue
-            handle = self._kv.send(send.request_id, peer, flowkv.KvSendRequest(
-                src_blocks=flowkv.BlockList(send.src_block_ids),
-                dst_blocks=flowkv.BlockList(send.dst_block_ids),
-                num_tokens=send.num_tokens,
-                layer_begin=layer, layer_end=layer + 1))
+            handle = self._kv.send(
+                send.request_id, peer, flowkv.BlockList(send.src_block_ids),
+                flowkv.BlockList(send.dst_block_ids), send.num_tokens,
+                layer_begin=layer, layer_end=layer + 1)
             self._handles.setdefault(send.request_id, []).append(handle)
             self._step_handles.append(handle)
 
@@ -487,9 +431,9 @@ class _WorkerSide:
         done = set()
         for request_id in list(self._finished_by_scheduler):
             handles = self._handles.get(request_id, [])
-            if not all(h.done() for h in handles):
+            if not all(h.done for h in handles):
                 continue
-            failed = [h.status() for h in handles if h.status() is not None]
+            failed = [h.status for h in handles if h.status is not None]
             if failed or request_id in self._send_errors:
                 # The consumer was told (failure notice, or its peer
                 # disconnected): it reports a failed load. Nothing more is
@@ -506,13 +450,14 @@ class _WorkerSide:
 
     def _poll(self, wait_s: float = 0.0):
         result = self._kv.poll(wait_s)
-        for finished in result.finished:
-            self._end_load(finished.request_id, None)
-        for failed in result.failed:
-            self._end_load(failed.request_id, failed.status)
+        for request_id, _payload in result.finished:
+            self._end_load(request_id, None)
+        for request_id, error in result.failed:
+            self._end_load(request_id, error)
         for note in result.other:
-            data = bytes(note.data or b"")
-            if not data.startswith(ABORT_MESSAGE_PREFIX):
+            data = note.data
+            if (note.kind != flowkv.NotificationKind.MESSAGE
+                    or not data.startswith(ABORT_MESSAGE_PREFIX)):
                 continue
             request_id = data[len(ABORT_MESSAGE_PREFIX):].decode()
             if request_id in self._loads:
