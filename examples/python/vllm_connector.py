@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import enum
 import logging
 import math
 from typing import Any, Optional
@@ -405,6 +404,8 @@ class _WorkerSide:
         """The connected peer at `address`, connecting (and exchanging
         pools) on first use. Raises flowkv.Error."""
         peer = self._peers.get(address)
+        if peer is not None and not self._engine.get_peer(peer).connected:
+            peer = None  # the consumer restarted or failed: a new connection
         if peer is None:
             peer = self._engine.connect(address)
             try:
