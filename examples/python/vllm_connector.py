@@ -315,9 +315,9 @@ class _WorkerSide:
             block_tokens=block_size, kv_heads=kv_heads, head_dim=head_size,
             dtype_bytes=tensors[0].element_size())
         layout = flowkv.KvLayout.vllm_flash_attn(geometry)
-        # In place (host or CUDA memory); the engine keeps the tensors alive.
-        regions = [self._engine.register_memory(t) for t in tensors]
-        self._kv = flowkv.KvTransfer(self._engine, layout, regions)
+        # Registered in place (host or CUDA memory), region l = layer l; the
+        # engine keeps the tensors alive.
+        self._kv = flowkv.KvTransfer(self._engine, layout, tensors)
         self._layer_index = {name: i for i, name in enumerate(kv_caches)}
 
     # -- per step --
