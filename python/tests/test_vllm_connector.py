@@ -249,6 +249,27 @@ def test_prefill_to_decode_layer_by_layer_abort_and_reuse(prefill):
                            token_kv(3, layer, 20))
         assert torch.equal(read_tokens(caches[name], r1_blocks, 37),
                            token_kv(1, layer, 37))
+
+    # r5 is aborted on the decode side while its load is in flight: its
+    # blocks stay out of reuse (the prefill may still write into them) until
+    # the load ended, then come back through finished_sending, never as a
+    # finished load.
+    r5_blocks, _, _, r5_params = allocate_remote(scheduler, blocks, "r5", 16)
+    run_step(scheduler, worker)
+    r5 = vs.Request("r5", list(range(16)), {}, vs.RequestStatus.FINISHED_ABORTED)
+    assert scheduler.request_finished(r5, r5_blocks) == (True, None)
+    prefill.send(("run", [("r5", 16, r5_params, 5)], []))
+    finished_req_ids, deadline = {"r5"}, time.monotonic() + 2 * LOAD_TIMEOUT_S
+    while True:
+        assert time.monotonic() < deadline, "r5's blocks never came back"
+        sending, recving, errors = run_step(scheduler, worker, finished_req_ids)
+        finished_req_ids = set()
+        assert not recving and not errors
+        if sending:
+            assert sending == {"r5"}
+            break
+    assert prefill_done(prefill) == {"r5"}
+    blocks.release(r5_blocks)
     worker.shutdown()
 
 
