@@ -1,0 +1,507 @@
+// Bindings of TransferEngine (flowkv/transfer_engine.h): options from
+// keyword arguments, memory registered in place (buffer protocol, numpy,
+// torch) or allocated by the engine (a numpy view), peers, write / read /
+// send with completion callbacks, notifications, stats, close.
+//
+// Lifetime: see engine.h. Every call that reaches the engine runs with the
+// GIL released: the engine's threads may be waiting for the GIL in a
+// callback, and many calls wait for the progress thread.
+
+#include "engine.h"
+
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "bindings.h"
+
+namespace flowkv::python {
+
+EngineCore::~EngineCore() {
+  if (engine != nullptr) {
+    if (PyGILState_Check()) {
+      py::gil_scoped_release release;
+      engine.reset();
+    } else {
+      engine.reset();
+    }
+  }
+}
+
+const CoreRef& PyEngine::core() const {
+  if (core_ == nullptr) {
+    ThrowStatus(
+        absl::FailedPreconditionError("TransferEngine: the engine was closed"));
+  }
+  return core_;
+}
+
+namespace {
+
+// Runs `f` on the engine with the GIL released.
+template <typename F>
+auto Released(F&& f) {
+  py::gil_scoped_release release;
+  return f();
+}
+
+TransferEngineOptions ParseOptions(const py::kwargs& kwargs, PyRef* log) {
+  TransferEngineOptions o;
+  for (const auto& [key, value] : kwargs) {
+    const std::string name = py::str(key);
+    const py::object v = py::reinterpret_borrow<py::object>(value);
+    try {
+      if (name == "name") {
+        o.name = v.cast<std::string>();
+      } else if (name == "cluster_token") {
+        o.cluster_token = py::isinstance<py::bytes>(v)
+                              ? std::string(v.cast<py::bytes>())
+                              : v.cast<std::string>();
+      } else if (name == "default_timeout") {
+        o.default_timeout = SecondsToDuration(v.cast<double>(), name.c_str());
+      } else if (name == "ucx_peer_error_handling") {
+        o.ucx_peer_error_handling = v.cast<bool>();
+      } else if (name == "peer_failure_timeout") {
+        o.peer_failure_timeout =
+            SecondsToDuration(v.cast<double>(), name.c_str());
+      } else if (name == "connect_timeout") {
+        o.connect_timeout = SecondsToDuration(v.cast<double>(), name.c_str());
+      } else if (name == "ucx_config") {
+        py::object items = py::isinstance<py::dict>(v) ? v.attr("items")() : v;
+        for (py::handle item : items) {
+          auto pair = item.cast<std::pair<std::string, std::string>>();
+          o.ucx_config.push_back(std::move(pair));
+        }
+      } else if (name == "busy_poll") {
+        o.busy_poll = v.cast<bool>();
+      } else if (name == "idle_spin") {
+        o.idle_spin = SecondsToDuration(v.cast<double>(), name.c_str());
+      } else if (name == "max_queued_notifications") {
+        o.max_queued_notifications = v.cast<size_t>();
+      } else if (name == "max_piece_bytes") {
+        o.max_piece_bytes = v.cast<uint64_t>();
+      } else if (name == "max_registered_bytes") {
+        o.max_registered_bytes = v.cast<uint64_t>();
+      } else if (name == "log") {
+        if (v.is_none()) continue;
+        if (!PyCallable_Check(v.ptr())) {
+          ThrowStatus(absl::InvalidArgumentError(
+              "TransferEngine: log must be callable(severity, message)"));
+        }
+        *log = PyRef(v);
+        PyRef callback = *log;
+        o.log = [callback](LogSeverity severity, std::string_view message) {
+          if (PythonFinalizing()) return;
+          py::gil_scoped_acquire gil;
+          try {
+            callback.get()(static_cast<int>(severity),
+                           py::str(message.data(), message.size()));
+          } catch (py::error_already_set& e) {
+            ReportCallbackError(e, callback.get());
+          }
+        };
+      } else {
+        ThrowStatus(absl::InvalidArgumentError(
+            "TransferEngine: unknown option '" + name +
+            "'; known: name, cluster_token, default_timeout, "
+            "ucx_peer_error_handling, peer_failure_timeout, connect_timeout, "
+            "ucx_config, busy_poll, idle_spin, max_queued_notifications, "
+            "max_piece_bytes, max_registered_bytes, log"));
+      }
+    } catch (const py::cast_error&) {
+      ThrowStatus(absl::InvalidArgumentError(
+          "TransferEngine: option '" + name + "' has the wrong type (" +
+          py::str(py::type::handle_of(v).attr("__name__")).cast<std::string>() +
+          ")"));
+    }
+  }
+  return o;
+}
+
+// Where an object's bytes are, for registering it in place; fills `hold`.
+struct Extent {
+  void* base = nullptr;
+  uint64_t length = 0;
+  MemoryKind kind = MemoryKind::kHost;
+};
+
+Extent ExtentOf(const py::object& object, EngineCore::Hold* hold) {
+  Extent e;
+  const std::string type =
+      py::str(py::type::handle_of(object).attr("__name__"));
+  if (PyObject_CheckBuffer(object.ptr())) {
+    if (PyObject_GetBuffer(object.ptr(), &hold->view, PyBUF_FULL_RO) != 0) {
+      PyErr_Clear();
+      ThrowStatus(absl::InvalidArgumentError(
+          "register_memory: cannot export the buffer of a " + type));
+    }
+    hold->has_view = true;
+    if (hold->view.readonly) {
+      ThrowStatus(absl::InvalidArgumentError(
+          "register_memory: the " + type +
+          " is read-only; the engine writes into registered memory"));
+    }
+    if (!PyBuffer_IsContiguous(&hold->view, 'A')) {
+      ThrowStatus(absl::InvalidArgumentError(
+          "register_memory: the " + type +
+          " is not contiguous; register a contiguous array (e.g. "
+          "numpy.ascontiguousarray) and view it"));
+    }
+    e.base = hold->view.buf;
+    e.length = static_cast<uint64_t>(hold->view.len);
+    return e;
+  }
+  if (py::hasattr(object, "data_ptr") && py::hasattr(object, "is_contiguous")) {
+    // A torch.Tensor (no buffer protocol): its storage stays alive while we
+    // hold the tensor.
+    if (!object.attr("is_contiguous")().cast<bool>()) {
+      ThrowStatus(absl::InvalidArgumentError(
+          "register_memory: the tensor is not contiguous (call "
+          ".contiguous() and register that tensor)"));
+    }
+    const std::string device = py::str(object.attr("device").attr("type"));
+    if (device == "cuda") {
+      e.kind = MemoryKind::kCudaDevice;
+    } else if (device != "cpu") {
+      ThrowStatus(absl::InvalidArgumentError(
+          "register_memory: tensors on device '" + device +
+          "' cannot be registered (cpu or cuda)"));
+    }
+    e.base =
+        reinterpret_cast<void*>(object.attr("data_ptr")().cast<uintptr_t>());
+    e.length = object.attr("numel")().cast<uint64_t>() *
+               object.attr("element_size")().cast<uint64_t>();
+    hold->object = object;
+    return e;
+  }
+  ThrowStatus(absl::InvalidArgumentError(
+      "register_memory: expected an object with the buffer protocol (numpy "
+      "array, bytearray, memoryview) or a torch.Tensor, got " +
+      type));
+}
+
+RegionId RegisterMemory(PyEngine& self, const py::object& object) {
+  const CoreRef& core = self.core();
+  auto hold = std::make_unique<EngineCore::Hold>();
+  hold->object = object;
+  const Extent e = ExtentOf(object, hold.get());
+  const RegionId id = Unwrap(Released(
+      [&] { return core->engine->RegisterMemory(e.base, e.length, e.kind); }));
+  core->holds[id] = std::move(hold);
+  return id;
+}
+
+// What allocate_memory returns.
+struct AllocatedMemory {
+  RegionId id = 0;
+  uint64_t address = 0;
+  uint64_t length = 0;
+  py::object array;
+};
+
+// The base object of an allocate_memory array: keeps the core alive and
+// marks the region's array alive.
+struct ArrayOwner {
+  CoreRef core;
+  RegionId region;
+};
+
+AllocatedMemory AllocateMemory(PyEngine& self, uint64_t length) {
+  const CoreRef& core = self.core();
+  const AllocatedRegion region =
+      Unwrap(Released([&] { return core->engine->AllocateMemory(length); }));
+  auto* owner = new ArrayOwner{core, region.id};
+  ++core->live_arrays[region.id];
+  py::capsule base(owner, [](void* p) {
+    auto* o = static_cast<ArrayOwner*>(p);
+    if (--o->core->live_arrays[o->region] == 0) {
+      o->core->live_arrays.erase(o->region);
+    }
+    delete o;
+  });
+  py::array array(py::dtype::of<uint8_t>(),
+                  {static_cast<py::ssize_t>(region.length)}, {1},
+                  static_cast<uint8_t*>(region.data), base);
+  return {region.id, reinterpret_cast<uint64_t>(region.data), region.length,
+          std::move(array)};
+}
+
+void DeregisterMemory(PyEngine& self, RegionId region) {
+  const CoreRef& core = self.core();
+  if (core->live_arrays.count(region) != 0) {
+    ThrowStatus(absl::FailedPreconditionError(absl::StrCat(
+        "deregister_memory: region ", region,
+        " is engine memory still viewed by an array from allocate_memory; "
+        "drop the array first")));
+  }
+  ThrowIfError(
+      Released([&] { return core->engine->DeregisterMemory(region); }));
+  core->holds.erase(region);  // the object may be freed now
+}
+
+TransferOptions MakeTransferOptions(const py::object& notification,
+                                    const py::object& timeout,
+                                    bool acknowledged,
+                                    const py::object& on_complete) {
+  TransferOptions o;
+  if (!notification.is_none()) {
+    o.notification = py::isinstance<py::bytes>(notification)
+                         ? std::string(notification.cast<py::bytes>())
+                         : notification.cast<std::string>();
+  }
+  o.timeout = OptionalSeconds(timeout, "timeout");
+  o.acknowledged = acknowledged;
+  if (!on_complete.is_none()) {
+    if (!PyCallable_Check(on_complete.ptr())) {
+      ThrowStatus(absl::InvalidArgumentError(
+          "on_complete must be callable(error_or_None, stats)"));
+    }
+    PyRef callback(on_complete);
+    o.on_complete = [callback](const absl::Status& status,
+                               const TransferStats& stats) {
+      if (PythonFinalizing()) return;
+      py::gil_scoped_acquire gil;
+      try {
+        callback.get()(StatusToException(status), stats);
+      } catch (py::error_already_set& e) {
+        ReportCallbackError(e, callback.get());
+      }
+    };
+  }
+  return o;
+}
+
+void InitTypes(py::module_& m) {
+  py::enum_<MemoryKind>(m, "MemoryKind")
+      .value("HOST", MemoryKind::kHost)
+      .value("CUDA_DEVICE", MemoryKind::kCudaDevice);
+  py::enum_<PeerDataPath>(m, "PeerDataPath")
+      .value("RMA", PeerDataPath::kRma)
+      .value("ACTIVE_MESSAGES", PeerDataPath::kActiveMessages);
+  py::enum_<Notification::Kind>(m, "NotificationKind")
+      .value("TRANSFER", Notification::Kind::kTransfer)
+      .value("MESSAGE", Notification::Kind::kMessage)
+      .value("PEER_DISCONNECTED", Notification::Kind::kPeerDisconnected);
+
+  py::class_<RegionInfo>(m, "RegionInfo")
+      .def_readonly("id", &RegionInfo::id)
+      .def_readonly("kind", &RegionInfo::kind)
+      .def_readonly("base", &RegionInfo::base)
+      .def_readonly("length", &RegionInfo::length);
+  py::class_<PeerInfo>(m, "PeerInfo")
+      .def_readonly("id", &PeerInfo::id)
+      .def_readonly("name", &PeerInfo::name)
+      .def_readonly("connected", &PeerInfo::connected)
+      .def_property_readonly(
+          "failure",
+          [](const PeerInfo& p) { return StatusToException(p.failure); },
+          "Why the peer disconnected (exception instance), None while "
+          "connected.")
+      .def_readonly("regions", &PeerInfo::regions)
+      .def_readonly("write_path", &PeerInfo::write_path)
+      .def_readonly("read_path", &PeerInfo::read_path);
+  py::class_<Notification>(m, "Notification")
+      .def_readonly("peer", &Notification::peer)
+      .def_readonly("kind", &Notification::kind)
+      .def_property_readonly(
+          "data", [](const Notification& n) { return py::bytes(n.bytes); })
+      .def("__repr__", [](const Notification& n) {
+        return absl::StrCat("Notification(peer=", n.peer,
+                            ", kind=", static_cast<int>(n.kind),
+                            ", bytes=", n.bytes.size(), ")");
+      });
+  py::class_<TransferEngineStats>(m, "TransferEngineStats")
+      .def_readonly("peers_tracked", &TransferEngineStats::peers_tracked)
+      .def_readonly("peers_connected", &TransferEngineStats::peers_connected)
+      .def_readonly("peers_listed", &TransferEngineStats::peers_listed)
+      .def_readonly("transfers_active", &TransferEngineStats::transfers_active)
+      .def_readonly("messages_dropped", &TransferEngineStats::messages_dropped)
+      .def_readonly("registered_bytes", &TransferEngineStats::registered_bytes)
+      .def_readonly("max_bytes_posted_per_iteration",
+                    &TransferEngineStats::max_bytes_posted_per_iteration);
+  py::class_<AllocatedMemory>(m, "AllocatedMemory",
+                              "Engine-owned memory: region `id` and `array`, "
+                              "a writable uint8 numpy view of it that keeps "
+                              "the engine (and the memory) alive.")
+      .def_readonly("id", &AllocatedMemory::id)
+      .def_readonly("address", &AllocatedMemory::address)
+      .def_readonly("length", &AllocatedMemory::length)
+      .def_readonly("array", &AllocatedMemory::array);
+}
+
+}  // namespace
+
+void InitEngine(py::module_& m) {
+  InitTypes(m);
+  py::class_<PyEngine>(
+      m, "TransferEngine",
+      "Moves bytes between registered memory of two processes over UCX. "
+      "TransferEngine(**options): the fields of TransferEngineOptions, "
+      "durations in seconds, log=callable(severity, message). Thread-safe.")
+      .def(py::init([](const py::kwargs& kwargs) {
+        auto core = std::make_shared<EngineCore>();
+        const TransferEngineOptions options = ParseOptions(kwargs, &core->log);
+        core->engine =
+            Unwrap(Released([&] { return TransferEngine::Create(options); }));
+        return std::make_unique<PyEngine>(std::move(core));
+      }))
+      .def("register_memory", &RegisterMemory, py::arg("buffer"),
+           "Registers the memory of `buffer` in place (no copy): a writable, "
+           "contiguous buffer-protocol object or a contiguous torch.Tensor. "
+           "The engine holds a reference to it until deregister_memory or "
+           "the engine's end. Returns the region id. InvalidArgumentError "
+           "for read-only or non-contiguous memory.")
+      .def("allocate_memory", &AllocateMemory, py::arg("length"),
+           "Allocates and registers `length` bytes owned by the engine "
+           "(shared-memory backed where possible); returns AllocatedMemory.")
+      .def("deregister_memory", &DeregisterMemory, py::arg("region"),
+           "Deregisters a region and drops the reference to its object. "
+           "NotFoundError for an unknown id; FailedPreconditionError while a "
+           "transfer uses it or an allocate_memory array views it.")
+      .def("regions",
+           [](PyEngine& self) {
+             return Released([&] { return self.engine().Regions(); });
+           })
+      .def(
+          "listen",
+          [](PyEngine& self, const std::string& address) {
+            return Unwrap(
+                Released([&] { return self.engine().Listen(address); }));
+          },
+          py::arg("address") = "127.0.0.1:0",
+          "Accepts connections on 'ip:port' (port 0: any); returns the bound "
+          "address.")
+      .def(
+          "connect",
+          [](PyEngine& self, const std::string& address) {
+            return Unwrap(
+                Released([&] { return self.engine().Connect(address); }));
+          },
+          py::arg("address"),
+          "Connects to a listening engine and runs the handshake; returns "
+          "the peer id.")
+      .def("local_metadata",
+           [](PyEngine& self) {
+             return py::bytes(Unwrap(
+                 Released([&] { return self.engine().LocalMetadata(); })));
+           })
+      .def(
+          "add_peer",
+          [](PyEngine& self, py::bytes metadata) {
+            std::string bytes = metadata;
+            return Unwrap(
+                Released([&] { return self.engine().AddPeer(bytes); }));
+          },
+          py::arg("metadata"),
+          "Connects to the engine whose local_metadata() this is.")
+      .def(
+          "disconnect",
+          [](PyEngine& self, PeerId peer) {
+            ThrowIfError(
+                Released([&] { return self.engine().Disconnect(peer); }));
+          },
+          py::arg("peer"))
+      .def("peers",
+           [](PyEngine& self) {
+             return Released([&] { return self.engine().Peers(); });
+           })
+      .def(
+          "get_peer",
+          [](PyEngine& self, PeerId peer) {
+            return Unwrap(
+                Released([&] { return self.engine().GetPeer(peer); }));
+          },
+          py::arg("peer"))
+      .def(
+          "write",
+          [](PyEngine& self, PeerId peer, py::handle ops,
+             const py::object& notification, const py::object& timeout,
+             bool acknowledged, const py::object& on_complete) {
+            std::vector<TransferOp> v = ToOps(ops);
+            TransferOptions o = MakeTransferOptions(notification, timeout,
+                                                    acknowledged, on_complete);
+            return WrapHandle(Released(
+                [&] { return self.engine().Write(peer, v, std::move(o)); }));
+          },
+          py::arg("peer"), py::arg("ops"), py::kw_only(),
+          py::arg("notification") = py::none(), py::arg("timeout") = py::none(),
+          py::arg("acknowledged") = false, py::arg("on_complete") = py::none(),
+          "Copies every op from local regions to the peer's, then sends "
+          "`notification`. Errors come through the returned TransferHandle. "
+          "on_complete(error_or_None, stats) runs once, with the GIL, on the "
+          "engine's thread; an exception it raises goes to "
+          "sys.unraisablehook.")
+      .def(
+          "read",
+          [](PyEngine& self, PeerId peer, py::handle ops,
+             const py::object& notification, const py::object& timeout,
+             bool acknowledged, const py::object& on_complete) {
+            std::vector<TransferOp> v = ToOps(ops);
+            TransferOptions o = MakeTransferOptions(notification, timeout,
+                                                    acknowledged, on_complete);
+            return WrapHandle(Released(
+                [&] { return self.engine().Read(peer, v, std::move(o)); }));
+          },
+          py::arg("peer"), py::arg("ops"), py::kw_only(),
+          py::arg("notification") = py::none(), py::arg("timeout") = py::none(),
+          py::arg("acknowledged") = false, py::arg("on_complete") = py::none(),
+          "Copies every op from the peer's regions (src) to local ones "
+          "(dst). As write().")
+      .def(
+          "send",
+          [](PyEngine& self, PeerId peer, py::bytes data,
+             const py::object& timeout, const py::object& on_complete) {
+            std::string bytes = data;
+            TransferOptions o =
+                MakeTransferOptions(py::none(), timeout, false, on_complete);
+            return WrapHandle(Released([&] {
+              return self.engine().Send(peer, std::move(bytes), std::move(o));
+            }));
+          },
+          py::arg("peer"), py::arg("data"), py::kw_only(),
+          py::arg("timeout") = py::none(), py::arg("on_complete") = py::none(),
+          "Sends `data` (at most 1 MiB); the peer receives a Notification "
+          "of kind MESSAGE.")
+      .def(
+          "take_notifications",
+          [](PyEngine& self, double wait) {
+            const absl::Duration d = SecondsToDuration(wait, "wait");
+            return Released([&] { return self.engine().TakeNotifications(d); });
+          },
+          py::arg("wait") = 0.0,
+          "Returns and removes the queued notifications; with wait > 0 blocks "
+          "up to `wait` seconds for the first.")
+      .def_static(
+          "validate_metadata",
+          [](py::bytes metadata) {
+            std::string_view v = metadata;
+            ThrowIfError(
+                TransferEngine::ValidateMetadata(absl::Span<const uint8_t>(
+                    reinterpret_cast<const uint8_t*>(v.data()), v.size())));
+          },
+          py::arg("metadata"))
+      .def_property_readonly(
+          "name", [](PyEngine& self) { return self.engine().name(); })
+      .def_property_readonly(
+          "supports_cuda_memory",
+          [](PyEngine& self) { return self.engine().SupportsCudaMemory(); })
+      .def_property_readonly(
+          "ucx_info", [](PyEngine& self) { return self.engine().UcxInfo(); })
+      .def("stats",
+           [](PyEngine& self) {
+             return Released([&] { return self.engine().Stats(); });
+           })
+      .def_property_readonly("closed", &PyEngine::closed)
+      .def("close", &PyEngine::Close,
+           "Drops this object's hold on the engine. The engine shuts down "
+           "(failing unfinished transfers with CancelledError and freeing "
+           "its memory) once nothing else holds it: KvTransfer objects and "
+           "allocate_memory arrays hold it too. Idempotent.")
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__", [](PyEngine& self, py::args) { self.Close(); });
+}
+
+}  // namespace flowkv::python

@@ -1,0 +1,69 @@
+// EngineCore: one TransferEngine and the Python objects it must keep alive
+// (the buffers registered in place, the log callback), shared by the Python
+// TransferEngine object, the KvTransfer objects built on it and the arrays
+// allocate_memory returned. The engine is destroyed when the last of them
+// lets go, so no array and no KvTransfer ever points into a destroyed
+// engine.
+//
+// Thread safety: the maps are guarded by the GIL; `engine` is thread-safe.
+
+#ifndef FLOWKV_PYTHON_SRC_ENGINE_H_
+#define FLOWKV_PYTHON_SRC_ENGINE_H_
+
+#include <map>
+#include <memory>
+
+#include "bindings.h"
+#include "flowkv/transfer_engine.h"
+
+namespace flowkv::python {
+
+struct EngineCore {
+  // A registered Python object: a reference to it, and its buffer export
+  // (which also keeps e.g. a bytearray from resizing) when it has one.
+  struct Hold {
+    py::object object;
+    Py_buffer view{};
+    bool has_view = false;
+    ~Hold() {
+      if (has_view) PyBuffer_Release(&view);
+    }
+  };
+
+  std::unique_ptr<TransferEngine> engine;
+  // Region -> what RegisterMemory was given. GIL.
+  std::map<RegionId, std::unique_ptr<Hold>> holds;
+  // Regions from allocate_memory whose array is alive (the array's base
+  // removes itself). GIL.
+  std::map<RegionId, int> live_arrays;
+  // Callbacks the engine's options call.
+  PyRef log;
+
+  // Destroys the engine with the GIL released (its threads may be waiting
+  // for the GIL in a callback), then drops the holds. REQUIRES: the GIL.
+  ~EngineCore();
+};
+
+using CoreRef = std::shared_ptr<EngineCore>;
+
+// The Python TransferEngine object.
+class PyEngine {
+ public:
+  explicit PyEngine(CoreRef core) : core_(std::move(core)) {}
+  // The core; FailedPreconditionError once closed.
+  const CoreRef& core() const;
+  TransferEngine& engine() const { return *core()->engine; }
+  bool closed() const { return core_ == nullptr; }
+  // Drops this object's reference (see EngineCore). REQUIRES: the GIL.
+  void Close() { core_.reset(); }
+
+ private:
+  CoreRef core_;
+};
+
+// Wraps a TransferHandle for Python (engine.cc).
+py::object WrapHandle(TransferHandle handle);
+
+}  // namespace flowkv::python
+
+#endif  // FLOWKV_PYTHON_SRC_ENGINE_H_
