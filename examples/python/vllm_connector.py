@@ -177,6 +177,13 @@ class _SchedulerSide:
         params = request.kv_transfer_params or {}
         if self._producer:
             if params.get("do_remote_decode") and request.request_id not in self._sending:
+                missing = [key for key in ("remote_address", "remote_block_ids",
+                                           "remote_num_tokens") if key not in params]
+                if missing:
+                    # As vLLM's NIXL connector: computed here, not sent.
+                    logger.warning("%s: kv_transfer_params lack %s; not sending",
+                                   request.request_id, ", ".join(missing))
+                    return
                 num_tokens = min(len(request.prompt_token_ids),
                                  int(params["remote_num_tokens"]))
                 src = blocks.get_block_ids()[0]
@@ -241,7 +248,7 @@ class _SchedulerSide:
                 # the sends done, whatever the status (an abort does not
                 # stop a forward pass that already ran).
                 return True, None
-            if params.get("do_remote_decode"):
+            if params.get("do_remote_decode") and "remote_address" in params:
                 # Never scheduled (aborted while waiting): the consumer must
                 # not wait for it until its deadline.
                 self._step.aborts.append(AbortMeta(
@@ -338,7 +345,10 @@ class _WorkerSide:
                 self._end_load(load.request_id, flowkv.CancelledError(
                     f"request {load.request_id} was aborted by the prefill side"))
                 continue
-            self._kv.expect(load.request_id, self._config.load_timeout_s)
+            try:
+                self._kv.expect(load.request_id, self._config.load_timeout_s)
+            except flowkv.Error as error:  # e.g. an id over the length limit
+                self._end_load(load.request_id, error)
 
     def wait_for_layer_load(self, layer_name: str):
         layer = self._layer_index[layer_name]
@@ -395,8 +405,9 @@ class _WorkerSide:
     def shutdown(self):
         for handle in self._step_handles:
             handle.wait()
-        self._kv = None
-        self._engine = None
+        if self._kv is not None:
+            self._kv.close()
+        self._engine.close()
 
     # -- producer helpers --
 
@@ -427,8 +438,10 @@ class _WorkerSide:
                            abort.request_id, abort.remote_address, error)
 
     def _finished_sending(self, finished_req_ids: set[str]) -> set[str]:
-        # vLLM's contract: report only requests the scheduler finished.
-        self._finished_by_scheduler |= finished_req_ids
+        # vLLM's contract: report only requests the scheduler finished (and
+        # of those only ours: the ones whose request_finished returned True).
+        self._finished_by_scheduler |= finished_req_ids & (
+            self._handles.keys() | self._send_errors.keys())
         done = set()
         for request_id in list(self._finished_by_scheduler):
             handles = self._handles.get(request_id, [])

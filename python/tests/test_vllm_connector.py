@@ -174,7 +174,7 @@ def prefill_main(conn):
 # ---- The decode instance (this process) ----
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def prefill():
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -295,4 +295,44 @@ def test_layerwise_load_reads_each_layer_once_arrived(prefill):
     assert worker.get_block_ids_with_load_errors() == set()
     worker.clear_connector_metadata()
     assert prefill_done(prefill) == {"r4"}
+    worker.shutdown()
+
+
+def test_bad_input_is_refused_and_changes_nothing():
+    config = vc.FlowKVConnectorConfig(kv_role="kv_producer", block_size=BLOCK_SIZE)
+    worker = vc.FlowKVConnector(config, vs.KVConnectorRole.WORKER)
+    scheduler = vc.FlowKVConnector(config, vs.KVConnectorRole.SCHEDULER)
+
+    # Each role has only its own methods.
+    with pytest.raises(RuntimeError, match="WORKER connector has no SCHEDULER"):
+        worker.build_connector_meta(vs.SchedulerOutput())
+    with pytest.raises(RuntimeError, match="SCHEDULER connector has no WORKER"):
+        scheduler.get_finished(set())
+    with pytest.raises(ValueError, match="kv_role"):
+        vc.FlowKVConnector(vc.FlowKVConnectorConfig(kv_role="both", block_size=8),
+                           vs.KVConnectorRole.SCHEDULER)
+
+    # Caches that are not vLLM's FlashAttention shape, or disagree.
+    caches = make_caches()
+    caches[layer_names()[2]] = torch.zeros((NUM_BLOCKS, 2, BLOCK_SIZE, KV_HEADS, HEAD_SIZE),
+                                           dtype=DTYPE)
+    with pytest.raises(ValueError, match="layer 'model.layers.2.self_attn.attn'"):
+        worker.register_kv_caches(caches)
+    with pytest.raises(ValueError, match="block_size 16 differs"):
+        worker.register_kv_caches({"l0": torch.zeros((2, 4, 16, 1, 8), dtype=DTYPE)})
+    worker.register_kv_caches(make_caches())
+
+    # kv_transfer_params without the destination: computed locally, no send.
+    request = vs.Request("r", list(range(10)), {"do_remote_decode": True})
+    scheduler.update_state_after_alloc(request, vs.KVCacheBlocks([0, 1]), 0)
+    assert scheduler.build_connector_meta(vs.SchedulerOutput()).sends == []
+    assert scheduler.request_finished(request, [0, 1]) == (False, None)
+
+    # Requests finished by the scheduler that this connector never sent are
+    # not reported (vLLM would free their blocks a second time).
+    worker.bind_connector_metadata(scheduler.build_connector_meta(vs.SchedulerOutput()))
+    worker.start_load_kv(None)
+    worker.wait_for_save()
+    assert worker.get_finished({"r", "unrelated"}) == (set(), None)
+    worker.clear_connector_metadata()
     worker.shutdown()
