@@ -250,6 +250,27 @@ def test_prefill_to_decode_layer_by_layer_abort_and_reuse(prefill):
         assert torch.equal(read_tokens(caches[name], r1_blocks, 37),
                            token_kv(1, layer, 37))
 
+    # r6's sends fail on the prefill side (the router handed it a block the
+    # decode pool does not have): the decode side reports a failed load with
+    # r6's blocks, the prefill side its finished send, and the blocks serve
+    # r7, which then loads correctly.
+    r6_blocks, _, _, r6_params = allocate_remote(scheduler, blocks, "r6", 12)
+    r6_params["remote_block_ids"] = [r6_blocks[0], NUM_BLOCKS + 5]
+    run_step(scheduler, worker)
+    prefill.send(("run", [("r6", 12, r6_params, 6)], []))
+    assert steps_until(scheduler, worker, {"r6"}) == set(r6_blocks)
+    assert prefill_done(prefill) == {"r6"}
+    blocks.release(r6_blocks)
+    r7_blocks, _, _, r7_params = allocate_remote(scheduler, blocks, "r7", 12)
+    assert r7_blocks == r6_blocks
+    run_step(scheduler, worker)
+    prefill.send(("run", [("r7", 12, r7_params, 7)], []))
+    assert steps_until(scheduler, worker, {"r7"}) == set()
+    assert prefill_done(prefill) == {"r7"}
+    for layer, name in enumerate(layer_names()):
+        assert torch.equal(read_tokens(caches[name], r7_blocks, 12),
+                           token_kv(7, layer, 12))
+
     # r5 is aborted on the decode side while its load is in flight: its
     # blocks stay out of reuse (the prefill may still write into them) until
     # the load ended, then come back through finished_sending, never as a
