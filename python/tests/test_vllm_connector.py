@@ -1,10 +1,12 @@
 # Drives examples/python/vllm_connector.py in vLLM's call order across two
 # processes: this one is the decode instance (scheduler and worker halves),
 # a spawned one the prefill instance. Checks that the prefill's layer-by-layer
-# sends arrive byte for byte, that a request the prefill side aborts is
-# reported as a failed load with its blocks, that those blocks serve another
-# request that then succeeds, and that a layer-wise load lets each layer be
-# read as soon as it arrived.
+# sends arrive byte for byte; that a request the prefill side aborts, or
+# whose sends fail, is reported as a failed load with its blocks, and those
+# blocks serve another request that then succeeds; that a request the decode
+# side aborts keeps its blocks until its load ended; that a layer-wise load
+# lets each layer be read as soon as it arrived; and that bad input is
+# refused.
 #
 # Run: PYTHONPATH=<build>/python UCX_NET_DEVICES=lo /usr/bin/python3 -m pytest
 
