@@ -66,6 +66,9 @@ class FlowKVConnectorConfig:
     block_size: int
     # The worker's TransferEngine name (shows up in the peer's logs).
     engine_name: str = "flowkv-vllm"
+    # More flowkv.TransferEngine options (e.g. cluster_token, ucx_config,
+    # default_timeout), as its keyword arguments.
+    engine_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Consumer: where the worker listens for prefill workers. Port 0 picks
     # a free port; the scheduler learns the address from the handshake.
     listen_address: str = "127.0.0.1:0"
@@ -268,7 +271,8 @@ class _WorkerSide:
     def __init__(self, config: FlowKVConnectorConfig):
         self._config = config
         self._producer = config.kv_role == "kv_producer"
-        self._engine = flowkv.TransferEngine(name=config.engine_name)
+        self._engine = flowkv.TransferEngine(
+            **{**config.engine_options, "name": config.engine_name})
         self._address: Optional[str] = None
         if not self._producer:
             self._address = self._engine.listen(config.listen_address)

@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "..", "examples", "python"))
 
 import vllm_connector as vc  # noqa: E402
+from conftest import OPTIONS_TIMEOUT_S, engine_options  # noqa: E402
 import vllm_stand_ins as vs  # noqa: E402
 
 NUM_LAYERS = 4
@@ -31,8 +32,9 @@ BLOCK_SIZE = 8
 KV_HEADS = 2
 HEAD_SIZE = 16
 DTYPE = torch.float16
-# Every wait in the test is bounded by the connector's load timeout.
-LOAD_TIMEOUT_S = 20.0
+# Every wait in the test is bounded by the connector's load timeout, a
+# multiple of the engine timeouts conftest sets.
+LOAD_TIMEOUT_S = 2 * OPTIONS_TIMEOUT_S
 
 
 def layer_names():
@@ -112,7 +114,8 @@ worker_caches = {}
 def make_instance(kv_role, **options):
     config = vc.FlowKVConnectorConfig(
         kv_role=kv_role, block_size=BLOCK_SIZE, load_timeout_s=LOAD_TIMEOUT_S,
-        engine_name=f"test-{kv_role}", **options)
+        handshake_timeout_s=OPTIONS_TIMEOUT_S, engine_name=f"test-{kv_role}",
+        engine_options=engine_options("tcp"), **options)
     worker = vc.FlowKVConnector(config, vs.KVConnectorRole.WORKER)
     caches = make_caches()
     worker.register_kv_caches(caches)
@@ -322,7 +325,8 @@ def test_layerwise_load_reads_each_layer_once_arrived(prefill):
 
 
 def test_bad_input_is_refused_and_changes_nothing():
-    config = vc.FlowKVConnectorConfig(kv_role="kv_producer", block_size=BLOCK_SIZE)
+    config = vc.FlowKVConnectorConfig(kv_role="kv_producer", block_size=BLOCK_SIZE,
+                                      engine_options=engine_options("tcp"))
     worker = vc.FlowKVConnector(config, vs.KVConnectorRole.WORKER)
     scheduler = vc.FlowKVConnector(config, vs.KVConnectorRole.SCHEDULER)
 
