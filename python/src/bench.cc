@@ -28,7 +28,7 @@ void InitBench(py::module_& parent) {
       "kv_round_loop",
       [](py::handle sender, py::handle receiver, PeerId peer,
          py::handle src_blocks, py::handle dst_blocks, uint64_t num_tokens,
-         uint64_t iterations) {
+         uint64_t iterations, const std::string& tag) {
         KvTransfer& s = GetKvTransfer(sender);
         KvTransfer& r = GetKvTransfer(receiver);
         KvSendRequest request;
@@ -41,12 +41,17 @@ void InitBench(py::module_& parent) {
           py::gil_scoped_release release;
           const auto start = std::chrono::steady_clock::now();
           for (uint64_t i = 0; i < iterations && status.ok(); ++i) {
-            const std::string id = absl::StrCat("cxx-", i);
+            const std::string id = absl::StrCat(tag, "-", i);
             TransferHandle h = s.Send(id, peer, request);
             status = h.Wait();
             KvPollResult polled = r.Poll();
+            const absl::Time deadline = absl::Now() + absl::Seconds(10);
             while (status.ok() && polled.finished.empty() &&
                    polled.failed.empty()) {
+              if (absl::Now() > deadline) {
+                status = absl::DeadlineExceededError(
+                    absl::StrCat("request ", id, " did not finish"));
+              }
               polled = r.Poll(absl::Milliseconds(1));
             }
             if (status.ok() && !polled.failed.empty()) {
@@ -60,9 +65,31 @@ void InitBench(py::module_& parent) {
       },
       py::arg("sender"), py::arg("receiver"), py::arg("peer"),
       py::arg("src_blocks"), py::arg("dst_blocks"), py::arg("num_tokens"),
-      py::arg("iterations"),
+      py::arg("iterations"), py::arg("tag"),
       "Seconds for `iterations` rounds of send + wait + receiver poll, in "
-      "C++.");
+      "C++; request ids are TAG-0, TAG-1, ... (ids must not repeat).");
+  m.def(
+      "send_call_loop",
+      [](py::handle kv_object, PeerId peer, py::handle src_blocks,
+         py::handle dst_blocks, uint64_t num_tokens, uint64_t iterations) {
+        KvTransfer& kv = GetKvTransfer(kv_object);
+        KvSendRequest request;
+        request.src_blocks = ToBlockList(src_blocks);
+        request.dst_blocks = ToBlockList(dst_blocks);
+        request.num_tokens = num_tokens;
+        py::gil_scoped_release release;
+        const auto start = std::chrono::steady_clock::now();
+        for (uint64_t i = 0; i < iterations; ++i) {
+          TransferHandle h = kv.Send("call", peer, request);
+          (void)h.Wait(absl::ZeroDuration());
+        }
+        return Seconds(std::chrono::steady_clock::now() - start);
+      },
+      py::arg("kv"), py::arg("peer"), py::arg("src_blocks"),
+      py::arg("dst_blocks"), py::arg("num_tokens"), py::arg("iterations"),
+      "Seconds for `iterations` Send calls (and a zero wait on the handle) "
+      "to `peer`; with a peer the engine does not know, every call is "
+      "refused before the network: the cost of the call itself.");
   m.def(
       "poll_loop",
       [](py::handle kv_object, uint64_t iterations) {

@@ -51,6 +51,14 @@ KvTransfer& GetKvTransfer(py::handle object) {
 
 namespace {
 
+// Runs `f` with the GIL released: KvTransfer may call its log callback
+// (which takes the GIL) while holding its own lock.
+template <typename F>
+auto Released(F&& f) {
+  py::gil_scoped_release release;
+  return f();
+}
+
 std::string RequestId(py::handle id) {
   if (py::isinstance<py::bytes>(id)) return std::string(id.cast<py::bytes>());
   return id.cast<std::string>();
@@ -263,7 +271,8 @@ void InitKvTransfer(py::module_& m) {
             KvTransfer& kv = self.get();
             const absl::Time deadline =
                 absl::Now() + SecondsToDuration(timeout, "timeout");
-            ThrowIfError(kv.Expect(RequestId(request_id), deadline));
+            const std::string id = RequestId(request_id);
+            ThrowIfError(Released([&] { return kv.Expect(id, deadline); }));
           },
           py::arg("request_id"), py::arg("timeout"),
           "Declares the request expected within `timeout` seconds (else it "
@@ -271,7 +280,12 @@ void InitKvTransfer(py::module_& m) {
       .def(
           "forget",
           [](PyKvTransfer& self, py::handle request_id) {
-            self.get().Forget(RequestId(request_id));
+            KvTransfer& kv = self.get();
+            const std::string id = RequestId(request_id);
+            Released([&] {
+              kv.Forget(id);
+              return 0;
+            });
           },
           py::arg("request_id"))
       .def(
@@ -304,7 +318,8 @@ void InitKvTransfer(py::module_& m) {
       .def(
           "peer_pool",
           [](PyKvTransfer& self, PeerId peer) {
-            return Unwrap(self.get().PeerPool(peer));
+            KvTransfer& kv = self.get();
+            return Unwrap(Released([&] { return kv.PeerPool(peer); }));
           },
           py::arg("peer"),
           "The peer's pool layout; NotFoundError while unknown, "
@@ -325,10 +340,16 @@ void InitKvTransfer(py::module_& m) {
       .def(
           "layers_arrived",
           [](PyKvTransfer& self, py::handle request_id) {
-            return self.get().LayersArrived(RequestId(request_id));
+            KvTransfer& kv = self.get();
+            const std::string id = RequestId(request_id);
+            return Released([&] { return kv.LayersArrived(id); });
           },
           py::arg("request_id"))
-      .def("stats", [](PyKvTransfer& self) { return self.get().Stats(); })
+      .def("stats",
+           [](PyKvTransfer& self) {
+             KvTransfer& kv = self.get();
+             return Released([&] { return kv.Stats(); });
+           })
       .def_property_readonly(
           "layout", [](PyKvTransfer& self) { return self.get().layout(); })
       .def("close", &PyKvTransfer::Close,
