@@ -67,7 +67,8 @@ class FlowKVConnectorConfig:
     # The worker's TransferEngine name (shows up in the peer's logs).
     engine_name: str = "flowkv-vllm"
     # More flowkv.TransferEngine options (e.g. cluster_token, ucx_config,
-    # default_timeout), as its keyword arguments.
+    # default_timeout), as its keyword arguments. Default log: this module's
+    # logger, as KvTransfer's.
     engine_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Consumer: where the worker listens for prefill workers. Port 0 picks
     # a free port; the scheduler learns the address from the handshake.
@@ -132,6 +133,12 @@ class FlowKVHandshake:
 
 def _blocks_for(num_tokens: int, block_size: int) -> int:
     return math.ceil(num_tokens / block_size)
+
+
+def _log_to_logger(severity: int, message: str):
+    """The engine's and KvTransfer's log callback (any thread)."""
+    logger.log((logging.INFO, logging.WARNING, logging.ERROR)[min(severity, 2)],
+               "%s", message)
 
 
 # ---- Scheduler side ----
@@ -272,7 +279,8 @@ class _WorkerSide:
         self._config = config
         self._producer = config.kv_role == "kv_producer"
         self._engine = flowkv.TransferEngine(
-            **{**config.engine_options, "name": config.engine_name})
+            **{"log": _log_to_logger, **config.engine_options,
+               "name": config.engine_name})
         self._address: Optional[str] = None
         if not self._producer:
             self._address = self._engine.listen(config.listen_address)
@@ -328,7 +336,8 @@ class _WorkerSide:
         layout = flowkv.KvLayout.vllm_flash_attn(geometry)
         # Registered in place (host or CUDA memory), region l = layer l; the
         # engine keeps the tensors alive.
-        self._kv = flowkv.KvTransfer(self._engine, layout, tensors)
+        self._kv = flowkv.KvTransfer(self._engine, layout, tensors,
+                                     log=_log_to_logger)
         self._layer_index = {name: i for i, name in enumerate(kv_caches)}
 
     # -- per step --
