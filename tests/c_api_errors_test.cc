@@ -5,6 +5,7 @@
 // Also: the last error is cleared by a successful call, output buffers that
 // are too small report the length needed, and notifications that do not fit
 // the caller's buffers stay queued.
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -64,6 +65,7 @@ flowkv_layout_t* MakeLayout() {
 }
 
 flowkv_engine_t* MakeEngine(const char* name, bool listen) {
+  setenv("UCX_NET_DEVICES", "lo", 1);
   flowkv_engine_options_t options;
   flowkv_engine_options_init(&options);
   options.name = name;
@@ -381,6 +383,7 @@ TEST_CASE("c_api: layout errors name the field", "[c_api]") {
 }
 
 TEST_CASE("c_api: engine errors", "[c_api]") {
+  setenv("UCX_NET_DEVICES", "lo", 1);
   flowkv_engine_options_t options;
   flowkv_engine_options_init(&options);
   REQUIRE(options.default_timeout_us == 30'000'000);
