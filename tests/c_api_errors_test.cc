@@ -420,15 +420,27 @@ TEST_CASE("c_api: engine errors", "[c_api]") {
   REQUIRE_FAILS(
       flowkv_engine_listen_address(engine, address, sizeof(address), &length),
       FLOWKV_FAILED_PRECONDITION, "does not listen");
-  REQUIRE_FAILS(
-      flowkv_engine_listen(engine, "bad", 3, address, sizeof(address), &length),
-      FLOWKV_INVALID_ARGUMENT, "");
-  REQUIRE_FAILS(flowkv_engine_listen(engine, nullptr, 3, address,
-                                     sizeof(address), &length),
+  REQUIRE_FAILS(flowkv_engine_listen(engine, "bad", 3), FLOWKV_INVALID_ARGUMENT,
+                "");
+  REQUIRE_FAILS(flowkv_engine_listen(engine, nullptr, 3),
                 FLOWKV_INVALID_ARGUMENT, "address is null");
-  REQUIRE_FAILS(flowkv_engine_listen(engine, "127.0.0.1:0", 11, address,
-                                     sizeof(address), nullptr),
-                FLOWKV_INVALID_ARGUMENT, "length pointer of bound");
+  REQUIRE_FAILS(flowkv_engine_listen(nullptr, "127.0.0.1:0", 11),
+                FLOWKV_INVALID_ARGUMENT, "engine is null");
+  REQUIRE_FAILS(flowkv_engine_listen_address(engine, address, 0, nullptr),
+                FLOWKV_INVALID_ARGUMENT, "length pointer of address");
+  REQUIRE_OK(flowkv_engine_listen(engine, "127.0.0.1:0", 11));
+  REQUIRE_FAILS(flowkv_engine_listen(engine, "127.0.0.1:0", 11),
+                FLOWKV_FAILED_PRECONDITION, "");
+  char small[4] = {'x', 'x', 'x', 'x'};
+  REQUIRE_FAILS(
+      flowkv_engine_listen_address(engine, small, sizeof(small), &length),
+      FLOWKV_RESOURCE_EXHAUSTED, "needs");
+  REQUIRE(small[0] == 'x');
+  const size_t needed = length;
+  REQUIRE_OK(
+      flowkv_engine_listen_address(engine, address, sizeof(address), &length));
+  REQUIRE(length == needed);
+  REQUIRE(std::string(address).rfind("127.0.0.1:", 0) == 0);
 
   uint32_t region = 77;
   void* data = reinterpret_cast<void*>(0x1);

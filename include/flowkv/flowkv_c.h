@@ -208,13 +208,13 @@ FLOWKV_EXPORT flowkv_status_t flowkv_engine_allocate_memory(
 FLOWKV_EXPORT flowkv_status_t
 flowkv_engine_deregister_memory(flowkv_engine_t* engine, uint32_t region_id);
 
-/* Starts listening on "ip:port" ("[ipv6]:port"; port 0: any); the bound
- * address is written to `bound` (see "Output buffers"; 64 bytes always
- * suffice; `bound` may be NULL with capacity 0). FAILED_PRECONDITION when
- * already listening. */
-FLOWKV_EXPORT flowkv_status_t flowkv_engine_listen(
-    flowkv_engine_t* engine, const char* address, size_t address_len,
-    char* bound, size_t bound_capacity, size_t* bound_len);
+/* Starts listening on "ip:port" ("[ipv6]:port"; port 0: any free port;
+ * flowkv_engine_listen_address gives the bound address). FAILED_PRECONDITION
+ * when already listening; INVALID_ARGUMENT for a malformed address;
+ * UNAVAILABLE when the address is in use. */
+FLOWKV_EXPORT flowkv_status_t flowkv_engine_listen(flowkv_engine_t* engine,
+                                                   const char* address,
+                                                   size_t address_len);
 
 /* The address the engine listens on. FAILED_PRECONDITION when it does not
  * listen. */

@@ -75,6 +75,10 @@ namespace flowkv::c_api {
 // returns its code.
 flowkv_status_t Report(const absl::Status& status);
 
+// Stores "" as this thread's last error and returns `code` (allocates
+// nothing: for when reporting a message failed).
+flowkv_status_t ReportCode(flowkv_status_code_t code) noexcept;
+
 // Runs `body` (returning absl::Status) and reports its outcome; an escaping
 // exception becomes Internal (ResourceExhausted for std::bad_alloc).
 template <typename Body>
@@ -82,14 +86,26 @@ flowkv_status_t Guard(const char* function, Body&& body) noexcept {
   try {
     return Report(body());
   } catch (const std::bad_alloc&) {
-    return Report(absl::ResourceExhaustedError(
-        absl::StrCat(function, ": out of memory")));
+    try {
+      return Report(absl::ResourceExhaustedError(
+          absl::StrCat(function, ": out of memory")));
+    } catch (...) {
+      return ReportCode(FLOWKV_RESOURCE_EXHAUSTED);
+    }
   } catch (const std::exception& e) {
-    return Report(absl::InternalError(
-        absl::StrCat(function, ": unexpected exception: ", e.what())));
+    try {
+      return Report(absl::InternalError(
+          absl::StrCat(function, ": unexpected exception: ", e.what())));
+    } catch (...) {
+      return ReportCode(FLOWKV_INTERNAL);
+    }
   } catch (...) {
-    return Report(
-        absl::InternalError(absl::StrCat(function, ": unexpected exception")));
+    try {
+      return Report(absl::InternalError(
+          absl::StrCat(function, ": unexpected exception")));
+    } catch (...) {
+      return ReportCode(FLOWKV_INTERNAL);
+    }
   }
 }
 
@@ -146,10 +162,12 @@ absl::StatusOr<BlockList> BlocksFromC(const char* function,
 absl::Status CheckRun(const char* function, uint64_t first, uint64_t count,
                       const char* name);
 
-// A handle for a transfer just started: OK and *out when it was accepted;
-// the transfer's status, and no handle, when it was refused or failed
-// already.
-absl::Status Accept(TransferHandle handle, flowkv_handle_t** out);
+// Hands out `started`, whose handle holds a transfer just started (made
+// before the transfer, so that no allocation can fail after it): OK and
+// *out when the transfer was accepted; the transfer's status, and no
+// handle, when it was refused or failed already.
+absl::Status Accept(std::unique_ptr<flowkv_handle> started,
+                    flowkv_handle_t** out);
 
 }  // namespace flowkv::c_api
 

@@ -114,6 +114,7 @@ absl::Status StartTransfer(const char* fn, Direction direction,
   if (absl::Status s = Buffer(fn, ops, num_ops, "ops"); !s.ok()) return s;
   absl::StatusOr<TransferOptions> options = TransferOptionsFromC(fn, c_options);
   if (!options.ok()) return options.status();
+  auto wrapper = std::make_unique<flowkv_handle>();
   std::vector<TransferOp> cpp_ops(num_ops);
   for (size_t i = 0; i < num_ops; ++i) {
     cpp_ops[i] = {.src_region = ops[i].src_region,
@@ -122,11 +123,11 @@ absl::Status StartTransfer(const char* fn, Direction direction,
                   .dst_offset = ops[i].dst_offset,
                   .length = ops[i].length};
   }
-  TransferHandle started =
+  wrapper->handle =
       direction == Direction::kWrite
           ? engine->engine->Write(peer, cpp_ops, *std::move(options))
           : engine->engine->Read(peer, cpp_ops, *std::move(options));
-  return Accept(std::move(started), handle);
+  return Accept(std::move(wrapper), handle);
 }
 
 // Packs the leftover notifications into the caller's arrays.
@@ -280,9 +281,7 @@ flowkv_status_t flowkv_engine_deregister_memory(flowkv_engine_t* engine,
 }
 
 flowkv_status_t flowkv_engine_listen(flowkv_engine_t* engine,
-                                     const char* address, size_t address_len,
-                                     char* bound, size_t bound_capacity,
-                                     size_t* bound_len) {
+                                     const char* address, size_t address_len) {
   static constexpr char kFn[] = "flowkv_engine_listen";
   return Guard(kFn, [&]() -> absl::Status {
     if (absl::Status s = NotNull(kFn, engine, "engine"); !s.ok()) return s;
@@ -290,19 +289,8 @@ flowkv_status_t flowkv_engine_listen(flowkv_engine_t* engine,
         !s.ok()) {
       return s;
     }
-    if (absl::Status s =
-            OutBuffer(kFn, bound, bound_capacity, bound_len, "bound");
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = flowkv::c_api::Listen(
-            engine, std::string(View(address, address_len)));
-        !s.ok()) {
-      return s;
-    }
-    flowkv::internal::TsanMutexLock lock(&engine->listen_mu);
-    return CopyOut(kFn, engine->listen_address, bound, bound_capacity,
-                   bound_len, /*terminate=*/true);
+    return flowkv::c_api::Listen(engine,
+                                 std::string(View(address, address_len)));
   });
 }
 
@@ -442,10 +430,11 @@ flowkv_status_t flowkv_engine_send(flowkv_engine_t* engine, uint64_t peer,
     if (absl::Status s = Buffer(kFn, bytes, len, "bytes"); !s.ok()) return s;
     auto cpp_options = flowkv::c_api::TransferOptionsFromC(kFn, options);
     if (!cpp_options.ok()) return cpp_options.status();
-    return flowkv::c_api::Accept(
-        engine->engine->Send(peer, std::string(View(bytes, len)),
-                             *std::move(cpp_options)),
-        handle);
+    auto wrapper = std::make_unique<flowkv_handle>();
+    std::string message(View(bytes, len));
+    wrapper->handle =
+        engine->engine->Send(peer, std::move(message), *std::move(cpp_options));
+    return flowkv::c_api::Accept(std::move(wrapper), handle);
   });
 }
 

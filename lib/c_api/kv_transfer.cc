@@ -61,10 +61,11 @@ absl::Status StartPiece(const char* fn, Direction direction,
   absl::StatusOr<KvSendRequest> request = RequestFromC(fn, *c_request);
   if (!request.ok()) return request.status();
   const std::string_view id = View(request_id, request_id_len);
-  return Accept(direction == Direction::kSend
-                    ? kv->kv->Send(id, peer, *request)
-                    : kv->kv->Fetch(id, peer, *request),
-                handle);
+  auto wrapper = std::make_unique<flowkv_handle>();
+  wrapper->handle = direction == Direction::kSend
+                        ? kv->kv->Send(id, peer, *request)
+                        : kv->kv->Fetch(id, peer, *request);
+  return Accept(std::move(wrapper), handle);
 }
 
 // Checks the arguments of an entry accessor: `results` and `entry` set,

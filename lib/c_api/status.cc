@@ -37,6 +37,11 @@ flowkv_status_t Report(const absl::Status& status) {
   return static_cast<flowkv_status_t>(status.code());
 }
 
+flowkv_status_t ReportCode(flowkv_status_code_t code) noexcept {
+  LastError().clear();
+  return code;
+}
+
 absl::Status NotNull(const char* function, const void* pointer,
                      const char* name) {
   if (pointer != nullptr) return absl::OkStatus();
@@ -136,12 +141,13 @@ absl::StatusOr<BlockList> BlocksFromC(const char* function,
   return list;
 }
 
-absl::Status Accept(TransferHandle handle, flowkv_handle_t** out) {
-  if (handle.state() == TransferState::kDone) {
-    absl::Status status = handle.status();
+absl::Status Accept(std::unique_ptr<flowkv_handle> started,
+                    flowkv_handle_t** out) {
+  if (started->handle.state() == TransferState::kDone) {
+    absl::Status status = started->handle.status();
     if (!status.ok()) return status;
   }
-  *out = new flowkv_handle{std::move(handle)};
+  *out = started.release();
   return absl::OkStatus();
 }
 
