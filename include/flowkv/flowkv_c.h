@@ -316,7 +316,8 @@ typedef struct flowkv_notification {
  * queued for the next call. RESOURCE_EXHAUSTED (nothing taken) when the
  * first queued one's bytes exceed buffer_capacity (1 MiB always suffices).
  * KV transfers over the engine take their notifications themselves: do not
- * mix with flowkv_kv_poll, which returns the others as well. */
+ * mix with flowkv_kv_poll, which returns the others as well. Concurrent
+ * calls are served one at a time. */
 FLOWKV_EXPORT flowkv_status_t flowkv_engine_take_notifications(
     flowkv_engine_t* engine, int64_t wait_us, flowkv_notification_t* out,
     size_t capacity, void* buffer, size_t buffer_capacity, size_t* count);
