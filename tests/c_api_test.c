@@ -11,10 +11,13 @@
  *   sender:   connects, waits for the receiver's pool, writes and reads back
  *             a scratch buffer with flowkv_engine_write / _read, and sends
  *             three requests with flowkv_kv_send (one in two layer pieces),
- *             each with the FNV-1a checksum of its KV as payload;
- *   receiver: polls until every request finished, checks every byte against
- *             the pattern and the checksum against the payload, frees the
- *             blocks, says "done", and sees the sender disconnect.
+ *             each with the FNV-1a checksum of its KV as payload, and offers
+ *             a fourth (its blocks and checksum) for the receiver to fetch;
+ *   receiver: fetches the fourth with flowkv_kv_fetch, polls until every
+ *             request finished, checks every byte against the pattern and
+ *             the checksum against the sender's, frees the blocks, says
+ *             "done", and sees the sender disconnect;
+ *   sender:   sees the fetched request released, then exits.
  *
  * Exits 0 when everything matched; otherwise prints what failed and exits 1
  * (killing the other process). No sleeps: every wait polls a condition with a
@@ -43,7 +46,11 @@
 #define PEER_FAILURE_TIMEOUT_US (2 * 1000 * 1000)
 #define POLL_WAIT_US (10 * 1000)
 #define SCRATCH_BYTES 4096
-#define NUM_REQUESTS 3
+/* Requests 0 .. NUM_SENT - 1 are pushed (flowkv_kv_send); request
+ * FETCHED is pulled by the receiver (flowkv_kv_fetch). */
+#define NUM_REQUESTS 4
+#define NUM_SENT 3
+#define FETCHED 3
 #define MAX_RUNS 16
 
 static const flowkv_geometry_t kGeometry = {.num_layers = 4,
@@ -53,7 +60,7 @@ static const flowkv_geometry_t kGeometry = {.num_layers = 4,
                                             .head_dim = 32,
                                             .dtype_bytes = 2,
                                             .num_parts = 2};
-static const uint32_t kTokens[NUM_REQUESTS] = {40, 80, 100};
+static const uint32_t kTokens[NUM_REQUESTS] = {40, 80, 100, 56};
 static const char* const kRole[2] = {"receiver", "sender"};
 static int g_role = 0;
 static pid_t g_child = -1;
@@ -217,6 +224,14 @@ typedef struct Plan {
   flowkv_block_run_t runs[NUM_REQUESTS][MAX_RUNS];
 } Plan;
 
+/* What the sender offers for the receiver to fetch: the source blocks of
+ * request FETCHED and the checksum of their KV. */
+typedef struct FetchOffer {
+  uint32_t num_runs;
+  flowkv_block_run_t runs[MAX_RUNS];
+  uint64_t checksum;
+} FetchOffer;
+
 /* Polls `kv` until a notification of `kind` (with `bytes`, when not NULL)
  * from any peer arrives; returns its peer and copies its bytes to *out. */
 static uint64_t PollForOther(flowkv_kv_transfer_t* kv,
@@ -331,7 +346,7 @@ static int RunSender(const char* address) {
     Fail("the scratch read back differs from what was written");
   }
 
-  for (uint32_t r = 0; r < NUM_REQUESTS; ++r) {
+  for (uint32_t r = 0; r < NUM_SENT; ++r) {
     const uint32_t blocks =
         (kTokens[r] + kGeometry.block_tokens - 1) / kGeometry.block_tokens;
     flowkv_block_list_t* list = NULL;
@@ -367,14 +382,59 @@ static int RunSender(const char* address) {
     CHECK(flowkv_allocator_free_blocks(allocator, list));
     flowkv_block_list_destroy(list);
   }
+
+  /* Request FETCHED: filled here, fetched by the receiver; its blocks stay
+   * until the receiver released them. */
+  flowkv_block_list_t* offered = NULL;
+  CHECK(flowkv_allocator_allocate(
+      allocator,
+      (kTokens[FETCHED] + kGeometry.block_tokens - 1) / kGeometry.block_tokens,
+      &offered));
+  FetchOffer offer;
+  memset(&offer, 0, sizeof(offer));
+  CopyRuns(offered, offer.runs, &offer.num_runs);
+  offer.checksum = VisitRequest(&pool, FETCHED, offer.runs, offer.num_runs,
+                                kTokens[FETCHED], /*fill=*/true);
+  SendBytes(engine, peer, &offer, sizeof(offer), "fetch offer");
+  bool released = false;
+  bool done = false;
+  const int64_t deadline = NowUs() + SOON_US;
+  while (!released || !done) {
+    if (NowUs() > deadline) {
+      Fail("released: %d, done: %d within %d us", released, done, SOON_US);
+    }
+    flowkv_kv_results_t* results = NULL;
+    CHECK(flowkv_kv_poll(kv, POLL_WAIT_US, &results));
+    for (size_t i = 0; i < flowkv_kv_results_num_released(results); ++i) {
+      flowkv_kv_released_t r;
+      CHECK(flowkv_kv_results_released(results, i, &r));
+      char id[16];
+      RequestId(FETCHED, id);
+      if (r.request_id_len != strlen(id) ||
+          memcmp(r.request_id, id, r.request_id_len) != 0 || r.peer != peer ||
+          r.status != FLOWKV_OK) {
+        Fail("released %.*s from peer %" PRIu64 ": %s: %.*s",
+             (int)r.request_id_len, r.request_id, r.peer,
+             flowkv_status_name(r.status), (int)r.message_len, r.message);
+      }
+      released = true;
+    }
+    for (size_t i = 0; i < flowkv_kv_results_num_other(results); ++i) {
+      flowkv_notification_t n;
+      CHECK(flowkv_kv_results_other(results, i, &n));
+      done |= n.kind == FLOWKV_NOTIFICATION_MESSAGE && n.bytes_len == 4 &&
+              memcmp(n.bytes, "done", 4) == 0;
+    }
+    flowkv_kv_results_free(results);
+  }
+  CHECK(flowkv_allocator_free_blocks(allocator, offered));
+  flowkv_block_list_destroy(offered);
   flowkv_allocator_stats_t stats;
   CHECK(flowkv_allocator_stats(allocator, &stats));
   if (stats.free_blocks != kGeometry.num_blocks || stats.live_lists != 0) {
     Fail("allocator: %" PRIu64 " free blocks, %" PRIu64 " live lists",
          stats.free_blocks, stats.live_lists);
   }
-
-  PollForOther(kv, FLOWKV_NOTIFICATION_MESSAGE, "done", NULL, 0);
   flowkv_kv_destroy(kv);
   flowkv_allocator_destroy(allocator);
   flowkv_layout_free(pool.layout);
@@ -441,8 +501,8 @@ static int RunReceiver(const char* self) {
   CHECK(flowkv_kv_wait_for_peer_pool(kv, peer, SOON_US));
 
   /* Destination blocks: request 0 grows by extend, the others allocate. */
-  flowkv_block_list_t* lists[NUM_REQUESTS];
-  for (uint32_t r = 0; r < NUM_REQUESTS; ++r) {
+  flowkv_block_list_t* lists[NUM_REQUESTS] = {NULL};
+  for (uint32_t r = 0; r < NUM_SENT; ++r) {
     const uint32_t blocks =
         (kTokens[r] + kGeometry.block_tokens - 1) / kGeometry.block_tokens;
     if (r == 0) {
@@ -466,6 +526,8 @@ static int RunReceiver(const char* self) {
   uint64_t payloads[NUM_REQUESTS] = {0};
   bool finished[NUM_REQUESTS] = {false};
   bool raw_write = false;
+  flowkv_handle_t* fetch = NULL;
+  FetchOffer offer;
   uint32_t finished_count = 0;
   const int64_t deadline = NowUs() + SOON_US;
   while (finished_count < NUM_REQUESTS || !raw_write) {
@@ -503,10 +565,36 @@ static int RunReceiver(const char* self) {
       CHECK(flowkv_kv_results_other(results, i, &n));
       raw_write |= n.kind == FLOWKV_NOTIFICATION_TRANSFER && n.peer == peer &&
                    n.bytes_len == 9 && memcmp(n.bytes, "raw-write", 9) == 0;
+      if (n.kind == FLOWKV_NOTIFICATION_MESSAGE && n.peer == peer &&
+          n.bytes_len == sizeof(offer) && fetch == NULL) {
+        /* Pull request FETCHED from the sender's blocks into ours. */
+        memcpy(&offer, n.bytes, sizeof(offer));
+        CHECK(flowkv_allocator_allocate(
+            allocator,
+            (kTokens[FETCHED] + kGeometry.block_tokens - 1) /
+                kGeometry.block_tokens,
+            &lists[FETCHED]));
+        CopyRuns(lists[FETCHED], plan.runs[FETCHED], &plan.num_runs[FETCHED]);
+        flowkv_kv_request_t request;
+        flowkv_kv_request_init(&request);
+        request.src_blocks.runs = offer.runs;
+        request.src_blocks.num_runs = offer.num_runs;
+        request.dst_blocks.runs = plan.runs[FETCHED];
+        request.dst_blocks.num_runs = plan.num_runs[FETCHED];
+        request.num_tokens = kTokens[FETCHED];
+        request.payload = &offer.checksum;
+        request.payload_len = sizeof(offer.checksum);
+        request.timeout_us = SOON_US;
+        char id[16];
+        RequestId(FETCHED, id);
+        CHECK(flowkv_kv_fetch(kv, id, strlen(id), peer, &request, &fetch));
+      }
     }
     flowkv_kv_results_free(results);
   }
 
+  if (fetch == NULL) Fail("no fetch offer");
+  WaitOk(fetch, "fetch");
   const uint8_t* scratch = scratch_data;
   for (uint32_t i = 0; i < SCRATCH_BYTES; ++i) {
     if (scratch[i] != ScratchPattern(i)) Fail("scratch byte %u differs", i);
