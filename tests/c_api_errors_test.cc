@@ -288,3 +288,52 @@ TEST_CASE("c_api: layout errors name the field", "[c_api]") {
   flowkv_layout_free(parsed);
   flowkv_layout_free(layout);
 }
+
+TEST_CASE("c_api: the transfer planner", "[c_api]") {
+  flowkv_layout_t* src = MakeLayout();
+  flowkv_layout_t* dst = nullptr;
+  REQUIRE_OK(flowkv_layout_create_preset(
+      FLOWKV_LAYOUT_VLLM_FLASH_ATTN, &kGeometry, FLOWKV_BLOCK_ORDER_HND, &dst));
+  const flowkv_block_run_t src_runs[] = {{2, 2}};
+  const uint32_t dst_ids[] = {5, 9};
+  flowkv_plan_request_t request = {};
+  request.src_layout = src;
+  request.src_blocks = {src_runs, 1, nullptr, 0};
+  request.dst_layout = dst;
+  request.dst_blocks = {nullptr, 0, dst_ids, 2};
+  request.num_tokens = 6;
+
+  // The count first, then the ops.
+  size_t count = 0;
+  REQUIRE_FAILS(flowkv_plan_transfer(&request, nullptr, 0, &count),
+                FLOWKV_RESOURCE_EXHAUSTED, "ops, ops holds 0");
+  REQUIRE(count > 0);
+  std::vector<flowkv_transfer_op_t> ops(count);
+  REQUIRE_OK(flowkv_plan_transfer(&request, ops.data(), ops.size(), &count));
+  REQUIRE(count == ops.size());
+  uint64_t bytes = 0;
+  for (const flowkv_transfer_op_t& op : ops) bytes += op.length;
+  // Every token, layer, part and head: 6 * 2 * 2 * 2 * 16 bytes.
+  REQUIRE(bytes == 6 * 2 * 2 * 2 * 16);
+
+  // Bad arguments: the code, a message, ops untouched.
+  flowkv_transfer_op_t untouched = {7, 7, 7, 7, 7};
+  request.dst_blocks = {nullptr, 0, nullptr, 0};
+  REQUIRE_FAILS(flowkv_plan_transfer(&request, &untouched, 1, &count),
+                FLOWKV_INVALID_ARGUMENT, "");
+  const uint32_t outside[] = {5, 16};
+  request.dst_blocks = {nullptr, 0, outside, 2};
+  REQUIRE_FAILS(flowkv_plan_transfer(&request, &untouched, 1, &count),
+                FLOWKV_OUT_OF_RANGE, "");
+  request.dst_blocks = {src_runs, 1, dst_ids, 2};
+  REQUIRE_FAILS(flowkv_plan_transfer(&request, &untouched, 1, &count),
+                FLOWKV_INVALID_ARGUMENT, "request->dst_blocks gives both");
+  request.dst_layout = nullptr;
+  REQUIRE_FAILS(flowkv_plan_transfer(&request, &untouched, 1, &count),
+                FLOWKV_INVALID_ARGUMENT, "request->dst_layout is null");
+  REQUIRE_FAILS(flowkv_plan_transfer(nullptr, &untouched, 1, &count),
+                FLOWKV_INVALID_ARGUMENT, "request is null");
+  REQUIRE(untouched.length == 7);
+  flowkv_layout_free(dst);
+  flowkv_layout_free(src);
+}

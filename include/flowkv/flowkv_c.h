@@ -726,6 +726,31 @@ flowkv_kv_results_other(const flowkv_kv_results_t* results, size_t index,
                         flowkv_notification_t* entry);
 FLOWKV_EXPORT void flowkv_kv_results_free(flowkv_kv_results_t* results);
 
+/* ---- Transfer planning -------------------------------------------------- */
+
+/* TransferPlanRequest: which tokens, layers and heads of a request move from
+ * blocks of one pool to blocks of another (flowkv/transfer_plan.h). */
+typedef struct flowkv_plan_request {
+  const flowkv_layout_t* src_layout;
+  flowkv_blocks_t src_blocks;
+  const flowkv_layout_t* dst_layout;
+  flowkv_blocks_t dst_blocks;
+  uint64_t num_tokens;  /* 0: an empty plan */
+  uint32_t layer_begin; /* [layer_begin, layer_end); (0, 0): every layer */
+  uint32_t layer_end;
+  uint32_t src_head_begin;
+  uint32_t dst_head_begin;
+  uint32_t num_heads; /* 0: every source head from src_head_begin */
+} flowkv_plan_request_t;
+
+/* The ops that copy the request (PlanTransfer), with layout region indices
+ * as regions: map them to engine region ids before flowkv_engine_write.
+ * Written to ops[0 .. *count); RESOURCE_EXHAUSTED with *count set when
+ * capacity is too small. INVALID_ARGUMENT / OUT_OF_RANGE as PlanTransfer. */
+FLOWKV_EXPORT flowkv_status_t
+flowkv_plan_transfer(const flowkv_plan_request_t* request,
+                     flowkv_transfer_op_t* ops, size_t capacity, size_t* count);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
