@@ -8,6 +8,7 @@
 #define FLOWKV_LIB_C_API_C_API_INTERNAL_H_
 
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -15,6 +16,7 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -142,6 +144,16 @@ absl::Status CopyOut(const char* function, absl::string_view bytes, void* out,
 // Checks (out, capacity, length) of an output buffer.
 absl::Status OutBuffer(const char* function, const void* out, size_t capacity,
                        const size_t* length, const char* name);
+
+// The value of a C enum argument, read without loading it as the enum type:
+// a C caller may pass any int, and in C++ loading a value outside the
+// enumerators' range is undefined. Check the value, then cast it.
+template <typename Enum>
+int64_t EnumValue(const Enum& value) {
+  std::underlying_type_t<Enum> raw;
+  std::memcpy(&raw, &value, sizeof(raw));
+  return static_cast<int64_t>(raw);
+}
 
 // A duration of `us` microseconds.
 inline absl::Duration Micros(int64_t us) { return absl::Microseconds(us); }

@@ -234,12 +234,14 @@ flowkv_status_t flowkv_engine_register_memory(flowkv_engine_t* engine,
     if (absl::Status s = NotNull(kFn, region_id, "region_id"); !s.ok()) {
       return s;
     }
-    if (kind != FLOWKV_MEMORY_HOST && kind != FLOWKV_MEMORY_CUDA_DEVICE) {
+    const int64_t kind_value = flowkv::c_api::EnumValue(kind);
+    if (kind_value != FLOWKV_MEMORY_HOST &&
+        kind_value != FLOWKV_MEMORY_CUDA_DEVICE) {
       return absl::InvalidArgumentError(
-          absl::StrCat(kFn, ": kind ", static_cast<int>(kind), " is unknown"));
+          absl::StrCat(kFn, ": kind ", kind_value, " is unknown"));
     }
     auto region = engine->engine->RegisterMemory(
-        base, length, static_cast<flowkv::MemoryKind>(kind));
+        base, length, static_cast<flowkv::MemoryKind>(kind_value));
     if (!region.ok()) return region.status();
     *region_id = *region;
     return absl::OkStatus();
@@ -258,12 +260,14 @@ flowkv_status_t flowkv_engine_allocate_memory(flowkv_engine_t* engine,
       return s;
     }
     if (absl::Status s = NotNull(kFn, data, "data"); !s.ok()) return s;
-    if (kind != FLOWKV_MEMORY_HOST && kind != FLOWKV_MEMORY_CUDA_DEVICE) {
+    const int64_t kind_value = flowkv::c_api::EnumValue(kind);
+    if (kind_value != FLOWKV_MEMORY_HOST &&
+        kind_value != FLOWKV_MEMORY_CUDA_DEVICE) {
       return absl::InvalidArgumentError(
-          absl::StrCat(kFn, ": kind ", static_cast<int>(kind), " is unknown"));
+          absl::StrCat(kFn, ": kind ", kind_value, " is unknown"));
     }
     auto region = engine->engine->AllocateMemory(
-        length, static_cast<flowkv::MemoryKind>(kind));
+        length, static_cast<flowkv::MemoryKind>(kind_value));
     if (!region.ok()) return region.status();
     *region_id = region->id;
     *data = region->data;

@@ -21,21 +21,23 @@ KvGeometry GeometryFromC(const flowkv_geometry_t& g) {
           .num_parts = g.num_parts};
 }
 
-absl::StatusOr<KvLayout> Preset(const char* fn, flowkv_layout_preset_t preset,
+// `preset_value` and `order_value` are the C enums' values (EnumValue).
+absl::StatusOr<KvLayout> Preset(const char* fn, int64_t preset_value,
                                 const KvGeometry& geometry,
-                                flowkv_block_order_t c_order) {
-  if (c_order != FLOWKV_BLOCK_ORDER_NHD && c_order != FLOWKV_BLOCK_ORDER_HND) {
+                                int64_t order_value) {
+  if (order_value != FLOWKV_BLOCK_ORDER_NHD &&
+      order_value != FLOWKV_BLOCK_ORDER_HND) {
     return absl::InvalidArgumentError(
-        absl::StrCat(fn, ": order ", static_cast<int>(c_order), " is unknown"));
+        absl::StrCat(fn, ": order ", order_value, " is unknown"));
   }
-  const BlockOrder order = static_cast<BlockOrder>(c_order);
+  const BlockOrder order = static_cast<BlockOrder>(order_value);
   auto no_order = [&](const char* name) -> absl::Status {
     if (order == BlockOrder::kNHD) return absl::OkStatus();
     return absl::InvalidArgumentError(
         absl::StrCat(fn, ": order: preset ", name,
                      " takes no block order (give FLOWKV_BLOCK_ORDER_NHD)"));
   };
-  switch (preset) {
+  switch (preset_value) {
     case FLOWKV_LAYOUT_FLOWKV_BLOCK_MAJOR:
       return KvLayout::FlowKvBlockMajor(geometry, order);
     case FLOWKV_LAYOUT_VLLM_FLASH_ATTN:
@@ -55,7 +57,7 @@ absl::StatusOr<KvLayout> Preset(const char* fn, flowkv_layout_preset_t preset,
       return KvLayout::TrtllmBlockPool(geometry);
   }
   return absl::InvalidArgumentError(
-      absl::StrCat(fn, ": preset ", static_cast<int>(preset), " is unknown"));
+      absl::StrCat(fn, ": preset ", preset_value, " is unknown"));
 }
 
 // Stores a made layout in *out.
@@ -90,8 +92,9 @@ flowkv_status_t flowkv_layout_create_preset(flowkv_layout_preset_t preset,
     if (absl::Status s = NotNull(kFn, geometry, "geometry"); !s.ok()) return s;
     if (absl::Status s = NotNull(kFn, layout, "layout"); !s.ok()) return s;
     return flowkv::c_api::Emit(
-        flowkv::c_api::Preset(kFn, preset,
-                              flowkv::c_api::GeometryFromC(*geometry), order),
+        flowkv::c_api::Preset(kFn, flowkv::c_api::EnumValue(preset),
+                              flowkv::c_api::GeometryFromC(*geometry),
+                              flowkv::c_api::EnumValue(order)),
         layout);
   });
 }
@@ -104,13 +107,14 @@ flowkv_status_t flowkv_layout_create_vllm(const flowkv_geometry_t* geometry,
   return Guard(kFn, [&]() -> absl::Status {
     if (absl::Status s = NotNull(kFn, geometry, "geometry"); !s.ok()) return s;
     if (absl::Status s = NotNull(kFn, layout, "layout"); !s.ok()) return s;
-    if (vllm_layout < FLOWKV_VLLM_LBNHC || vllm_layout > FLOWKV_VLLM_BHLNC) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          kFn, ": vllm_layout ", static_cast<int>(vllm_layout), " is unknown"));
+    const int64_t layout_value = flowkv::c_api::EnumValue(vllm_layout);
+    if (layout_value < FLOWKV_VLLM_LBNHC || layout_value > FLOWKV_VLLM_BHLNC) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kFn, ": vllm_layout ", layout_value, " is unknown"));
     }
     return flowkv::c_api::Emit(
         flowkv::KvLayout::Vllm(flowkv::c_api::GeometryFromC(*geometry),
-                               static_cast<flowkv::VllmKvLayout>(vllm_layout),
+                               static_cast<flowkv::VllmKvLayout>(layout_value),
                                one_region_per_layer
                                    ? flowkv::RegionSplit::kOnePerLayer
                                    : flowkv::RegionSplit::kOnePerPool),
