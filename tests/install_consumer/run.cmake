@@ -10,6 +10,7 @@ execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/install_consumer
                   -B ${WORK_DIR}/build -G ${GENERATOR}
                   -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix
                   "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}"
+                  "-DCMAKE_C_FLAGS=${CXX_FLAGS}"
                   "-DCMAKE_EXE_LINKER_FLAGS=${CXX_FLAGS}"
                 RESULT_VARIABLE rc)
 if(rc)
@@ -23,4 +24,9 @@ execute_process(COMMAND ${WORK_DIR}/build/consumer RESULT_VARIABLE rc OUTPUT_VAR
 message(STATUS "consumer printed: ${out}")
 if(rc OR NOT out MATCHES "runs=1")
   message(FATAL_ERROR "consumer failed (${rc}): ${out}")
+endif()
+execute_process(COMMAND ${WORK_DIR}/build/c_consumer RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+message(STATUS "c_consumer printed: ${out}")
+if(rc OR NOT out MATCHES "c version=[0-9]+[.][0-9]+[.][0-9]+ runs=1")
+  message(FATAL_ERROR "c_consumer failed (${rc}): ${out}")
 endif()
