@@ -38,6 +38,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "flowkv/transfer_engine.h"
+#include "lib/transfer/wire_format.h"
 
 namespace flowkv::internal {
 
@@ -82,6 +83,9 @@ struct Peer {
   bool rma_put = true;
   bool rma_get = true;
   absl::Time handshake_deadline = absl::InfiniteFuture();
+  // The handshake: both nonces once the challenge was sent or received.
+  HandshakeNonces nonces;
+  bool challenged = false;
   // Watched with heartbeats (ucx_peer_error_handling == false).
   bool heartbeat = false;
   absl::Time last_heard = absl::InfinitePast();

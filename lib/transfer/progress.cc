@@ -282,12 +282,30 @@ ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,
       }
       break;
     }
-    case kAmHelloAck: {
-      auto ack = ParseHelloAck(bytes);
-      if (ack.ok()) {
-        self->HandleHelloAck(*ack);
+    case kAmChallenge: {
+      auto challenge = ParseChallenge(bytes);
+      if (challenge.ok()) {
+        self->HandleChallenge(*challenge);
       } else if (peer != nullptr && peer->state == PeerState::kConnecting) {
-        self->FailPeer(peer, ack.status());
+        self->FailPeer(peer, challenge.status());
+      }
+      break;
+    }
+    case kAmProof:
+    case kAmWelcome: {
+      const bool welcome = handler->id == kAmWelcome;
+      auto proof =
+          ParseProof(welcome ? ProofRole::kServer : ProofRole::kClient, bytes);
+      if (proof.ok()) {
+        if (welcome) {
+          self->HandleWelcome(*proof);
+        } else {
+          self->HandleProof(*proof, header.conn_id);
+        }
+      } else if (peer != nullptr &&
+                 peer->state == (welcome ? PeerState::kConnecting
+                                         : PeerState::kAccepting)) {
+        self->FailPeer(peer, proof.status());
       }
       break;
     }
@@ -303,6 +321,15 @@ ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,
                   absl::StrFormat("dropped a notification for connection %d, "
                                   "which is not connected",
                                   header.conn_id));
+        break;
+      }
+      if (length > kMaxNotificationBytes) {
+        // No engine sends one (Submit refuses them): not copied, not acked.
+        self->Log(LogSeverity::kWarning,
+                  absl::StrFormat("dropped a %d-byte notification from peer "
+                                  "%d (%s): over the %d-byte limit",
+                                  length, peer->id, peer->name,
+                                  kMaxNotificationBytes));
         break;
       }
       self->HandleNotification(peer, header,

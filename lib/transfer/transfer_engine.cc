@@ -59,6 +59,10 @@ absl::Status TransferEngineImpl::Init() {
     return absl::InvalidArgumentError(
         "TransferEngine: max_piece_bytes must be > 0");
   }
+  if (options_.max_pending_handshakes == 0) {
+    return absl::InvalidArgumentError(
+        "TransferEngine: max_pending_handshakes must be > 0");
+  }
 
   UcxWorkerOptions ucx;
   ucx.name = options_.name;
