@@ -5,8 +5,10 @@
 // finish the handshake) stay within max_pending_handshakes, are dropped
 // within connect_timeout, and a legitimate peer connects meanwhile.
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <cerrno>
+#include <cstring>
 #include <fcntl.h>
 #include <mutex>
 #include <netinet/in.h>
@@ -257,7 +259,9 @@ TEST_CASE(
   LogSink log;
   TransferEngineOptions options = TestEngineOptions("server", kToken);
   options.log = log.Hook();
-  options.connect_timeout = absl::Seconds(3);
+  // Long enough that every half-open client is pending before the first
+  // one is dropped, however slowly a loaded machine wires them up.
+  options.connect_timeout = absl::Seconds(10);
   options.max_pending_handshakes = 16;
   auto server = MakeEngine(options);
   auto address = server->Listen("127.0.0.1:0");
@@ -334,6 +338,76 @@ TEST_CASE(
   CHECK(second.ok());
   CHECK(server->Peers().size() == 2);
   for (int fd : fds) close(fd);
+}
+
+// Little-endian bytes of `v`.
+template <typename T>
+void PutLe(T v, std::string* out) {
+  for (size_t i = 0; i < sizeof(T); ++i) {
+    out->push_back(static_cast<char>(static_cast<uint64_t>(v) >> (8 * i)));
+  }
+}
+
+TEST_CASE(
+    "An endpoint that did not complete the handshake cannot speak for "
+    "a connected peer",
+    "[handshake_security]") {
+  LogSink log;
+  TransferEngineOptions options = TestEngineOptions("server", kToken);
+  options.log = log.Hook();
+  auto server = MakeEngine(options);
+  auto dst = server->AllocateMemory(4096);
+  REQUIRE(dst.ok());
+  std::memset(dst->data, 0, 4096);
+  auto address = server->Listen("127.0.0.1:0");
+  REQUIRE(address.ok());
+  auto good = MakeEngine(TestEngineOptions("good", kToken));
+  auto peer = good->Connect(*address);
+  REQUIRE(peer.ok());
+  const absl::Duration bound =
+      options.connect_timeout + flowkv::testing::kPeerFailureTimeout;
+
+  // An unauthenticated endpoint names connection ids as a peer would: small
+  // integers, and every id it could learn from a failed handshake of its
+  // own. None names the good peer's connection.
+  RawUcxClient raw(HandshakeReplies(), options.ucx_peer_error_handling);
+  ucp_ep_h ep = raw.Connect(PortOf(*address));
+  constexpr uint64_t kGuesses = 256;
+  for (uint64_t conn_id = 0; conn_id < kGuesses; ++conn_id) {
+    raw.Send(ep, internal::kAmMessage, conn_id, "spoofed");
+    std::string header;
+    PutLe<uint64_t>(conn_id, &header);  // conn_id
+    PutLe<uint64_t>(0, &header);        // transfer_id
+    PutLe<uint32_t>(dst->id, &header);  // region
+    PutLe<uint32_t>(0, &header);        // code
+    PutLe<uint64_t>(0, &header);        // offset
+    PutLe<uint64_t>(8, &header);        // length
+    PutLe<uint32_t>(0, &header);        // reply_region
+    PutLe<uint64_t>(0, &header);        // reply_offset
+    REQUIRE(header.size() == internal::kDataHeaderBytes);
+    raw.SendWithHeader(ep, internal::kAmData, header, std::string(8, '\xff'));
+  }
+  // A hello with another token on the same endpoint: its refusal is logged
+  // after everything sent before it was handled.
+  internal::Hello hello;
+  hello.via_sockaddr = true;
+  hello.name = "spoofer";
+  raw.Send(ep, internal::kAmHello, 0, internal::EncodeHello(hello, "guess"));
+  CHECK(WaitUntil(
+      [&] {
+        raw.Progress();
+        return log.Count("refused \"spoofer\"") == 1;
+      },
+      bound));
+  CHECK(log.Count("which is not connected") == static_cast<int>(kGuesses));
+  CHECK(server->TakeNotifications().empty());
+  const auto* bytes = static_cast<const uint8_t*>(dst->data);
+  CHECK(std::all_of(bytes, bytes + 4096, [](uint8_t b) { return b == 0; }));
+  // The good peer still speaks for itself.
+  REQUIRE(good->Send(*peer, "real").Wait().ok());
+  std::vector<Notification> notes = server->TakeNotifications(bound);
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].bytes == "real");
 }
 
 TEST_CASE("max_pending_handshakes must be > 0", "[handshake_security]") {

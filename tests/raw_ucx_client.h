@@ -90,13 +90,20 @@ class RawUcxClient {
   // does); progresses until UCX completed it.
   void Send(ucp_ep_h ep, unsigned am_id, uint64_t conn_id,
             const std::string& bytes) {
-    uint8_t header[16] = {};
-    for (int i = 0; i < 8; ++i) header[i] = uint8_t(conn_id >> (8 * i));
+    std::string header(16, '\0');
+    for (int i = 0; i < 8; ++i)
+      header[i] = static_cast<char>(conn_id >> (8 * i));
+    SendWithHeader(ep, am_id, header, bytes);
+  }
+  // As Send, with the header's bytes as given.
+  void SendWithHeader(ucp_ep_h ep, unsigned am_id, const std::string& header,
+                      const std::string& bytes) {
     ucp_request_param_t param{};
     param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
     param.flags = UCP_AM_SEND_FLAG_EAGER | UCP_AM_SEND_FLAG_REPLY;
-    ucs_status_ptr_t request = ucp_am_send_nbx(
-        ep, am_id, header, sizeof(header), bytes.data(), bytes.size(), &param);
+    ucs_status_ptr_t request =
+        ucp_am_send_nbx(ep, am_id, header.data(), header.size(), bytes.data(),
+                        bytes.size(), &param);
     Wait(request);
   }
 

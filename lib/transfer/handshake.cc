@@ -69,7 +69,7 @@ absl::StatusOr<PeerId> TransferEngineImpl::StartConnect(
   peer->nonces.client = RandomNonce();
   Hello hello;
   hello.via_sockaddr = via_sockaddr;
-  hello.sender_conn_id = peer->id;
+  hello.sender_conn_id = peer->wire_id;
   hello.client_nonce = peer->nonces.client;
   hello.name = options_.name;
   if (!via_sockaddr) hello.worker_address = worker_->address();
@@ -361,7 +361,7 @@ void TransferEngineImpl::HandleHello(const Hello& hello, ucp_ep_h reply_ep) {
   peer->nonces.client = hello.client_nonce;
   peer->nonces.server = RandomNonce();
   Challenge challenge;
-  challenge.sender_conn_id = peer->id;
+  challenge.sender_conn_id = peer->wire_id;
   challenge.receiver_conn_id = hello.sender_conn_id;
   challenge.server_nonce = peer->nonces.server;
   SendControl(peer, kAmChallenge, {hello.sender_conn_id, 0},
@@ -369,7 +369,7 @@ void TransferEngineImpl::HandleHello(const Hello& hello, ucp_ep_h reply_ep) {
 }
 
 void TransferEngineImpl::HandleChallenge(const Challenge& challenge) {
-  Peer* peer = peers_.Find(challenge.receiver_conn_id);
+  Peer* peer = peers_.FindByWireId(challenge.receiver_conn_id);
   if (peer == nullptr || peer->state != PeerState::kConnecting ||
       peer->challenged) {
     return;
@@ -378,7 +378,7 @@ void TransferEngineImpl::HandleChallenge(const Challenge& challenge) {
   peer->remote_conn_id = challenge.sender_conn_id;
   peer->nonces.server = challenge.server_nonce;
   HandshakeProof proof;
-  proof.sender_conn_id = peer->id;
+  proof.sender_conn_id = peer->wire_id;
   proof.receiver_conn_id = challenge.sender_conn_id;
   proof.info = BuildEngineInfo();
   SendControl(peer, kAmProof, {challenge.sender_conn_id, 0},
@@ -388,15 +388,15 @@ void TransferEngineImpl::HandleChallenge(const Challenge& challenge) {
 }
 
 void TransferEngineImpl::HandleProof(const HandshakeProof& proof,
-                                     PeerId conn_id) {
-  Peer* peer = peers_.Find(conn_id);
+                                     uint64_t conn_id) {
+  Peer* peer = peers_.FindByWireId(conn_id);
   if (peer == nullptr || peer->state != PeerState::kAccepting ||
       !peer->challenged) {
     return;
   }
   // Connection ids that are not this handshake's are a proof from another
   // (a replay): refused as a wrong proof.
-  if (proof.receiver_conn_id != peer->id ||
+  if (proof.receiver_conn_id != peer->wire_id ||
       proof.sender_conn_id != peer->remote_conn_id ||
       !ProofValid(ProofRole::kClient, proof, options_.cluster_token,
                   peer->nonces)) {
@@ -413,7 +413,7 @@ void TransferEngineImpl::HandleProof(const HandshakeProof& proof,
     return;
   }
   HandshakeProof welcome;
-  welcome.sender_conn_id = peer->id;
+  welcome.sender_conn_id = peer->wire_id;
   welcome.receiver_conn_id = peer->remote_conn_id;
   welcome.info = BuildEngineInfo();
   const uint64_t client = peer->remote_conn_id;
@@ -426,7 +426,7 @@ void TransferEngineImpl::HandleProof(const HandshakeProof& proof,
 }
 
 void TransferEngineImpl::HandleWelcome(const HandshakeProof& welcome) {
-  Peer* peer = peers_.Find(welcome.receiver_conn_id);
+  Peer* peer = peers_.FindByWireId(welcome.receiver_conn_id);
   if (peer == nullptr || peer->state != PeerState::kConnecting ||
       !peer->challenged || welcome.sender_conn_id != peer->remote_conn_id) {
     return;
@@ -453,7 +453,7 @@ void TransferEngineImpl::HandleWelcome(const HandshakeProof& welcome) {
 }
 
 void TransferEngineImpl::HandleReject(const Reject& reject) {
-  Peer* peer = peers_.Find(reject.receiver_conn_id);
+  Peer* peer = peers_.FindByWireId(reject.receiver_conn_id);
   if (peer == nullptr || peer->state != PeerState::kConnecting) return;
   FailPeer(peer,
            absl::Status(CodeFromWire(reject.code),

@@ -41,6 +41,16 @@ Nonce RandomNonce() {
   return nonce;
 }
 
+uint64_t RandomId() {
+  for (;;) {
+    uint64_t id = 0;
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&id), sizeof(id)) != 1) {
+      std::abort();
+    }
+    if (id != 0) return id;
+  }
+}
+
 bool DigestsEqual(const Sha256Digest& a, const Sha256Digest& b) {
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }

@@ -39,6 +39,8 @@ FLOWKV_EXPORT Sha256Digest HmacSha256(std::string_view key,
 inline constexpr size_t kNonceBytes = 32;
 using Nonce = std::array<uint8_t, kNonceBytes>;
 FLOWKV_EXPORT Nonce RandomNonce();
+// 64 bits from the same generator, never 0.
+uint64_t RandomId();
 
 // Whether the two digests are equal, in time independent of where they
 // differ (CRYPTO_memcmp).

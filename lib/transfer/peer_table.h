@@ -72,6 +72,10 @@ struct PeerView {
 struct Peer {
   TransferEngineImpl* engine = nullptr;
   PeerId id = 0;
+  // This engine's id for the connection on the wire (the AmHeader's
+  // conn_id of what the peer sends): random, so that an endpoint that did
+  // not complete the handshake cannot name another's connection.
+  uint64_t wire_id = 0;
   ucp_ep_h ep = nullptr;
   PeerState state = PeerState::kConnecting;
   bool was_ready = false;
@@ -113,6 +117,7 @@ class PeerTable {
   // --- Progress thread ----------------------------------------------------
   Peer* Add(std::unique_ptr<Peer> peer);
   Peer* Find(PeerId id) const;
+  Peer* FindByWireId(uint64_t wire_id) const;
   // Removes a closed peer (its view stays listed).
   void Erase(PeerId id);
   template <typename Fn>
@@ -141,6 +146,7 @@ class PeerTable {
  private:
   absl::flat_hash_map<PeerId, std::unique_ptr<Peer>> peers_;
   absl::flat_hash_map<ucp_ep_h, PeerId> accepting_;
+  absl::flat_hash_map<uint64_t, PeerId> wire_ids_;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<PeerId, std::shared_ptr<const PeerView>> views_

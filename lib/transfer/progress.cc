@@ -253,7 +253,7 @@ ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,
       absl::Span<const uint8_t>(static_cast<const uint8_t*>(data), length);
   Peer* peer = nullptr;
   if (handler->id != kAmHello) {
-    peer = self->peers_.Find(header.conn_id);
+    peer = self->peers_.FindByWireId(header.conn_id);
     // Any message from a connected peer proves it alive.
     if (peer != nullptr && peer->state == PeerState::kReady) {
       peer->last_heard = self->last_activity_;
@@ -371,7 +371,7 @@ void TransferEngineImpl::HandleDataPath(unsigned am_id,
                                         const DataHeader& header,
                                         const void* data, size_t length) {
   last_activity_ = absl::Now();
-  Peer* peer = peers_.Find(header.conn_id);
+  Peer* peer = peers_.FindByWireId(header.conn_id);
   if (peer == nullptr || peer->state != PeerState::kReady) return;
   peer->last_heard = last_activity_;
   switch (am_id) {

@@ -258,8 +258,8 @@ class TransferEngineImpl {
                                    start);
   void HandleHello(const Hello& hello, ucp_ep_h reply_ep);
   void HandleChallenge(const Challenge& challenge);
-  // `conn_id`: the AmHeader's (this engine's id for the connection).
-  void HandleProof(const HandshakeProof& proof, PeerId conn_id);
+  // `conn_id`: the AmHeader's (this engine's wire id for the connection).
+  void HandleProof(const HandshakeProof& proof, uint64_t conn_id);
   void HandleWelcome(const HandshakeProof& welcome);
   // Accepted connections still in their handshake (or lingering refused).
   size_t PendingHandshakes() const;

@@ -28,7 +28,9 @@
 //   Reject    S->C  "FKVR" u16 version  u64 receiver_conn_id  u32 code
 //                   str reason  u64 checksum
 //
-// str / bytes = u32 length + the bytes.
+// str / bytes = u32 length + the bytes. Connection ids are each engine's
+// random wire ids (Peer::wire_id), which the active-message headers of the
+// connection then carry.
 //
 // MACs, all HMAC-SHA256 (lib/transfer/hmac.h) keyed by the cluster token:
 //   EngineInfo mac: over every byte before it (magic to the last region).
