@@ -410,6 +410,48 @@ TEST_CASE(
   CHECK(notes[0].bytes == "real");
 }
 
+TEST_CASE("A secondary token lets a rotation proceed without a flag day",
+          "[handshake_security]") {
+  // Mid-rotation: the server has moved to the new token and still accepts
+  // the old one.
+  TransferEngineOptions options = TestEngineOptions("server", "new-token");
+  options.secondary_cluster_token = "old-token";
+  auto server = MakeEngine(options);
+  auto address = server->Listen("127.0.0.1:0");
+  REQUIRE(address.ok());
+  auto old_client = MakeEngine(TestEngineOptions("old", "old-token"));
+  auto old_peer = old_client->Connect(*address);
+  INFO(old_peer.status().ToString());
+  CHECK(old_peer.ok());
+  auto new_client = MakeEngine(TestEngineOptions("new", "new-token"));
+  CHECK(new_client->Connect(*address).ok());
+  auto stranger = MakeEngine(TestEngineOptions("stranger", "other-token"));
+  CHECK(stranger->Connect(*address).status().code() ==
+        absl::StatusCode::kPermissionDenied);
+  // An engine not yet moved (old token first) that already accepts the new
+  // one takes the server's metadata, signed with the new token.
+  TransferEngineOptions lagging = TestEngineOptions("lagging", "old-token");
+  lagging.secondary_cluster_token = "new-token";
+  auto lagging_client = MakeEngine(lagging);
+  auto metadata = server->LocalMetadata();
+  REQUIRE(metadata.ok());
+  auto added = lagging_client->AddPeer(*metadata);
+  INFO(added.status().ToString());
+  CHECK(added.ok());
+  CHECK(server->Peers().size() == 3);
+  // Transfers flow over the connection made with the old token.
+  REQUIRE(old_client->Send(*old_peer, "via old").Wait().ok());
+  std::vector<Notification> notes = server->TakeNotifications(
+      options.connect_timeout + flowkv::testing::kPeerFailureTimeout);
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].bytes == "via old");
+  // Limits apply to the second token as to the first.
+  TransferEngineOptions too_long = TestEngineOptions("long", "t");
+  too_long.secondary_cluster_token = std::string(4097, 'x');
+  CHECK(TransferEngine::Create(too_long).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+}
+
 TEST_CASE("max_pending_handshakes must be > 0", "[handshake_security]") {
   TransferEngineOptions options = TestEngineOptions("zero", kToken);
   options.max_pending_handshakes = 0;

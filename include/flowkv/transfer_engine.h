@@ -217,6 +217,12 @@ struct TransferEngineOptions {
   // recorded handshake lets its recorder test guesses offline. Default:
   // empty (only engines with an empty token connect). At most 4096 bytes.
   std::string cluster_token;
+  // A second token this engine accepts from peers, for rotating the token
+  // without a flag day (docs/security.md): a peer that proves it holds
+  // either connects, and AddPeer accepts metadata signed with either. The
+  // engine's own hellos, metadata and proofs to peers that used
+  // cluster_token use cluster_token. Default: none. At most 4096 bytes.
+  std::optional<std::string> secondary_cluster_token;
   // Deadline of a transfer whose TransferOptions::timeout is unset.
   // Default: 30 s.
   absl::Duration default_timeout = absl::Seconds(30);

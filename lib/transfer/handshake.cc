@@ -173,6 +173,10 @@ absl::StatusOr<PeerId> TransferEngineImpl::AddPeer(
   // reaches UCX.
   absl::StatusOr<EngineInfo> info =
       ParseSignedEngineInfo(metadata, options_.cluster_token);
+  if (info.status().code() == absl::StatusCode::kPermissionDenied &&
+      options_.secondary_cluster_token.has_value()) {
+    info = ParseSignedEngineInfo(metadata, *options_.secondary_cluster_token);
+  }
   if (!info.ok()) {
     // The caller gets the error; the log keeps a trace of the refusal.
     Log(LogSeverity::kInfo,
@@ -302,7 +306,11 @@ void TransferEngineImpl::RejectPeer(Peer* peer, uint64_t client_conn_id,
 }
 
 void TransferEngineImpl::HandleHello(const Hello& hello, ucp_ep_h reply_ep) {
-  const bool signed_ok = HelloSignedWith(hello, options_.cluster_token);
+  const bool primary = HelloSignedWith(hello, options_.cluster_token);
+  const bool secondary =
+      !primary && options_.secondary_cluster_token.has_value() &&
+      HelloSignedWith(hello, *options_.secondary_cluster_token);
+  const bool signed_ok = primary || secondary;
   Peer* peer = nullptr;
   if (hello.via_sockaddr) {
     if (reply_ep == nullptr) return;
@@ -357,6 +365,7 @@ void TransferEngineImpl::HandleHello(const Hello& hello, ucp_ep_h reply_ep) {
   // the proof over it, so a recorded hello (or proof) replayed gets no
   // further.
   peer->challenged = true;
+  peer->secondary_token = secondary;
   peer->remote_conn_id = hello.sender_conn_id;
   peer->nonces.client = hello.client_nonce;
   peer->nonces.server = RandomNonce();
@@ -398,8 +407,7 @@ void TransferEngineImpl::HandleProof(const HandshakeProof& proof,
   // (a replay): refused as a wrong proof.
   if (proof.receiver_conn_id != peer->wire_id ||
       proof.sender_conn_id != peer->remote_conn_id ||
-      !ProofValid(ProofRole::kClient, proof, options_.cluster_token,
-                  peer->nonces)) {
+      !ProofValid(ProofRole::kClient, proof, TokenFor(*peer), peer->nonces)) {
     RejectPeer(peer, peer->remote_conn_id,
                absl::StrFormat("engine \"%s\" refused \"%s\": its handshake "
                                "proof does not match this handshake's "
@@ -419,10 +427,10 @@ void TransferEngineImpl::HandleProof(const HandshakeProof& proof,
   const uint64_t client = peer->remote_conn_id;
   // Ready (and visible in Peers()) before the client can see the welcome.
   MakeReady(peer, proof.info, client);
-  SendControl(peer, kAmWelcome, {client, 0},
-              EncodeProof(ProofRole::kServer, welcome, options_.cluster_token,
-                          peer->nonces),
-              false);
+  SendControl(
+      peer, kAmWelcome, {client, 0},
+      EncodeProof(ProofRole::kServer, welcome, TokenFor(*peer), peer->nonces),
+      false);
 }
 
 void TransferEngineImpl::HandleWelcome(const HandshakeProof& welcome) {

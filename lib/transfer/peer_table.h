@@ -90,6 +90,9 @@ struct Peer {
   // The handshake: both nonces once the challenge was sent or received.
   HandshakeNonces nonces;
   bool challenged = false;
+  // An accepted connection whose hello was made with the engine's
+  // secondary_cluster_token: its proof and the welcome use that token.
+  bool secondary_token = false;
   // Watched with heartbeats (ucx_peer_error_handling == false).
   bool heartbeat = false;
   absl::Time last_heard = absl::InfinitePast();

@@ -266,6 +266,11 @@ class TransferEngineImpl {
   // Whether one more handshake may start (max_pending_handshakes); logs
   // refusals, `what` naming what was refused.
   bool AdmitHandshake(const char* what);
+  // The token an accepted connection's handshake runs under.
+  const std::string& TokenFor(const Peer& peer) const {
+    return peer.secondary_token ? *options_.secondary_cluster_token
+                                : options_.cluster_token;
+  }
   // Refuses an accepted connection (PermissionDenied to the client, logged).
   void RejectPeer(Peer* peer, uint64_t client_conn_id, std::string reason);
   void HandleReject(const Reject& reject);
