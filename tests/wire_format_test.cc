@@ -213,46 +213,15 @@ TEST_CASE("Version 1 metadata (without a MAC) is FailedPrecondition",
 }
 
 TEST_CASE("A blob too short for its MAC is InvalidArgument", "[wire_format]") {
-  // The magic, version 2, 20 more bytes and a valid checksum: 34 bytes, under
+  // The magic, version 3, 20 more bytes and a valid checksum: 34 bytes, under
   // the 46 that the magic, version, MAC and checksum take alone.
   std::string blob = "FKVM";
-  blob += std::string("\x02\x00", 2);
+  blob += std::string("\x03\x00", 2);
   blob += std::string(20 + kChecksumBytes, '\0');
   RecomputeChecksum(&blob);
   absl::Status status = ParseSignedEngineInfo(AsBytes(blob), "").status();
   CHECK(status.code() == absl::StatusCode::kInvalidArgument);
   CHECK(absl::StrContains(status.message(), "46-byte minimum"));
-}
-
-TEST_CASE("Hello and HelloAck carry a signed engine info", "[wire_format]") {
-  Hello hello;
-  hello.via_sockaddr = true;
-  hello.sender_conn_id = 7;
-  hello.token = "cluster-a";
-  hello.info = MakeInfo();
-  absl::StatusOr<Hello> parsed_hello = ParseHello(AsBytes(EncodeHello(hello)));
-  REQUIRE(parsed_hello.ok());
-  CHECK(parsed_hello->via_sockaddr);
-  CHECK(parsed_hello->sender_conn_id == 7);
-  CHECK(parsed_hello->token == "cluster-a");
-  CHECK(SameInfo(parsed_hello->info, hello.info));
-  // The embedded blob is the one EncodeEngineInfo signs with the token.
-  CHECK(absl::StrContains(EncodeHello(hello),
-                          EncodeEngineInfo(hello.info, hello.token)));
-
-  HelloAck ack;
-  ack.sender_conn_id = 3;
-  ack.receiver_conn_id = 7;
-  ack.token = "";
-  ack.info = MakeInfo();
-  absl::StatusOr<HelloAck> parsed_ack =
-      ParseHelloAck(AsBytes(EncodeHelloAck(ack)));
-  REQUIRE(parsed_ack.ok());
-  CHECK(parsed_ack->sender_conn_id == 3);
-  CHECK(parsed_ack->receiver_conn_id == 7);
-  CHECK(parsed_ack->token.empty());
-  CHECK(SameInfo(parsed_ack->info, ack.info));
-  CHECK(absl::StrContains(EncodeHelloAck(ack), EncodeEngineInfo(ack.info, "")));
 }
 
 }  // namespace

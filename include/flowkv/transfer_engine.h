@@ -32,11 +32,14 @@
 // Connections. Listen() / Connect() use UCX's own socket-address connection
 // establishment; LocalMetadata() / AddPeer() serve engines that exchange
 // metadata through their own side channel. Either way a handshake over the
-// new endpoint checks the protocol version and the cluster token on both
-// sides (a peer with a different token is refused by both sides and never
-// appears in Peers()) and exchanges the region tables with packed remote
-// keys. The token is compared but not encrypted: it keeps apart engines of
-// different clusters, it does not protect against an eavesdropper.
+// new endpoint checks the protocol version and proves on both sides that
+// the peer holds the same cluster token, by a challenge and response over
+// both sides' fresh random nonces: the token itself never crosses the
+// network and a recorded handshake replayed later is refused (a peer with a
+// different token is refused and never appears in Peers()). The handshake
+// then exchanges the region tables with packed remote keys. Traffic after
+// the handshake is neither encrypted nor authenticated: see
+// docs/security.md for what the token protects and what it does not.
 //
 // Failures and aborts. Ops are posted in windows of at most
 // options.max_piece_bytes, each closed by a flush. Cancel() and a missed
@@ -209,10 +212,17 @@ struct TransferEngineOptions {
   // Name sent to peers in the handshake (PeerInfo::name on their side).
   // Default: "flowkv". At most 255 bytes.
   std::string name = "flowkv";
-  // Secret shared by the engines of one cluster; peers must present the
-  // same bytes. Default: empty (only engines with an empty token connect).
-  // At most 4096 bytes.
+  // Secret shared by the engines of one cluster; peers must prove they hold
+  // the same bytes (it is never sent). Use at least 16 random bytes: a
+  // recorded handshake lets its recorder test guesses offline. Default:
+  // empty (only engines with an empty token connect). At most 4096 bytes.
   std::string cluster_token;
+  // A second token this engine accepts from peers, for rotating the token
+  // without a flag day (docs/security.md): a peer that proves it holds
+  // either connects, and AddPeer accepts metadata signed with either. The
+  // engine's own hellos, metadata and proofs to peers that used
+  // cluster_token use cluster_token. Default: none. At most 4096 bytes.
+  std::optional<std::string> secondary_cluster_token;
   // Deadline of a transfer whose TransferOptions::timeout is unset.
   // Default: 30 s.
   absl::Duration default_timeout = absl::Seconds(30);
@@ -237,6 +247,12 @@ struct TransferEngineOptions {
   // Bound on Connect() / AddPeer() (connection + handshake), and on an
   // accepted connection that does not complete its handshake. Default: 10 s.
   absl::Duration connect_timeout = absl::Seconds(10);
+  // Accepted connections still in their handshake (plus refused ones whose
+  // refusal is still being delivered) beyond this are refused at once:
+  // the memory and work that clients which connect and never finish the
+  // handshake can cost is bounded by it, each for at most connect_timeout.
+  // Must be > 0. Default: 128.
+  size_t max_pending_handshakes = 128;
   // UCX configuration applied on top of the UCX_* environment, as (name
   // without the "UCX_" prefix, value), e.g. {"TLS", "tcp"},
   // {"NET_DEVICES", "lo"}. A value UCX cannot parse is InvalidArgument; an

@@ -6,6 +6,7 @@
 // fails its peer).
 
 #include "absl/strings/str_format.h"
+#include "lib/transfer/fault_injection.h"
 #include "lib/transfer/transfer_engine_impl.h"
 #include "lib/transfer/ucx_status.h"
 
@@ -80,8 +81,11 @@ ucs_status_t TransferEngineImpl::SendAm(Peer* peer, unsigned am_id,
   param.cb.send = callback;
   param.user_data = ctx;
   param.flags = flags;
-  ucs_status_ptr_t request = ucp_am_send_nbx(
-      peer->ep, am_id, header, header_bytes, data, length, &param);
+  const ucs_status_t injected = FaultInjector::Inject(FaultPoint::kAmSend);
+  ucs_status_ptr_t request =
+      injected != UCS_OK ? UCS_STATUS_PTR(injected)
+                         : ucp_am_send_nbx(peer->ep, am_id, header,
+                                           header_bytes, data, length, &param);
   if (UCS_PTR_IS_PTR(request)) return UCS_INPROGRESS;
   delete ctx;  // completed (or failed) at once: no callback follows
   return UCS_PTR_STATUS(request);

@@ -1,13 +1,18 @@
-// Connection set-up: Listen, Connect, AddPeer, LocalMetadata, and the hello
-// exchange that checks the protocol version and the cluster token on both
-// sides and trades region tables. It may call UCX endpoint and listener
-// creation, the wire format, sock_addr, and the peer state machine.
+// Connection set-up: Listen, Connect, AddPeer, LocalMetadata, and the
+// handshake (wire_format.h): Hello -> Challenge -> Proof -> Welcome, in
+// which each side proves it holds the cluster token over both sides' fresh
+// nonces, checks the protocol version and trades region tables. Accepted
+// connections still in their handshake are capped at
+// options.max_pending_handshakes and dropped after options.connect_timeout.
+// It may call UCX endpoint and listener creation, the wire format,
+// sock_addr, and the peer state machine.
 
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "lib/common/tsan_lock.h"
+#include "lib/transfer/fault_injection.h"
 #include "lib/transfer/sock_addr.h"
 #include "lib/transfer/transfer_engine_impl.h"
 #include "lib/transfer/ucx_status.h"
@@ -51,7 +56,8 @@ absl::StatusOr<PeerId> TransferEngineImpl::StartConnect(
   params.err_mode = ErrMode();
   params.err_handler.cb = &TransferEngineImpl::OnPeerError;
   params.err_handler.arg = PeerRefFor(peer);
-  ucs_status_t st = ucp_ep_create(worker_->worker(), &params, &peer->ep);
+  ucs_status_t st = FaultInjector::Inject(FaultPoint::kEpCreate);
+  if (st == UCS_OK) st = ucp_ep_create(worker_->worker(), &params, &peer->ep);
   if (st != UCS_OK) {
     const absl::Status status = UcxStatus(st, "ucp_ep_create");
     peers_.Erase(peer->id);
@@ -60,12 +66,15 @@ absl::StatusOr<PeerId> TransferEngineImpl::StartConnect(
   peer->state = PeerState::kConnecting;
   peer->handshake_deadline = absl::Now() + options_.connect_timeout;
   peer->on_connected = std::move(done);
+  peer->nonces.client = RandomNonce();
   Hello hello;
   hello.via_sockaddr = via_sockaddr;
-  hello.sender_conn_id = peer->id;
-  hello.token = options_.cluster_token;
-  hello.info = BuildEngineInfo();
-  SendControl(peer, kAmHello, {}, EncodeHello(hello), /*reply=*/via_sockaddr);
+  hello.sender_conn_id = peer->wire_id;
+  hello.client_nonce = peer->nonces.client;
+  hello.name = options_.name;
+  if (!via_sockaddr) hello.worker_address = worker_->address();
+  SendControl(peer, kAmHello, {}, EncodeHello(hello, options_.cluster_token),
+              /*reply=*/via_sockaddr);
   return peer->id;
 }
 
@@ -164,6 +173,10 @@ absl::StatusOr<PeerId> TransferEngineImpl::AddPeer(
   // reaches UCX.
   absl::StatusOr<EngineInfo> info =
       ParseSignedEngineInfo(metadata, options_.cluster_token);
+  if (info.status().code() == absl::StatusCode::kPermissionDenied &&
+      options_.secondary_cluster_token.has_value()) {
+    info = ParseSignedEngineInfo(metadata, *options_.secondary_cluster_token);
+  }
   if (!info.ok()) {
     // The caller gets the error; the log keeps a trace of the refusal.
     Log(LogSeverity::kInfo,
@@ -188,6 +201,10 @@ void TransferEngineImpl::OnConnRequest(ucp_conn_request_h request, void* arg) {
     ucp_listener_reject(self->listener_, request);
     return;
   }
+  if (!self->AdmitHandshake("a connection request")) {
+    ucp_listener_reject(self->listener_, request);
+    return;
+  }
   Peer* peer = self->NewPeer();
   ucp_ep_params_t params{};
   params.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST |
@@ -197,7 +214,12 @@ void TransferEngineImpl::OnConnRequest(ucp_conn_request_h request, void* arg) {
   params.err_mode = self->ErrMode();
   params.err_handler.cb = &TransferEngineImpl::OnPeerError;
   params.err_handler.arg = self->PeerRefFor(peer);
-  ucs_status_t st = ucp_ep_create(self->worker_->worker(), &params, &peer->ep);
+  ucs_status_t st = FaultInjector::Inject(FaultPoint::kEpCreate);
+  if (st != UCS_OK) {
+    ucp_listener_reject(self->listener_, request);  // not handed to UCX
+  } else {
+    st = ucp_ep_create(self->worker_->worker(), &params, &peer->ep);
+  }
   if (st != UCS_OK) {
     self->Log(
         LogSeverity::kWarning,
@@ -244,88 +266,193 @@ void TransferEngineImpl::MakeReady(Peer* peer, const EngineInfo& info,
   peers_.Publish(*peer);
 }
 
+size_t TransferEngineImpl::PendingHandshakes() const {
+  size_t pending = 0;
+  peers_.ForEach([&](const Peer* peer) {
+    pending += peer->state == PeerState::kAccepting ||
+               peer->state == PeerState::kRejecting;
+  });
+  return pending;
+}
+
+bool TransferEngineImpl::AdmitHandshake(const char* what) {
+  const size_t pending = PendingHandshakes();
+  if (pending < options_.max_pending_handshakes) return true;
+  ++handshakes_refused_for_load_;
+  // Once per burst: the count says how many were refused.
+  if (handshakes_refused_for_load_ == 1 ||
+      (handshakes_refused_for_load_ & (handshakes_refused_for_load_ - 1)) ==
+          0) {
+    Log(LogSeverity::kWarning,
+        absl::StrFormat("refused %s: %d handshakes pending (the limit, "
+                        "max_pending_handshakes); %d refused so far",
+                        what, pending, handshakes_refused_for_load_));
+  }
+  return false;
+}
+
+void TransferEngineImpl::RejectPeer(Peer* peer, uint64_t client_conn_id,
+                                    std::string reason) {
+  Reject reject;
+  reject.receiver_conn_id = client_conn_id;
+  reject.code = static_cast<uint32_t>(absl::StatusCode::kPermissionDenied);
+  reject.reason = std::move(reason);
+  Log(LogSeverity::kWarning, reject.reason);
+  SendControl(peer, kAmReject, {client_conn_id, 0}, EncodeReject(reject),
+              false);
+  peer->state = PeerState::kRejecting;
+  peer->handshake_deadline = absl::Now() + kRejectLinger;
+  peers_.accepting().erase(peer->ep);
+}
+
 void TransferEngineImpl::HandleHello(const Hello& hello, ucp_ep_h reply_ep) {
+  const bool primary = HelloSignedWith(hello, options_.cluster_token);
+  const bool secondary =
+      !primary && options_.secondary_cluster_token.has_value() &&
+      HelloSignedWith(hello, *options_.secondary_cluster_token);
+  const bool signed_ok = primary || secondary;
   Peer* peer = nullptr;
   if (hello.via_sockaddr) {
     if (reply_ep == nullptr) return;
     auto it = peers_.accepting().find(reply_ep);
     if (it == peers_.accepting().end()) return;
     peer = peers_.Find(it->second);
-    if (peer == nullptr || peer->state != PeerState::kAccepting) return;
+    if (peer == nullptr || peer->state != PeerState::kAccepting ||
+        peer->challenged) {
+      return;
+    }
   } else {
     // AddPeer: connect back to the sender's worker. Its address reaches
-    // UCX only from a hello that carries this cluster's token.
-    if (!ConstantTimeEquals(hello.token, options_.cluster_token)) {
+    // UCX only from a hello made by someone holding this cluster's token.
+    if (!signed_ok) {
       Log(LogSeverity::kWarning,
           absl::StrFormat("refused a hello from \"%s\": wrong cluster token "
                           "(no connection back)",
-                          hello.info.name));
+                          hello.name));
       return;
     }
+    if (!AdmitHandshake("an AddPeer hello")) return;
     peer = NewPeer();
     ucp_ep_params_t params{};
     params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS |
                         UCP_EP_PARAM_FIELD_ERR_HANDLER |
                         UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-    params.address = reinterpret_cast<const ucp_address_t*>(
-        hello.info.worker_address.data());
+    params.address =
+        reinterpret_cast<const ucp_address_t*>(hello.worker_address.data());
     params.err_mode = ErrMode();
     params.err_handler.cb = &TransferEngineImpl::OnPeerError;
     params.err_handler.arg = PeerRefFor(peer);
-    if (ucp_ep_create(worker_->worker(), &params, &peer->ep) != UCS_OK) {
+    ucs_status_t st = FaultInjector::Inject(FaultPoint::kEpCreate);
+    if (st == UCS_OK) st = ucp_ep_create(worker_->worker(), &params, &peer->ep);
+    if (st != UCS_OK) {
       Log(LogSeverity::kWarning,
-          absl::StrFormat("cannot connect back to \"%s\"", hello.info.name));
+          absl::StrFormat("cannot connect back to \"%s\"", hello.name));
       peers_.Erase(peer->id);
       return;
     }
     peer->state = PeerState::kAccepting;
     peer->handshake_deadline = absl::Now() + options_.connect_timeout;
   }
-  if (!ConstantTimeEquals(hello.token, options_.cluster_token)) {
-    Reject reject;
-    reject.receiver_conn_id = hello.sender_conn_id;
-    reject.code = static_cast<uint32_t>(absl::StatusCode::kPermissionDenied);
-    reject.reason =
+  peer->name = hello.name;
+  if (!signed_ok) {
+    RejectPeer(
+        peer, hello.sender_conn_id,
         absl::StrFormat("engine \"%s\" refused \"%s\": wrong cluster token",
-                        options_.name, hello.info.name);
-    Log(LogSeverity::kWarning, reject.reason);
-    SendControl(peer, kAmReject, {hello.sender_conn_id, 0},
-                EncodeReject(reject), false);
-    peer->state = PeerState::kRejecting;
-    peer->name = hello.info.name;
-    peer->handshake_deadline = absl::Now() + kRejectLinger;
-    peers_.accepting().erase(peer->ep);
+                        options_.name, hello.name));
     return;
   }
-  if (absl::Status s = UnpackRegions(peer, hello.info); !s.ok()) {
-    FailPeer(peer, s);
+  // Answer with a fresh nonce: only a client that holds the token can make
+  // the proof over it, so a recorded hello (or proof) replayed gets no
+  // further.
+  peer->challenged = true;
+  peer->secondary_token = secondary;
+  peer->remote_conn_id = hello.sender_conn_id;
+  peer->nonces.client = hello.client_nonce;
+  peer->nonces.server = RandomNonce();
+  Challenge challenge;
+  challenge.sender_conn_id = peer->wire_id;
+  challenge.receiver_conn_id = hello.sender_conn_id;
+  challenge.server_nonce = peer->nonces.server;
+  SendControl(peer, kAmChallenge, {hello.sender_conn_id, 0},
+              EncodeChallenge(challenge), false);
+}
+
+void TransferEngineImpl::HandleChallenge(const Challenge& challenge) {
+  Peer* peer = peers_.FindByWireId(challenge.receiver_conn_id);
+  if (peer == nullptr || peer->state != PeerState::kConnecting ||
+      peer->challenged) {
     return;
   }
-  HelloAck ack;
-  ack.sender_conn_id = peer->id;
-  ack.receiver_conn_id = hello.sender_conn_id;
-  ack.token = options_.cluster_token;
-  ack.info = BuildEngineInfo();
-  // Ready (and visible in Peers()) before the client can see the ack.
-  MakeReady(peer, hello.info, hello.sender_conn_id);
-  SendControl(peer, kAmHelloAck, {hello.sender_conn_id, 0}, EncodeHelloAck(ack),
+  peer->challenged = true;
+  peer->remote_conn_id = challenge.sender_conn_id;
+  peer->nonces.server = challenge.server_nonce;
+  HandshakeProof proof;
+  proof.sender_conn_id = peer->wire_id;
+  proof.receiver_conn_id = challenge.sender_conn_id;
+  proof.info = BuildEngineInfo();
+  SendControl(peer, kAmProof, {challenge.sender_conn_id, 0},
+              EncodeProof(ProofRole::kClient, proof, options_.cluster_token,
+                          peer->nonces),
               false);
 }
 
-void TransferEngineImpl::HandleHelloAck(const HelloAck& ack) {
-  Peer* peer = peers_.Find(ack.receiver_conn_id);
-  if (peer == nullptr || peer->state != PeerState::kConnecting) return;
-  if (!ConstantTimeEquals(ack.token, options_.cluster_token)) {
-    FailPeer(peer, absl::PermissionDeniedError(absl::StrFormat(
-                       "engine \"%s\" refused \"%s\": wrong cluster token",
-                       options_.name, ack.info.name)));
+void TransferEngineImpl::HandleProof(const HandshakeProof& proof,
+                                     uint64_t conn_id) {
+  Peer* peer = peers_.FindByWireId(conn_id);
+  if (peer == nullptr || peer->state != PeerState::kAccepting ||
+      !peer->challenged) {
     return;
   }
-  if (absl::Status s = UnpackRegions(peer, ack.info); !s.ok()) {
+  // Connection ids that are not this handshake's are a proof from another
+  // (a replay): refused as a wrong proof.
+  if (proof.receiver_conn_id != peer->wire_id ||
+      proof.sender_conn_id != peer->remote_conn_id ||
+      !ProofValid(ProofRole::kClient, proof, TokenFor(*peer), peer->nonces)) {
+    RejectPeer(peer, peer->remote_conn_id,
+               absl::StrFormat("engine \"%s\" refused \"%s\": its handshake "
+                               "proof does not match this handshake's "
+                               "nonces and cluster token (a wrong token or "
+                               "a replayed handshake)",
+                               options_.name, peer->name));
+    return;
+  }
+  if (absl::Status s = UnpackRegions(peer, proof.info); !s.ok()) {
     FailPeer(peer, s);
     return;
   }
-  MakeReady(peer, ack.info, ack.sender_conn_id);
+  HandshakeProof welcome;
+  welcome.sender_conn_id = peer->wire_id;
+  welcome.receiver_conn_id = peer->remote_conn_id;
+  welcome.info = BuildEngineInfo();
+  const uint64_t client = peer->remote_conn_id;
+  // Ready (and visible in Peers()) before the client can see the welcome.
+  MakeReady(peer, proof.info, client);
+  SendControl(
+      peer, kAmWelcome, {client, 0},
+      EncodeProof(ProofRole::kServer, welcome, TokenFor(*peer), peer->nonces),
+      false);
+}
+
+void TransferEngineImpl::HandleWelcome(const HandshakeProof& welcome) {
+  Peer* peer = peers_.FindByWireId(welcome.receiver_conn_id);
+  if (peer == nullptr || peer->state != PeerState::kConnecting ||
+      !peer->challenged || welcome.sender_conn_id != peer->remote_conn_id) {
+    return;
+  }
+  if (!ProofValid(ProofRole::kServer, welcome, options_.cluster_token,
+                  peer->nonces)) {
+    FailPeer(peer, absl::PermissionDeniedError(absl::StrFormat(
+                       "engine \"%s\" refused \"%s\": its handshake proof "
+                       "does not match this handshake's nonces and cluster "
+                       "token",
+                       options_.name, welcome.info.name)));
+    return;
+  }
+  if (absl::Status s = UnpackRegions(peer, welcome.info); !s.ok()) {
+    FailPeer(peer, s);
+    return;
+  }
+  MakeReady(peer, welcome.info, welcome.sender_conn_id);
   if (peer->on_connected) {
     auto done = std::move(peer->on_connected);
     peer->on_connected = nullptr;
@@ -334,7 +461,7 @@ void TransferEngineImpl::HandleHelloAck(const HelloAck& ack) {
 }
 
 void TransferEngineImpl::HandleReject(const Reject& reject) {
-  Peer* peer = peers_.Find(reject.receiver_conn_id);
+  Peer* peer = peers_.FindByWireId(reject.receiver_conn_id);
   if (peer == nullptr || peer->state != PeerState::kConnecting) return;
   FailPeer(peer,
            absl::Status(CodeFromWire(reject.code),

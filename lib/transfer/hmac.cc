@@ -1,10 +1,13 @@
-// HMAC-SHA256 through libcrypto's EVP_MAC interface (OpenSSL 3.0 or later).
-// Calls libcrypto and nothing else.
+// HMAC-SHA256 through libcrypto's EVP_MAC interface (OpenSSL 3.0 or later),
+// nonces from RAND_bytes, comparison with CRYPTO_memcmp. Calls libcrypto
+// and nothing else.
 
 #include "lib/transfer/hmac.h"
 
 #include <cstdlib>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 namespace flowkv::internal {
 
@@ -28,6 +31,28 @@ Sha256Digest HmacSha256(std::string_view key,
     std::abort();
   }
   return digest;
+}
+
+Nonce RandomNonce() {
+  Nonce nonce;
+  if (RAND_bytes(nonce.data(), static_cast<int>(nonce.size())) != 1) {
+    std::abort();
+  }
+  return nonce;
+}
+
+uint64_t RandomId() {
+  for (;;) {
+    uint64_t id = 0;
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&id), sizeof(id)) != 1) {
+      std::abort();
+    }
+    if (id != 0) return id;
+  }
+}
+
+bool DigestsEqual(const Sha256Digest& a, const Sha256Digest& b) {
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
 }  // namespace flowkv::internal

@@ -1,9 +1,11 @@
-// HMAC-SHA256 (RFC 2104, FIPS 180-4), the one place flowkv calls OpenSSL's
-// libcrypto. Owns only the keyed digest; callers compare MACs with
-// ConstantTimeEquals (lib/transfer/wire_format.h), never with memcmp or ==.
+// HMAC-SHA256 (RFC 2104, FIPS 180-4), fresh random nonces and constant-time
+// comparison: the one place flowkv calls OpenSSL's libcrypto. Callers
+// compare MACs with DigestsEqual (or ConstantTimeEquals,
+// lib/transfer/wire_format.h), never with memcmp or ==.
 //
 // Example:
 //   const Sha256Digest mac = HmacSha256(cluster_token, AsBytes(blob));
+//   if (!DigestsEqual(mac, received)) { ... refuse ... }
 //
 // Thread safety: thread-safe (a pure function).
 
@@ -30,6 +32,19 @@ using Sha256Digest = std::array<uint8_t, kSha256DigestBytes>;
 // (Exported from the shared library only so that its unit test can call it.)
 FLOWKV_EXPORT Sha256Digest HmacSha256(std::string_view key,
                                       absl::Span<const uint8_t> message);
+
+// A handshake nonce: 32 bytes from libcrypto's CSPRNG (RAND_bytes). Aborts
+// the process when the generator cannot be seeded, as HmacSha256 does when
+// it cannot allocate: a predictable nonce would make handshakes replayable.
+inline constexpr size_t kNonceBytes = 32;
+using Nonce = std::array<uint8_t, kNonceBytes>;
+FLOWKV_EXPORT Nonce RandomNonce();
+// 64 bits from the same generator, never 0.
+uint64_t RandomId();
+
+// Whether the two digests are equal, in time independent of where they
+// differ (CRYPTO_memcmp).
+FLOWKV_EXPORT bool DigestsEqual(const Sha256Digest& a, const Sha256Digest& b);
 
 }  // namespace flowkv::internal
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "lib/transfer/fault_injection.h"
 #include "lib/transfer/transfer_engine_impl.h"
 #include "lib/transfer/ucx_status.h"
 
@@ -134,8 +135,10 @@ absl::StatusOr<RegionId> TransferEngineImpl::RegisterMemory(
       params.address = base;
     }
     ucp_mem_h memh = nullptr;
+    ucs_status_t mapped = FaultInjector::Inject(FaultPoint::kMemMap);
+    if (mapped == UCS_OK) mapped = ucp_mem_map(context, &params, &memh);
     if (absl::Status s = UcxStatus(
-            ucp_mem_map(context, &params, &memh),
+            mapped,
             absl::StrFormat("%s: ucp_mem_map of %d bytes", what, length));
         !s.ok()) {
       return s;

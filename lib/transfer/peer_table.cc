@@ -19,8 +19,14 @@ namespace flowkv::internal {
 
 Peer* PeerTable::Add(std::unique_ptr<Peer> peer) {
   Peer* raw = peer.get();
+  wire_ids_[raw->wire_id] = raw->id;
   peers_[raw->id] = std::move(peer);
   return raw;
+}
+
+Peer* PeerTable::FindByWireId(uint64_t wire_id) const {
+  auto it = wire_ids_.find(wire_id);
+  return it == wire_ids_.end() ? nullptr : Find(it->second);
 }
 
 Peer* PeerTable::Find(PeerId id) const {
@@ -32,6 +38,7 @@ void PeerTable::Erase(PeerId id) {
   auto it = peers_.find(id);
   if (it == peers_.end()) return;
   accepting_.erase(it->second->ep);
+  wire_ids_.erase(it->second->wire_id);
   peers_.erase(it);
 }
 
@@ -122,6 +129,9 @@ Peer* TransferEngineImpl::NewPeer() {
   auto peer = std::make_unique<Peer>();
   peer->engine = this;
   peer->id = next_peer_id_++;
+  do {
+    peer->wire_id = RandomId();
+  } while (peers_.FindByWireId(peer->wire_id) != nullptr);
   peer->heartbeat = !options_.ucx_peer_error_handling;
   return peers_.Add(std::move(peer));
 }

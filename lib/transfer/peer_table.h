@@ -38,6 +38,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "flowkv/transfer_engine.h"
+#include "lib/transfer/wire_format.h"
 
 namespace flowkv::internal {
 
@@ -71,6 +72,10 @@ struct PeerView {
 struct Peer {
   TransferEngineImpl* engine = nullptr;
   PeerId id = 0;
+  // This engine's id for the connection on the wire (the AmHeader's
+  // conn_id of what the peer sends): random, so that an endpoint that did
+  // not complete the handshake cannot name another's connection.
+  uint64_t wire_id = 0;
   ucp_ep_h ep = nullptr;
   PeerState state = PeerState::kConnecting;
   bool was_ready = false;
@@ -82,6 +87,12 @@ struct Peer {
   bool rma_put = true;
   bool rma_get = true;
   absl::Time handshake_deadline = absl::InfiniteFuture();
+  // The handshake: both nonces once the challenge was sent or received.
+  HandshakeNonces nonces;
+  bool challenged = false;
+  // An accepted connection whose hello was made with the engine's
+  // secondary_cluster_token: its proof and the welcome use that token.
+  bool secondary_token = false;
   // Watched with heartbeats (ucx_peer_error_handling == false).
   bool heartbeat = false;
   absl::Time last_heard = absl::InfinitePast();
@@ -109,6 +120,7 @@ class PeerTable {
   // --- Progress thread ----------------------------------------------------
   Peer* Add(std::unique_ptr<Peer> peer);
   Peer* Find(PeerId id) const;
+  Peer* FindByWireId(uint64_t wire_id) const;
   // Removes a closed peer (its view stays listed).
   void Erase(PeerId id);
   template <typename Fn>
@@ -137,6 +149,7 @@ class PeerTable {
  private:
   absl::flat_hash_map<PeerId, std::unique_ptr<Peer>> peers_;
   absl::flat_hash_map<ucp_ep_h, PeerId> accepting_;
+  absl::flat_hash_map<uint64_t, PeerId> wire_ids_;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<PeerId, std::shared_ptr<const PeerView>> views_

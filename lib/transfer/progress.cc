@@ -253,7 +253,7 @@ ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,
       absl::Span<const uint8_t>(static_cast<const uint8_t*>(data), length);
   Peer* peer = nullptr;
   if (handler->id != kAmHello) {
-    peer = self->peers_.Find(header.conn_id);
+    peer = self->peers_.FindByWireId(header.conn_id);
     // Any message from a connected peer proves it alive.
     if (peer != nullptr && peer->state == PeerState::kReady) {
       peer->last_heard = self->last_activity_;
@@ -282,12 +282,30 @@ ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,
       }
       break;
     }
-    case kAmHelloAck: {
-      auto ack = ParseHelloAck(bytes);
-      if (ack.ok()) {
-        self->HandleHelloAck(*ack);
+    case kAmChallenge: {
+      auto challenge = ParseChallenge(bytes);
+      if (challenge.ok()) {
+        self->HandleChallenge(*challenge);
       } else if (peer != nullptr && peer->state == PeerState::kConnecting) {
-        self->FailPeer(peer, ack.status());
+        self->FailPeer(peer, challenge.status());
+      }
+      break;
+    }
+    case kAmProof:
+    case kAmWelcome: {
+      const bool welcome = handler->id == kAmWelcome;
+      auto proof =
+          ParseProof(welcome ? ProofRole::kServer : ProofRole::kClient, bytes);
+      if (proof.ok()) {
+        if (welcome) {
+          self->HandleWelcome(*proof);
+        } else {
+          self->HandleProof(*proof, header.conn_id);
+        }
+      } else if (peer != nullptr &&
+                 peer->state == (welcome ? PeerState::kConnecting
+                                         : PeerState::kAccepting)) {
+        self->FailPeer(peer, proof.status());
       }
       break;
     }
@@ -303,6 +321,15 @@ ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,
                   absl::StrFormat("dropped a notification for connection %d, "
                                   "which is not connected",
                                   header.conn_id));
+        break;
+      }
+      if (length > kMaxNotificationBytes) {
+        // No engine sends one (Submit refuses them): not copied, not acked.
+        self->Log(LogSeverity::kWarning,
+                  absl::StrFormat("dropped a %d-byte notification from peer "
+                                  "%d (%s): over the %d-byte limit",
+                                  length, peer->id, peer->name,
+                                  kMaxNotificationBytes));
         break;
       }
       self->HandleNotification(peer, header,
@@ -344,7 +371,7 @@ void TransferEngineImpl::HandleDataPath(unsigned am_id,
                                         const DataHeader& header,
                                         const void* data, size_t length) {
   last_activity_ = absl::Now();
-  Peer* peer = peers_.Find(header.conn_id);
+  Peer* peer = peers_.FindByWireId(header.conn_id);
   if (peer == nullptr || peer->state != PeerState::kReady) return;
   peer->last_heard = last_activity_;
   switch (am_id) {

@@ -40,6 +40,14 @@ absl::Status TransferEngineImpl::Init() {
       !s.ok()) {
     return s;
   }
+  if (options_.secondary_cluster_token.has_value()) {
+    if (absl::Status s =
+            CheckName("secondary_cluster_token",
+                      *options_.secondary_cluster_token, kMaxTokenBytes);
+        !s.ok()) {
+      return s;
+    }
+  }
   for (auto [what, value] :
        {std::pair{"default_timeout", options_.default_timeout},
         std::pair{"peer_failure_timeout", options_.peer_failure_timeout},
@@ -58,6 +66,10 @@ absl::Status TransferEngineImpl::Init() {
   if (options_.max_piece_bytes == 0) {
     return absl::InvalidArgumentError(
         "TransferEngine: max_piece_bytes must be > 0");
+  }
+  if (options_.max_pending_handshakes == 0) {
+    return absl::InvalidArgumentError(
+        "TransferEngine: max_pending_handshakes must be > 0");
   }
 
   UcxWorkerOptions ucx;

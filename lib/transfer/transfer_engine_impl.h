@@ -51,7 +51,7 @@ namespace flowkv::internal {
 // Active message ids. Every message carries an AmHeader.
 enum AmId : unsigned {
   kAmHello = 0x4b01,
-  kAmHelloAck = 0x4b02,
+  kAmWelcome = 0x4b02,
   kAmReject = 0x4b03,
   kAmNotify = 0x4b04,
   kAmMessage = 0x4b05,
@@ -64,11 +64,13 @@ enum AmId : unsigned {
   kAmFence = 0x4b0b,        // acknowledge (kAmAck) once all before it landed
   kAmStop = 0x4b0c,         // Disconnect: stop writing to me, then confirm
   kAmStopAck = 0x4b0d,      // every transfer to you is fenced; closing
+  kAmChallenge = 0x4b0e,    // the handshake's server nonce
+  kAmProof = 0x4b0f,        // the client's proof and engine info
 };
 inline constexpr unsigned kAllAmIds[] = {
-    kAmHello, kAmHelloAck, kAmReject, kAmNotify,      kAmMessage,
-    kAmPing,  kAmAck,      kAmData,   kAmReadRequest, kAmReadData,
-    kAmFence, kAmStop,     kAmStopAck};
+    kAmHello, kAmWelcome, kAmReject,  kAmNotify,      kAmMessage,
+    kAmPing,  kAmAck,     kAmData,    kAmReadRequest, kAmReadData,
+    kAmFence, kAmStop,    kAmStopAck, kAmChallenge,   kAmProof};
 
 // The header of every active message: the receiver's connection id and,
 // for kAmNotify with an acknowledgement requested and for kAmAck, the
@@ -255,7 +257,22 @@ class TransferEngineImpl {
                                    std::function<void(absl::StatusOr<PeerId>)>)>
                                    start);
   void HandleHello(const Hello& hello, ucp_ep_h reply_ep);
-  void HandleHelloAck(const HelloAck& ack);
+  void HandleChallenge(const Challenge& challenge);
+  // `conn_id`: the AmHeader's (this engine's wire id for the connection).
+  void HandleProof(const HandshakeProof& proof, uint64_t conn_id);
+  void HandleWelcome(const HandshakeProof& welcome);
+  // Accepted connections still in their handshake (or lingering refused).
+  size_t PendingHandshakes() const;
+  // Whether one more handshake may start (max_pending_handshakes); logs
+  // refusals, `what` naming what was refused.
+  bool AdmitHandshake(const char* what);
+  // The token an accepted connection's handshake runs under.
+  const std::string& TokenFor(const Peer& peer) const {
+    return peer.secondary_token ? *options_.secondary_cluster_token
+                                : options_.cluster_token;
+  }
+  // Refuses an accepted connection (PermissionDenied to the client, logged).
+  void RejectPeer(Peer* peer, uint64_t client_conn_id, std::string reason);
   void HandleReject(const Reject& reject);
   absl::Status UnpackRegions(Peer* peer, const EngineInfo& info);
   void MakeReady(Peer* peer, const EngineInfo& info, uint64_t remote_conn_id);
@@ -353,6 +370,7 @@ class TransferEngineImpl {
   bool stopping_ = false;
   ucp_listener_h listener_ = nullptr;
   PeerId next_peer_id_ = 1;
+  uint64_t handshakes_refused_for_load_ = 0;
   PeerTable peers_;
   std::deque<PeerRef> peer_refs_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Active>> active_;

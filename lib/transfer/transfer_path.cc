@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "lib/transfer/fault_injection.h"
 #include "lib/transfer/transfer_engine_impl.h"
 #include "lib/transfer/ucx_status.h"
 
@@ -231,13 +232,16 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
                 : PostReadRequest(active, peer, op, active->op_posted, piece);
       if (!posted_ok) return;  // the peer is failing
     } else {
+      const ucs_status_t injected =
+          FaultInjector::Inject(write ? FaultPoint::kPut : FaultPoint::kGet);
       ucs_status_ptr_t request =
-          write ? ucp_put_nbx(peer->ep, local_base + local_offset, piece,
-                              remote->info.base + remote_offset, remote->rkey,
-                              &param)
-                : ucp_get_nbx(peer->ep, local_base + local_offset, piece,
-                              remote->info.base + remote_offset, remote->rkey,
-                              &param);
+          injected != UCS_OK ? UCS_STATUS_PTR(injected)
+          : write ? ucp_put_nbx(peer->ep, local_base + local_offset, piece,
+                                remote->info.base + remote_offset, remote->rkey,
+                                &param)
+                  : ucp_get_nbx(peer->ep, local_base + local_offset, piece,
+                                remote->info.base + remote_offset, remote->rkey,
+                                &param);
       if (UCS_PTR_IS_ERR(request)) {
         const absl::Status status = UcxStatus(
             UCS_PTR_STATUS(request),
@@ -275,7 +279,10 @@ void TransferEngineImpl::PostFlush(Active* active, Peer* peer) {
   param.cb.send = &TransferEngineImpl::OnFlushDone;
   param.user_data = ctx;
   active->flush_in_flight = true;
-  ucs_status_ptr_t request = ucp_ep_flush_nbx(peer->ep, &param);
+  const ucs_status_t injected = FaultInjector::Inject(FaultPoint::kFlush);
+  ucs_status_ptr_t request = injected != UCS_OK
+                                 ? UCS_STATUS_PTR(injected)
+                                 : ucp_ep_flush_nbx(peer->ep, &param);
   if (active->next_op == active->ops.size()) {
     active->record->MarkPosted(absl::Now());
   }

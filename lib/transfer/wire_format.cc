@@ -16,10 +16,18 @@ namespace {
 
 constexpr char kEngineInfoMagic[] = "FKVM";
 constexpr char kHelloMagic[] = "FKVH";
-constexpr char kHelloAckMagic[] = "FKVA";
+constexpr char kChallengeMagic[] = "FKVC";
+constexpr char kProofMagic[] = "FKVP";
+constexpr char kWelcomeMagic[] = "FKVW";
 constexpr char kRejectMagic[] = "FKVR";
 
 constexpr size_t kMagicBytes = 4;
+
+// Domain separation: a MAC made for one purpose is never valid for another.
+// Each label ends with its NUL.
+constexpr char kHelloLabel[] = "flowkv/3 hello";
+constexpr char kClientProofLabel[] = "flowkv/3 client proof";
+constexpr char kServerProofLabel[] = "flowkv/3 server proof";
 constexpr size_t kChecksumBytes = 8;
 
 // A writer with the blob's magic and the protocol version written.
@@ -133,22 +141,85 @@ std::string EncodeEngineInfo(const EngineInfo& info, std::string_view mac_key) {
   return FinishBlob(std::move(w));
 }
 
-std::string EncodeHello(const Hello& hello) {
+namespace {
+
+std::string_view Label(const char* label) {
+  return std::string_view(label, std::strlen(label) + 1);
+}
+
+const char* ProofMagic(ProofRole role) {
+  return role == ProofRole::kClient ? kProofMagic : kWelcomeMagic;
+}
+
+// The hello up to its mac.
+ByteWriter HelloBody(const Hello& hello) {
   ByteWriter w = StartBlob(kHelloMagic);
   w.U8(hello.via_sockaddr ? 1 : 0);
   w.U64(hello.sender_conn_id);
-  w.Bytes(hello.token);
-  w.Bytes(EncodeEngineInfo(hello.info, hello.token));
+  w.Raw(AsChars(hello.client_nonce));
+  w.Bytes(hello.name);
+  w.Bytes(hello.worker_address);
+  return w;
+}
+
+Sha256Digest HelloMac(std::string_view token, const ByteWriter& body) {
+  std::string input(Label(kHelloLabel));
+  input += body.bytes();
+  return HmacSha256(token, AsBytes(input));
+}
+
+// A Proof or Welcome up to its proof field.
+ByteWriter ProofBody(ProofRole role, const HandshakeProof& proof,
+                     std::string_view info_blob) {
+  ByteWriter w = StartBlob(ProofMagic(role));
+  w.U64(proof.sender_conn_id);
+  w.U64(proof.receiver_conn_id);
+  w.Bytes(info_blob);
+  return w;
+}
+
+Sha256Digest ProofMac(ProofRole role, std::string_view token,
+                      const HandshakeNonces& nonces, const ByteWriter& body) {
+  std::string input(Label(role == ProofRole::kClient ? kClientProofLabel
+                                                     : kServerProofLabel));
+  input += AsChars(nonces.client);
+  input += AsChars(nonces.server);
+  input += body.bytes();
+  return HmacSha256(token, AsBytes(input));
+}
+
+}  // namespace
+
+std::string EncodeHello(const Hello& hello, std::string_view token) {
+  ByteWriter w = HelloBody(hello);
+  w.Raw(AsChars(HelloMac(token, w)));
   return FinishBlob(std::move(w));
 }
 
-std::string EncodeHelloAck(const HelloAck& ack) {
-  ByteWriter w = StartBlob(kHelloAckMagic);
-  w.U64(ack.sender_conn_id);
-  w.U64(ack.receiver_conn_id);
-  w.Bytes(ack.token);
-  w.Bytes(EncodeEngineInfo(ack.info, ack.token));
+std::string EncodeChallenge(const Challenge& challenge) {
+  ByteWriter w = StartBlob(kChallengeMagic);
+  w.U64(challenge.sender_conn_id);
+  w.U64(challenge.receiver_conn_id);
+  w.Raw(AsChars(challenge.server_nonce));
   return FinishBlob(std::move(w));
+}
+
+std::string EncodeProof(ProofRole role, const HandshakeProof& proof,
+                        std::string_view token, const HandshakeNonces& nonces) {
+  ByteWriter w = ProofBody(role, proof, EncodeEngineInfo(proof.info, token));
+  w.Raw(AsChars(ProofMac(role, token, nonces, w)));
+  return FinishBlob(std::move(w));
+}
+
+bool HelloSignedWith(const Hello& hello, std::string_view token) {
+  return DigestsEqual(hello.mac, HelloMac(token, HelloBody(hello)));
+}
+
+bool ProofValid(ProofRole role, const HandshakeProof& proof,
+                std::string_view token, const HandshakeNonces& nonces) {
+  return DigestsEqual(
+      proof.proof,
+      ProofMac(role, token, nonces, ProofBody(role, proof, proof.info_blob)));
 }
 
 std::string EncodeReject(const Reject& reject) {
@@ -244,48 +315,81 @@ absl::StatusOr<EngineInfo> ParseSignedEngineInfo(
   return ParseEngineInfoWithKey(bytes, mac_key);
 }
 
+namespace {
+
+// Copies the next fixed-size array (a nonce or a digest).
+template <size_t N>
+bool ReadArray(ByteReader& r, const char* field, std::array<uint8_t, N>* out) {
+  std::string_view view;
+  if (!r.Raw(field, N, &view)) return false;
+  std::memcpy(out->data(), view.data(), N);
+  return true;
+}
+
+}  // namespace
+
 absl::StatusOr<Hello> ParseHello(absl::Span<const uint8_t> bytes) {
-  absl::Span<const uint8_t> no_trailer;
+  absl::Span<const uint8_t> mac;
   absl::StatusOr<ByteReader> opened =
-      OpenBlob(bytes, "handshake hello", kHelloMagic, 0, &no_trailer);
+      OpenBlob(bytes, "handshake hello", kHelloMagic, kSha256DigestBytes, &mac);
   if (!opened.ok()) return opened.status();
   ByteReader& r = *opened;
   Hello hello;
   uint8_t via = 0;
-  std::string info;
   r.U8("via_sockaddr", &via);
   r.U64("sender_conn_id", &hello.sender_conn_id);
-  r.Bytes("token", kMaxTokenBytes, &hello.token);
-  r.Bytes("engine_info", kMaxEngineInfoBytes, &info);
+  ReadArray(r, "client_nonce", &hello.client_nonce);
+  r.Bytes("name", kMaxNameBytes, &hello.name);
+  r.Bytes("worker_address", kMaxWorkerAddressBytes, &hello.worker_address);
   if (absl::Status s = r.End(); !s.ok()) return s;
   if (via > 1) {
     return absl::InvalidArgumentError(
         absl::StrFormat("handshake hello: via_sockaddr %d is not 0 or 1", via));
   }
   hello.via_sockaddr = via == 1;
-  auto parsed = ParseEngineInfo(AsBytes(info));
-  if (!parsed.ok()) return parsed.status();
-  hello.info = *std::move(parsed);
+  if (hello.via_sockaddr != hello.worker_address.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "handshake hello: worker_address of %d bytes with via_sockaddr %d "
+        "(only an AddPeer hello carries one)",
+        hello.worker_address.size(), via));
+  }
+  std::memcpy(hello.mac.data(), mac.data(), mac.size());
   return hello;
 }
 
-absl::StatusOr<HelloAck> ParseHelloAck(absl::Span<const uint8_t> bytes) {
+absl::StatusOr<Challenge> ParseChallenge(absl::Span<const uint8_t> bytes) {
   absl::Span<const uint8_t> no_trailer;
   absl::StatusOr<ByteReader> opened =
-      OpenBlob(bytes, "handshake ack", kHelloAckMagic, 0, &no_trailer);
+      OpenBlob(bytes, "handshake challenge", kChallengeMagic, 0, &no_trailer);
   if (!opened.ok()) return opened.status();
   ByteReader& r = *opened;
-  HelloAck ack;
-  std::string info;
-  r.U64("sender_conn_id", &ack.sender_conn_id);
-  r.U64("receiver_conn_id", &ack.receiver_conn_id);
-  r.Bytes("token", kMaxTokenBytes, &ack.token);
-  r.Bytes("engine_info", kMaxEngineInfoBytes, &info);
+  Challenge challenge;
+  r.U64("sender_conn_id", &challenge.sender_conn_id);
+  r.U64("receiver_conn_id", &challenge.receiver_conn_id);
+  ReadArray(r, "server_nonce", &challenge.server_nonce);
   if (absl::Status s = r.End(); !s.ok()) return s;
-  auto parsed = ParseEngineInfo(AsBytes(info));
+  return challenge;
+}
+
+absl::StatusOr<HandshakeProof> ParseProof(ProofRole role,
+                                          absl::Span<const uint8_t> bytes) {
+  const char* what =
+      role == ProofRole::kClient ? "handshake proof" : "handshake welcome";
+  absl::Span<const uint8_t> mac;
+  absl::StatusOr<ByteReader> opened =
+      OpenBlob(bytes, what, ProofMagic(role), kSha256DigestBytes, &mac);
+  if (!opened.ok()) return opened.status();
+  ByteReader& r = *opened;
+  HandshakeProof proof;
+  r.U64("sender_conn_id", &proof.sender_conn_id);
+  r.U64("receiver_conn_id", &proof.receiver_conn_id);
+  r.Bytes("engine_info", kMaxEngineInfoBytes, &proof.info_blob);
+  if (absl::Status s = r.End(); !s.ok()) return s;
+  auto parsed = ParseEngineInfo(AsBytes(proof.info_blob));
   if (!parsed.ok()) return parsed.status();
-  ack.info = *std::move(parsed);
-  return ack;
+  proof.info = *std::move(parsed);
+  std::memcpy(proof.proof.data(), mac.data(), mac.size());
+  return proof;
 }
 
 absl::StatusOr<Reject> ParseReject(absl::Span<const uint8_t> bytes) {

@@ -3,36 +3,52 @@
 // Every blob starts with a 4-byte magic, a 16-bit protocol version and ends
 // with a 64-bit FNV-1a checksum of everything before it. All integers are
 // little-endian. Parsers check every length against the bytes left and
-// against a fixed limit, so any input gives a Status, never a crash.
+// against a fixed limit before anything is allocated, so any input gives a
+// Status, never a crash or an allocation larger than its limit.
 //
 //   EngineInfo  (LocalMetadata):
 //     "FKVM" u16 version  u64 instance_id  str name  bytes worker_address
 //     u32 n  n x { u32 id  u8 kind  u64 base  u64 length  bytes rkey }
 //     u8[32] mac  u64 checksum
-//   Hello (client -> server, also for AddPeer):
-//     "FKVH" u16 version  u8 via_sockaddr  u64 sender_conn_id  str token
-//     bytes engine_info  u64 checksum
-//   HelloAck (server -> client):
-//     "FKVA" u16 version  u64 sender_conn_id  u64 receiver_conn_id
-//     str token  bytes engine_info  u64 checksum
-//   Reject (server -> client):
-//     "FKVR" u16 version  u64 receiver_conn_id  u32 code  str reason
-//     u64 checksum
 //
-// str / bytes = u32 length + the bytes.
+// The handshake (client C, server S; docs/security.md) is a challenge and
+// response in which each side proves it holds the cluster token without
+// sending it, over both sides' fresh nonces so that nothing recorded from
+// one handshake is accepted in another:
 //
-// The EngineInfo mac is HMAC-SHA256 (lib/transfer/hmac.h), keyed by the
-// cluster token, over every byte before it (magic to the last region). The
-// checksum only catches corruption: anyone can recompute it. The mac is what
-// keeps bytes from outside the cluster away from UCX: ParseSignedEngineInfo
-// checks it before any field past the version is read. ParseEngineInfo
-// checks the structure alone (for TransferEngine::ValidateMetadata, which
-// has no token). Hello and HelloAck embed an EngineInfo signed with the token
-// they carry; the handshake compares that token with its own. So what
-// reaches ucp_ep_create / ucp_ep_rkey_unpack is a ParseSignedEngineInfo
-// result, or a Hello / HelloAck info after its token compared equal.
+//   Hello     C->S  "FKVH" u16 version  u8 via_sockaddr  u64 sender_conn_id
+//                   u8[32] client_nonce  str name  bytes worker_address
+//                   u8[32] mac  u64 checksum
+//   Challenge S->C  "FKVC" u16 version  u64 sender_conn_id
+//                   u64 receiver_conn_id  u8[32] server_nonce  u64 checksum
+//   Proof     C->S  "FKVP" u16 version  u64 sender_conn_id
+//                   u64 receiver_conn_id  bytes engine_info  u8[32] proof
+//                   u64 checksum
+//   Welcome   S->C  "FKVW", laid out as Proof
+//   Reject    S->C  "FKVR" u16 version  u64 receiver_conn_id  u32 code
+//                   str reason  u64 checksum
 //
-// Version history: 1 had no mac; 2 added it. Another version gives
+// str / bytes = u32 length + the bytes. Connection ids are each engine's
+// random wire ids (Peer::wire_id), which the active-message headers of the
+// connection then carry.
+//
+// MACs, all HMAC-SHA256 (lib/transfer/hmac.h) keyed by the cluster token:
+//   EngineInfo mac: over every byte before it (magic to the last region).
+//   Hello mac:      "flowkv/3 hello" NUL, then every byte before the mac.
+//                   It only gates the AddPeer connect-back (a worker address
+//                   reaches ucp_ep_create only from a hello that someone
+//                   holding the token made); a replayed hello gets a
+//                   challenge it cannot answer.
+//   Proof:          "flowkv/3 client proof" NUL, client_nonce, server_nonce,
+//                   then every byte of the Proof before the proof field.
+//   Welcome proof:  the same with "flowkv/3 server proof".
+// The token itself is never sent. The checksum only catches corruption:
+// anyone can recompute it. What reaches ucp_ep_create / ucp_ep_rkey_unpack
+// is a ParseSignedEngineInfo result, a Hello worker address whose mac
+// checked, or the info of a Proof / Welcome whose proof checked.
+//
+// Version history: 1 had no mac; 2 added it and sent the token in the
+// hello; 3 is the challenge and response. Another version gives
 // FailedPrecondition.
 //
 // Thread safety: thread-safe (pure functions and value types).
@@ -49,10 +65,11 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "flowkv/export.h"
+#include "lib/transfer/hmac.h"
 
 namespace flowkv::internal {
 
-inline constexpr uint16_t kProtocolVersion = 2;
+inline constexpr uint16_t kProtocolVersion = 3;
 inline constexpr size_t kMaxNameBytes = 255;
 inline constexpr size_t kMaxTokenBytes = 4096;
 inline constexpr size_t kMaxWorkerAddressBytes = 64 * 1024;
@@ -79,15 +96,33 @@ struct EngineInfo {
 struct Hello {
   bool via_sockaddr = false;
   uint64_t sender_conn_id = 0;
-  std::string token;
-  EngineInfo info;
+  Nonce client_nonce{};
+  std::string name;            // for logs; not trusted
+  std::string worker_address;  // AddPeer only: where to connect back
+  Sha256Digest mac{};          // set by ParseHello
 };
 
-struct HelloAck {
+struct Challenge {
   uint64_t sender_conn_id = 0;    // the server's id for this connection
   uint64_t receiver_conn_id = 0;  // the client's id, echoed
-  std::string token;
+  Nonce server_nonce{};
+};
+
+// Proof (client) and Welcome (server): the sender's engine info and its
+// proof that it holds the token.
+enum class ProofRole { kClient, kServer };
+struct HandshakeProof {
+  uint64_t sender_conn_id = 0;
+  uint64_t receiver_conn_id = 0;
   EngineInfo info;
+  std::string info_blob;  // info as sent (set by ParseProof)
+  Sha256Digest proof{};   // set by ParseProof
+};
+
+// Both nonces of one handshake.
+struct HandshakeNonces {
+  Nonce client{};
+  Nonce server{};
 };
 
 struct Reject {
@@ -101,12 +136,18 @@ struct Reject {
 // (Exported from the shared library only so that its unit test can call it.)
 FLOWKV_EXPORT std::string EncodeEngineInfo(const EngineInfo& info,
                                            std::string_view mac_key);
-// The embedded EngineInfo is signed with hello.token / ack.token.
-// (Exported from the shared library only so that its unit test can call
+// The handshake messages. `token` keys the Hello's mac and the proof; it
+// is never written into the bytes.
+// (Exported from the shared library only so that their unit tests can call
 // them.)
-FLOWKV_EXPORT std::string EncodeHello(const Hello& hello);
-FLOWKV_EXPORT std::string EncodeHelloAck(const HelloAck& ack);
-std::string EncodeReject(const Reject& reject);
+FLOWKV_EXPORT std::string EncodeHello(const Hello& hello,
+                                      std::string_view token);
+FLOWKV_EXPORT std::string EncodeChallenge(const Challenge& challenge);
+FLOWKV_EXPORT std::string EncodeProof(ProofRole role,
+                                      const HandshakeProof& proof,
+                                      std::string_view token,
+                                      const HandshakeNonces& nonces);
+FLOWKV_EXPORT std::string EncodeReject(const Reject& reject);
 
 // InvalidArgument naming the field for malformed input (bad magic,
 // truncation, a length over its limit, trailing bytes, checksum mismatch,
@@ -114,16 +155,28 @@ std::string EncodeReject(const Reject& reject);
 // region ids, an empty worker address); FailedPrecondition for another
 // protocol version. These check structure only: ParseEngineInfo requires
 // the 32 mac bytes but does not check them, so its result must not reach
-// UCX; the info in a Hello / HelloAck may, only once its token has been
-// compared with the cluster's (ConstantTimeEquals).
+// UCX; a Hello only after HelloSignedWith, a HandshakeProof only after
+// ProofValid.
 // (The exported ones are exported from the shared library only so that their
 // unit test can call them.)
 FLOWKV_EXPORT absl::StatusOr<EngineInfo> ParseEngineInfo(
     absl::Span<const uint8_t> bytes);
 FLOWKV_EXPORT absl::StatusOr<Hello> ParseHello(absl::Span<const uint8_t> bytes);
-FLOWKV_EXPORT absl::StatusOr<HelloAck> ParseHelloAck(
+FLOWKV_EXPORT absl::StatusOr<Challenge> ParseChallenge(
     absl::Span<const uint8_t> bytes);
-absl::StatusOr<Reject> ParseReject(absl::Span<const uint8_t> bytes);
+FLOWKV_EXPORT absl::StatusOr<HandshakeProof> ParseProof(
+    ProofRole role, absl::Span<const uint8_t> bytes);
+FLOWKV_EXPORT absl::StatusOr<Reject> ParseReject(
+    absl::Span<const uint8_t> bytes);
+
+// Whether the parsed hello's mac is keyed by `token` (constant time).
+FLOWKV_EXPORT bool HelloSignedWith(const Hello& hello, std::string_view token);
+// Whether the parsed proof was made with `token` over these `nonces`
+// (constant time): false for another token and for a proof recorded in
+// another handshake.
+FLOWKV_EXPORT bool ProofValid(ProofRole role, const HandshakeProof& proof,
+                              std::string_view token,
+                              const HandshakeNonces& nonces);
 
 // ParseEngineInfo for bytes from outside (AddPeer): before reading any field
 // past the version, checks in constant time that the mac is HMAC-SHA256
