@@ -295,10 +295,11 @@ class FLOWKV_EXPORT KvTransfer {
   // InvalidArgument when the pool is null, its region count differs from
   // layout.num_regions(), a region is smaller than the layout's, or an
   // option is invalid (staging: chunk_bytes 0 or over ring_bytes); the
-  // engine's errors when allocating the ring fails.
+  // engine's errors when allocating the ring fails. (`options` has no
+  // default so that Create(engine, layout, {}) stays the region overload.)
   static absl::StatusOr<std::unique_ptr<KvTransfer>> Create(
       TransferEngine* engine, const KvLayout& layout,
-      std::shared_ptr<KvPoolMemory> pool, KvTransferOptions options = {});
+      std::shared_ptr<KvPoolMemory> pool, KvTransferOptions options);
 
   // How bytes to `peer` move (see KvPathPolicy): known once its pool is
   // (errors as PeerPool; FailedPrecondition under kForceIpc when IPC
