@@ -97,7 +97,8 @@ void BM_KvPath(benchmark::State& state) {
   if (peer.ok()) status = prefill.kv->AnnouncePool(*peer);
   std::atomic<bool> stop{false};
   std::thread drainer([&] {
-    while (!stop) benchmark::DoNotOptimize(decode.kv->Poll(absl::Milliseconds(1)));
+    while (!stop)
+      benchmark::DoNotOptimize(decode.kv->Poll(absl::Milliseconds(1)));
   });
   if (status.ok() && peer.ok()) {
     status = prefill.kv->WaitForPeerPool(*peer, absl::Seconds(10));
@@ -126,7 +127,8 @@ void BM_KvPath(benchmark::State& state) {
   stop = true;
   drainer.join();
   const KvTransferStats stats = prefill.kv->Stats();
-  state.SetBytesProcessed(static_cast<int64_t>(i * prefill_layout.total_bytes()));
+  state.SetBytesProcessed(
+      static_cast<int64_t>(i * prefill_layout.total_bytes()));
   if (i > 0) {
     state.counters["chunks_per_request"] =
         static_cast<double>(stats.staged_chunks_sent) / i;

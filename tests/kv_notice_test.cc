@@ -55,8 +55,7 @@ bool Same(const KvNotice& a, const KvNotice& b) {
          a.regions == b.regions && a.direct == b.direct &&
          a.ring_region == b.ring_region && a.slot_bytes == b.slot_bytes &&
          a.slot_count == b.slot_count && a.share == b.share &&
-         a.chunk_index == b.chunk_index && a.slot == b.slot &&
-         a.runs == b.runs;
+         a.chunk_index == b.chunk_index && a.slot == b.slot && a.runs == b.runs;
 }
 
 // The message of parsing `bytes` (which must fail with InvalidArgument).
@@ -234,8 +233,9 @@ TEST_CASE("Malformed pool descriptors are refused, naming the field",
         "regions, another names none)");
   KvNotice staged = pool;
   staged.direct = false;
-  CHECK(ParseError(EncodeKvNotice(staged)).find("num_regions 4 with direct 0") !=
-        std::string::npos);
+  CHECK(
+      ParseError(EncodeKvNotice(staged)).find("num_regions 4 with direct 0") !=
+      std::string::npos);
   // The staging fields.
   KvNotice ring = pool;
   ring.ring_region = 7;

@@ -27,8 +27,7 @@ using testing::PollUntil;
 using testing::Seen;
 constexpr absl::Duration kSoon = kv_fixture::kSoon;
 // How long a survivor may take to notice a killed peer.
-constexpr absl::Duration kNoticeDeath =
-    3 * kv_fixture::kPeerFailureTimeout + kSoon;
+const absl::Duration kNoticeDeath = 3 * kv_fixture::kPeerFailureTimeout + kSoon;
 
 // The peer process (see staging_test::RunStagingChild).
 TEST_CASE("staging child", "[.staging_child]") {
@@ -120,7 +119,8 @@ TEST_CASE("A sender killed mid-pipeline fails its request, the ring frees",
   // A new sender, a new connection.
   std::memset(decode.data, 0, bytes);
   REQUIRE(decode.kv->Expect("req-0", absl::Now() + kSoon + kSoon).ok());
-  auto child = staging_test::StartChild("staging child", "send", 0, *address, 1);
+  auto child =
+      staging_test::StartChild("staging child", "send", 0, *address, 1);
   Seen seen;
   REQUIRE(PollUntil(*decode.kv, seen, kSoon + kSoon,
                     [](const Seen& s) { return s.Finished("req-0"); }));
@@ -143,7 +143,8 @@ TEST_CASE("A receiver killed mid-pipeline fails the sends, the ring frees",
     return *peer;
   };
   {
-    auto child = staging_test::StartChild("staging child", "receive", 0, "-", 0);
+    auto child =
+        staging_test::StartChild("staging child", "receive", 0, "-", 0);
     const PeerId peer = connect(*child);
     REQUIRE(prefill.kv->Send("req-0", peer, WholeRequest(Pair(0))).Wait().ok());
     CHECK(child->ReadLine(kSoon) == "finished req-0");

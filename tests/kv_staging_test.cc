@@ -37,8 +37,7 @@ TEST_CASE("staging child", "[.staging_child]") {
   }
 }
 
-TEST_CASE("Host pools copy runs and refuse runs outside them",
-          "[kv_staging]") {
+TEST_CASE("Host pools copy runs and refuse runs outside them", "[kv_staging]") {
   std::vector<uint8_t> a(100, 1), b(50, 2);
   auto pool = HostPoolMemory({a.data(), b.data()}, {100, 50});
   REQUIRE(pool.ok());
@@ -46,21 +45,22 @@ TEST_CASE("Host pools copy runs and refuse runs outside them",
   CHECK((*pool)->region_bytes(1) == 50);
   std::vector<uint8_t> host(20, 9);
   absl::Status got = absl::UnknownError("not called");
-  (*pool)->Scatter({{.region = 1, .offset = 40, .host = host.data(),
-                     .length = 10}},
-                   [&](absl::Status s) { got = s; });
+  (*pool)->Scatter(
+      {{.region = 1, .offset = 40, .host = host.data(), .length = 10}},
+      [&](absl::Status s) { got = s; });
   CHECK(got.ok());
   CHECK(b[40] == 9);
   CHECK(b[39] == 2);
   // One run out of bounds: nothing of the batch is copied.
-  (*pool)->Scatter({{.region = 0, .offset = 0, .host = host.data(), .length = 5},
-                    {.region = 1, .offset = 45, .host = host.data(),
-                     .length = 10}},
-                   [&](absl::Status s) { got = s; });
+  (*pool)->Scatter(
+      {{.region = 0, .offset = 0, .host = host.data(), .length = 5},
+       {.region = 1, .offset = 45, .host = host.data(), .length = 10}},
+      [&](absl::Status s) { got = s; });
   CHECK(got.code() == absl::StatusCode::kInvalidArgument);
   CHECK(a[0] == 1);
-  (*pool)->Gather({{.region = 2, .offset = 0, .host = host.data(), .length = 1}},
-                  nullptr, [&](absl::Status s) { got = s; });
+  (*pool)->Gather(
+      {{.region = 2, .offset = 0, .host = host.data(), .length = 1}}, nullptr,
+      [&](absl::Status s) { got = s; });
   CHECK(got.code() == absl::StatusCode::kInvalidArgument);
   CHECK((*pool)->ShareDescriptor().empty());
   CHECK((*pool)->OpenPeer("x").status().code() ==
@@ -87,22 +87,32 @@ TEST_CASE("Shared host pools open each other and refuse bad descriptors",
   auto peer = (*a)->OpenPeer((*b)->ShareDescriptor());
   REQUIRE(peer.ok());
   absl::Status got = absl::UnknownError("not called");
-  (*peer)->CopyTo({{.src_region = 0, .src_offset = 10, .dst_region = 1,
-                    .dst_offset = 90, .length = 10}},
+  (*peer)->CopyTo({{.src_region = 0,
+                    .src_offset = 10,
+                    .dst_region = 1,
+                    .dst_offset = 90,
+                    .length = 10}},
                   nullptr, [&](absl::Status s) { got = s; });
   CHECK(got.ok());
   CHECK(b1[90] == 5);
   CHECK(b1[89] == 0);
   // Past the peer's region: refused, nothing copied.
-  (*peer)->CopyTo({{.src_region = 0, .src_offset = 0, .dst_region = 1,
-                    .dst_offset = 95, .length = 10}},
+  std::memset(b1, 0, 100);
+  (*peer)->CopyTo({{.src_region = 0,
+                    .src_offset = 0,
+                    .dst_region = 1,
+                    .dst_offset = 95,
+                    .length = 10}},
                   nullptr, [&](absl::Status s) { got = s; });
   CHECK(got.code() == absl::StatusCode::kInvalidArgument);
   CHECK(b1[95] == 0);
   // Pull.
   b1[0] = 42;
-  (*peer)->CopyFrom({{.src_region = 1, .src_offset = 0, .dst_region = 0,
-                      .dst_offset = 0, .length = 1}},
+  (*peer)->CopyFrom({{.src_region = 1,
+                      .src_offset = 0,
+                      .dst_region = 0,
+                      .dst_offset = 0,
+                      .length = 1}},
                     [&](absl::Status s) { got = s; });
   CHECK(got.ok());
   CHECK(static_cast<uint8_t*>((*a)->region_base(0))[0] == 42);
@@ -126,7 +136,8 @@ TEST_CASE("Shared host pools open each other and refuse bad descriptors",
 
 TEST_CASE("Bad staging options and pools are refused", "[kv_staging]") {
   auto engine = testing::MakeKvEngine("options");
-  const KvLayout layout = *KvLayout::Create({.geometry = kv_fixture::kGeometry});
+  const KvLayout layout =
+      *KvLayout::Create({.geometry = kv_fixture::kGeometry});
   auto region = engine->AllocateMemory(layout.total_bytes());
   REQUIRE(region.ok());
   auto create = [&](KvStagingOptions st) {
@@ -163,7 +174,6 @@ TEST_CASE("Bad staging options and pools are refused", "[kv_staging]") {
             .status()
             .code() == absl::StatusCode::kInvalidArgument);
 }
-
 
 TEST_CASE("A forced staging path moves a request byte-exact in chunks",
           "[kv_staging]") {

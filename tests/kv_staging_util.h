@@ -159,19 +159,19 @@ struct InProcessPair {
     auto peer = prefill.engine->Connect(*address);
     REQUIRE(peer.ok());
     to_decode = *peer;
-    testing::FillRandom(prefill.data, prefill.layout.total_bytes(),
-                        kSeed);
+    testing::FillRandom(prefill.data, prefill.layout.total_bytes(), kSeed);
     REQUIRE(prefill.kv->AnnouncePool(to_decode).ok());
     testing::Seen seen;
-    REQUIRE(testing::PollUntil(*decode.kv, seen, kSoon, [&](const Seen&) {
-      for (const PeerInfo& p : decode.engine->Peers()) {
-        if (decode.kv->PeerPool(p.id).ok()) {
-          to_prefill = p.id;
-          return true;
-        }
-      }
-      return false;
-    }));
+    REQUIRE(
+        testing::PollUntil(*decode.kv, seen, kSoon, [&](const testing::Seen&) {
+          for (const PeerInfo& p : decode.engine->Peers()) {
+            if (decode.kv->PeerPool(p.id).ok()) {
+              to_prefill = p.id;
+              return true;
+            }
+          }
+          return false;
+        }));
     REQUIRE(prefill.kv->WaitForPeerPool(to_decode, kSoon).ok());
   }
 };
