@@ -100,7 +100,8 @@ class FLOWKV_EXPORT KvPoolMemory {
   virtual void Gather(std::vector<PoolHostCopy> copies, void* after,
                       PoolCopyDone done) = 0;
   // Host -> pool.
-  virtual void Scatter(std::vector<PoolHostCopy> copies, PoolCopyDone done) = 0;
+  virtual void Scatter(std::vector<PoolHostCopy> copies,
+                       PoolCopyDone done) = 0;
 
   // Same-host sharing. An opaque descriptor a peer process passes to its
   // own pool's OpenPeer; empty when this pool cannot be shared.
