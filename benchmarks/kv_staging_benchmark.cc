@@ -91,9 +91,17 @@ void BM_KvPath(benchmark::State& state) {
   Side decode;
   absl::Status status = MakeSide("prefill", prefill_layout, path, &prefill);
   if (status.ok()) status = MakeSide("decode", decode_layout, path, &decode);
+  if (!status.ok()) {
+    state.SkipWithError(status.ToString().c_str());
+    return;
+  }
   absl::StatusOr<std::string> address = decode.engine->Listen("127.0.0.1:0");
-  absl::StatusOr<PeerId> peer = status;
-  if (status.ok() && address.ok()) peer = prefill.engine->Connect(*address);
+  absl::StatusOr<PeerId> peer = absl::UnavailableError("not listening");
+  if (address.ok()) {
+    peer = prefill.engine->Connect(*address);
+  } else {
+    peer = address.status();
+  }
   if (peer.ok()) status = prefill.kv->AnnouncePool(*peer);
   std::atomic<bool> stop{false};
   std::thread drainer([&] {

@@ -301,9 +301,11 @@ class FLOWKV_EXPORT KvTransfer {
       TransferEngine* engine, const KvLayout& layout,
       std::shared_ptr<KvPoolMemory> pool, KvTransferOptions options);
 
-  // How bytes to `peer` move (see KvPathPolicy): known once its pool is
-  // (errors as PeerPool; FailedPrecondition under kForceIpc when IPC
-  // cannot reach the peer).
+  // How bytes to `peer` move (see KvPathPolicy), once its pool is known:
+  // FailedPrecondition while none is known (or when no path reaches the
+  // peer: kForceIpc and IPC cannot, or staging is needed and a side has no
+  // ring; the message says which), InvalidArgument when its descriptor was
+  // refused.
   absl::StatusOr<KvPath> PeerPath(PeerId peer) const;
 
   // Declares the pool of `peer`: its layout and, per layout region, the
@@ -421,8 +423,11 @@ class FLOWKV_EXPORT KvTransfer {
   KvTransferStats Stats() const;
   const KvLayout& layout() const;
 
-  // Pending transfers run on (their handles stay valid); their completions
-  // no longer reach this object or send notices.
+  // Pending direct transfers run on (their handles stay valid); their
+  // completions no longer reach this object or send notices. Staged sends
+  // in flight fail with Cancelled (the staging worker stops; the peer
+  // learns of it as a request that never completes). The staging ring stays
+  // registered with the engine until the engine goes.
   ~KvTransfer();
   KvTransfer(const KvTransfer&) = delete;
   KvTransfer& operator=(const KvTransfer&) = delete;
