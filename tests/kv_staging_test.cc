@@ -207,6 +207,67 @@ TEST_CASE("A forced staging path moves a request byte-exact in chunks",
             .code() == absl::StatusCode::kUnimplemented);
 }
 
+TEST_CASE("Each side names the path it takes, or why there is none",
+          "[kv_staging]") {
+  const KvLayoutSpec spec = Pair(0).src;
+  {
+    // Engine regions on both sides: direct.
+    StagingSide a("a", spec, false, {});
+    StagingSide b("b", spec, false, {});
+    PeerId ab = 0, ba = 0;
+    staging_test::ExchangePools(a, b, &ab, &ba);
+    CHECK(*a.kv->PeerPath(ab) == KvPath::kDirect);
+    CHECK(*b.kv->PeerPath(ba) == KvPath::kDirect);
+    CHECK(a.kv->Stats().ring_slots == 0);
+  }
+  {
+    // Shared pools: IPC both ways (this process opens both).
+    StagingSide a("a", spec, true, {.staging = kSmallRing});
+    StagingSide b("b", spec, true, {.staging = kSmallRing});
+    PeerId ab = 0, ba = 0;
+    staging_test::ExchangePools(a, b, &ab, &ba);
+    CHECK(*a.kv->PeerPath(ab) == KvPath::kIpc);
+    CHECK(*b.kv->PeerPath(ba) == KvPath::kIpc);
+  }
+  {
+    // A shared pool and engine regions without a ring: no path; the error
+    // names the missing ring, and Send returns it.
+    StagingSide a("a", spec, false, {});
+    StagingSide b("b", spec, true, {.staging = kSmallRing});
+    PeerId ab = 0, ba = 0;
+    staging_test::ExchangePools(a, b, &ab, &ba);
+    absl::StatusOr<KvPath> path = a.kv->PeerPath(ab);
+    CHECK(path.status().code() == absl::StatusCode::kFailedPrecondition);
+    CHECK_THAT(std::string(path.status().message()),
+               Catch::Contains("this side has no staging ring"));
+    CHECK(b.kv->PeerPath(ba).status().code() ==
+          absl::StatusCode::kFailedPrecondition);
+    CHECK(a.kv->Send("none", ab, WholeRequest(Pair(0))).Wait().code() ==
+          absl::StatusCode::kFailedPrecondition);
+  }
+  {
+    // kForceIpc with a peer that cannot share: no path.
+    StagingSide a(
+        "a", spec, true,
+        {.staging = kSmallRing, .path_policy = KvPathPolicy::kForceIpc});
+    StagingSide b("b", spec, false, ForcedStaging());
+    PeerId ab = 0, ba = 0;
+    staging_test::ExchangePools(a, b, &ab, &ba);
+    absl::StatusOr<KvPath> path = a.kv->PeerPath(ab);
+    CHECK(path.status().code() == absl::StatusCode::kFailedPrecondition);
+    CHECK_THAT(std::string(path.status().message()),
+               Catch::Contains("kForceIpc"));
+    // The other side stages (a's pool has a ring).
+    CHECK(*b.kv->PeerPath(ba) == KvPath::kStaging);
+  }
+  {
+    // Unknown peer.
+    StagingSide a("a", spec, false, {});
+    CHECK(a.kv->PeerPath(99).status().code() ==
+          absl::StatusCode::kFailedPrecondition);
+  }
+}
+
 TEST_CASE("A ready event with a host pool is refused", "[kv_staging]") {
   InProcessPair p;
   int event = 0;

@@ -144,8 +144,32 @@ inline bool RingFree(KvTransfer& kv, absl::Duration timeout) {
   return false;
 }
 
+// Connects `from` to `to` (both in this process) and exchanges their pool
+// descriptors: `from` announces, `to` answers. Sets each side's id of the
+// other.
+inline void ExchangePools(StagingSide& from, StagingSide& to, PeerId* from_to,
+                          PeerId* to_from) {
+  auto address = to.engine->Listen("127.0.0.1:0");
+  REQUIRE(address.ok());
+  auto peer = from.engine->Connect(*address);
+  REQUIRE(peer.ok());
+  *from_to = *peer;
+  REQUIRE(from.kv->AnnouncePool(*from_to).ok());
+  testing::Seen seen;
+  REQUIRE(testing::PollUntil(*to.kv, seen, kSoon, [&](const testing::Seen&) {
+    for (const PeerInfo& p : to.engine->Peers()) {
+      if (to.kv->PeerPool(p.id).ok()) {
+        *to_from = p.id;
+        return true;
+      }
+    }
+    return false;
+  }));
+  REQUIRE(from.kv->WaitForPeerPool(*from_to, kSoon).ok());
+}
+
 // Two staging sides in this process (prefill sends to decode), pools
-// exchanged by descriptors.
+// exchanged by descriptors; the prefill pool holds FillRandom(kSeed).
 struct InProcessPair {
   StagingSide prefill;
   StagingSide decode;
@@ -154,25 +178,8 @@ struct InProcessPair {
   explicit InProcessPair(int pair = 0)
       : prefill("prefill", Pair(pair).src, false, ForcedStaging()),
         decode("decode", Pair(pair).dst, false, ForcedStaging()) {
-    auto address = decode.engine->Listen("127.0.0.1:0");
-    REQUIRE(address.ok());
-    auto peer = prefill.engine->Connect(*address);
-    REQUIRE(peer.ok());
-    to_decode = *peer;
     testing::FillRandom(prefill.data, prefill.layout.total_bytes(), kSeed);
-    REQUIRE(prefill.kv->AnnouncePool(to_decode).ok());
-    testing::Seen seen;
-    REQUIRE(
-        testing::PollUntil(*decode.kv, seen, kSoon, [&](const testing::Seen&) {
-          for (const PeerInfo& p : decode.engine->Peers()) {
-            if (decode.kv->PeerPool(p.id).ok()) {
-              to_prefill = p.id;
-              return true;
-            }
-          }
-          return false;
-        }));
-    REQUIRE(prefill.kv->WaitForPeerPool(to_decode, kSoon).ok());
+    ExchangePools(prefill, decode, &to_decode, &to_prefill);
   }
 };
 

@@ -311,17 +311,25 @@ void KvTransfer::Impl::GatherDone(const std::shared_ptr<StagedSend>& send,
   bytes_sent_.fetch_add(bytes);
   TransferOptions options;
   options.notification = std::move(chunk_notice);
-  options.timeout = send->timeout;
+  // No deadline: a chunk notice fails only with its peer. (A notice that
+  // timed out might still arrive and have the receiver read the slot, so
+  // the slot is freed only by the credit or the peer's death.)
+  options.timeout = absl::InfiniteDuration();
   std::shared_ptr<Impl> self = shared_from_this();
   options.on_complete = [self, send, slot](const absl::Status& status,
                                            const TransferStats&) {
     if (status.ok()) return;
     self->Post([self, send, slot, status] {
-      // The receiver never saw the chunk: no credit will come for it.
-      if (self->slot_owner_.size() > slot && self->slot_owner_[slot] == send) {
-        self->StopSend(send, status);
-        self->SendSlotReturned(send, slot);
+      self->StopSend(send, status);
+      bool dead = false;
+      {
+        TsanMutexLock lock(&self->mu_);
+        dead = self->dead_peers_.contains(send->peer);
       }
+      // Otherwise StagingPeerGone returns the slot once the peer's
+      // disconnection is seen.
+      if (dead) self->SendSlotReturned(send, slot);
+      self->MaybeFinish(send);
     });
   };
   TransferHandle ignored = engine_->Write(send->peer, {}, std::move(options));
