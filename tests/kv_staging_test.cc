@@ -228,6 +228,26 @@ TEST_CASE("Each side names the path it takes, or why there is none",
     staging_test::ExchangePools(a, b, &ab, &ba);
     CHECK(*a.kv->PeerPath(ab) == KvPath::kIpc);
     CHECK(*b.kv->PeerPath(ba) == KvPath::kIpc);
+    // Push and pull over IPC.
+    testing::FillRandom(a.data, a.layout.total_bytes(), staging_test::kSeed);
+    REQUIRE(a.kv->Send("ipc-push", ab, WholeRequest(Pair(0))).Wait().ok());
+    Seen seen;
+    REQUIRE(PollUntil(*b.kv, seen, kSoon,
+                      [](const Seen& s) { return s.Finished("ipc-push"); }));
+    CHECK(Arrived(Pair(0), b.data));
+    std::memset(b.data, 0, b.layout.total_bytes());
+    REQUIRE(b.kv->Fetch("ipc-pull", ba, WholeRequest(Pair(0))).Wait().ok());
+    REQUIRE(PollUntil(*b.kv, seen, kSoon,
+                      [](const Seen& s) { return s.Finished("ipc-pull"); }));
+    CHECK(Arrived(Pair(0), b.data));
+    Seen released;
+    REQUIRE(PollUntil(*a.kv, released, kSoon, [](const Seen& s) {
+      return s.Released("ipc-pull") != nullptr;
+    }));
+    CHECK(released.Released("ipc-pull")->status.ok());
+    CHECK(a.kv->Stats().ipc_copies > 0);
+    CHECK(b.kv->Stats().ipc_copies > 0);
+    CHECK(a.kv->Stats().staged_chunks_sent == 0);
   }
   {
     // A shared pool and engine regions without a ring: no path; the error

@@ -122,6 +122,17 @@ void KvTransfer::Impl::ReceiveChunk(PeerId peer, KvNotice notice) {
             "the chunk's %d bytes exceed the slot size %d", bytes, limit)));
     return;
   }
+  // An honest sender has at most one chunk per slot of its ring out.
+  uint32_t& held = chunks_held_[peer];
+  if (held >= sender.slot_count) {
+    RefuseChunk(peer, notice,
+                absl::InvalidArgumentError(absl::StrFormat(
+                    "more chunks outstanding than the sender's ring has "
+                    "slots (%d)",
+                    sender.slot_count)));
+    return;
+  }
+  ++held;
   auto chunk = std::make_shared<IncomingChunk>();
   chunk->peer = peer;
   chunk->bytes = bytes;
@@ -130,6 +141,11 @@ void KvTransfer::Impl::ReceiveChunk(PeerId peer, KvNotice notice) {
   chunk->notice = std::move(notice);
   incoming_.push_back(std::move(chunk));
   PumpReceive();
+}
+
+void KvTransfer::Impl::ChunkDone(PeerId peer) {
+  auto it = chunks_held_.find(peer);
+  if (it != chunks_held_.end() && --it->second == 0) chunks_held_.erase(it);
 }
 
 void KvTransfer::Impl::PumpReceive() {
@@ -153,7 +169,8 @@ void KvTransfer::Impl::PumpReceive() {
 void KvTransfer::Impl::ReadDone(std::shared_ptr<IncomingChunk> chunk,
                                 uint32_t slot, absl::Status s) {
   const KvNotice& notice = chunk->notice;
-  auto release = [this, slot] {
+  auto release = [this, slot, peer = chunk->peer] {
+    ChunkDone(peer);
     free_recv_slots_.push_back(slot);
     ++slots_free_;
     PumpReceive();
@@ -212,6 +229,7 @@ void KvTransfer::Impl::ReadDone(std::shared_ptr<IncomingChunk> chunk,
       } else {
         self->RefuseChunk(chunk->peer, chunk->notice, done);
       }
+      self->ChunkDone(chunk->peer);
       self->free_recv_slots_.push_back(slot);
       ++self->slots_free_;
       self->PumpReceive();

@@ -430,8 +430,13 @@ void KvTransfer::Impl::StagingPeerGone(PeerId peer) {
     s->waiting = false;
     return true;
   });
-  // Chunks from it that wait for a slot.
-  std::erase_if(incoming_, [peer](const auto& c) { return c->peer == peer; });
+  // Chunks from it that wait for a slot. (Its count in chunks_held_ goes
+  // once those in flight are answered.)
+  std::erase_if(incoming_, [this, peer](const auto& c) {
+    if (c->peer != peer) return false;
+    ChunkDone(peer);
+    return true;
+  });
 }
 
 TransferHandle KvTransfer::Impl::IpcMove(internal::KvDirection direction,

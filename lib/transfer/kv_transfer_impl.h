@@ -223,6 +223,8 @@ class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
   void RefuseChunk(PeerId peer, const internal::KvNotice& chunk,
                    absl::Status why);
   void PumpReceive();
+  // A chunk of `peer` was answered or dropped.
+  void ChunkDone(PeerId peer);
   void ReadDone(std::shared_ptr<IncomingChunk> chunk, uint32_t slot,
                 absl::Status s);
   void SendCredit(PeerId peer, const internal::KvNotice& chunk,
@@ -283,6 +285,8 @@ class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
   std::deque<std::shared_ptr<StagedSend>> waiting_sends_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<StagedSend>> sends_;
   std::deque<std::shared_ptr<IncomingChunk>> incoming_;
+  // Chunks per sender queued or in flight here.
+  absl::flat_hash_map<PeerId, uint32_t> chunks_held_;
   uint64_t next_send_id_ = 1;
 
   // Stats (any thread).
