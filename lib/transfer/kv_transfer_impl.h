@@ -7,9 +7,10 @@
 //                        descriptors received, PeerPool, WaitForPeerPool)
 //                        and the path chosen per peer;
 //   kv_staging_send.cc   the staging worker, the ring's slots, staged
-//                        sends (chunks, credits) and IPC sends;
+//                        sends (chunks, credits);
 //   kv_staging_receive.cc staged chunks in (reads, checks, scatters,
-//                        credits back).
+//                        credits back);
+//   kv_ipc.cc            Send and Fetch over an opened peer pool.
 // The notice bytes are kv_notice.cc's; the request state machine is
 // kv_request_tracker.cc's.
 //
@@ -198,10 +199,6 @@ class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
                                  std::vector<TransferOp> ops,
                                  std::string data_notice,
                                  const KvSendRequest& r);
-  TransferHandle IpcMove(internal::KvDirection direction, PeerId peer,
-                         const PeerPoolInfo& pool,
-                         const std::vector<TransferOp>& ops,
-                         internal::KvNotice notice, const KvSendRequest& r);
   // Staging worker only, below.
   void Pump(const std::shared_ptr<StagedSend>& send);
   void PumpWaiting();
@@ -215,6 +212,12 @@ class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
   void ApplySendDeadlines(absl::Time now);
   absl::Time NextSendDeadline() const;
   void TakeSlot(std::vector<uint32_t>* free_slots);
+
+  // --- kv_ipc.cc ---
+  TransferHandle IpcMove(internal::KvDirection direction, PeerId peer,
+                         const PeerPoolInfo& pool,
+                         const std::vector<TransferOp>& ops,
+                         internal::KvNotice notice, const KvSendRequest& r);
 
   // --- kv_staging_receive.cc (staging worker) ---
   void HandleStagingNotice(PeerId peer, const std::string& bytes);
