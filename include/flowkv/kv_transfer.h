@@ -48,6 +48,14 @@
 // takes precedence over descriptors. A peer that disconnects is forgotten
 // (pool, refusal, whether it was told ours).
 //
+// Paths. The descriptor also says whether the pool is engine regions, names
+// this side's staging ring and carries the pool's share descriptor; from
+// these each side picks how bytes move to a peer (PeerPath: direct, IPC
+// or staging; docs/gpu.md "Paths", "Staging protocol"). Pools that UCX cannot
+// reach come as a KvPoolMemory (flowkv/kv_pool_memory.h) through the second
+// Create. Staged transfers run on a staging worker thread of this
+// KvTransfer: they progress without Poll.
+//
 // Pieces. A request's KV may arrive in pieces: each Send (or Fetch) covers
 // a layer range [layer_begin, layer_end) and a token range [token_begin,
 // token_begin + num_tokens) of one sender rank out of num_senders (the
