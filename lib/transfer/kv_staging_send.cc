@@ -94,6 +94,13 @@ void KvTransfer::Impl::Detach() {
     work_cv_.SignalAll();
   }
   if (worker_.joinable()) worker_.join();
+  // Jobs left in the queue hold this Impl: drop them (outside the lock).
+  std::deque<std::function<void()>> dropped;
+  {
+    TsanMutexLock lock(&work_mu_);
+    dropped.swap(work_);
+  }
+  dropped.clear();
   // The worker is gone: its state is this thread's now.
   const absl::Time now = absl::Now();
   for (auto& [id, send] : sends_) {
@@ -320,7 +327,13 @@ void KvTransfer::Impl::GatherDone(const std::shared_ptr<StagedSend>& send,
                                            const TransferStats&) {
     if (status.ok()) return;
     self->Post([self, send, slot, status] {
-      self->StopSend(send, status);
+      // With no deadline, only the connection fails it (UCX may say
+      // "canceled" for a dying endpoint): the peer is unavailable.
+      self->StopSend(send,
+                     absl::UnavailableError(absl::StrFormat(
+                         "KvTransfer::Send: request '%s': chunk notice "
+                         "to peer %d failed: %s",
+                         send->request_id, send->peer, status.ToString())));
       bool dead = false;
       {
         TsanMutexLock lock(&self->mu_);
