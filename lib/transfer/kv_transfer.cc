@@ -481,6 +481,12 @@ absl::StatusOr<std::unique_ptr<KvTransfer>> KvTransfer::Create(
     std::vector<uint64_t> sizes;
     for (RegionId id : regions) {
       const RegionInfo* info = internal::FindRegion(known, id);
+      if (info->kind != MemoryKind::kHost) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "KvTransfer: path_policy kForceStaging over engine regions needs "
+            "host memory; region ",
+            id, " is device memory (give the pool as a KvPoolMemory instead)"));
+      }
       bases.push_back(reinterpret_cast<void*>(info->base));
       sizes.push_back(info->length);
     }
