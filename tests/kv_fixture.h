@@ -65,6 +65,33 @@ inline absl::Status WriteNotice(Side& side, PeerId peer, std::string bytes) {
   return testing::WriteNotice(*side.engine, peer, std::move(bytes));
 }
 
+// Whether heads [a_head, +heads) of pool `a` and [b_head, +heads) of pool
+// `b` (single-region layouts at `a_data`, `b_data`) hold the same bytes for
+// every token of [0, tokens) in layers [lb, le).
+inline bool SameKvBytes(const KvLayout& a_layout, const uint8_t* a_data,
+                        const BlockList& a_blocks, const KvLayout& b_layout,
+                        const uint8_t* b_data, const BlockList& b_blocks,
+                        uint64_t tokens, uint32_t lb, uint32_t le,
+                        uint32_t a_head, uint32_t b_head, uint32_t heads) {
+  const uint64_t n = a_layout.head_bytes();
+  const uint32_t block_tokens = a_layout.geometry().block_tokens;
+  for (uint32_t l = lb; l < le; ++l)
+    for (KvPart part : {KvPart::kKey, KvPart::kValue})
+      for (uint64_t t = 0; t < tokens; ++t)
+        for (uint32_t h = 0; h < heads; ++h) {
+          const uint32_t in_block = t % block_tokens;
+          const uint64_t index = t / block_tokens;
+          const ByteAddress x = a_layout.ElementAddress(
+              l, part, a_blocks.BlockAt(index), in_block, a_head + h);
+          const ByteAddress y = b_layout.ElementAddress(
+              l, part, b_blocks.BlockAt(index), in_block, b_head + h);
+          if (std::memcmp(a_data + x.offset, b_data + y.offset, n) != 0) {
+            return false;
+          }
+        }
+  return true;
+}
+
 // Whether heads [head_begin, +heads) of every token of [0, tokens) in layers
 // [lb, le) are the same in pool `a` (its layout and bytes) and pool `b`.
 inline bool SameKv(const KvLayout& a_layout, const uint8_t* a_data,
@@ -72,23 +99,8 @@ inline bool SameKv(const KvLayout& a_layout, const uint8_t* a_data,
                    const uint8_t* b_data, const BlockList& b_blocks,
                    uint64_t tokens, uint32_t lb, uint32_t le,
                    uint32_t head_begin, uint32_t heads) {
-  const uint64_t n = a_layout.head_bytes();
-  const uint32_t block_tokens = a_layout.geometry().block_tokens;
-  for (uint32_t l = lb; l < le; ++l)
-    for (KvPart part : {KvPart::kKey, KvPart::kValue})
-      for (uint64_t t = 0; t < tokens; ++t)
-        for (uint32_t h = head_begin; h < head_begin + heads; ++h) {
-          const uint32_t in_block = t % block_tokens;
-          const uint64_t index = t / block_tokens;
-          const ByteAddress x = a_layout.ElementAddress(
-              l, part, a_blocks.BlockAt(index), in_block, h);
-          const ByteAddress y = b_layout.ElementAddress(
-              l, part, b_blocks.BlockAt(index), in_block, h);
-          if (std::memcmp(a_data + x.offset, b_data + y.offset, n) != 0) {
-            return false;
-          }
-        }
-  return true;
+  return SameKvBytes(a_layout, a_data, a_blocks, b_layout, b_data, b_blocks,
+                     tokens, lb, le, head_begin, head_begin, heads);
 }
 
 inline bool SameKv(const Side& a, const BlockList& a_blocks, const Side& b,

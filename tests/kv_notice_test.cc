@@ -52,7 +52,10 @@ bool Same(const KvNotice& a, const KvNotice& b) {
          a.token_begin == b.token_begin && a.token_end == b.token_end &&
          a.final_chunk == b.final_chunk && a.payload == b.payload &&
          a.code == b.code && a.message == b.message && a.layout == b.layout &&
-         a.regions == b.regions;
+         a.regions == b.regions && a.direct == b.direct &&
+         a.ring_region == b.ring_region && a.slot_bytes == b.slot_bytes &&
+         a.slot_count == b.slot_count && a.share == b.share &&
+         a.chunk_index == b.chunk_index && a.slot == b.slot && a.runs == b.runs;
 }
 
 // The message of parsing `bytes` (which must fail with InvalidArgument).
@@ -213,23 +216,127 @@ TEST_CASE("Malformed pool descriptors are refused, naming the field",
   CHECK(ParseError(bad) ==
         "KvNotice: layout length 70000 exceeds the limit 65536");
   bad = good;
-  PutU32(&bad, count_at, 0);
-  CHECK(ParseError(bad) == "KvNotice: num_regions 0 is not in [1, 1024]");
-  bad = good;
   PutU32(&bad, count_at, 1025);
-  CHECK(ParseError(bad) == "KvNotice: num_regions 1025 is not in [1, 1024]");
+  CHECK(ParseError(bad) == "KvNotice: num_regions 1025 is not in [0, 1024]");
   // A count the bytes cannot hold is refused before anything is allocated.
   bad = good;
   PutU32(&bad, count_at, 1000);
   CHECK(ParseError(bad).find("truncated at regions (1000 regions need 4000 "
-                             "bytes, 16 left)") != std::string::npos);
+                             "bytes, 37 left)") != std::string::npos);
   KvNotice empty = pool;
   empty.layout.clear();
   CHECK(ParseError(EncodeKvNotice(empty)) == "KvNotice: empty layout");
   KvNotice none = pool;
   none.regions.clear();
   CHECK(ParseError(EncodeKvNotice(none)) ==
-        "KvNotice: num_regions 0 is not in [1, 1024]");
+        "KvNotice: num_regions 0 with direct 1 (a direct pool names its "
+        "regions, another names none)");
+  KvNotice staged = pool;
+  staged.direct = false;
+  CHECK(
+      ParseError(EncodeKvNotice(staged)).find("num_regions 4 with direct 0") !=
+      std::string::npos);
+  // The staging fields.
+  KvNotice ring = pool;
+  ring.ring_region = 7;
+  ring.slot_bytes = 4096;
+  ring.slot_count = kMaxKvRingSlots + 1;
+  CHECK(ParseError(EncodeKvNotice(ring)) ==
+        "KvNotice: slot_count 1048577 is not in [0, 1048576]");
+  ring.slot_count = 16;
+  ring.slot_bytes = 0;
+  CHECK(ParseError(EncodeKvNotice(ring)) ==
+        "KvNotice: slot_bytes 0 is not in [1, 2^40]");
+  ring.slot_count = 0;
+  ring.slot_bytes = 4096;
+  CHECK(ParseError(EncodeKvNotice(ring)) ==
+        "KvNotice: a ring region or slot size without slots");
+  KvNotice share = pool;
+  share.share = std::string(kMaxKvShareBytes + 1, 's');
+  CHECK(ParseError(EncodeKvNotice(share)) ==
+        "KvNotice: share length 16385 exceeds the limit 16384");
+  // Unknown flags.
+  std::string flags = good;
+  flags[count_at + 4 + 16] = 2;
+  CHECK(ParseError(flags) == "KvNotice: unknown pool flags 0x2");
+}
+
+KvNotice ChunkNotice() {
+  KvNotice n;
+  n.kind = KvNoticeKind::kChunk;
+  n.request_id = "req-9";
+  n.sender_rank = 0;
+  n.num_senders = 1;
+  n.chunk_index = 41;
+  n.slot = 3;
+  n.runs = {{.region = 0, .offset = 4096, .length = 64},
+            {.region = 2, .offset = 0, .length = 1000}};
+  return n;
+}
+
+TEST_CASE("Staging notices (pool rings, chunks, credits) round-trip",
+          "[kv_transfer]") {
+  KvNotice pool = PoolNotice();
+  pool.direct = false;
+  pool.regions.clear();
+  pool.ring_region = 12;
+  pool.slot_bytes = 4 << 20;
+  pool.slot_count = 16;
+  pool.share = "flowkv-shm 1\nboot\n1\n/x 10\n";
+  absl::StatusOr<KvNotice> parsed = ParseKvNotice(EncodeKvNotice(pool));
+  REQUIRE(parsed.ok());
+  CHECK(Same(*parsed, pool));
+
+  const KvNotice chunk = ChunkNotice();
+  parsed = ParseKvNotice(EncodeKvNotice(chunk));
+  REQUIRE(parsed.ok());
+  CHECK(Same(*parsed, chunk));
+  // The most runs a chunk may carry.
+  KvNotice wide = chunk;
+  wide.runs.assign(kMaxKvChunkRuns, {.region = 1, .offset = 0, .length = 1});
+  parsed = ParseKvNotice(EncodeKvNotice(wide));
+  REQUIRE(parsed.ok());
+  CHECK(parsed->runs.size() == kMaxKvChunkRuns);
+
+  KvNotice credit;
+  credit.kind = KvNoticeKind::kCredit;
+  credit.request_id = "req-9";
+  credit.slot = 3;
+  credit.code = absl::StatusCode::kInvalidArgument;
+  credit.message = "run outside the pool";
+  parsed = ParseKvNotice(EncodeKvNotice(credit));
+  REQUIRE(parsed.ok());
+  CHECK(Same(*parsed, credit));
+}
+
+TEST_CASE("Malformed chunk notices are refused, naming the field",
+          "[kv_transfer]") {
+  const std::string good = EncodeKvNotice(ChunkNotice());
+  for (size_t n = 0; n < good.size(); ++n) {
+    REQUIRE_FALSE(ParseKvNotice(good.substr(0, n)).ok());
+  }
+  CHECK(ParseError(good + "x") == "KvNotice: 1 trailing bytes");
+  KvNotice none = ChunkNotice();
+  none.runs.clear();
+  CHECK(ParseError(EncodeKvNotice(none)) ==
+        "KvNotice: num_runs 0 is not in [1, 16384]");
+  KvNotice empty = ChunkNotice();
+  empty.runs[1].length = 0;
+  CHECK(ParseError(EncodeKvNotice(empty)).find("run length 0") !=
+        std::string::npos);
+  KvNotice huge = ChunkNotice();
+  huge.runs[0].length = 1ull << 40;
+  CHECK(ParseError(EncodeKvNotice(huge)).find("past 2^40 bytes") !=
+        std::string::npos);
+  // Offsets: magic 0, version 4, kind 6, id length 7, id 11 (5 bytes),
+  // rank 16, senders 20, chunk 24, slot 28, num_runs 32.
+  std::string bad = good;
+  PutU32(&bad, 32, 1000);
+  CHECK(ParseError(bad).find("truncated at runs (1000 runs need 20000") !=
+        std::string::npos);
+  bad = good;
+  bad[6] = 7;
+  CHECK(ParseError(bad) == "KvNotice: unknown kind 7");
 }
 
 TEST_CASE("Every truncation of a notice is refused", "[kv_transfer]") {

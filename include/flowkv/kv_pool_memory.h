@@ -22,7 +22,8 @@
 //
 //   // A GPU engine (links flowkv::flowkv_cuda):
 //   auto pool = flowkv::cuda::CudaPoolMemory::Create(device, bases, sizes);
-//   auto kv = flowkv::KvTransfer::Create(engine.get(), layout, *pool, {});
+//   auto kv = flowkv::KvTransfer::Create(engine.get(), layout,
+//                                         std::move(*pool), {});
 //
 // Thread safety: implementations are thread-safe; KvTransfer calls them
 // from its own threads and from the engine's progress thread.
@@ -100,8 +101,7 @@ class FLOWKV_EXPORT KvPoolMemory {
   virtual void Gather(std::vector<PoolHostCopy> copies, void* after,
                       PoolCopyDone done) = 0;
   // Host -> pool.
-  virtual void Scatter(std::vector<PoolHostCopy> copies,
-                       PoolCopyDone done) = 0;
+  virtual void Scatter(std::vector<PoolHostCopy> copies, PoolCopyDone done) = 0;
 
   // Same-host sharing. An opaque descriptor a peer process passes to its
   // own pool's OpenPeer; empty when this pool cannot be shared.

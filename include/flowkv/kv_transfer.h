@@ -48,6 +48,14 @@
 // takes precedence over descriptors. A peer that disconnects is forgotten
 // (pool, refusal, whether it was told ours).
 //
+// Paths. The descriptor also says whether the pool is engine regions, names
+// this side's staging ring and carries the pool's share descriptor; from
+// these each side picks how bytes move to a peer (PeerPath: direct, IPC
+// or staging; docs/gpu.md "Paths", "Staging protocol"). Pools that UCX cannot
+// reach come as a KvPoolMemory (flowkv/kv_pool_memory.h) through the second
+// Create. Staged transfers run on a staging worker thread of this
+// KvTransfer: they progress without Poll.
+//
 // Pieces. A request's KV may arrive in pieces: each Send (or Fetch) covers
 // a layer range [layer_begin, layer_end) and a token range [token_begin,
 // token_begin + num_tokens) of one sender rank out of num_senders (the
@@ -93,6 +101,7 @@
 #include "flowkv/block_list.h"
 #include "flowkv/export.h"
 #include "flowkv/kv_layout.h"
+#include "flowkv/kv_pool_memory.h"
 #include "flowkv/transfer_engine.h"
 
 namespace flowkv {
@@ -101,6 +110,34 @@ namespace flowkv {
 inline constexpr size_t kMaxKvRequestIdBytes = 256;
 inline constexpr size_t kMaxKvPayloadBytes = 64 * 1024;
 inline constexpr uint32_t kMaxKvSenders = 4096;
+
+// How a peer's bytes move (KvTransfer::PeerPath; kv_pool_memory.h has the
+// three paths, docs/gpu.md "Paths" when each is chosen).
+enum class KvPath : uint8_t { kDirect, kIpc, kStaging };
+
+// Which paths KvTransfer may choose.
+enum class KvPathPolicy : uint8_t {
+  // IPC when both pools can be shared and this side opened the peer's;
+  // direct when both pools are engine regions; staging otherwise.
+  kAuto,
+  // Always staging (tests, CI, measuring): this side's descriptor offers
+  // neither engine regions nor sharing, so the peer stages too.
+  kForceStaging,
+  // IPC or nothing: Send and Fetch to a peer IPC cannot reach fail with
+  // FailedPrecondition.
+  kForceIpc,
+};
+
+// The staging ring: registered host memory (TransferEngine::AllocateMemory)
+// split into slots of chunk_bytes; each slot carries one chunk of a piece.
+struct KvStagingOptions {
+  // Ring size; rounded down to a multiple of chunk_bytes. Must be >=
+  // chunk_bytes. Default: 64 MiB.
+  uint64_t ring_bytes = 64ull << 20;
+  // Slot (chunk) size: at most this many bytes move per chunk. Must be > 0.
+  // Default: 4 MiB.
+  uint64_t chunk_bytes = 4ull << 20;
+};
 
 struct KvTransferOptions {
   // A request that received a piece but no further piece for this long
@@ -115,6 +152,11 @@ struct KvTransferOptions {
   // thread): it must not block or call into KvTransfer or the engine.
   // Default: none (nothing is logged; Stats() counts).
   std::function<void(LogSeverity, std::string_view)> log = nullptr;
+  // The staging ring, allocated when the pool is a KvPoolMemory or the
+  // policy is kForceStaging (see "Paths" in docs/gpu.md).
+  KvStagingOptions staging = {};
+  // Default: kAuto.
+  KvPathPolicy path_policy = KvPathPolicy::kAuto;
 };
 
 // One piece of a request to move: which blocks, tokens, layers and heads,
@@ -158,6 +200,10 @@ struct KvSendRequest {
   std::string payload = {};
   // Deadline of the transfer. Default: the engine's default_timeout.
   std::optional<absl::Duration> timeout = std::nullopt;
+  // Send only: an event of the pool's kind (a cudaEvent_t for a CUDA pool)
+  // that completes when the source bytes are written; the first copy out
+  // of the pool waits for it. Must be null for host pools (InvalidArgument).
+  void* ready_event = nullptr;
 };
 
 // A request whose every piece arrived.
@@ -220,6 +266,22 @@ struct KvTransferStats {
   uint64_t late_notices = 0;
   // Peers' pool descriptors that were refused (see "Pools" above).
   uint64_t pools_refused = 0;
+  // Staging, both directions: chunks and their bytes this side gathered and
+  // sent or received and scattered; chunk notices refused (out-of-pool
+  // runs, unknown slots).
+  uint64_t staged_chunks_sent = 0;
+  uint64_t staged_bytes_sent = 0;
+  uint64_t staged_chunks_received = 0;
+  uint64_t staged_bytes_received = 0;
+  uint64_t chunks_refused = 0;
+  // Runs copied straight into (or out of) peers' pools over IPC.
+  uint64_t ipc_copies = 0;
+  // This side's staging ring: slots in all (0: no ring), free now, and the
+  // most ever in use at once by sends plus receives (never above
+  // ring_slots).
+  uint64_t ring_slots = 0;
+  uint64_t ring_slots_free = 0;
+  uint64_t ring_slots_max_in_use = 0;
 };
 
 class FLOWKV_EXPORT KvTransfer {
@@ -232,6 +294,27 @@ class FLOWKV_EXPORT KvTransfer {
   static absl::StatusOr<std::unique_ptr<KvTransfer>> Create(
       TransferEngine* engine, const KvLayout& layout,
       std::vector<RegionId> regions, KvTransferOptions options = {});
+
+  // A pool that KvTransfer reaches through `pool` (e.g. GPU memory that
+  // this UCX cannot register, or a SharedHostPoolMemory): bytes move over
+  // IPC or the staging ring, never straight between engine regions.
+  // Allocates the ring from `engine`: create the KvTransfer before peers
+  // connect (they learn the engine's regions when connecting).
+  // InvalidArgument when the pool is null, its region count differs from
+  // layout.num_regions(), a region is smaller than the layout's, or an
+  // option is invalid (staging: chunk_bytes 0 or over ring_bytes); the
+  // engine's errors when allocating the ring fails. (`options` has no
+  // default so that Create(engine, layout, {}) stays the region overload.)
+  static absl::StatusOr<std::unique_ptr<KvTransfer>> Create(
+      TransferEngine* engine, const KvLayout& layout,
+      std::shared_ptr<KvPoolMemory> pool, KvTransferOptions options);
+
+  // How bytes to `peer` move (see KvPathPolicy), once its pool is known:
+  // FailedPrecondition while none is known (or when no path reaches the
+  // peer: kForceIpc and IPC cannot, or staging is needed and a side has no
+  // ring; the message says which), InvalidArgument when its descriptor was
+  // refused.
+  absl::StatusOr<KvPath> PeerPath(PeerId peer) const;
 
   // Declares the pool of `peer`: its layout and, per layout region, the
   // peer's region id (as in PeerInfo::regions), for engines that exchange
@@ -348,8 +431,11 @@ class FLOWKV_EXPORT KvTransfer {
   KvTransferStats Stats() const;
   const KvLayout& layout() const;
 
-  // Pending transfers run on (their handles stay valid); their completions
-  // no longer reach this object or send notices.
+  // Pending direct transfers run on (their handles stay valid); their
+  // completions no longer reach this object or send notices. Staged sends
+  // in flight fail with Cancelled (the staging worker stops; the peer
+  // learns of it as a request that never completes). The staging ring stays
+  // registered with the engine until the engine goes.
   ~KvTransfer();
   KvTransfer(const KvTransfer&) = delete;
   KvTransfer& operator=(const KvTransfer&) = delete;

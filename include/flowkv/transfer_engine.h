@@ -316,6 +316,7 @@ struct TransferOptions {
 
 namespace internal {
 class TransferEngineImpl;
+struct TransferEngineAccess;
 }  // namespace internal
 
 class FLOWKV_EXPORT TransferEngine {
@@ -458,6 +459,7 @@ class FLOWKV_EXPORT TransferEngine {
   TransferEngineStats Stats() const;
 
  private:
+  friend struct internal::TransferEngineAccess;
   explicit TransferEngine(std::unique_ptr<internal::TransferEngineImpl> impl);
   std::unique_ptr<internal::TransferEngineImpl> impl_;
 };

@@ -11,6 +11,7 @@ namespace flowkv::internal {
 namespace {
 
 constexpr uint8_t kFinalChunkFlag = 1;
+constexpr uint8_t kDirectFlag = 1;
 constexpr uint32_t kMaxStatusCode = 16;  // absl::StatusCode::kUnauthenticated
 
 // The body of a kind 4 notice (pool descriptor), after the kind.
@@ -20,9 +21,8 @@ absl::StatusOr<KvNotice> ParsePool(ByteReader& r, KvNotice n) {
       n.layout.empty()) {
     r.Fail("empty layout");
   }
-  if (r.U32("num_regions", &num_regions) &&
-      (num_regions == 0 || num_regions > kMaxKvNoticeRegions)) {
-    r.Fail(absl::StrFormat("num_regions %d is not in [1, %d]", num_regions,
+  if (r.U32("num_regions", &num_regions) && num_regions > kMaxKvNoticeRegions) {
+    r.Fail(absl::StrFormat("num_regions %d is not in [0, %d]", num_regions,
                            kMaxKvNoticeRegions));
   }
   if (!r.ok()) return r.status();
@@ -35,17 +35,77 @@ absl::StatusOr<KvNotice> ParsePool(ByteReader& r, KvNotice n) {
   }
   n.regions.resize(num_regions);
   for (RegionId& region : n.regions) r.U32("region", &region);
+  uint8_t flags = 0;
+  if (r.U8("flags", &flags) && (flags & ~kDirectFlag) != 0) {
+    r.Fail(absl::StrFormat("unknown pool flags 0x%x", flags));
+  }
+  n.direct = (flags & kDirectFlag) != 0;
+  if (r.ok() && n.direct != (num_regions > 0)) {
+    r.Fail(
+        absl::StrFormat("num_regions %d with direct %d (a direct pool "
+                        "names its regions, another names none)",
+                        num_regions, n.direct));
+  }
+  r.U32("ring_region", &n.ring_region);
+  r.U64("slot_bytes", &n.slot_bytes);
+  if (r.U32("slot_count", &n.slot_count) && r.ok()) {
+    if (n.slot_count > kMaxKvRingSlots) {
+      r.Fail(absl::StrFormat("slot_count %d is not in [0, %d]", n.slot_count,
+                             kMaxKvRingSlots));
+    } else if (n.slot_count > 0 &&
+               (n.slot_bytes == 0 || n.slot_bytes > (1ull << 40))) {
+      r.Fail(
+          absl::StrFormat("slot_bytes %d is not in [1, 2^40]", n.slot_bytes));
+    } else if (n.slot_count == 0 && (n.slot_bytes != 0 || n.ring_region != 0)) {
+      r.Fail("a ring region or slot size without slots");
+    }
+  }
+  r.Bytes("share", kMaxKvShareBytes, &n.share);
   if (absl::Status s = r.End(); !s.ok()) return s;
   return n;
+}
+
+// The body of a kind 5 notice (staged chunk), after the request fields.
+void ParseChunk(ByteReader& r, KvNotice& n) {
+  uint32_t num_runs = 0;
+  r.U32("chunk_index", &n.chunk_index);
+  r.U32("sender_slot", &n.slot);
+  if (r.U32("num_runs", &num_runs) &&
+      (num_runs == 0 || num_runs > kMaxKvChunkRuns)) {
+    r.Fail(absl::StrFormat("num_runs %d is not in [1, %d]", num_runs,
+                           kMaxKvChunkRuns));
+  }
+  if (!r.ok()) return;
+  if (r.remaining() / 20 < num_runs) {
+    r.Fail(absl::StrFormat("truncated at runs (%d runs need %d bytes, %d left)",
+                           num_runs, 20ull * num_runs, r.remaining()));
+    return;
+  }
+  n.runs.resize(num_runs);
+  uint64_t total = 0;
+  for (KvChunkRun& run : n.runs) {
+    r.U32("run region", &run.region);
+    r.U64("run offset", &run.offset);
+    if (r.U64("run length", &run.length) &&
+        (run.length == 0 || run.length > (1ull << 40) - total)) {
+      r.Fail(
+          absl::StrFormat("run length %d is 0 or takes the chunk past "
+                          "2^40 bytes",
+                          run.length));
+      return;
+    }
+    total += run.length;
+  }
 }
 
 }  // namespace
 
 std::string EncodeKvNotice(const KvNotice& notice) {
   ByteWriter w;
-  w.Reserve(64 + notice.request_id.size() + notice.payload.size() +
+  w.Reserve(96 + notice.request_id.size() + notice.payload.size() +
             notice.message.size() + notice.layout.size() +
-            4 * notice.regions.size());
+            4 * notice.regions.size() + notice.share.size() +
+            20 * notice.runs.size());
   w.Magic(kKvNoticeMagic);
   w.U16(kKvNoticeVersion);
   w.U8(static_cast<uint8_t>(notice.kind));
@@ -53,6 +113,11 @@ std::string EncodeKvNotice(const KvNotice& notice) {
     w.Bytes(notice.layout);
     w.U32(static_cast<uint32_t>(notice.regions.size()));
     for (RegionId region : notice.regions) w.U32(region);
+    w.U8(notice.direct ? kDirectFlag : 0);
+    w.U32(notice.ring_region);
+    w.U64(notice.slot_bytes);
+    w.U32(notice.slot_count);
+    w.Bytes(notice.share);
     return std::move(w).Take();
   }
   w.Bytes(notice.request_id);
@@ -69,6 +134,22 @@ std::string EncodeKvNotice(const KvNotice& notice) {
       break;
     case KvNoticeKind::kFailed:
     case KvNoticeKind::kReleased:
+      w.U32(static_cast<uint32_t>(notice.code));
+      w.Bytes(
+          std::string_view(notice.message).substr(0, kMaxKvNoticeMessageBytes));
+      break;
+    case KvNoticeKind::kChunk:
+      w.U32(notice.chunk_index);
+      w.U32(notice.slot);
+      w.U32(static_cast<uint32_t>(notice.runs.size()));
+      for (const KvChunkRun& run : notice.runs) {
+        w.U32(run.region);
+        w.U64(run.offset);
+        w.U64(run.length);
+      }
+      break;
+    case KvNoticeKind::kCredit:
+      w.U32(notice.slot);
       w.U32(static_cast<uint32_t>(notice.code));
       w.Bytes(
           std::string_view(notice.message).substr(0, kMaxKvNoticeMessageBytes));
@@ -95,7 +176,7 @@ absl::StatusOr<KvNotice> ParseKvNotice(std::string_view bytes) {
   }
   if (r.U8("kind", &kind) &&
       (kind < static_cast<uint8_t>(KvNoticeKind::kData) ||
-       kind > static_cast<uint8_t>(KvNoticeKind::kPool))) {
+       kind > static_cast<uint8_t>(KvNoticeKind::kCredit))) {
     r.Fail(absl::StrFormat("unknown kind %d", kind));
   }
   if (!r.ok()) return r.status();
@@ -133,7 +214,10 @@ absl::StatusOr<KvNotice> ParseKvNotice(std::string_view bytes) {
     }
     n.final_chunk = (flags & kFinalChunkFlag) != 0;
     r.Bytes("payload", kMaxKvPayloadBytes, &n.payload);
+  } else if (n.kind == KvNoticeKind::kChunk) {
+    ParseChunk(r, n);
   } else {
+    if (n.kind == KvNoticeKind::kCredit) r.U32("sender_slot", &n.slot);
     uint32_t code = 0;
     const uint32_t min_code = n.kind == KvNoticeKind::kFailed ? 1 : 0;
     if (r.U32("code", &code) && (code < min_code || code > kMaxStatusCode)) {

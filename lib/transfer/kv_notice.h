@@ -20,8 +20,23 @@
 //   kind 4, pool (the sender's pool descriptor; no request fields):
 //     bytes layout (1..64 KiB: KvLayout::Serialize(), which the receiver
 //                   reads with KvLayout::Parse)
-//     u32 num_regions (1..1024)  then num_regions x u32 engine region id
+//     u32 num_regions (0..1024)  then num_regions x u32 engine region id
 //                   (the sender's engine region holding layout region i)
+//     u8 flags (bit 0: direct, the regions above hold the pool; then
+//                   num_regions >= 1, else 0; other bits 0)
+//     u32 ring_region  u64 slot_bytes  u32 slot_count (0..1M; 0: no
+//                   staging ring, and then ring_region and slot_bytes 0)
+//     bytes share (0..16 KiB: KvPoolMemory::ShareDescriptor, empty when the
+//                   pool cannot be shared)
+//   kind 5, chunk (staging: a chunk of a piece is in the sender's ring):
+//     u32 chunk_index  u32 sender_slot
+//     u32 num_runs (1..kMaxKvChunkRuns)  then per run, in slot order:
+//       u32 dst_region  u64 dst_offset  u64 length (> 0)
+//                   (the runs' bytes lie packed from the slot's start; the
+//                   total is at most 2^40)
+//   kind 6, credit (staging: the receiver is done with a chunk):
+//     u32 sender_slot  u32 status code (0..16; 0 = scattered)
+//     bytes message (0..1024)
 //
 // sender_rank < num_senders. No trailing bytes. No checksum: notifications
 // travel over UCX's reliable transports, and every field is validated.
@@ -62,6 +77,20 @@ enum class KvNoticeKind : uint8_t {
   kFailed = 2,
   kReleased = 3,
   kPool = 4,
+  kChunk = 5,
+  kCredit = 6,
+};
+
+inline constexpr uint32_t kMaxKvChunkRuns = 16384;
+inline constexpr uint32_t kMaxKvRingSlots = 1u << 20;
+inline constexpr size_t kMaxKvShareBytes = 16 * 1024;
+
+// One destination run of a staged chunk.
+struct KvChunkRun {
+  uint32_t region = 0;  // layout region index of the receiver's pool
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  friend bool operator==(const KvChunkRun&, const KvChunkRun&) = default;
 };
 
 struct KvNotice {
@@ -84,6 +113,16 @@ struct KvNotice {
   // the sender's engine region id. (The request fields above are unused.)
   std::string layout;
   std::vector<RegionId> regions;
+  bool direct = true;
+  RegionId ring_region = 0;
+  uint64_t slot_bytes = 0;
+  uint32_t slot_count = 0;
+  std::string share;
+  // kChunk: chunk_index, slot (the sender's), runs; kCredit: slot, and the
+  // receiver's outcome in code / message.
+  uint32_t chunk_index = 0;
+  uint32_t slot = 0;
+  std::vector<KvChunkRun> runs;
 };
 
 // REQUIRES: the fields are within the limits above (KvTransfer validates

@@ -71,8 +71,18 @@ absl::Status KvTransfer::Impl::AddPeerPool(PeerId peer, const KvLayout& layout,
       !s.ok()) {
     return s;
   }
-  auto pool = std::make_shared<const PeerPoolInfo>(
-      PeerPoolInfo{layout, std::move(peer_regions)});
+  auto declared = std::make_shared<PeerPoolInfo>(
+      PeerPoolInfo{.layout = layout,
+                   .regions = std::move(peer_regions),
+                   .path_error = absl::OkStatus(),
+                   .ipc = nullptr});
+  if (!direct_ || policy_ != KvPathPolicy::kAuto) {
+    declared->path_error = absl::FailedPreconditionError(absl::StrCat(
+        "peer ", peer,
+        "'s pool was declared with AddPeerPool, which offers the direct path "
+        "only; this side's pool needs IPC or staging: call AnnouncePool"));
+  }
+  std::shared_ptr<const PeerPoolInfo> pool = std::move(declared);
   TsanMutexLock lock(&pools_mu_);
   pools_.insert_or_assign(peer, PeerPoolEntry{.pool = std::move(pool),
                                               .refused = absl::OkStatus(),
@@ -112,13 +122,82 @@ KvTransfer::Impl::AcceptPool(PeerId peer, const KvNotice& notice) const {
   }
   absl::StatusOr<PeerInfo> info = engine_->GetPeer(peer);
   if (!info.ok()) return info.status();
-  if (absl::Status s = internal::CheckKvRegions(
-          *layout, notice.regions, info->regions, absl::StrCat("peer ", peer));
-      !s.ok()) {
-    return absl::InvalidArgumentError(s.message());
+  if (notice.direct) {
+    if (absl::Status s =
+            internal::CheckKvRegions(*layout, notice.regions, info->regions,
+                                     absl::StrCat("peer ", peer));
+        !s.ok()) {
+      return absl::InvalidArgumentError(s.message());
+    }
   }
-  return std::make_shared<const PeerPoolInfo>(
-      PeerPoolInfo{*std::move(layout), notice.regions});
+  if (notice.slot_count > 0) {
+    const RegionInfo* ring =
+        internal::FindRegion(info->regions, notice.ring_region);
+    if (ring == nullptr ||
+        ring->length / notice.slot_bytes < notice.slot_count) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "its staging ring (region %d, %d slots of %d bytes) is not a region "
+          "this engine learned from it at connection (create the KvTransfer "
+          "before connecting)",
+          notice.ring_region, notice.slot_count, notice.slot_bytes));
+    }
+  }
+  auto pool = std::make_shared<PeerPoolInfo>(
+      PeerPoolInfo{.layout = *std::move(layout),
+                   .regions = notice.regions,
+                   .path_error = absl::OkStatus(),
+                   .ipc = nullptr});
+  pool->ring_region = notice.ring_region;
+  pool->slot_bytes = notice.slot_bytes;
+  pool->slot_count = notice.slot_count;
+  ChoosePath(notice.share, notice.direct, pool.get());
+  return std::shared_ptr<const PeerPoolInfo>(std::move(pool));
+}
+
+void KvTransfer::Impl::ChoosePath(const std::string& share, bool direct,
+                                  PeerPoolInfo* info) const {
+  std::string ipc_error = "the peer's pool cannot be shared";
+  if (policy_ != KvPathPolicy::kForceStaging && pool_ != nullptr &&
+      !share.empty()) {
+    absl::StatusOr<std::unique_ptr<KvPeerPool>> opened = pool_->OpenPeer(share);
+    if (opened.ok()) {
+      info->ipc = *std::move(opened);
+      info->path = KvPath::kIpc;
+      return;
+    }
+    ipc_error = std::string(opened.status().message());
+  } else if (pool_ == nullptr || pool_->ShareDescriptor().empty()) {
+    ipc_error = "this side's pool cannot be shared";
+  }
+  if (policy_ == KvPathPolicy::kForceIpc) {
+    info->path_error = absl::FailedPreconditionError(absl::StrCat(
+        "path_policy kForceIpc, and IPC cannot reach the peer: ", ipc_error));
+    return;
+  }
+  if (policy_ == KvPathPolicy::kAuto && direct_ && direct) {
+    info->path = KvPath::kDirect;
+    return;
+  }
+  info->path = KvPath::kStaging;
+  if (ring_.slot_count == 0 || info->slot_count == 0) {
+    info->path_error = absl::FailedPreconditionError(absl::StrCat(
+        "the pools need the staging path, and ",
+        ring_.slot_count == 0 ? "this side" : "the peer",
+        " has no staging ring (a KvTransfer over engine regions has one only "
+        "with path_policy kForceStaging)"));
+  }
+}
+
+absl::StatusOr<KvPath> KvTransfer::Impl::PeerPath(PeerId peer) const {
+  absl::StatusOr<std::shared_ptr<const PeerPoolInfo>> pool =
+      FindPool("KvTransfer::PeerPath", peer);
+  if (!pool.ok()) return pool.status();
+  if (!(*pool)->path_error.ok()) {
+    return absl::Status(
+        (*pool)->path_error.code(),
+        absl::StrCat("KvTransfer::PeerPath: ", (*pool)->path_error.message()));
+  }
+  return (*pool)->path;
 }
 
 void KvTransfer::Impl::HandlePoolNotice(PeerId peer, const KvNotice& notice) {

@@ -41,6 +41,12 @@ bool KvTransfer::Impl::HandleNotification(const Notification& n) {
   if (n.kind == Notification::Kind::kPeerDisconnected) {
     ForgetPeerPool(n.peer);
     TsanMutexLock lock(&mu_);
+    // The tap marked the peer dead before the notification was queued: no
+    // scatter of its chunks starts now; the ones running end first.
+    dead_peers_.insert(n.peer);
+    while (scattering_peers_.contains(n.peer)) {
+      lock.WaitWithDeadline(&scatter_cv_, absl::InfiniteFuture());
+    }
     tracker_.PeerDisconnected(n.peer, n.bytes);
     return false;
   }
@@ -49,6 +55,14 @@ bool KvTransfer::Impl::HandleNotification(const Notification& n) {
     return false;
   }
   absl::StatusOr<KvNotice> notice = internal::ParseKvNotice(n.bytes);
+  if (notice.ok() && (notice->kind == KvNoticeKind::kChunk ||
+                      notice->kind == KvNoticeKind::kCredit)) {
+    // Staging notices normally reach the staging worker through the tap.
+    Post([this, peer = n.peer, bytes = n.bytes] {
+      HandleStagingNotice(peer, bytes);
+    });
+    return true;
+  }
   if (notice.ok() && notice->kind == KvNoticeKind::kPool) {
     // Checked and answered outside mu_ (it asks the engine).
     HandlePoolNotice(n.peer, *notice);
@@ -85,6 +99,8 @@ bool KvTransfer::Impl::HandleNotification(const Notification& n) {
                                : absl::Status(notice->code, notice->message)});
       break;
     case KvNoticeKind::kPool:
+    case KvNoticeKind::kChunk:
+    case KvNoticeKind::kCredit:
       break;  // handled above
   }
   return true;
@@ -95,6 +111,13 @@ KvPollResult KvTransfer::Impl::TakeResults() {
   TsanMutexLock lock(&mu_);
   tracker_.ApplyDeadlines(absl::Now());
   tracker_.TakeResults(&result.finished, &result.failed);
+  // A failed request's staged chunks being scattered end before the
+  // failure is reported (none starts after the failure: ReadDone checks).
+  for (const KvFailed& failed : result.failed) {
+    while (scattering_.contains(failed.request_id)) {
+      lock.WaitWithDeadline(&scatter_cv_, absl::InfiniteFuture());
+    }
+  }
   result.released = std::exchange(released_, {});
   result.other = std::exchange(other_, {});
   return result;
@@ -139,7 +162,16 @@ KvTransferStats KvTransfer::Impl::Stats() const {
           .tombstones = tracker_.tombstones(),
           .malformed_notices = malformed_notices_,
           .late_notices = tracker_.late_notices(),
-          .pools_refused = pools_refused};
+          .pools_refused = pools_refused,
+          .staged_chunks_sent = chunks_sent_.load(),
+          .staged_bytes_sent = bytes_sent_.load(),
+          .staged_chunks_received = chunks_received_.load(),
+          .staged_bytes_received = bytes_received_.load(),
+          .chunks_refused = chunks_refused_.load(),
+          .ipc_copies = ipc_copies_.load(),
+          .ring_slots = ring_.slot_count,
+          .ring_slots_free = slots_free_.load(),
+          .ring_slots_max_in_use = slots_max_in_use_.load()};
 }
 
 }  // namespace flowkv

@@ -90,6 +90,12 @@ class FLOWKV_EXPORT KvRequestTracker {
 
   uint32_t LayersArrived(std::string_view request_id) const;
 
+  // Whether bytes of the request may still be written into the pool: false
+  // once it finished, failed or was forgotten (until Expect reuses the id).
+  bool Accepts(std::string_view request_id) const {
+    return FindTombstone(request_id) == nullptr;
+  }
+
   size_t active() const { return active_.size(); }
   size_t results_pending() const { return finished_.size() + failed_.size(); }
   size_t tombstones() const { return tombstones_.size(); }

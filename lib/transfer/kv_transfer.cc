@@ -17,6 +17,7 @@
 #include "lib/transfer/kv_notice.h"
 #include "lib/transfer/kv_request_tracker.h"
 #include "lib/transfer/kv_transfer_impl.h"
+#include "lib/transfer/region_table.h"
 #include "lib/transfer/transfer_record.h"
 
 namespace flowkv {
@@ -45,14 +46,20 @@ const char* Caller(Direction direction) {
                                        : "KvTransfer::Fetch";
 }
 
+}  // namespace
+
 // A handle that is already done with `status`.
-TransferHandle FailedHandle(absl::Status status) {
+TransferHandle internal::FailedKvHandle(absl::Status status) {
   const absl::Time now = absl::Now();
   auto record = std::make_shared<internal::TransferRecord>(
       0, 0, 0, now, nullptr, std::weak_ptr<internal::Inbox>());
   record->Complete(std::move(status), now);
   return TransferHandle(std::move(record));
 }
+
+namespace {
+
+using internal::FailedKvHandle;
 
 absl::Status CheckRank(const char* caller, const KvSendRequest& r) {
   if (r.num_senders == 0 || r.num_senders > kMaxKvSenders) {
@@ -140,34 +147,94 @@ absl::Status CheckList(const char* caller, const char* side,
 
 // This side's pool descriptor: a kind kPool notice.
 std::string PoolDescriptor(const KvLayout& layout,
-                           const std::vector<RegionId>& regions) {
+                           const std::vector<RegionId>& regions, bool direct,
+                           const KvPoolMemory* pool,
+                           const internal::KvRing& ring, KvPathPolicy policy) {
   KvNotice notice;
   notice.kind = KvNoticeKind::kPool;
   notice.layout = layout.Serialize();
-  notice.regions = regions;
+  notice.direct = direct;
+  if (direct) notice.regions = regions;
+  if (ring.slot_count > 0) {
+    notice.ring_region = ring.region;
+    notice.slot_bytes = ring.slot_bytes;
+    notice.slot_count = ring.slot_count;
+  }
+  if (pool != nullptr && policy != KvPathPolicy::kForceStaging) {
+    notice.share = pool->ShareDescriptor();
+  }
   return internal::EncodeKvNotice(notice);
+}
+
+absl::Status CheckOptions(const KvTransferOptions& options) {
+  if (options.incomplete_request_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvTransfer: incomplete_request_timeout ",
+                     absl::FormatDuration(options.incomplete_request_timeout),
+                     " is not positive"));
+  }
+  const KvStagingOptions& st = options.staging;
+  if (st.chunk_bytes == 0 || st.chunk_bytes > (1ull << 40)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "KvTransfer: staging.chunk_bytes %d is not in [1, 2^40]",
+        st.chunk_bytes));
+  }
+  if (st.ring_bytes / st.chunk_bytes < 2) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "KvTransfer: staging.ring_bytes %d holds fewer than 2 chunks of "
+        "staging.chunk_bytes %d (one to send, one to receive)",
+        st.ring_bytes, st.chunk_bytes));
+  }
+  if (st.ring_bytes / st.chunk_bytes > internal::kMaxKvRingSlots) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "KvTransfer: staging.ring_bytes %d / chunk_bytes %d is over %d slots",
+        st.ring_bytes, st.chunk_bytes, internal::kMaxKvRingSlots));
+  }
+  return absl::OkStatus();
+}
+
+// Allocates the staging ring from `engine`.
+absl::StatusOr<internal::KvRing> AllocateRing(TransferEngine* engine,
+                                              const KvStagingOptions& st) {
+  internal::KvRing ring;
+  ring.slot_bytes = st.chunk_bytes;
+  ring.slot_count = static_cast<uint32_t>(st.ring_bytes / st.chunk_bytes);
+  ring.send_slots = ring.slot_count / 2;
+  absl::StatusOr<AllocatedRegion> region =
+      engine->AllocateMemory(ring.slot_bytes * ring.slot_count);
+  if (!region.ok()) {
+    return absl::Status(
+        region.status().code(),
+        absl::StrCat("KvTransfer: allocating the staging ring: ",
+                     region.status().message()));
+  }
+  ring.region = region->id;
+  ring.base = static_cast<uint8_t*>(region->data);
+  return ring;
 }
 
 }  // namespace
 
 KvTransfer::Impl::Impl(TransferEngine* engine, const KvLayout& layout,
-                       std::vector<RegionId> regions, KvTransferOptions options)
+                       std::vector<RegionId> regions, bool direct,
+                       std::shared_ptr<KvPoolMemory> pool,
+                       internal::KvRing ring, KvTransferOptions options)
     : engine_(engine),
       layout_(layout),
       regions_(std::move(regions)),
+      direct_(direct),
+      pool_(std::move(pool)),
+      ring_(ring),
+      policy_(options.path_policy),
       log_(std::move(options.log)),
-      descriptor_(PoolDescriptor(layout, regions_)),
+      descriptor_(PoolDescriptor(layout, regions_, direct_, pool_.get(), ring_,
+                                 policy_)),
       notice_engine_(engine),
       tracker_(
           {.num_layers = layout.geometry().num_layers,
            .incomplete_request_timeout = options.incomplete_request_timeout,
            .max_tombstones = options.max_tombstones,
            .log = log_}) {}
-
-void KvTransfer::Impl::Detach() {
-  TsanMutexLock lock(&engine_mu_);
-  notice_engine_ = nullptr;
-}
 
 TransferHandle KvTransfer::Impl::Move(Direction direction,
                                       std::string_view request_id, PeerId peer,
@@ -190,13 +257,34 @@ TransferHandle KvTransfer::Impl::Move(Direction direction,
   // copies the ops).
   thread_local std::vector<TransferOp> ops;
   ops.clear();
-  if (status.ok()) status = Plan(direction, *pool, r, &ops);
+  if (status.ok() && !pool->path_error.ok()) {
+    status =
+        absl::Status(pool->path_error.code(),
+                     absl::StrCat(caller, ": ", pool->path_error.message()));
+  }
+  if (status.ok() && r.ready_event != nullptr &&
+      (direction == Direction::kPull || pool_ == nullptr ||
+       pool_->kind() == MemoryKind::kHost)) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        caller, ": ready_event must be null ",
+        direction == Direction::kPull ? "for a Fetch" : "for a host pool"));
+  }
+  if (status.ok() && direction == Direction::kPull &&
+      pool->path == KvPath::kStaging) {
+    status = absl::UnimplementedError(absl::StrCat(
+        caller,
+        ": fetching over the staging path is not implemented (push "
+        "with Send instead)"));
+  }
+  if (status.ok()) {
+    status = Plan(direction, *pool, r, pool->path == KvPath::kDirect, &ops);
+  }
   if (!status.ok()) {
     if (notify) {
       PieceFailed(direction, peer, request_id, r.sender_rank, r.num_senders,
                   status);
     }
-    return FailedHandle(std::move(status));
+    return FailedKvHandle(std::move(status));
   }
   KvNotice notice;
   notice.kind = KvNoticeKind::kData;
@@ -211,6 +299,13 @@ TransferHandle KvTransfer::Impl::Move(Direction direction,
   notice.final_chunk = r.final_chunk;
   notice.payload = r.payload;
 
+  if (pool->path == KvPath::kIpc) {
+    return IpcMove(direction, peer, *pool, ops, std::move(notice), r);
+  }
+  if (pool->path == KvPath::kStaging) {
+    return StartStagedSend(peer, pool, ops, internal::EncodeKvNotice(notice),
+                           r);
+  }
   TransferOptions options;
   options.timeout = r.timeout;
   std::shared_ptr<Impl> self = shared_from_this();
@@ -238,7 +333,7 @@ TransferHandle KvTransfer::Impl::Move(Direction direction,
 // KvSendRequest::token_begin).
 absl::Status KvTransfer::Impl::Plan(Direction direction,
                                     const PeerPoolInfo& pool,
-                                    const KvSendRequest& r,
+                                    const KvSendRequest& r, bool engine_regions,
                                     std::vector<TransferOp>* ops) const {
   const char* caller = Caller(direction);
   const bool push = direction == Direction::kPush;
@@ -277,6 +372,7 @@ absl::Status KvTransfer::Impl::Plan(Direction direction,
       .num_heads = r.num_heads};
   const size_t first = ops->size();
   if (absl::Status s = AppendTransferPlan(plan, ops); !s.ok()) return s;
+  if (!engine_regions) return absl::OkStatus();
   for (size_t i = first; i < ops->size(); ++i) {
     TransferOp& op = (*ops)[i];
     op.src_region = src_regions[op.src_region];
@@ -369,19 +465,80 @@ absl::StatusOr<std::unique_ptr<KvTransfer>> KvTransfer::Create(
   if (engine == nullptr) {
     return absl::InvalidArgumentError("KvTransfer: engine is null");
   }
-  if (options.incomplete_request_timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("KvTransfer: incomplete_request_timeout ",
-                     absl::FormatDuration(options.incomplete_request_timeout),
-                     " is not positive"));
-  }
-  if (absl::Status s = internal::CheckKvRegions(
-          layout, regions, engine->Regions(), "the engine");
+  if (absl::Status s = CheckOptions(options); !s.ok()) return s;
+  const std::vector<RegionInfo> known = engine->Regions();
+  if (absl::Status s =
+          internal::CheckKvRegions(layout, regions, known, "the engine");
       !s.ok()) {
     return s;
   }
-  return std::unique_ptr<KvTransfer>(new KvTransfer(std::make_shared<Impl>(
-      engine, layout, std::move(regions), std::move(options))));
+  std::shared_ptr<KvPoolMemory> pool;
+  internal::KvRing ring;
+  const bool staged = options.path_policy == KvPathPolicy::kForceStaging;
+  if (staged) {
+    // The regions, reached through memcpy for gathers and scatters.
+    std::vector<void*> bases;
+    std::vector<uint64_t> sizes;
+    for (RegionId id : regions) {
+      const RegionInfo* info = internal::FindRegion(known, id);
+      if (info->kind != MemoryKind::kHost) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "KvTransfer: path_policy kForceStaging over engine regions needs "
+            "host memory; region ",
+            id, " is device memory (give the pool as a KvPoolMemory instead)"));
+      }
+      bases.push_back(reinterpret_cast<void*>(info->base));
+      sizes.push_back(info->length);
+    }
+    absl::StatusOr<std::unique_ptr<KvPoolMemory>> host =
+        HostPoolMemory(std::move(bases), std::move(sizes));
+    if (!host.ok()) return host.status();
+    pool = *std::move(host);
+    absl::StatusOr<internal::KvRing> allocated =
+        AllocateRing(engine, options.staging);
+    if (!allocated.ok()) return allocated.status();
+    ring = *allocated;
+  }
+  auto impl = std::make_shared<Impl>(engine, layout, std::move(regions),
+                                     /*direct=*/!staged, std::move(pool), ring,
+                                     std::move(options));
+  impl->Start();
+  return std::unique_ptr<KvTransfer>(new KvTransfer(std::move(impl)));
+}
+
+absl::StatusOr<std::unique_ptr<KvTransfer>> KvTransfer::Create(
+    TransferEngine* engine, const KvLayout& layout,
+    std::shared_ptr<KvPoolMemory> pool, KvTransferOptions options) {
+  if (engine == nullptr) {
+    return absl::InvalidArgumentError("KvTransfer: engine is null");
+  }
+  if (pool == nullptr) {
+    return absl::InvalidArgumentError("KvTransfer: pool is null");
+  }
+  if (absl::Status s = CheckOptions(options); !s.ok()) return s;
+  if (pool->num_regions() != layout.num_regions()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("KvTransfer: the pool has %d regions, the layout %d",
+                        pool->num_regions(), layout.num_regions()));
+  }
+  for (uint32_t r = 0; r < layout.num_regions(); ++r) {
+    if (pool->region_bytes(r) < layout.region_bytes(r)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "KvTransfer: pool region %d holds %d bytes, the layout needs %d", r,
+          pool->region_bytes(r), layout.region_bytes(r)));
+    }
+  }
+  absl::StatusOr<internal::KvRing> ring = AllocateRing(engine, options.staging);
+  if (!ring.ok()) return ring.status();
+  auto impl = std::make_shared<Impl>(engine, layout, std::vector<RegionId>{},
+                                     /*direct=*/false, std::move(pool), *ring,
+                                     std::move(options));
+  impl->Start();
+  return std::unique_ptr<KvTransfer>(new KvTransfer(std::move(impl)));
+}
+
+absl::StatusOr<KvPath> KvTransfer::PeerPath(PeerId peer) const {
+  return impl_->PeerPath(peer);
 }
 
 KvTransfer::KvTransfer(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}

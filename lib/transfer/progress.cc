@@ -401,7 +401,28 @@ void TransferEngineImpl::HandleNotification(Peer* peer, const AmHeader& header,
   }
 }
 
+uint64_t TransferEngineImpl::AddNotificationTap(NotificationTap tap) {
+  TsanMutexLock lock(&taps_mu_);
+  const uint64_t id = next_tap_id_++;
+  taps_.emplace_back(id, std::move(tap));
+  return id;
+}
+
+void TransferEngineImpl::RemoveNotificationTap(uint64_t id) {
+  TsanMutexLock lock(&taps_mu_);
+  std::erase_if(taps_, [id](const auto& tap) { return tap.first == id; });
+}
+
 void TransferEngineImpl::Deliver(Notification notification) {
+  {
+    TsanMutexLock lock(&taps_mu_);
+    for (const auto& [id, tap] : taps_) {
+      if (tap(notification) &&
+          notification.kind != Notification::Kind::kPeerDisconnected) {
+        return;
+      }
+    }
+  }
   if (options_.on_notification) {
     options_.on_notification(std::move(notification));
     return;

@@ -211,6 +211,15 @@ class TransferEngineImpl {
                         absl::Span<const TransferOp> ops, std::string message,
                         TransferOptions options);
   std::vector<Notification> TakeNotifications(absl::Duration wait);
+  // Internal notification taps (KvTransfer's staging path): each tap sees
+  // every notification on the progress thread before it is queued or handed
+  // to on_notification; a tap returning true consumes it (kPeerDisconnected
+  // is shown to every tap and always passed on). A tap must not block and
+  // must not call back into the engine's tap methods. RemoveNotificationTap
+  // returns once the tap is not running and will not run again.
+  using NotificationTap = std::function<bool(const Notification&)>;
+  uint64_t AddNotificationTap(NotificationTap tap);
+  void RemoveNotificationTap(uint64_t id);
   const std::string& name() const { return options_.name; }
   bool SupportsCudaMemory() const { return worker_->cuda_supported(); }
   std::string UcxInfo() const { return worker_->transports(); }
@@ -384,8 +393,20 @@ class TransferEngineImpl {
   std::deque<Notification> notifications_ ABSL_GUARDED_BY(mu_);
   absl::CondVar notifications_cv_;
   uint64_t messages_dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  // Held while taps run (never together with mu_).
+  mutable absl::Mutex taps_mu_;
+  std::vector<std::pair<uint64_t, NotificationTap>> taps_
+      ABSL_GUARDED_BY(taps_mu_);
+  uint64_t next_tap_id_ ABSL_GUARDED_BY(taps_mu_) = 1;
   bool queue_full_logged_ ABSL_GUARDED_BY(mu_) = false;
   std::string listen_address_ ABSL_GUARDED_BY(mu_);
+};
+
+// The library's access to an engine's internals (KvTransfer's taps).
+struct TransferEngineAccess {
+  static TransferEngineImpl* Impl(TransferEngine* engine) {
+    return engine->impl_.get();
+  }
 };
 
 template <typename T>

@@ -147,6 +147,10 @@ bool TransferRecord::Complete(absl::Status status, absl::Time now) {
 
 void TransferRecord::Cancel() {
   if (state() == TransferState::kDone) return;
+  if (cancel_hook_) {
+    cancel_hook_();
+    return;
+  }
   if (std::shared_ptr<Inbox> inbox = inbox_.lock()) {
     inbox->RequestCancel(shared_from_this());
   }

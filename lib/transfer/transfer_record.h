@@ -93,8 +93,15 @@ class TransferRecord : public std::enable_shared_from_this<TransferRecord> {
   // before the state becomes kDone.
   bool Complete(absl::Status status, absl::Time now);
   void Cancel();
+  // For records no engine drives (KvTransfer's staged and IPC transfers):
+  // Cancel() calls `hook` (once per call, outside the lock) instead of
+  // asking the engine. Set before the record is shared.
+  void SetCancelHook(std::function<void()> hook) {
+    cancel_hook_ = std::move(hook);
+  }
 
  private:
+  std::function<void()> cancel_hook_;
   const uint64_t id_;
   const std::weak_ptr<Inbox> inbox_;
   mutable absl::Mutex mu_;
