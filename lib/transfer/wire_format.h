@@ -102,11 +102,11 @@ struct Reject {
 FLOWKV_EXPORT std::string EncodeEngineInfo(const EngineInfo& info,
                                            std::string_view mac_key);
 // The embedded EngineInfo is signed with hello.token / ack.token.
-// (Exported from the shared library only so that its unit test can call
-// them.)
+// (Exported from the shared library only so that their unit test and fuzz
+// target can call them.)
 FLOWKV_EXPORT std::string EncodeHello(const Hello& hello);
 FLOWKV_EXPORT std::string EncodeHelloAck(const HelloAck& ack);
-std::string EncodeReject(const Reject& reject);
+FLOWKV_EXPORT std::string EncodeReject(const Reject& reject);
 
 // InvalidArgument naming the field for malformed input (bad magic,
 // truncation, a length over its limit, trailing bytes, checksum mismatch,
@@ -123,7 +123,8 @@ FLOWKV_EXPORT absl::StatusOr<EngineInfo> ParseEngineInfo(
 FLOWKV_EXPORT absl::StatusOr<Hello> ParseHello(absl::Span<const uint8_t> bytes);
 FLOWKV_EXPORT absl::StatusOr<HelloAck> ParseHelloAck(
     absl::Span<const uint8_t> bytes);
-absl::StatusOr<Reject> ParseReject(absl::Span<const uint8_t> bytes);
+FLOWKV_EXPORT absl::StatusOr<Reject> ParseReject(
+    absl::Span<const uint8_t> bytes);
 
 // ParseEngineInfo for bytes from outside (AddPeer): before reading any field
 // past the version, checks in constant time that the mac is HMAC-SHA256
