@@ -5,6 +5,7 @@
 #   make test SANITIZE=address   ... under ASan + UBSan (build-asan/)
 #   make test SANITIZE=thread    ... under TSan (build-tsan/)
 #   make bench                build and run the benchmarks
+#   make fuzz [FUZZ_SECONDS=60]   every libFuzzer target (clang, build-fuzz/)
 #   make format | format-check | lint
 
 SANITIZE ?=
@@ -17,7 +18,7 @@ export UCX_NET_DEVICES ?= lo
 
 SOURCES = $(shell git ls-files '*.h' '*.cc' '*.cu' '*.cuh' 2>/dev/null)
 
-.PHONY: deps configure build demo test bench format format-check lint clean
+.PHONY: deps configure build demo test bench fuzz format format-check lint clean
 
 deps:
 	@scripts/install-deps.sh
@@ -39,6 +40,9 @@ test: build
 bench: build
 	@for b in $(BIN)/*_benchmark; do echo "== $$b"; $$b || exit 1; done
 
+fuzz: deps
+	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
+
 format:
 	clang-format -i $(SOURCES)
 
@@ -50,4 +54,4 @@ lint: configure
 	  clang-tidy -p $(BUILD_DIR) $(filter lib/%.cc,$(SOURCES))
 
 clean:
-	rm -rf build build-asan build-tsan build-debug
+	rm -rf build build-asan build-tsan build-debug build-fuzz
