@@ -8,12 +8,14 @@
 // test case started with testing::ChildProcess). Without a GPU every case
 // prints SKIP_NO_GPU (CTest reports it skipped; scripts/gpu-check.sh fails).
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <cuda_runtime_api.h>
 #include <memory>
 #include <optional>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #include <catch2/catch.hpp>
