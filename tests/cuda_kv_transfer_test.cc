@@ -4,7 +4,8 @@
 // staging path, byte-exact for FlowKV block-major -> block-major and vLLM
 // layer-major (FlashAttention) -> block-major; KvSendRequest::ready_event
 // (the receiver sees the bytes the sender's stream wrote, never stale ones);
-// a sender killed mid-transfer. The peer process is this binary (a hidden
+// a sender killed mid-transfer (layer by layer, so that the receiver knows
+// the request it fails). The peer process is this binary (a hidden
 // test case started with testing::ChildProcess). Without a GPU every case
 // prints SKIP_NO_GPU (CTest reports it skipped; scripts/gpu-check.sh fails).
 #include <cstdint>
@@ -61,6 +62,30 @@ KvSendRequest RoundRequest(uint32_t round) {
   return {.src_blocks = RoundBlocks(round),
           .dst_blocks = RoundBlocks(round),
           .num_tokens = uint64_t{kRoundBlocks} * kGeometry.block_tokens};
+}
+
+// The killed-sender case: a block-major pool of kBigBlocks blocks, sent
+// layer by layer, so that one layer piece is kBigBlocks / 8 chunks of the
+// small ring (the receiver knows a request from its first piece on; the
+// kill lands thousands of chunks before the second piece ends).
+constexpr int kBigPair = 9;
+constexpr uint32_t kBigBlocks = 4096;
+
+// Layout pair `index`: staging_test::Pair, or kBigPair.
+staging_test::LayoutPair AnyPair(int index) {
+  if (index != kBigPair) return Pair(index);
+  KvLayoutSpec big = {.geometry = kGeometry};
+  big.geometry.num_blocks = kBigBlocks;
+  return {big, big};
+}
+
+// One layer of a request moving every block of kBigPair to the same block.
+KvSendRequest BigLayerRequest(uint32_t layer) {
+  return {.src_blocks = BlockList({{0, kBigBlocks}}),
+          .dst_blocks = BlockList({{0, kBigBlocks}}),
+          .num_tokens = uint64_t{kBigBlocks} * kGeometry.block_tokens,
+          .layer_begin = layer,
+          .layer_end = layer + 1};
 }
 
 // IPC: kAuto (both pools share, so IPC is chosen); staging: forced. Either
@@ -135,13 +160,15 @@ struct CudaSide {
 };
 
 // The peer process (the sender), configured by FLOWKV_CUDA_KV_CHILD =
-// "<ipc|staging> <pair> <address> <count> <plain|events>": connects to
+// "<ipc|staging> <pair> <address> <count> <plain|events|layers>": connects to
 // <address>, announces its pool, writes "path <KvPath>", then
 //   plain   fills its pool with FillRandom(kSeed) and sends "req-<i>" for
 //           i < count (count 0: forever), each awaited;
 //   events  per round (see RoundRequest) keeps its stream busy, writes
 //           RoundValue(round) into the pool on it, records an event and
 //           sends with that event as ready_event;
+//   layers  (pair kBigPair) sends "req-<i>" for i < count (0: forever) one
+//           layer piece at a time (BigLayerRequest), each awaited;
 // writing "sent <i> <code>" per send and at the end "ipc_copies <n>".
 void RunChild(const char* config) {
   auto fail = [](const std::string& what) {
@@ -157,8 +184,10 @@ void RunChild(const char* config) {
   }
   const bool ipc = words[0] == "ipc";
   const bool events = words[4] == "events";
+  const bool layers = words[4] == "layers";
   CudaSide side;
-  if (absl::Status s = side.Open("sender", Pair(pair_index).src, Options(ipc));
+  if (absl::Status s =
+          side.Open("sender", AnyPair(pair_index).src, Options(ipc));
       !s.ok()) {
     fail(s.ToString());
   }
@@ -210,6 +239,18 @@ void RunChild(const char* config) {
           absl::StrCat("sent ", round, " ", static_cast<int>(s.code())));
     }
     cudaStreamSynchronize(stream);
+  } else if (layers) {
+    for (uint64_t i = 0; count == 0 || i < count; ++i) {
+      absl::Status s;
+      for (uint32_t layer = 0; s.ok() && layer < kGeometry.num_layers;
+           ++layer) {
+        s = side.kv
+                ->Send(absl::StrCat("req-", i), *peer, BigLayerRequest(layer))
+                .Wait();
+      }
+      testing::WriteParentLine(
+          absl::StrCat("sent ", i, " ", static_cast<int>(s.code())));
+    }
   } else {
     const staging_test::LayoutPair pair = Pair(pair_index);
     for (uint64_t i = 0; count == 0 || i < count; ++i) {
@@ -239,7 +280,7 @@ struct Receiver {
 
   Receiver(bool ipc, int pair, uint64_t count, const char* mode) {
     {
-      absl::Status s = side.Open("receiver", Pair(pair).dst, Options(ipc));
+      absl::Status s = side.Open("receiver", AnyPair(pair).dst, Options(ipc));
       INFO(s.ToString());
       REQUIRE(s.ok());
     }
@@ -329,33 +370,33 @@ TEST_CASE("The receiver sees the bytes the sender's ready_event covers",
 TEST_CASE("A staging sender killed mid-transfer fails its request cleanly",
           "[cuda]") {
   FLOWKV_SKIP_WITHOUT_GPU();
-  Receiver r(/*ipc=*/false, 0, 0, "plain");  // sends forever
+  Receiver r(/*ipc=*/false, kBigPair, 0, "layers");  // sends forever
   KvTransfer& kv = *r.side.kv;
   Seen seen;
-  REQUIRE(PollUntil(kv, seen, kSoon + kSoon,
-                    [](const Seen& s) { return s.Finished("req-1"); }));
-  // Mid-transfer: chunks of a later request are arriving.
+  // req-0's first layer arrived (the request is known here), and chunks of
+  // its second layer are arriving.
+  REQUIRE(PollUntil(kv, seen, kSoon, [&](const Seen&) {
+    return kv.LayersArrived("req-0") >= 1;
+  }));
   const uint64_t before = kv.Stats().staged_chunks_received;
   REQUIRE(PollUntil(kv, seen, kSoon, [&](const Seen&) {
     return kv.Stats().staged_chunks_received > before + 8;
   }));
+  REQUIRE(kv.LayersArrived("req-0") < kGeometry.num_layers);
   r.child->Kill();
   const absl::Time killed = absl::Now();
   REQUIRE(PollUntil(kv, seen, kNoticeDeath, [](const Seen& s) {
-    return s.Other(Notification::Kind::kPeerDisconnected);
+    return s.Failed("req-0") != nullptr;
   }));
   CHECK(absl::Now() - killed < kNoticeDeath);
+  INFO(seen.Failed("req-0")->status.ToString());
+  CHECK(seen.Failed("req-0")->status.code() == absl::StatusCode::kUnavailable);
+  CHECK(seen.Finished("req-0") == 0);
   const std::vector<uint8_t> snapshot = r.side.Download();
   REQUIRE(snapshot.size() == r.side.bytes);
-  // Whatever was in flight failed with Unavailable.
   REQUIRE(PollUntil(kv, seen, kSoon, [&](const Seen&) {
     return kv.Stats().requests_active == 0;
   }));
-  CHECK(!seen.failed.empty());
-  for (const KvFailed& f : seen.failed) {
-    INFO(f.request_id << ": " << f.status.ToString());
-    CHECK(f.status.code() == absl::StatusCode::kUnavailable);
-  }
   CHECK(RingFree(kv, kSoon));
   // No scatter landed after the failure was reported.
   CHECK(r.side.Download() == snapshot);
