@@ -141,11 +141,17 @@ py::object CudaPool(const py::iterable& tensors, const py::object& device,
     const py::object first = b.objects[0].attr("device").attr("index");
     index = first.is_none() ? 0 : first.cast<int>();
   } else {
+    // An int, or a torch.device("cuda", i).
+    const py::object value =
+        py::hasattr(device, "index") && !py::isinstance<py::int_>(device)
+            ? device.attr("index")
+            : device;
     try {
-      index = device.cast<int>();
+      index = value.cast<int>();
     } catch (const py::cast_error&) {
       ThrowStatus(absl::InvalidArgumentError(
-          "cuda_pool: device: expected None or a CUDA device index (int)"));
+          "cuda_pool: device: expected None, a CUDA device index (int) or a "
+          "torch.device with an index"));
     }
   }
   for (size_t i = 0; i < b.objects.size(); ++i) {

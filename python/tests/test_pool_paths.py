@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
+import sys
+import textwrap
 import time
 import weakref
 
@@ -18,8 +21,8 @@ import torch
 import flowkv
 from conftest import (DST_BLOCKS, GEOMETRY, KV_STATS_FIELDS, NUM_TOKENS,
                       OPTIONS_TIMEOUT_S, SRC_BLOCKS,
-                      assert_block_major_holds_request, engine_options,
-                      start_peer)
+                      assert_block_major_holds_request, child_env,
+                      engine_options, start_peer)
 
 # A small ring of many chunks: a request of NUM_TOKENS tokens is ~30 chunks
 # through a ring of 4 slots, so slots are reused under credit flow control.
@@ -366,6 +369,49 @@ def test_pools_expose_and_hold_their_memory():
     del host
     gc.collect()
     assert held() is None
+
+
+def test_interpreter_exit_with_staged_sends_in_flight():
+    script = textwrap.dedent("""
+        import time, torch, flowkv
+        opts = dict(ucx_config={"TLS": "tcp", "NET_DEVICES": "lo"})
+        a = flowkv.TransferEngine(name="a", **opts)
+        b = flowkv.TransferEngine(name="b", **opts)
+        layout = flowkv.KvLayout.flowkv_block_major(flowkv.KvGeometry(
+            num_layers=4, num_blocks=256, block_tokens=16, kv_heads=8,
+            head_dim=128, dtype_bytes=2))
+        ring = dict(staging_ring_bytes=1 << 20, staging_chunk_bytes=64 << 10)
+        tensor = torch.ones(layout.total_bytes // 2, dtype=torch.float16)
+        ka = flowkv.KvTransfer(a, layout, pool=flowkv.host_pool([tensor]),
+                               **ring)
+        kb = flowkv.KvTransfer(b, layout, pool=flowkv.shared_host_pool(layout),
+                               **ring)
+        del tensor                        # the pool holds it
+        peer = a.connect(b.listen("127.0.0.1:0"))
+        ka.announce_pool(peer)
+        deadline = time.monotonic() + 30
+        known = False
+        while not known and time.monotonic() < deadline:
+            kb.poll(wait=0.01)            # takes a's descriptor, answers
+            for p in b.peers():
+                try:
+                    kb.peer_pool(p.id)
+                    known = True
+                except flowkv.NotFoundError:
+                    pass
+        ka.wait_for_peer_pool(peer, 10.0)
+        print(ka.peer_path(peer).name, flush=True)
+        blocks = list(range(256))
+        handles = [ka.send(f"r{i}", peer, blocks, blocks, 256 * 16)
+                   for i in range(4)]
+        print("exiting", flush=True)
+        # no cleanup: atexit and finalization must cope
+    """)
+    result = subprocess.run([sys.executable, "-c", script], env=child_env(),
+                            capture_output=True, text=True,
+                            timeout=6 * OPTIONS_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["STAGING", "exiting"], result.stderr
 
 
 def test_cuda_pool_needs_a_cuda_build():
