@@ -54,11 +54,11 @@ struct Buffers {
 };
 
 Buffers BuffersOf(const py::iterable& buffers, const char* factory,
-                  MemoryKind kind) {
+                  const char* arg, MemoryKind kind) {
   Buffers b;
   size_t i = 0;
   for (py::handle buffer : buffers) {
-    const std::string what = absl::StrCat(factory, ": buffers[", i, "]");
+    const std::string what = absl::StrCat(factory, ": ", arg, "[", i, "]");
     auto hold = std::make_unique<EngineCore::Hold>();
     hold->object = py::reinterpret_borrow<py::object>(buffer);
     const BufferExtent e = ExtentOf(hold->object, hold.get(), what);
@@ -77,7 +77,7 @@ Buffers BuffersOf(const py::iterable& buffers, const char* factory,
   }
   if (i == 0) {
     ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
-        factory, ": buffers: no buffers (one per layout region)")));
+        factory, ": ", arg, ": none given (one per layout region)")));
   }
   return b;
 }
@@ -89,7 +89,7 @@ py::object Wrap(std::shared_ptr<KvPoolMemory> pool, py::list regions,
 }
 
 py::object HostPool(const py::iterable& buffers) {
-  Buffers b = BuffersOf(buffers, "host_pool", MemoryKind::kHost);
+  Buffers b = BuffersOf(buffers, "host_pool", "buffers", MemoryKind::kHost);
   std::unique_ptr<KvPoolMemory> pool =
       Unwrap(HostPoolMemory(std::move(b.bases), std::move(b.sizes)));
   return Wrap(Keeping(std::move(pool), HoldsObject(std::move(b.holds))),
@@ -135,17 +135,19 @@ py::object SharedHostPool(const py::object& sizes_or_layout) {
 
 py::object CudaPool(const py::iterable& tensors, const py::object& device,
                     bool share) {
-  Buffers b = BuffersOf(tensors, "cuda_pool", MemoryKind::kCudaDevice);
+  Buffers b =
+      BuffersOf(tensors, "cuda_pool", "tensors", MemoryKind::kCudaDevice);
   int index = 0;
   if (device.is_none()) {
     const py::object first = b.objects[0].attr("device").attr("index");
     index = first.is_none() ? 0 : first.cast<int>();
   } else {
     // An int, or a torch.device("cuda", i).
-    const py::object value =
-        py::hasattr(device, "index") && !py::isinstance<py::int_>(device)
-            ? device.attr("index")
-            : device;
+    const py::object value = py::hasattr(device, "index") &&
+                                     !py::isinstance<py::int_>(device) &&
+                                     !py::isinstance<py::str>(device)
+                                 ? device.attr("index")
+                                 : device;
     try {
       index = value.cast<int>();
     } catch (const py::cast_error&) {
@@ -158,7 +160,7 @@ py::object CudaPool(const py::iterable& tensors, const py::object& device,
     const py::object at = b.objects[i].attr("device").attr("index");
     if (!at.is_none() && at.cast<int>() != index) {
       ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
-          "cuda_pool: buffers[", i, "] is on cuda:", at.cast<int>(),
+          "cuda_pool: tensors[", i, "] is on cuda:", at.cast<int>(),
           ", the pool's device is cuda:", index)));
     }
   }

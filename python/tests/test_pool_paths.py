@@ -414,13 +414,36 @@ def test_interpreter_exit_with_staged_sends_in_flight():
     assert result.stdout.split() == ["STAGING", "exiting"], result.stderr
 
 
-def test_cuda_pool_needs_a_cuda_build():
-    if flowkv.HAS_CUDA_POOL:
-        pytest.skip("this flowkv has CUDA pools")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA tensor to give (torch without CUDA)")
-    with pytest.raises(flowkv.UnimplementedError):
-        flowkv.cuda_pool([torch.zeros(16, device="cuda")])
+class FakeCudaTensor:
+    """Looks like a contiguous torch CUDA tensor on cuda:`index` (no memory
+    behind it): reaches CudaPoolMemory::Create without a GPU."""
+
+    def __init__(self, index: int = 0) -> None:
+        self.device = type("Device", (), {"type": "cuda", "index": index})()
+
+    def data_ptr(self) -> int:
+        return 0x7F0000000000
+
+    def is_contiguous(self) -> bool:
+        return True
+
+    def numel(self) -> int:
+        return 1024
+
+    def element_size(self) -> int:
+        return 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_pool_without_a_gpu_or_cuda_build():
+    with pytest.raises(flowkv.InvalidArgumentError, match=r"tensors\[1\]"):
+        flowkv.cuda_pool([FakeCudaTensor(0), FakeCudaTensor(1)])
+    with pytest.raises(flowkv.InvalidArgumentError, match="device"):
+        flowkv.cuda_pool([FakeCudaTensor()], device="cuda")
+    expected = (flowkv.FailedPreconditionError if flowkv.HAS_CUDA_POOL
+                else flowkv.UnimplementedError)
+    with pytest.raises(expected):
+        flowkv.cuda_pool([FakeCudaTensor()])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
