@@ -264,15 +264,15 @@ void InitPoolMemory(py::module_& m) {
         py::arg("device") = py::none(), py::arg("share") = true,
         "A pool over contiguous torch CUDA tensors (data_ptr, nbytes), one "
         "per layout region, held by the pool. device: the CUDA device index "
-        "(None: the first tensor's). share=True takes a CUDA IPC handle per "
-        "region, so each tensor must start its own cudaMalloc allocation "
-        "(e.g. torch.empty per region with PYTORCH_NO_CUDA_MEMORY_CACHING=1, "
-        "or a tensor the caching allocator gave a whole segment); "
-        "share=False accepts any device memory and peers stage. "
-        "InvalidArgumentError for host memory, mixed devices, or what "
-        "CudaPoolMemory::Create refuses; FailedPreconditionError without a "
-        "usable GPU; UnimplementedError in a build without CUDA "
-        "(HAS_CUDA_POOL).");
+        "(None: the first tensor's), an int or a torch.device. share=True: "
+        "other processes of this host may open the pool (CUDA IPC of each "
+        "tensor's cudaMalloc allocation; tensors of PyTorch's caching "
+        "allocator and views do); memory IPC cannot share (expandable "
+        "segments, cudaMallocAsync, cuMemCreate) needs share=False, and "
+        "peers then stage. InvalidArgumentError for host memory, mixed "
+        "devices, or what CudaPoolMemory::Create refuses; "
+        "FailedPreconditionError without a usable GPU; UnimplementedError in "
+        "a build without CUDA (HAS_CUDA_POOL).");
 }
 
 }  // namespace flowkv::python
