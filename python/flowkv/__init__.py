@@ -42,11 +42,14 @@ from ._flowkv import (  # noqa: F401  (re-exported)
     DeadlineExceededError,
     Error,
     FailedPreconditionError,
+    HAS_CUDA_POOL,
     InternalError,
     InvalidArgumentError,
     KvGeometry,
     KvLayout,
     KvPart,
+    KvPath,
+    KvPathPolicy,
     KvPollResult,
     KvTensor,
     KvTransferStats,
@@ -67,6 +70,7 @@ from ._flowkv import (  # noqa: F401  (re-exported)
     PeerInfo,
     PermissionDeniedError,
     Placement,
+    PoolMemory,
     PoolOrder,
     RebalancePlan,
     RegionInfo,
@@ -88,11 +92,14 @@ from ._flowkv import (  # noqa: F401  (re-exported)
     UnknownError,
     VllmKvLayout,
     check_kv_exchange,
+    cuda_pool,
+    host_pool,
     plan_transfer,
     register_scheduler,
     registered_schedulers,
     serves_decode,
     serves_prefill,
+    shared_host_pool,
 )
 from . import sim  # noqa: F401
 
@@ -126,27 +133,59 @@ class TransferEngine(_flowkv.TransferEngine):
 class KvTransfer(_flowkv._KvTransfer):
     """Moves requests' KV caches between the pools of two engines.
 
-    KvTransfer(engine, layout, regions, *, incomplete_request_timeout=60.0,
-    max_tombstones=65536, log=None). `regions[i]` holds region i of `layout`:
-    either an engine region id (int), or a tensor / array / buffer, which is
-    checked against the layout (contiguous, element size 1 or
-    layout.geometry.dtype_bytes, at least layout.region_bytes(i) bytes) and
-    registered with the engine in place (see register_pool).
+    KvTransfer(engine, layout, regions=None, *, pool=None,
+    staging_ring_bytes=64 MiB, staging_chunk_bytes=4 MiB,
+    path_policy="auto", incomplete_request_timeout=60.0,
+    max_tombstones=65536, log=None).
 
-    The object holds the engine: the engine is not destroyed before it.
+    The pool is given one of two ways:
+      regions  `regions[i]` holds region i of `layout`: either an engine
+               region id (int), or a tensor / array / buffer, which is
+               checked against the layout (contiguous, element size 1 or
+               layout.geometry.dtype_bytes, at least layout.region_bytes(i)
+               bytes) and registered with the engine in place (see
+               register_pool). Bytes move directly (UCX) unless the policy
+               forces staging.
+      pool     a PoolMemory (host_pool, shared_host_pool, cuda_pool): bytes
+               move over IPC or the staging ring (peer_path says which).
+               Create the KvTransfer before peers connect (its ring is
+               engine memory).
+    staging_ring_bytes / staging_chunk_bytes size the staging ring (a ring
+    of ring_bytes // chunk_bytes slots); path_policy is a KvPathPolicy or
+    "auto", "force_staging", "force_ipc". InvalidArgumentError for a bad
+    option (chunk 0 or over the ring, an unknown policy, both or neither of
+    regions and pool); nothing stays registered then.
+
+    The object holds the engine (the engine is not destroyed before it) and
+    the pool (`pool`).
     """
 
     def __init__(self, engine: TransferEngine, layout: KvLayout,
-                 regions: Sequence[Any], **options: Any) -> None:
+                 regions: Any = None, *, pool: Any = None,
+                 **options: Any) -> None:
+        if isinstance(regions, PoolMemory) and pool is None:
+            regions, pool = None, regions
+        self.pool = pool
+        self._registered: List[int] = []
+        self.regions: List[int] = []
+        if regions is None:
+            super().__init__(engine, layout, None, pool=pool, **options)
+            _live_kv.add(self)
+            return
         regions = list(regions)
         if regions and all(isinstance(r, int) for r in regions):
             ids = regions
-            self._registered: List[int] = []
         else:
             ids = register_pool(engine, layout, regions)
             self._registered = list(ids)
-        self.regions: List[int] = list(ids)
-        super().__init__(engine, layout, ids, **options)
+        try:
+            super().__init__(engine, layout, ids, pool=pool, **options)
+        except BaseException:
+            for region in self._registered:
+                engine.deregister_memory(region)
+            self._registered = []
+            raise
+        self.regions = list(ids)
         _live_kv.add(self)
 
 

@@ -353,6 +353,29 @@ class TransferEngine:
     def __enter__(self) -> TransferEngine: ...
     def __exit__(self, *args: Any) -> None: ...
 
+# ---- Pool memory (pool_memory.cc) ----
+
+HAS_CUDA_POOL: bool
+
+class PoolMemory:
+    @property
+    def kind(self) -> MemoryKind: ...
+    @property
+    def num_regions(self) -> int: ...
+    def region_bytes(self, region: int) -> int: ...
+    def region_address(self, region: int) -> int: ...
+    @property
+    def shareable(self) -> bool: ...
+    # host_pool / cuda_pool: the buffers given; shared_host_pool: uint8
+    # numpy arrays over the regions.
+    @property
+    def regions(self) -> List[Any]: ...
+
+def host_pool(buffers: Iterable[Any]) -> PoolMemory: ...
+def shared_host_pool(sizes: Union[KvLayout, Sequence[int]]) -> PoolMemory: ...
+def cuda_pool(tensors: Iterable[Any], *, device: Optional[int] = None,
+              share: bool = True) -> PoolMemory: ...
+
 # ---- KvTransfer (kv_transfer.cc) ----
 
 MAX_KV_REQUEST_ID_BYTES: int
@@ -366,6 +389,16 @@ class KvPollResult:
     other: List[Notification]
     def __bool__(self) -> bool: ...
 
+class KvPath(enum.Enum):
+    DIRECT = 0
+    IPC = 1
+    STAGING = 2
+
+class KvPathPolicy(enum.Enum):
+    AUTO = 0
+    FORCE_STAGING = 1
+    FORCE_IPC = 2
+
 class KvTransferStats:
     requests_active: int
     results_pending: int
@@ -373,10 +406,27 @@ class KvTransferStats:
     malformed_notices: int
     late_notices: int
     pools_refused: int
+    staged_chunks_sent: int
+    staged_bytes_sent: int
+    staged_chunks_received: int
+    staged_bytes_received: int
+    chunks_refused: int
+    ipc_copies: int
+    ring_slots: int
+    ring_slots_free: int
+    ring_slots_max_in_use: int
+
+# send's ready_event: a torch.cuda.Event (its cuda_event), a cudaEvent_t as
+# an int, or None.
+ReadyEvent = Any
 
 class _KvTransfer:
     def __init__(self, engine: TransferEngine, layout: KvLayout,
-                 regions: Sequence[int], *,
+                 regions: Optional[Sequence[int]] = None, *,
+                 pool: Optional[PoolMemory] = None,
+                 staging_ring_bytes: int = 64 << 20,
+                 staging_chunk_bytes: int = 4 << 20,
+                 path_policy: Union[KvPathPolicy, str] = "auto",
                  incomplete_request_timeout: float = 60.0,
                  max_tombstones: int = 65536,
                  log: Optional[Callable[[int, str], Any]] = None) -> None: ...
@@ -386,7 +436,8 @@ class _KvTransfer:
              src_head_begin: int = 0, dst_head_begin: int = 0,
              num_heads: int = 0, sender_rank: int = 0, num_senders: int = 1,
              final_chunk: bool = True, payload: bytes = b"",
-             timeout: Optional[float] = None) -> TransferHandle: ...
+             timeout: Optional[float] = None,
+             ready_event: ReadyEvent = None) -> TransferHandle: ...
     def fetch(self, request_id: Union[str, bytes], peer: int,
               src_blocks: BlockIds, dst_blocks: BlockIds, num_tokens: int, *,
               token_begin: int = 0, layer_begin: int = 0, layer_end: int = 0,
@@ -401,6 +452,7 @@ class _KvTransfer:
     def announce_pool(self, peer: int) -> None: ...
     def wait_for_peer_pool(self, peer: int, timeout: float = 10.0) -> None: ...
     def peer_pool(self, peer: int) -> KvLayout: ...
+    def peer_path(self, peer: int) -> KvPath: ...
     def add_peer_pool(self, peer: int, layout: KvLayout,
                       peer_regions: Sequence[int]) -> None: ...
     def layers_arrived(self, request_id: Union[str, bytes]) -> int: ...

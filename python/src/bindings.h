@@ -33,6 +33,7 @@ void InitLayout(py::module_& m);
 void InitAllocator(py::module_& m);
 void InitTransferHandle(py::module_& m);
 void InitEngine(py::module_& m);
+void InitPoolMemory(py::module_& m);
 void InitKvTransfer(py::module_& m);
 void InitScheduler(py::module_& m);
 void InitSim(py::module_& m);

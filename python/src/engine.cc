@@ -142,32 +142,28 @@ TransferEngineOptions ParseOptions(const py::kwargs& kwargs, PyRef* log) {
   return o;
 }
 
-// Where an object's bytes are, for registering it in place; fills `hold`.
-struct Extent {
-  void* base = nullptr;
-  uint64_t length = 0;
-  MemoryKind kind = MemoryKind::kHost;
-};
+}  // namespace
 
-Extent ExtentOf(const py::object& object, EngineCore::Hold* hold) {
-  Extent e;
+BufferExtent ExtentOf(const py::object& object, EngineCore::Hold* hold,
+                      const std::string& what) {
+  BufferExtent e;
   const std::string type =
       py::str(py::type::handle_of(object).attr("__name__"));
   if (PyObject_CheckBuffer(object.ptr())) {
     if (PyObject_GetBuffer(object.ptr(), &hold->view, PyBUF_FULL_RO) != 0) {
       PyErr_Clear();
       ThrowStatus(absl::InvalidArgumentError(
-          "register_memory: cannot export the buffer of a " + type));
+          what + ": cannot export the buffer of a " + type));
     }
     hold->has_view = true;
     if (hold->view.readonly) {
       ThrowStatus(absl::InvalidArgumentError(
-          "register_memory: the " + type +
+          what + ": the " + type +
           " is read-only; the engine writes into registered memory"));
     }
     if (!PyBuffer_IsContiguous(&hold->view, 'A')) {
       ThrowStatus(absl::InvalidArgumentError(
-          "register_memory: the " + type +
+          what + ": the " + type +
           " is not contiguous; register a contiguous array (e.g. "
           "numpy.ascontiguousarray) and view it"));
     }
@@ -180,16 +176,17 @@ Extent ExtentOf(const py::object& object, EngineCore::Hold* hold) {
     // hold the tensor.
     if (!object.attr("is_contiguous")().cast<bool>()) {
       ThrowStatus(absl::InvalidArgumentError(
-          "register_memory: the tensor is not contiguous (call "
+          what +
+          ": the tensor is not contiguous (call "
           ".contiguous() and register that tensor)"));
     }
     const std::string device = py::str(object.attr("device").attr("type"));
     if (device == "cuda") {
       e.kind = MemoryKind::kCudaDevice;
     } else if (device != "cpu") {
-      ThrowStatus(absl::InvalidArgumentError(
-          "register_memory: tensors on device '" + device +
-          "' cannot be registered (cpu or cuda)"));
+      ThrowStatus(
+          absl::InvalidArgumentError(what + ": tensors on device '" + device +
+                                     "' cannot be registered (cpu or cuda)"));
     }
     e.base =
         reinterpret_cast<void*>(object.attr("data_ptr")().cast<uintptr_t>());
@@ -199,16 +196,19 @@ Extent ExtentOf(const py::object& object, EngineCore::Hold* hold) {
     return e;
   }
   ThrowStatus(absl::InvalidArgumentError(
-      "register_memory: expected an object with the buffer protocol (numpy "
+      what +
+      ": expected an object with the buffer protocol (numpy "
       "array, bytearray, memoryview) or a torch.Tensor, got " +
       type));
 }
+
+namespace {
 
 RegionId RegisterMemory(PyEngine& self, const py::object& object) {
   const CoreRef& core = self.core();
   auto hold = std::make_unique<EngineCore::Hold>();
   hold->object = object;
-  const Extent e = ExtentOf(object, hold.get());
+  const BufferExtent e = ExtentOf(object, hold.get(), "register_memory");
   const RegionId id = Unwrap(Released(
       [&] { return core->engine->RegisterMemory(e.base, e.length, e.kind); }));
   core->holds[id] = std::move(hold);

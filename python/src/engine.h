@@ -10,8 +10,10 @@
 #ifndef FLOWKV_PYTHON_SRC_ENGINE_H_
 #define FLOWKV_PYTHON_SRC_ENGINE_H_
 
+#include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
 
 #include "bindings.h"
 #include "flowkv/transfer_engine.h"
@@ -60,6 +62,19 @@ class PyEngine {
  private:
   CoreRef core_;
 };
+
+// Where a Python object's bytes are, for using them in place: a contiguous,
+// writable buffer (numpy array, bytearray, memoryview) or a contiguous
+// torch.Tensor (cpu: kHost, cuda: kCudaDevice). Fills `hold`, which keeps the
+// object referenced and its buffer exported while it lives.
+// InvalidArgumentError, its message starting with `what`, for anything else.
+struct BufferExtent {
+  void* base = nullptr;
+  uint64_t length = 0;
+  MemoryKind kind = MemoryKind::kHost;
+};
+BufferExtent ExtentOf(const py::object& object, EngineCore::Hold* hold,
+                      const std::string& what);
 
 // Wraps a TransferHandle for Python (engine.cc).
 py::object WrapHandle(TransferHandle handle);

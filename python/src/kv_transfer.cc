@@ -1,27 +1,37 @@
-// Bindings of KvTransfer (flowkv/kv_transfer.h): send / fetch of request
-// pieces, poll (finished, failed, released, other), expect / forget, pool
-// announcement and declaration, layers_arrived, stats.
+// Bindings of KvTransfer (flowkv/kv_transfer.h): creation over engine
+// regions or a PoolMemory (pool_memory.h) with staging and path options,
+// send / fetch of request pieces (send's ready_event), poll (finished,
+// failed, released, other), expect / forget, pool announcement and
+// declaration, peer_path, layers_arrived, stats.
 //
 // A Python KvTransfer holds the engine's core (engine.h), so the engine
-// outlives it. Its calls run with the GIL released.
+// outlives it, and the ready events of its sends until they complete. Its
+// calls run with the GIL released.
 
 #include "flowkv/kv_transfer.h"
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <pybind11/stl.h>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "bindings.h"
 #include "engine.h"
+#include "pool_memory.h"
 
 namespace flowkv::python {
 
 // The Python KvTransfer object.
 struct PyKvTransfer {
   CoreRef core;
+  // (handle, event) of each send given a ready_event object, kept until the
+  // handle is done: the library may wait on the event until then. GIL.
+  std::vector<std::pair<PyRef, PyRef>> events;
   std::unique_ptr<KvTransfer> kv;
   PyRef log;
 
@@ -36,15 +46,25 @@ struct PyKvTransfer {
       py::gil_scoped_release release;
       kv.reset();
     }
+    events.clear();
     core.reset();
+  }
+  // Drops the events of sends that are done. REQUIRES: the GIL.
+  void PruneEvents() {
+    std::erase_if(events, [](const std::pair<PyRef, PyRef>& e) {
+      return e.first.get().cast<const TransferHandle&>().state() ==
+             TransferState::kDone;
+    });
   }
   ~PyKvTransfer() {
     if (kv == nullptr) return;
     if (CallbackScope::Active()) {
       // Inside a library callback: destroy it (and maybe the engine after
       // it) on a thread of its own.
-      std::thread([kv = std::move(kv), core = std::move(core)]() mutable {
+      std::thread([kv = std::move(kv), core = std::move(core),
+                   events = std::move(events)]() mutable {
         kv.reset();
+        events.clear();  // PyRef takes the GIL (or leaks at exit)
         if (PythonFinalizing()) {
           new CoreRef(std::move(core));  // leaked at exit
           return;
@@ -134,6 +154,36 @@ PyPollResult ToPython(KvPollResult r) {
 using Piece = TransferHandle (KvTransfer::*)(std::string_view, PeerId,
                                              const KvSendRequest&);
 
+// send's ready_event: None, an object with `cuda_event` (torch.cuda.Event:
+// its cudaEvent_t, created by its first record()), or a cudaEvent_t as an
+// int. InvalidArgumentError for anything else and for a null event.
+void* ReadyEvent(const py::object& event) {
+  if (event.is_none()) return nullptr;
+  const bool has_attr = py::hasattr(event, "cuda_event");
+  const py::object handle = has_attr ? event.attr("cuda_event") : event;
+  if (!py::isinstance<py::int_>(handle) || py::isinstance<py::bool_>(handle)) {
+    ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
+        "send: ready_event: expected None, a torch.cuda.Event or a "
+        "cudaEvent_t handle (int), got ",
+        std::string(py::str(py::type::handle_of(event).attr("__name__"))))));
+  }
+  uintptr_t value = 0;
+  try {
+    value = handle.cast<uintptr_t>();
+  } catch (const py::cast_error&) {
+    ThrowStatus(absl::InvalidArgumentError(
+        "send: ready_event: the handle is not a valid address"));
+  }
+  if (value == 0) {
+    ThrowStatus(absl::InvalidArgumentError(
+        has_attr ? "send: ready_event: the event has no CUDA event yet "
+                   "(record() it on the stream that writes the source "
+                   "blocks first)"
+                 : "send: ready_event: 0 is not an event (None: no event)"));
+  }
+  return reinterpret_cast<void*>(value);
+}
+
 template <Piece piece>
 py::object SendOrFetch(PyKvTransfer& self, py::handle request_id, PeerId peer,
                        py::handle src_blocks, py::handle dst_blocks,
@@ -142,19 +192,131 @@ py::object SendOrFetch(PyKvTransfer& self, py::handle request_id, PeerId peer,
                        uint32_t src_head_begin, uint32_t dst_head_begin,
                        uint32_t num_heads, uint32_t sender_rank,
                        uint32_t num_senders, bool final_chunk,
-                       const py::bytes& payload, const py::object& timeout) {
+                       const py::bytes& payload, const py::object& timeout,
+                       const py::object& ready_event) {
   KvTransfer& kv = self.get();
   const std::string id = RequestId(request_id);
-  const KvSendRequest r =
+  KvSendRequest r =
       MakeRequest(src_blocks, dst_blocks, num_tokens, token_begin, layer_begin,
                   layer_end, src_head_begin, dst_head_begin, num_heads,
                   sender_rank, num_senders, final_chunk, payload, timeout);
+  r.ready_event = ReadyEvent(ready_event);
+  self.PruneEvents();
   TransferHandle h;
   {
     py::gil_scoped_release release;
     h = (kv.*piece)(id, peer, r);
   }
-  return WrapHandle(std::move(h));
+  py::object handle = WrapHandle(std::move(h));
+  if (r.ready_event != nullptr && !py::isinstance<py::int_>(ready_event)) {
+    self.events.emplace_back(PyRef(handle), PyRef(ready_event));
+  }
+  return handle;
+}
+
+py::object Send(PyKvTransfer& self, py::handle request_id, PeerId peer,
+                py::handle src_blocks, py::handle dst_blocks,
+                uint64_t num_tokens, uint64_t token_begin, uint32_t layer_begin,
+                uint32_t layer_end, uint32_t src_head_begin,
+                uint32_t dst_head_begin, uint32_t num_heads,
+                uint32_t sender_rank, uint32_t num_senders, bool final_chunk,
+                const py::bytes& payload, const py::object& timeout,
+                const py::object& ready_event) {
+  return SendOrFetch<&KvTransfer::Send>(
+      self, request_id, peer, src_blocks, dst_blocks, num_tokens, token_begin,
+      layer_begin, layer_end, src_head_begin, dst_head_begin, num_heads,
+      sender_rank, num_senders, final_chunk, payload, timeout, ready_event);
+}
+
+py::object Fetch(PyKvTransfer& self, py::handle request_id, PeerId peer,
+                 py::handle src_blocks, py::handle dst_blocks,
+                 uint64_t num_tokens, uint64_t token_begin,
+                 uint32_t layer_begin, uint32_t layer_end,
+                 uint32_t src_head_begin, uint32_t dst_head_begin,
+                 uint32_t num_heads, uint32_t sender_rank, uint32_t num_senders,
+                 bool final_chunk, const py::bytes& payload,
+                 const py::object& timeout) {
+  return SendOrFetch<&KvTransfer::Fetch>(
+      self, request_id, peer, src_blocks, dst_blocks, num_tokens, token_begin,
+      layer_begin, layer_end, src_head_begin, dst_head_begin, num_heads,
+      sender_rank, num_senders, final_chunk, payload, timeout, py::none());
+}
+
+// path_policy: a KvPathPolicy or its name in lower case.
+KvPathPolicy PathPolicy(const py::object& policy) {
+  if (py::isinstance<KvPathPolicy>(policy)) return policy.cast<KvPathPolicy>();
+  if (py::isinstance<py::str>(policy)) {
+    const std::string name = policy.cast<std::string>();
+    if (name == "auto") return KvPathPolicy::kAuto;
+    if (name == "force_staging") return KvPathPolicy::kForceStaging;
+    if (name == "force_ipc") return KvPathPolicy::kForceIpc;
+  }
+  ThrowStatus(absl::InvalidArgumentError(
+      absl::StrCat("path_policy: expected a KvPathPolicy or one of 'auto', "
+                   "'force_staging', 'force_ipc', got ",
+                   std::string(py::repr(policy)))));
+}
+
+// What a log callback of KvTransferOptions calls: `callback` with the GIL.
+std::function<void(LogSeverity, std::string_view)> LogTo(PyRef callback) {
+  return [callback](LogSeverity s, std::string_view message) {
+    if (PythonFinalizing()) return;
+    CallbackScope scope;
+    py::gil_scoped_acquire gil;
+    try {
+      callback.get()(static_cast<int>(s),
+                     py::str(message.data(), message.size()));
+    } catch (py::error_already_set& e) {
+      ReportCallbackError(e, callback.get());
+    }
+  };
+}
+
+std::unique_ptr<PyKvTransfer> MakeKvTransfer(
+    const py::object& engine, const KvLayout& layout,
+    std::optional<std::vector<RegionId>> regions, const py::object& pool,
+    uint64_t staging_ring_bytes, uint64_t staging_chunk_bytes,
+    const py::object& path_policy, double timeout_s, size_t max_tombstones,
+    const py::object& log) {
+  auto self = std::make_unique<PyKvTransfer>();
+  self->core = engine.cast<PyEngine&>().core();
+  KvTransferOptions o;
+  o.incomplete_request_timeout =
+      SecondsToDuration(timeout_s, "incomplete_request_timeout");
+  o.max_tombstones = max_tombstones;
+  o.staging = {.ring_bytes = staging_ring_bytes,
+               .chunk_bytes = staging_chunk_bytes};
+  o.path_policy = PathPolicy(path_policy);
+  if (regions.has_value() == !pool.is_none()) {
+    ThrowStatus(absl::InvalidArgumentError(
+        "KvTransfer: give the pool either as regions or as pool=, not " +
+        std::string(regions.has_value() ? "both" : "neither")));
+  }
+  std::shared_ptr<KvPoolMemory> memory;
+  if (!pool.is_none()) {
+    if (!py::isinstance<PyPoolMemory>(pool)) {
+      ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
+          "KvTransfer: pool: expected a flowkv.PoolMemory (host_pool, "
+          "shared_host_pool, cuda_pool), got ",
+          std::string(py::str(py::type::handle_of(pool).attr("__name__"))))));
+    }
+    memory = pool.cast<const PyPoolMemory&>().pool;
+  }
+  if (!log.is_none()) {
+    self->log = PyRef(log);
+    o.log = LogTo(self->log);
+  }
+  TransferEngine* e = self->core->engine.get();
+  absl::StatusOr<std::unique_ptr<KvTransfer>> made;
+  {
+    py::gil_scoped_release release;
+    made =
+        memory != nullptr
+            ? KvTransfer::Create(e, layout, std::move(memory), std::move(o))
+            : KvTransfer::Create(e, layout, *std::move(regions), std::move(o));
+  }
+  self->kv = Unwrap(std::move(made));
+  return self;
 }
 
 }  // namespace
@@ -183,13 +345,38 @@ void InitKvTransfer(py::module_& m) {
                !r.released.empty() || !r.other.empty();
       });
 
+  py::enum_<KvPath>(m, "KvPath",
+                    "How a peer's bytes move (KvTransfer.peer_path).")
+      .value("DIRECT", KvPath::kDirect)
+      .value("IPC", KvPath::kIpc)
+      .value("STAGING", KvPath::kStaging);
+  py::enum_<KvPathPolicy>(m, "KvPathPolicy",
+                          "Which paths KvTransfer may choose (path_policy; "
+                          "also given as 'auto', 'force_staging', "
+                          "'force_ipc').")
+      .value("AUTO", KvPathPolicy::kAuto)
+      .value("FORCE_STAGING", KvPathPolicy::kForceStaging)
+      .value("FORCE_IPC", KvPathPolicy::kForceIpc);
+
   py::class_<KvTransferStats>(m, "KvTransferStats")
       .def_readonly("requests_active", &KvTransferStats::requests_active)
       .def_readonly("results_pending", &KvTransferStats::results_pending)
       .def_readonly("tombstones", &KvTransferStats::tombstones)
       .def_readonly("malformed_notices", &KvTransferStats::malformed_notices)
       .def_readonly("late_notices", &KvTransferStats::late_notices)
-      .def_readonly("pools_refused", &KvTransferStats::pools_refused);
+      .def_readonly("pools_refused", &KvTransferStats::pools_refused)
+      .def_readonly("staged_chunks_sent", &KvTransferStats::staged_chunks_sent)
+      .def_readonly("staged_bytes_sent", &KvTransferStats::staged_bytes_sent)
+      .def_readonly("staged_chunks_received",
+                    &KvTransferStats::staged_chunks_received)
+      .def_readonly("staged_bytes_received",
+                    &KvTransferStats::staged_bytes_received)
+      .def_readonly("chunks_refused", &KvTransferStats::chunks_refused)
+      .def_readonly("ipc_copies", &KvTransferStats::ipc_copies)
+      .def_readonly("ring_slots", &KvTransferStats::ring_slots)
+      .def_readonly("ring_slots_free", &KvTransferStats::ring_slots_free)
+      .def_readonly("ring_slots_max_in_use",
+                    &KvTransferStats::ring_slots_max_in_use);
 
   const char* piece_doc =
       "One piece of request `request_id`: blocks (BlockList or block ids) in "
@@ -199,58 +386,45 @@ void InitKvTransfer(py::module_& m) {
       "TransferHandle; every error (InvalidArgumentError for a bad id, "
       "payload over MAX_KV_PAYLOAD_BYTES, ...; FailedPreconditionError when "
       "the peer's pool is unknown; the engine's) comes through it.";
+  static const std::string send_doc =
+      std::string(piece_doc) +
+      " ready_event (None, a torch.cuda.Event or a cudaEvent_t int; CUDA "
+      "pools only, else the handle fails with InvalidArgumentError): the "
+      "first copy out of the pool waits for it; the KvTransfer holds the "
+      "event object until the handle is done. InvalidArgumentError (raised) "
+      "for an event that was never recorded.";
+
+  const char* path_doc =
+      "How bytes to `peer` move once its pool is known: a KvPath (DIRECT, "
+      "IPC or STAGING). FailedPreconditionError while no pool is known or "
+      "when no path reaches the peer (force_ipc and IPC cannot, staging "
+      "needed and a side has no ring; the message says which), "
+      "InvalidArgumentError when its pool descriptor was refused.";
 
   py::class_<PyKvTransfer>(
       m, "_KvTransfer",
       "Moves requests' KV between pools of two engines (see "
       "flowkv.KvTransfer, which wraps this).")
-      .def(py::init([](py::object engine, const KvLayout& layout,
-                       std::vector<RegionId> regions, double timeout_s,
-                       size_t max_tombstones, py::object log) {
-             auto self = std::make_unique<PyKvTransfer>();
-             self->core = engine.cast<PyEngine&>().core();
-             KvTransferOptions o;
-             o.incomplete_request_timeout =
-                 SecondsToDuration(timeout_s, "incomplete_request_timeout");
-             o.max_tombstones = max_tombstones;
-             if (!log.is_none()) {
-               self->log = PyRef(log);
-               PyRef callback = self->log;
-               o.log = [callback](LogSeverity s, std::string_view message) {
-                 if (PythonFinalizing()) return;
-                 CallbackScope scope;
-                 py::gil_scoped_acquire gil;
-                 try {
-                   callback.get()(static_cast<int>(s),
-                                  py::str(message.data(), message.size()));
-                 } catch (py::error_already_set& e) {
-                   ReportCallbackError(e, callback.get());
-                 }
-               };
-             }
-             TransferEngine* e = self->core->engine.get();
-             self->kv = Unwrap([&] {
-               py::gil_scoped_release release;
-               return KvTransfer::Create(e, layout, std::move(regions),
-                                         std::move(o));
-             }());
-             return self;
-           }),
-           py::arg("engine"), py::arg("layout"), py::arg("regions"),
-           py::kw_only(), py::arg("incomplete_request_timeout") = 60.0,
+      .def(py::init(&MakeKvTransfer), py::arg("engine"), py::arg("layout"),
+           py::arg("regions") = py::none(), py::kw_only(),
+           py::arg("pool") = py::none(),
+           py::arg("staging_ring_bytes") = KvStagingOptions{}.ring_bytes,
+           py::arg("staging_chunk_bytes") = KvStagingOptions{}.chunk_bytes,
+           py::arg("path_policy") = "auto",
+           py::arg("incomplete_request_timeout") = 60.0,
            py::arg("max_tombstones") = 65536, py::arg("log") = py::none())
-      .def("send", &SendOrFetch<&KvTransfer::Send>, py::arg("request_id"),
-           py::arg("peer"), py::arg("src_blocks"), py::arg("dst_blocks"),
-           py::arg("num_tokens"), py::kw_only(), py::arg("token_begin") = 0,
+      .def("send", &Send, py::arg("request_id"), py::arg("peer"),
+           py::arg("src_blocks"), py::arg("dst_blocks"), py::arg("num_tokens"),
+           py::kw_only(), py::arg("token_begin") = 0,
            py::arg("layer_begin") = 0, py::arg("layer_end") = 0,
            py::arg("src_head_begin") = 0, py::arg("dst_head_begin") = 0,
            py::arg("num_heads") = 0, py::arg("sender_rank") = 0,
            py::arg("num_senders") = 1, py::arg("final_chunk") = true,
            py::arg("payload") = py::bytes(), py::arg("timeout") = py::none(),
-           piece_doc)
-      .def("fetch", &SendOrFetch<&KvTransfer::Fetch>, py::arg("request_id"),
-           py::arg("peer"), py::arg("src_blocks"), py::arg("dst_blocks"),
-           py::arg("num_tokens"), py::kw_only(), py::arg("token_begin") = 0,
+           py::arg("ready_event") = py::none(), send_doc.c_str())
+      .def("fetch", &Fetch, py::arg("request_id"), py::arg("peer"),
+           py::arg("src_blocks"), py::arg("dst_blocks"), py::arg("num_tokens"),
+           py::kw_only(), py::arg("token_begin") = 0,
            py::arg("layer_begin") = 0, py::arg("layer_end") = 0,
            py::arg("src_head_begin") = 0, py::arg("dst_head_begin") = 0,
            py::arg("num_heads") = 0, py::arg("sender_rank") = 0,
@@ -267,6 +441,7 @@ void InitKvTransfer(py::module_& m) {
               py::gil_scoped_release release;
               r = kv.Poll(d);
             }
+            self.PruneEvents();
             return ToPython(std::move(r));
           },
           py::arg("wait") = 0.0,
@@ -280,6 +455,7 @@ void InitKvTransfer(py::module_& m) {
                py::gil_scoped_release release;
                r = kv.TakeResults();
              }
+             self.PruneEvents();
              return ToPython(std::move(r));
            })
       .def(
@@ -341,6 +517,13 @@ void InitKvTransfer(py::module_& m) {
           py::arg("peer"),
           "The peer's pool layout; NotFoundError while unknown, "
           "InvalidArgumentError when its descriptor was refused.")
+      .def(
+          "peer_path",
+          [](PyKvTransfer& self, PeerId peer) {
+            KvTransfer& kv = self.get();
+            return Unwrap(Released([&] { return kv.PeerPath(peer); }));
+          },
+          py::arg("peer"), path_doc)
       .def(
           "add_peer_pool",
           [](PyKvTransfer& self, PeerId peer, const KvLayout& layout,

@@ -18,6 +18,7 @@ PYBIND11_MODULE(_flowkv, m) {
   flowkv::python::InitAllocator(m);
   flowkv::python::InitTransferHandle(m);
   flowkv::python::InitEngine(m);
+  flowkv::python::InitPoolMemory(m);
   flowkv::python::InitKvTransfer(m);
   flowkv::python::InitScheduler(m);
   flowkv::python::InitSim(m);

@@ -87,3 +87,30 @@ NUM_TOKENS = 20  # the last block is partial
 def vllm_shape() -> List[int]:
     g = GEOMETRY
     return [2, g["num_blocks"], g["block_tokens"], g["kv_heads"], g["head_dim"]]
+
+
+# The KvTransferStats fields of staging and IPC (kv_peer.py --report).
+KV_STATS_FIELDS = ["staged_chunks_sent", "staged_bytes_sent",
+                   "staged_chunks_received", "staged_bytes_received",
+                   "chunks_refused", "ipc_copies", "ring_slots",
+                   "ring_slots_free", "ring_slots_max_in_use"]
+
+
+def assert_block_major_holds_request(pool) -> None:
+    """Asserts that `pool` (a float16 tensor over a FlowKV block-major pool
+    of GEOMETRY) holds what kv_peer.py sends: the request's NUM_TOKENS tokens
+    in DST_BLOCKS, byte for byte, and zeros in every other block (the tail
+    of the last, partial block is the sender's to fill or not)."""
+    import torch
+    g = GEOMETRY
+    T = g["block_tokens"]
+    dst = pool.view(g["num_blocks"], g["num_layers"], 2, T, g["kv_heads"],
+                    g["head_dim"])
+    for layer in range(g["num_layers"]):
+        src = layer_values(layer, vllm_shape())
+        for i, (s, d) in enumerate(zip(SRC_BLOCKS, DST_BLOCKS)):
+            tokens = min(T, NUM_TOKENS - i * T)
+            assert torch.equal(dst[d, layer, :, :tokens].view(torch.int16),
+                               src[:, s, :tokens].view(torch.int16)), (layer, i)
+    untouched = [b for b in range(g["num_blocks"]) if b not in DST_BLOCKS]
+    assert torch.count_nonzero(dst[untouched].view(torch.int16)) == 0

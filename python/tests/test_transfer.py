@@ -13,8 +13,8 @@ import torch
 
 import flowkv
 from conftest import (DST_BLOCKS, GEOMETRY, NUM_TOKENS, OPTIONS_TIMEOUT_S,
-                      SRC_BLOCKS, engine_options, layer_values, start_peer,
-                      vllm_shape)
+                      SRC_BLOCKS, assert_block_major_holds_request,
+                      engine_options, layer_values, start_peer, vllm_shape)
 
 
 def test_kv_moves_from_vllm_layout_to_block_major_across_processes(transport):
@@ -40,19 +40,7 @@ def test_kv_moves_from_vllm_layout_to_block_major_across_processes(transport):
     assert failed == []
     assert finished == [("req-1", b"aux-data")]
 
-    g = GEOMETRY
-    T = g["block_tokens"]
-    dst = pool.view(g["num_blocks"], g["num_layers"], 2, T, g["kv_heads"],
-                    g["head_dim"])
-    for layer in range(g["num_layers"]):
-        src = layer_values(layer, vllm_shape())
-        for part in range(2):
-            for i, (s, d) in enumerate(zip(SRC_BLOCKS, DST_BLOCKS)):
-                tokens = min(T, NUM_TOKENS - i * T)
-                assert torch.equal(dst[d, layer, part, :tokens],
-                                   src[part, s, :tokens]), (layer, part, i)
-    untouched = [b for b in range(g["num_blocks"]) if b not in DST_BLOCKS]
-    assert torch.count_nonzero(dst[untouched]) == 0
+    assert_block_major_holds_request(pool)
     kv.close()
     engine.close()
 
