@@ -9,6 +9,7 @@
 #                             points over many seeds, 60 s soaks, namespaces
 #                             (docs/reliability.md; about 5 minutes)
 #   make bench                build and run the benchmarks
+#   make fuzz [FUZZ_SECONDS=60]   every libFuzzer target (clang, build-fuzz/)
 #   make format | format-check | lint
 
 SANITIZE ?=
@@ -21,7 +22,7 @@ export UCX_NET_DEVICES ?= lo
 
 SOURCES = $(shell git ls-files '*.h' '*.cc' '*.cu' '*.cuh' 2>/dev/null)
 
-.PHONY: deps configure build demo test reliability bench format format-check lint clean
+.PHONY: deps configure build demo test reliability bench fuzz format format-check lint clean
 
 deps:
 	@scripts/install-deps.sh
@@ -48,6 +49,9 @@ reliability: build
 bench: build
 	@for b in $(BIN)/*_benchmark; do echo "== $$b"; $$b || exit 1; done
 
+fuzz: deps
+	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
+
 format:
 	clang-format -i $(SOURCES)
 
@@ -59,4 +63,4 @@ lint: configure
 	  clang-tidy -p $(BUILD_DIR) $(filter lib/%.cc,$(SOURCES))
 
 clean:
-	rm -rf build build-asan build-tsan build-debug
+	rm -rf build build-asan build-tsan build-debug build-fuzz

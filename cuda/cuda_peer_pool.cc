@@ -30,24 +30,25 @@ struct Regions {
   std::vector<uint64_t> sizes;
 };
 
-// A peer's pool mapped into this process: through CUDA IPC (`opened`, closed
-// in the destructor) or, for a descriptor of this same process, by address.
+// A peer's pool mapped into this process: through CUDA IPC (each of the
+// peer's allocations opened once, `mappings`, closed in the destructor) or,
+// for a descriptor of this same process, by address (no mappings).
 class CudaPeerPool final : public KvPeerPool {
  public:
   CudaPeerPool(std::shared_ptr<CopyQueue> queue, Regions local, Regions peer,
-               bool opened)
+               std::vector<void*> mappings)
       : queue_(std::move(queue)),
         local_(std::move(local)),
         peer_(std::move(peer)),
-        opened_(opened) {}
+        mappings_(std::move(mappings)) {}
 
   // Waits for the copies in flight on the pool's stream, then closes the IPC
   // mappings.
   ~CudaPeerPool() override {
     queue_->Drain();
-    if (!opened_) return;
+    if (mappings_.empty()) return;
     ScopedDevice scoped(queue_->device());
-    for (std::byte* base : peer_.bases) cudaIpcCloseMemHandle(base);
+    for (void* mapping : mappings_) cudaIpcCloseMemHandle(mapping);
   }
 
   void CopyTo(std::vector<PoolPeerCopy> copies, void* after,
@@ -110,7 +111,7 @@ class CudaPeerPool final : public KvPeerPool {
   const std::shared_ptr<CopyQueue> queue_;
   const Regions local_;
   const Regions peer_;
-  const bool opened_;
+  const std::vector<void*> mappings_;
 };
 
 // The device of this process whose UUID is `uuid`, or Unavailable.
@@ -163,8 +164,8 @@ absl::StatusOr<std::unique_ptr<KvPeerPool>> CudaPoolMemory::OpenPeer(
     for (const internal::IpcRegion& region : parsed->regions) {
       peer.bases.push_back(reinterpret_cast<std::byte*>(region.address));
     }
-    return std::make_unique<CudaPeerPool>(queue_, std::move(local),
-                                          std::move(peer), /*opened=*/false);
+    return std::make_unique<CudaPeerPool>(
+        queue_, std::move(local), std::move(peer), std::vector<void*>());
   }
   if (kill(static_cast<pid_t>(parsed->pid), 0) != 0 && errno == ESRCH) {
     return absl::UnavailableError(absl::StrFormat(
@@ -186,28 +187,48 @@ absl::StatusOr<std::unique_ptr<KvPeerPool>> CudaPoolMemory::OpenPeer(
     }
   }
 
+  // Regions of one allocation share its handle: each handle is opened once
+  // and a region is its mapping plus the region's offset.
   ScopedDevice scoped(device_);
   if (!scoped.status().ok()) return scoped.status();
+  std::vector<void*> mappings;
+  std::vector<const internal::IpcRegion*> mapped;  // mapping i's first region
   for (size_t i = 0; i < parsed->regions.size(); ++i) {
-    cudaIpcMemHandle_t handle{};
-    std::memcpy(&handle, parsed->regions[i].handle.data(), sizeof(handle));
-    void* base = nullptr;
-    const cudaError_t error =
-        cudaIpcOpenMemHandle(&base, handle, cudaIpcMemLazyEnablePeerAccess);
-    if (error != cudaSuccess) {
-      cudaGetLastError();
-      for (std::byte* opened : peer.bases) cudaIpcCloseMemHandle(opened);
-      const absl::Status cause = CudaStatus(
-          error, absl::StrFormat("cudaIpcOpenMemHandle of peer region %d", i));
-      return absl::UnavailableError(absl::StrFormat(
-          "OpenPeer: %s (the exporter (pid %d) freed its pool or exited, or "
-          "CUDA IPC is not available between these processes)",
-          cause.message(), parsed->pid));
+    const internal::IpcRegion& region = parsed->regions[i];
+    size_t m = 0;
+    while (m < mapped.size() && mapped[m]->handle != region.handle) ++m;
+    if (m == mapped.size()) {
+      cudaIpcMemHandle_t handle{};
+      std::memcpy(&handle, region.handle.data(), sizeof(handle));
+      void* base = nullptr;
+      const cudaError_t error =
+          cudaIpcOpenMemHandle(&base, handle, cudaIpcMemLazyEnablePeerAccess);
+      if (error != cudaSuccess) {
+        cudaGetLastError();
+        for (void* opened : mappings) cudaIpcCloseMemHandle(opened);
+        const absl::Status cause = CudaStatus(
+            error,
+            absl::StrFormat("cudaIpcOpenMemHandle of peer region %d", i));
+        return absl::UnavailableError(absl::StrFormat(
+            "OpenPeer: %s (the exporter (pid %d) freed its pool or exited, or "
+            "CUDA IPC is not available between these processes)",
+            cause.message(), parsed->pid));
+      }
+      mappings.push_back(base);
+      mapped.push_back(&region);
+    } else if (mapped[m]->allocation_bytes != region.allocation_bytes ||
+               mapped[m]->address - mapped[m]->offset !=
+                   region.address - region.offset) {
+      for (void* opened : mappings) cudaIpcCloseMemHandle(opened);
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "OpenPeer: peer regions %d and %d carry one IPC handle but name "
+          "different allocations",
+          mapped[m] - parsed->regions.data(), i));
     }
-    peer.bases.push_back(static_cast<std::byte*>(base));
+    peer.bases.push_back(static_cast<std::byte*>(mappings[m]) + region.offset);
   }
   return std::make_unique<CudaPeerPool>(queue_, std::move(local),
-                                        std::move(peer), /*opened=*/true);
+                                        std::move(peer), std::move(mappings));
 }
 
 }  // namespace flowkv::cuda

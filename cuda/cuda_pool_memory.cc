@@ -46,10 +46,18 @@ absl::StatusOr<AddressRangeFn> GetAddressRangeFn() {
   return reinterpret_cast<AddressRangeFn>(fn);
 }
 
-// Checks region `index`: device memory of `device` (and, when `share`, the
-// start of its own allocation) holding `size` bytes.
+// Where a region lies in the allocation that holds it.
+struct RegionAllocation {
+  void* start = nullptr;  // the allocation's base
+  uint64_t bytes = 0;     // the allocation's size
+  uint64_t offset = 0;    // the region base's offset in it
+};
+
+// Checks region `index`: device memory of `device` holding `size` bytes
+// inside one allocation; sets `*allocation` on success.
 absl::Status CheckRegion(int device, size_t index, void* base, uint64_t size,
-                         bool share, AddressRangeFn address_range) {
+                         AddressRangeFn address_range,
+                         RegionAllocation* allocation) {
   if (base == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrFormat("CudaPoolMemory: bases[%d] is null", index));
@@ -95,15 +103,9 @@ absl::Status CheckRegion(int device, size_t index, void* base, uint64_t size,
         "ends %d bytes after the base",
         index, base, size, length - into));
   }
-  if (share && into != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "CudaPoolMemory: bases[%d] (%p) is %d bytes into its allocation; CUDA "
-        "IPC shares whole allocations, so each region must be its own "
-        "cudaMalloc allocation (one cudaMalloc per layout region, or "
-        "CudaPoolMemory::Allocate; see docs/gpu.md \"Allocating pools so IPC "
-        "works\"), or set CudaPoolOptions::share = false",
-        index, base, into));
-  }
+  allocation->start = reinterpret_cast<void*>(start);
+  allocation->bytes = length;
+  allocation->offset = into;
   return absl::OkStatus();
 }
 
@@ -133,9 +135,10 @@ absl::StatusOr<std::unique_ptr<CudaPoolMemory>> CudaPoolMemory::Create(
   if (!scoped.status().ok()) return scoped.status();
   absl::StatusOr<AddressRangeFn> address_range = GetAddressRangeFn();
   if (!address_range.ok()) return address_range.status();
+  std::vector<RegionAllocation> allocations(bases.size());
   for (size_t i = 0; i < bases.size(); ++i) {
     if (absl::Status s = CheckRegion(device, i, bases[i], sizes[i],
-                                     options.share, *address_range);
+                                     *address_range, &allocations[i]);
         !s.ok()) {
       return s;
     }
@@ -157,11 +160,16 @@ absl::StatusOr<std::unique_ptr<CudaPoolMemory>> CudaPoolMemory::Create(
                 ipc.device_uuid.size());
     for (size_t i = 0; i < bases.size(); ++i) {
       cudaIpcMemHandle_t handle{};
+      // CUDA IPC shares whole allocations: the handle is the allocation's,
+      // the importer adds the region's offset.
       if (absl::Status s = CudaStatus(
-              cudaIpcGetMemHandle(&handle, bases[i]),
-              absl::StrFormat("cudaIpcGetMemHandle(bases[%d]) (memory from "
-                              "cuMemCreate or a memory pool cannot be shared "
-                              "this way; see docs/gpu.md)",
+              cudaIpcGetMemHandle(&handle, allocations[i].start),
+              absl::StrFormat("cudaIpcGetMemHandle of the allocation holding "
+                              "bases[%d] (memory from cuMemCreate or a "
+                              "memory pool cannot be shared this way; see "
+                              "docs/gpu.md \"Allocating pools so IPC "
+                              "works\", or set CudaPoolOptions::share = "
+                              "false)",
                               i));
           !s.ok()) {
         return s;
@@ -169,6 +177,8 @@ absl::StatusOr<std::unique_ptr<CudaPoolMemory>> CudaPoolMemory::Create(
       internal::IpcRegion region;
       region.size = sizes[i];
       region.address = reinterpret_cast<uint64_t>(bases[i]);
+      region.offset = allocations[i].offset;
+      region.allocation_bytes = allocations[i].bytes;
       static_assert(sizeof(handle) == internal::kIpcHandleBytes);
       std::memcpy(region.handle.data(), &handle, sizeof(handle));
       ipc.regions.push_back(region);

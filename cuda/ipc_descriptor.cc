@@ -13,8 +13,8 @@ namespace flowkv::cuda::internal {
 namespace {
 
 constexpr std::string_view kMagic = "FKVCUDA";
-constexpr uint8_t kVersion = 1;
-constexpr size_t kRegionBytes = 8 + 8 + kIpcHandleBytes;
+constexpr uint8_t kVersion = 2;
+constexpr size_t kRegionBytes = 4 * 8 + kIpcHandleBytes;
 
 uint64_t Fnv1a(std::string_view bytes) {
   uint64_t hash = 0xcbf29ce484222325ull;
@@ -91,6 +91,8 @@ std::string EncodeIpcDescriptor(const IpcDescriptor& descriptor) {
   for (const IpcRegion& region : descriptor.regions) {
     PutU64(&out, region.size);
     PutU64(&out, region.address);
+    PutU64(&out, region.offset);
+    PutU64(&out, region.allocation_bytes);
     out.append(region.handle.data(), region.handle.size());
   }
   PutU64(&out, Fnv1a(out));
@@ -140,12 +142,23 @@ absl::StatusOr<IpcDescriptor> ParseIpcDescriptor(std::string_view bytes) {
         count, uint64_t{count} * kRegionBytes));
   }
   descriptor.regions.resize(count);
-  for (IpcRegion& region : descriptor.regions) {
+  for (size_t i = 0; i < descriptor.regions.size(); ++i) {
+    IpcRegion& region = descriptor.regions[i];
     reader.U64(&region.size);
     reader.U64(&region.address);
+    reader.U64(&region.offset);
+    reader.U64(&region.allocation_bytes);
     reader.Take(kIpcHandleBytes, &field);
     std::memcpy(region.handle.data(), field.data(), kIpcHandleBytes);
-    if (region.size == 0) return Malformed("a region of 0 bytes");
+    if (region.size == 0) {
+      return Malformed(absl::StrFormat("region %d has 0 bytes", i));
+    }
+    if (region.offset > region.allocation_bytes ||
+        region.size > region.allocation_bytes - region.offset) {
+      return Malformed(absl::StrFormat(
+          "region %d ([%d, +%d)) leaves its allocation of %d bytes", i,
+          region.offset, region.size, region.allocation_bytes));
+    }
   }
   return descriptor;
 }

@@ -10,7 +10,8 @@
 # git (.gitignore) and stays under 64 MiB (checked).
 #
 #   gpu-bundle/bin/   cuda_layout_test cuda_pool_memory_test cuda_pool_peer
-#                     cuda_layout_benchmark cuda_pool_benchmark
+#                     cuda_kv_transfer_test cuda_layout_benchmark
+#                     cuda_pool_benchmark
 #   gpu-bundle/lib/   libflowkv*, libcudart, Abseil, UCX (+ lib/ucx/ modules),
 #                     fmt, libcrypto, libstdc++, ... (stripped copies)
 #   gpu-bundle/run.sh gpu-bundle/gpu-check.sh  gpu-bundle/MANIFEST
@@ -26,7 +27,7 @@ build="${root}/build-gpu"
 bundle="${root}/gpu-bundle"
 limit_bytes=$((64 * 1024 * 1024))
 binaries=(cuda_layout_test cuda_pool_memory_test cuda_pool_peer
-          cuda_layout_benchmark cuda_pool_benchmark)
+          cuda_kv_transfer_test cuda_layout_benchmark cuda_pool_benchmark)
 
 cmake -S "${root}" -B "${build}" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DFLOWKV_WITH_CUDA=ON >/dev/null

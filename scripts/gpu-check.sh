@@ -98,13 +98,16 @@ if [[ -n "${bundle}" ]]; then
   export LD_LIBRARY_PATH="${bundle}/lib${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
   export UCX_MODULE_DIR="${bundle}/lib/ucx"
   export UCX_NET_DEVICES=lo
+  # cuda_kv_transfer_test's two processes talk UCX over TCP loopback (as
+  # CTest runs it).
+  export UCX_TLS=tcp
   [[ -f "${bundle}/MANIFEST" ]] && head -4 "${bundle}/MANIFEST" >>"${summary}"
   missing="$(ldd "${bundle}"/bin/* 2>/dev/null | grep "not found" | sort -u)"
   if [[ -n "${missing}" ]]; then
     note "FAIL libraries missing on this machine: ${missing}"
     exit 1
   fi
-  for t in cuda_pool_memory_test cuda_layout_test; do
+  for t in cuda_pool_memory_test cuda_kv_transfer_test cuda_layout_test; do
     run_test "${bundle}/bin/${t}"
     rc=$?
     if ((rc == 2)); then
@@ -130,7 +133,7 @@ else
   cmake --build "${build}" -j "$(nproc)" --target flowkv_cuda || exit 1
   note "flowkv_cuda built in $(($(date +%s) - start)) s"
   cmake --build "${build}" -j "$(nproc)" --target cuda_layout_test \
-    layout_convert_test cuda_pool_memory_test cuda_pool_peer \
+    layout_convert_test cuda_pool_memory_test cuda_pool_peer cuda_kv_transfer_test \
     cuda_layout_benchmark cuda_pool_benchmark || exit 1
   (cd "${build}" && UCX_NET_DEVICES=lo ctest -L cuda --output-on-failure \
     --no-tests=error) >"${results}/ctest-cuda.log" 2>&1 || failed=1

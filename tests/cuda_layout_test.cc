@@ -20,6 +20,7 @@
 #include "flowkv/cuda/layout_kernels.h"
 #include "flowkv/kv_layout.h"
 #include "flowkv/layout_convert.h"
+#include "tests/cuda_test_util.h"
 #include "tests/layout_test_util.h"
 
 namespace flowkv {
@@ -28,28 +29,6 @@ namespace {
 using testing::AllLayouts;
 using testing::MakeLayout;
 using testing::RandomBlocks;
-
-// True when a CUDA device is usable; otherwise reports the skip.
-bool HaveGpu() {
-  int count = 0;
-  const cudaError_t error = cudaGetDeviceCount(&count);
-  if (error != cudaSuccess || count == 0) {
-    WARN("SKIP_NO_GPU: no usable GPU (" << cudaGetErrorName(error) << ", "
-                                        << count << " devices)");
-    return false;
-  }
-  return true;
-}
-
-#define FLOWKV_SKIP_WITHOUT_GPU() \
-  do {                            \
-    if (!HaveGpu()) {             \
-      SUCCEED("no GPU");          \
-      return;                     \
-    }                             \
-  } while (false)
-
-#define CUDA_REQUIRE(expr) REQUIRE((expr) == cudaSuccess)
 
 BlockList Runs(std::initializer_list<BlockRun> runs) {
   return BlockList::FromRuns(runs);

@@ -1,10 +1,10 @@
 // Tests of flowkv::cuda::CudaPoolMemory (include/flowkv/cuda/
 // cuda_pool_memory.h): Gather / Scatter between device pools and host
 // memory byte for byte, ordering after a caller's event, bad input, and CUDA
-// IPC between this process and tests/cuda_pool_peer (two processes; a killed
-// exporter). Without a GPU the device cases print "SKIP_NO_GPU" (CTest
-// reports them as skipped); argument checks and the share descriptor's wire
-// form are tested either way.
+// IPC between this process and tests/cuda_pool_peer (two processes; regions
+// that start their allocations or lie inside one; a killed exporter). Without a
+// GPU the device cases print "SKIP_NO_GPU" (CTest reports them as skipped);
+// argument checks and the share descriptor's wire form are tested either way.
 
 #include "flowkv/cuda/cuda_pool_memory.h"
 
@@ -18,6 +18,7 @@
 #include <spawn.h>
 #include <string>
 #include <sys/wait.h>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -26,6 +27,7 @@
 #include "cuda/ipc_descriptor.h"
 #include "tests/cuda_peer_process.h"
 #include "tests/cuda_pool_pattern.h"
+#include "tests/cuda_test_util.h"
 
 namespace flowkv {
 namespace {
@@ -35,27 +37,6 @@ using cuda::CudaPoolOptions;
 using testing::CudaPeerProcess;
 using testing::HashBytes;
 using testing::Pattern;
-
-bool HaveGpu() {
-  int count = 0;
-  const cudaError_t error = cudaGetDeviceCount(&count);
-  if (error != cudaSuccess || count == 0) {
-    WARN("SKIP_NO_GPU: no usable GPU (" << cudaGetErrorName(error) << ", "
-                                        << count << " devices)");
-    return false;
-  }
-  return true;
-}
-
-#define FLOWKV_SKIP_WITHOUT_GPU() \
-  do {                            \
-    if (!HaveGpu()) {             \
-      SUCCEED("no GPU");          \
-      return;                     \
-    }                             \
-  } while (false)
-
-#define CUDA_REQUIRE(expr) REQUIRE((expr) == cudaSuccess)
 
 // Collects a batch's outcome; Wait() returns it (called once).
 class DoneWaiter {
@@ -153,7 +134,9 @@ TEST_CASE("CUDA share descriptor: round trip and malformed input", "[cuda]") {
     cuda::internal::IpcRegion region;
     region.size = 1000 + r;
     region.address = 0x7f0000000000ull + r;
-    region.handle[r] = 'h';
+    region.offset = 512 * r;  // regions 1 and 2 lie inside one allocation
+    region.allocation_bytes = 4096;
+    region.handle[r == 0 ? 0 : 1] = 'h';
     descriptor.regions.push_back(region);
   }
   const std::string bytes = cuda::internal::EncodeIpcDescriptor(descriptor);
@@ -165,7 +148,38 @@ TEST_CASE("CUDA share descriptor: round trip and malformed input", "[cuda]") {
   REQUIRE(parsed->regions.size() == 3);
   CHECK(parsed->regions[2].size == 1002);
   CHECK(parsed->regions[2].address == 0x7f0000000002ull);
+  CHECK(parsed->regions[2].offset == 1024);
+  CHECK(parsed->regions[2].allocation_bytes == 4096);
   CHECK(parsed->regions[2].handle == descriptor.regions[2].handle);
+  CHECK(parsed->regions[1].handle == parsed->regions[2].handle);
+
+  // A region that leaves its allocation is refused, naming the region.
+  for (const auto& [offset, allocation] :
+       std::vector<std::pair<uint64_t, uint64_t>>{
+           {4096 - 1000, 4096}, {5000, 4096}, {0, 1000}, {~uint64_t{0}, 0}}) {
+    cuda::internal::IpcDescriptor bad = descriptor;
+    bad.regions[1].offset = offset;
+    bad.regions[1].allocation_bytes = allocation;
+    auto refused = cuda::internal::ParseIpcDescriptor(
+        cuda::internal::EncodeIpcDescriptor(bad));
+    CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(refused.status().message().find("region 1") != std::string::npos);
+  }
+  // Another version (the byte after the magic; checksum recomputed).
+  {
+    std::string v1 = bytes.substr(0, bytes.size() - 8);
+    v1[7] = 1;
+    uint64_t hash = 0xcbf29ce484222325ull;
+    for (const char c : v1) {
+      hash ^= static_cast<uint8_t>(c);
+      hash *= 0x100000001b3ull;
+    }
+    for (int i = 0; i < 8; ++i)
+      v1.push_back(static_cast<char>(hash >> (8 * i)));
+    auto old = cuda::internal::ParseIpcDescriptor(v1);
+    CHECK(old.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(old.status().message().find("version 1") != std::string::npos);
+  }
 
   // Every truncation and every single corrupted byte is rejected.
   for (size_t n = 0; n < bytes.size(); ++n) {
@@ -292,11 +306,21 @@ TEST_CASE("CudaPoolMemory rejects bad pools and bad copies", "[cuda]") {
   const uint64_t allocation_bytes = 2 << 20;
   CUDA_REQUIRE(cudaMalloc(&allocation, allocation_bytes));
   std::byte* inside = static_cast<std::byte*>(allocation) + 4096;
-  // Shareable pools need each region to start its own allocation.
-  auto offset = CudaPoolMemory::Create(0, {inside}, {4096});
-  CHECK(offset.status().code() == absl::StatusCode::kInvalidArgument);
-  CHECK(offset.status().message().find("Allocating pools so IPC works") !=
-        std::string::npos);
+  // A region inside a larger allocation is shared by the allocation's handle
+  // and its offset (two regions of one allocation: one handle).
+  {
+    auto shared =
+        CudaPoolMemory::Create(0, {inside, inside + 8192}, {4096, 4096});
+    INFO(shared.status().ToString());
+    REQUIRE(shared.ok());
+    auto parsed =
+        cuda::internal::ParseIpcDescriptor((*shared)->ShareDescriptor());
+    REQUIRE(parsed.ok());
+    CHECK(parsed->regions[0].offset == 4096);
+    CHECK(parsed->regions[1].offset == 12288);
+    CHECK(parsed->regions[0].allocation_bytes >= allocation_bytes);
+    CHECK(parsed->regions[0].handle == parsed->regions[1].handle);
+  }
   // A region may not leave its allocation.
   auto too_long =
       CudaPoolMemory::Create(0, {allocation}, {allocation_bytes + 1});
@@ -391,9 +415,12 @@ TEST_CASE("CudaPoolMemory copies through CUDA IPC between two processes",
           "[cuda]") {
   FLOWKV_SKIP_WITHOUT_GPU();
   const uint64_t bytes = 4 << 20;
-  auto exporter =
-      CudaPeerProcess::Start({"--region_bytes", std::to_string(bytes),
-                              "--regions", "2", "--seed", "9"});
+  // 1: the exporter's regions lie inside one allocation, at offsets.
+  const int suballocate = GENERATE(0, 1);
+  CAPTURE(suballocate);
+  auto exporter = CudaPeerProcess::Start(
+      {"--region_bytes", std::to_string(bytes), "--regions", "2", "--seed", "9",
+       "--suballocate", std::to_string(suballocate)});
   INFO(exporter.status().ToString());
   REQUIRE(exporter.ok());
   auto pool = MakePool({bytes, bytes});

@@ -3,6 +3,11 @@
 // CudaPoolMemory, fills it and serves line commands on stdin.
 //
 //   cuda_pool_peer --device D --region_bytes B [--regions N] [--seed S]
+//                  [--suballocate 1]
+//
+// --suballocate 1: every region lies inside one cudaMalloc allocation, 4 KiB
+// after the previous one ends (as a caching allocator hands out memory), so
+// that the importer must place regions at their offsets.
 //
 // Prints "DESCRIPTOR <hex>" once the pool is filled with pattern S
 // (tests/cuda_pool_pattern.h; S = 0: zeros), then answers:
@@ -15,6 +20,7 @@
 #include <cstdio>
 #include <cuda_runtime_api.h>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -55,6 +61,7 @@ int main(int argc, char** argv) {
   uint64_t region_bytes = 1 << 20;
   uint32_t regions = 1;
   uint32_t seed = 1;
+  bool suballocate = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const uint64_t value = std::stoull(argv[i + 1]);
@@ -62,10 +69,28 @@ int main(int argc, char** argv) {
     if (flag == "--region_bytes") region_bytes = value;
     if (flag == "--regions") regions = static_cast<uint32_t>(value);
     if (flag == "--seed") seed = static_cast<uint32_t>(value);
+    if (flag == "--suballocate") suballocate = value != 0;
   }
   if (cudaSetDevice(device) != cudaSuccess) return Fail("cudaSetDevice");
-  auto pool = flowkv::cuda::CudaPoolMemory::Allocate(
-      device, std::vector<uint64_t>(regions, region_bytes));
+  const std::vector<uint64_t> sizes(regions, region_bytes);
+  absl::StatusOr<std::unique_ptr<flowkv::cuda::CudaPoolMemory>> pool;
+  if (suballocate) {
+    // Freed when the process exits.
+    constexpr uint64_t kGap = 4096;
+    void* allocation = nullptr;
+    if (cudaMalloc(&allocation, regions * (region_bytes + kGap)) !=
+        cudaSuccess) {
+      return Fail("cudaMalloc");
+    }
+    std::vector<void*> bases;
+    for (uint32_t r = 0; r < regions; ++r) {
+      bases.push_back(static_cast<std::byte*>(allocation) + kGap +
+                      r * (region_bytes + kGap));
+    }
+    pool = flowkv::cuda::CudaPoolMemory::Create(device, bases, sizes);
+  } else {
+    pool = flowkv::cuda::CudaPoolMemory::Allocate(device, sizes);
+  }
   if (!pool.ok()) return Fail(pool.status().ToString());
   if (!Fill(**pool, seed)) return Fail("filling the pool");
   std::string hex;

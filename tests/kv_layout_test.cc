@@ -200,6 +200,39 @@ TEST_CASE("Create rejects zero, overflowing and inconsistent geometry",
             .code() == absl::StatusCode::kInvalidArgument);
 }
 
+// Found by tests/fuzz/kv_layout_create_fuzz (regression input
+// tests/fuzz/regressions/kv_layout_create_fuzz/): billions of layers passed
+// the byte-size check and the factory then built a table of billions of
+// tensors (out of memory). Every factory bounds the table as Parse does.
+TEST_CASE("Every factory bounds num_layers * num_parts", "[kv_layout]") {
+  KvGeometry g = kSmall;
+  g.num_layers = KvLayout::kMaxSerializedTensors / 2;
+  absl::StatusOr<KvLayout> deepest = KvLayout::FlowKvBlockMajor(g);
+  REQUIRE(deepest.ok());
+  CHECK(KvLayout::Parse(deepest->Serialize()).ok());
+  for (uint32_t layers :
+       {KvLayout::kMaxSerializedTensors / 2 + 1, 0xa7ffffffu, UINT32_MAX}) {
+    g.num_layers = layers;
+    for (absl::StatusOr<KvLayout> layout :
+         {KvLayout::Create({.geometry = g}), KvLayout::FlowKvBlockMajor(g),
+          KvLayout::VllmFlashAttn(g), KvLayout::SglangMha(g),
+          KvLayout::Vllm(g, VllmKvLayout::kLBNHC),
+          KvLayout::CreateStrided({.geometry = g, .tensors = {}})}) {
+      REQUIRE(layout.status().code() == absl::StatusCode::kInvalidArgument);
+      CHECK_THAT(std::string(layout.status().message()),
+                 Catch::Contains("num_layers") && Catch::Contains("tensors"));
+    }
+  }
+  KvGeometry latent = kSmall;
+  latent.num_parts = 1;
+  latent.kv_heads = 1;
+  latent.num_layers = KvLayout::kMaxSerializedTensors;
+  CHECK(KvLayout::Mla(latent).ok());
+  latent.num_layers += 1;
+  CHECK(KvLayout::Mla(latent).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+}
+
 // ---------------------------------------------------------------------------
 // Presets: each against the shape in its header comment, written out as a
 // row-major index over that shape.

@@ -20,6 +20,7 @@
 
 #include "flowkv/kv_layout.h"
 #include "flowkv/transfer_plan.h"
+#include "lib/transfer/wire_format.h"
 #include "tests/engine_pair.h"
 #include "tests/transfer_test_util.h"
 
@@ -306,7 +307,10 @@ TEST_CASE("Malformed metadata is an error, never a crash",
           "[transfer_engine]") {
   auto a = MakeEngine("a");
   auto b = MakeEngine("b");
-  for (int i = 0; i < 3; ++i) REQUIRE(b->AllocateMemory(4096).ok());
+  absl::StatusOr<AllocatedRegion> first = b->AllocateMemory(4096);
+  REQUIRE(first.ok());
+  const AllocatedRegion b_region = *first;
+  for (int i = 0; i < 2; ++i) REQUIRE(b->AllocateMemory(4096).ok());
   const std::string valid = MetadataOf(b.get());
   REQUIRE(TransferEngine::ValidateMetadata(
               {reinterpret_cast<const uint8_t*>(valid.data()), valid.size()})
@@ -334,8 +338,12 @@ TEST_CASE("Malformed metadata is an error, never a crash",
     blob[rng() % blob.size()] ^= static_cast<char>(1 << (rng() % 8));
     expect_error(blob);
   }
-  // Structural mutations with a recomputed checksum reach the field checks:
-  // errors or acceptance, never a crash; a mutated header is always refused.
+  // Byte mutations with a recomputed checksum (anyone can compute it) reach
+  // the field checks. ValidateMetadata (structure only) refuses each with
+  // InvalidArgument / FailedPrecondition or accepts it; a mutated header is
+  // always refused. AddPeer always refuses: the mac, keyed by the cluster
+  // token, no longer matches (PermissionDenied), or the header or checksum
+  // is bad (InvalidArgument / FailedPrecondition). Nothing is added.
   auto fnv = [](const std::string& s) {
     uint64_t h = 0xcbf29ce484222325ull;
     for (unsigned char c : s) {
@@ -344,7 +352,7 @@ TEST_CASE("Malformed metadata is an error, never a crash",
     }
     return h;
   };
-  int refused = 0;
+  int accepted = 0;
   for (int i = 0; i < 5000; ++i) {
     std::string body = valid.substr(0, valid.size() - 8);
     const size_t at = rng() % body.size();
@@ -353,13 +361,88 @@ TEST_CASE("Malformed metadata is an error, never a crash",
     if (body[at] == old) body[at] ^= 1;
     const uint64_t h = fnv(body);
     for (int k = 0; k < 8; ++k) body.push_back(static_cast<char>(h >> (8 * k)));
-    absl::Status status = TransferEngine::ValidateMetadata(
+    INFO("mutation " << i << " at byte " << at);
+    const absl::Status status = TransferEngine::ValidateMetadata(
         {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
-    if (at < 6) REQUIRE(!status.ok());
-    refused += status.ok() ? 0 : 1;
+    const absl::StatusOr<PeerId> peer = a->AddPeer(body);
+    INFO(status.ToString() << " / " << peer.status().ToString());
+    REQUIRE(!peer.ok());
+    REQUIRE(!peer.status().message().empty());
+    if (status.ok()) {
+      REQUIRE(at >= 6);
+      REQUIRE(peer.status().code() == absl::StatusCode::kPermissionDenied);
+      ++accepted;
+    } else {
+      REQUIRE((status.code() == absl::StatusCode::kInvalidArgument ||
+               status.code() == absl::StatusCode::kFailedPrecondition));
+      REQUIRE(!status.message().empty());
+      REQUIRE((peer.status().code() == absl::StatusCode::kInvalidArgument ||
+               peer.status().code() == absl::StatusCode::kFailedPrecondition ||
+               peer.status().code() == absl::StatusCode::kPermissionDenied));
+    }
   }
-  CHECK(refused > 0);
-  CHECK(a->Peers().empty());
+  // Both outcomes occur (mutations of names, ids and mac bytes keep the
+  // structure valid; mutations of lengths do not).
+  CHECK(accepted > 0);
+  CHECK(accepted < 5000);
+  REQUIRE(a->Peers().empty());
+
+  // Signed, structurally mutated metadata (as a peer holding the token could
+  // send): other instance ids, names, region ids, kinds, bases and lengths.
+  // Each is refused with a status or accepted; then it is a peer like any
+  // other, and Disconnect removes it cleanly.
+  absl::StatusOr<internal::EngineInfo> info = internal::ParseSignedEngineInfo(
+      internal::AsBytes(valid), "cluster-secret");
+  REQUIRE(info.ok());
+  for (int i = 0; i < 60; ++i) {
+    internal::EngineInfo mutated = *info;
+    switch (rng() % 5) {
+      case 0:
+        mutated.instance_id = rng();
+        break;
+      case 1:
+        mutated.name = std::string(rng() % 300, static_cast<char>(rng()));
+        break;
+      case 2:
+        mutated.regions[rng() % mutated.regions.size()].id =
+            static_cast<uint32_t>(rng() % 4);
+        break;
+      case 3:
+        mutated.regions[rng() % mutated.regions.size()].kind =
+            static_cast<uint8_t>(rng() % 3);
+        break;
+      default: {
+        internal::WireRegion& r =
+            mutated.regions[rng() % mutated.regions.size()];
+        (rng() % 2 == 0 ? r.base : r.length) = rng() >> (rng() % 64);
+        break;
+      }
+    }
+    INFO("signed mutation " << i);
+    const absl::StatusOr<PeerId> peer =
+        a->AddPeer(internal::EncodeEngineInfo(mutated, "cluster-secret"));
+    if (!peer.ok()) {
+      INFO(peer.status().ToString());
+      REQUIRE(!peer.status().message().empty());
+      REQUIRE(peer.status().code() != absl::StatusCode::kUnknown);
+      continue;
+    }
+    REQUIRE(a->Disconnect(*peer).ok());
+  }
+
+  // The engine keeps serving: the real metadata still connects, and a
+  // write through it lands.
+  const absl::StatusOr<PeerId> peer = a->AddPeer(valid);
+  INFO(peer.status().ToString());
+  REQUIRE(peer.ok());
+  auto src = a->AllocateMemory(4096);
+  REQUIRE(src.ok());
+  std::memset(src->data, 0x5c, 4096);
+  std::memset(b_region.data, 0, 4096);
+  const TransferOp op{src->id, 0, b_region.id, 0, 4096};
+  REQUIRE(a->Write(*peer, {&op, 1}).Wait().ok());
+  CHECK(static_cast<uint8_t*>(b_region.data)[0] == 0x5c);
+  CHECK(static_cast<uint8_t*>(b_region.data)[4095] == 0x5c);
 }
 
 TEST_CASE("Ops outside a region are rejected before anything is posted",

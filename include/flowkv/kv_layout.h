@@ -72,7 +72,9 @@ enum class VllmKvLayout : uint8_t {
   kBHLNC = 5,  // [N, H, L, T, P*D]
 };
 
-// The sizes of a pool. Every field must be non-zero; num_parts is 1 or 2.
+// The sizes of a pool. Every field must be non-zero; num_parts is 1 or 2;
+// num_layers * num_parts (the tensors) is at most
+// KvLayout::kMaxSerializedTensors (1024).
 struct KvGeometry {
   uint32_t num_layers = 0;
   uint32_t num_blocks = 0;
@@ -161,9 +163,10 @@ class FLOWKV_EXPORT KvLayout {
   // ---- Construction: every factory validates and names the bad field ----
 
   // The original orders (see KvLayoutSpec). InvalidArgument naming the field
-  // when a size is zero, num_parts is not 1 or 2, an enum is out of range,
-  // the pool's byte size overflows 64 bits, or kOnePerLayer is asked of a
-  // block-major pool.
+  // when a size is zero, num_parts is not 1 or 2, num_layers * num_parts is
+  // over kMaxSerializedTensors, an enum is out of range, the pool's byte
+  // size overflows 64 bits, or kOnePerLayer is asked of a block-major pool.
+  // (Every factory checks the geometry alike.)
   static absl::StatusOr<KvLayout> Create(const KvLayoutSpec& spec);
 
   // Any strided pool. InvalidArgument naming the field ("tensors[5] (layer

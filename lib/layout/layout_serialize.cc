@@ -109,13 +109,8 @@ absl::StatusOr<KvLayout> KvLayout::Parse(std::string_view bytes) {
       !s.ok()) {
     return s;
   }
+  // CheckGeometry bounds the table at kMaxSerializedTensors.
   const uint64_t count = uint64_t{g.num_layers} * g.num_parts;
-  if (count > kMaxSerializedTensors) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "KvLayout descriptor: num_layers %u * num_parts %u = %u tensors, at "
-        "most %u",
-        g.num_layers, g.num_parts, count, kMaxSerializedTensors));
-  }
   std::string name;
   uint8_t encoding = 0;
   r.Bytes("name", kMaxNameBytes, &name);

@@ -213,6 +213,13 @@ absl::Status CheckGeometry(const KvGeometry& g, const char* what) {
         absl::StrFormat("%s: num_parts %u is not 1 (latent) or 2 (K and V)",
                         what, g.num_parts));
   }
+  // One tensor per (layer, part): the table is bounded like the wire form's.
+  const uint64_t tensors = uint64_t{g.num_layers} * g.num_parts;
+  if (tensors > KvLayout::kMaxSerializedTensors) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: num_layers %u * num_parts %u = %u tensors, at most %u", what,
+        g.num_layers, g.num_parts, tensors, KvLayout::kMaxSerializedTensors));
+  }
   uint64_t bytes = 1;
   for (uint64_t factor : {g.head_dim, g.dtype_bytes, g.kv_heads, g.block_tokens,
                           g.num_parts, g.num_layers, g.num_blocks}) {

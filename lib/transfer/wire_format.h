@@ -138,8 +138,8 @@ FLOWKV_EXPORT std::string EncodeEngineInfo(const EngineInfo& info,
                                            std::string_view mac_key);
 // The handshake messages. `token` keys the Hello's mac and the proof; it
 // is never written into the bytes.
-// (Exported from the shared library only so that their unit tests can call
-// them.)
+// (Exported from the shared library only so that their unit tests and fuzz
+// target can call them.)
 FLOWKV_EXPORT std::string EncodeHello(const Hello& hello,
                                       std::string_view token);
 FLOWKV_EXPORT std::string EncodeChallenge(const Challenge& challenge);

@@ -29,14 +29,17 @@
 // undefined); memory the caller pinned itself (cudaHostAlloc,
 // cudaHostRegister) is used as it is and never unpinned by the pool.
 //
-// Sharing (CUDA IPC, legacy cudaIpcGetMemHandle). A region is shared by its
-// allocation, so each region base must be the start of its own cudaMalloc
-// allocation: Create checks it (docs/gpu.md "Allocating pools so IPC
-// works"). ShareDescriptor carries this host's boot id, the process id, the
-// device UUID and per region its IPC handle, size and address; OpenPeer
-// opens each region once (cudaIpcOpenMemHandle with lazy peer access) and
-// the KvPeerPool closes them in its destructor. A descriptor of this same
-// process opens without IPC (CUDA cannot open its own handles).
+// Sharing (CUDA IPC, legacy cudaIpcGetMemHandle). CUDA IPC shares whole
+// cudaMalloc allocations; a region may lie anywhere inside one (a tensor of
+// PyTorch's caching allocator, a view of a larger tensor). ShareDescriptor
+// carries this host's boot id, the process id, the device UUID and per
+// region the IPC handle of its allocation, the region's offset in it, its
+// size and address; OpenPeer opens each of the peer's allocations once
+// (cudaIpcOpenMemHandle with lazy peer access), places each region at its
+// offset, and the KvPeerPool closes them in its destructor. A descriptor of
+// this same process opens without IPC (CUDA cannot open its own handles).
+// docs/gpu.md "Allocating pools so IPC works" says which memory can be
+// shared.
 //
 // Errors: every CUDA error becomes an absl::Status naming the call:
 // FailedPrecondition when no usable GPU or driver is present,
@@ -73,10 +76,10 @@ struct CudaPoolOptions {
   // copies of small runs; see docs/gpu.md).
   uint32_t batch_min_runs = 16;
   // Whether the pool can be shared with other processes (CUDA IPC): Create
-  // then requires each base to start its own allocation and takes an IPC
-  // handle per region. false: ShareDescriptor() is empty and any device
-  // memory of the device will do (sub-ranges of one allocation, memory from
-  // cuMemCreate or a cudaMallocAsync pool). Default: true.
+  // then takes the IPC handle of each region's allocation, which must come
+  // from cudaMalloc. false: ShareDescriptor() is empty and any device
+  // memory of the device will do (also memory from cuMemCreate or a
+  // cudaMallocAsync pool). Default: true.
   bool share = true;
 };
 
@@ -88,10 +91,10 @@ class FLOWKV_EXPORT CudaPoolMemory final : public KvPoolMemory {
   // InvalidArgument naming the index when the counts differ or are 0, a size
   // is 0, `device` is not a device of this process, a base is not device
   // memory of `device` (host memory, another device, managed memory) or the
-  // region leaves its allocation, or (CudaPoolOptions::share) a base is not
-  // the start of its own allocation (the message says how to allocate);
-  // FailedPrecondition without a usable GPU; CUDA's errors otherwise. Creates
-  // the stream and the completion thread.
+  // region leaves its allocation; FailedPrecondition without a usable GPU;
+  // CUDA's errors otherwise (with CudaPoolOptions::share, also
+  // cudaIpcGetMemHandle's for an allocation IPC cannot share; the message
+  // says how to allocate). Creates the stream and the completion thread.
   static absl::StatusOr<std::unique_ptr<CudaPoolMemory>> Create(
       int device, std::vector<void*> bases, std::vector<uint64_t> sizes,
       const CudaPoolOptions& options = {});
