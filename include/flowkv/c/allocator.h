@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* flowkv/c/allocator.h: block ids: flowkv_block_list_t (flowkv/block_list.h)
+ * and flowkv_blocks_t, and the block allocator flowkv_allocator_t
+ * (flowkv/block_allocator.h) that hands block lists out. Part of
+ * flowkv/flowkv_c.h. */
+
+#ifndef FLOWKV_C_ALLOCATOR_H_
+#define FLOWKV_C_ALLOCATOR_H_
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "flowkv/c/status.h"
+#include "flowkv/export.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Externally synchronized. */
+typedef struct flowkv_block_list flowkv_block_list_t;
+/* Thread-safe. */
+typedef struct flowkv_allocator flowkv_allocator_t;
+
+/* ---- Block lists -------------------------------------------------------- */
+
+/* `count` consecutive blocks from `first`. */
+typedef struct flowkv_block_run {
+  uint32_t first;
+  uint32_t count;
+} flowkv_block_run_t;
+
+/* An empty list. */
+FLOWKV_EXPORT flowkv_status_t
+flowkv_block_list_create(flowkv_block_list_t** list);
+FLOWKV_EXPORT flowkv_status_t
+flowkv_block_list_from_runs(const flowkv_block_run_t* runs, size_t num_runs,
+                            flowkv_block_list_t** list);
+FLOWKV_EXPORT flowkv_status_t flowkv_block_list_from_ids(
+    const uint32_t* ids, size_t num_ids, flowkv_block_list_t** list);
+/* Appends `count` blocks from `first` (merged with the last run when
+ * adjacent). INVALID_ARGUMENT when the run passes block id 2^32 - 1. */
+FLOWKV_EXPORT flowkv_status_t flowkv_block_list_append(
+    flowkv_block_list_t* list, uint32_t first, uint32_t count);
+/* 0 for NULL. */
+FLOWKV_EXPORT size_t
+flowkv_block_list_num_runs(const flowkv_block_list_t* list);
+FLOWKV_EXPORT uint64_t
+flowkv_block_list_num_blocks(const flowkv_block_list_t* list);
+/* Copies the runs (ids) into out[0 .. *count). RESOURCE_EXHAUSTED with
+ * *count set when capacity is too small. */
+FLOWKV_EXPORT flowkv_status_t
+flowkv_block_list_runs(const flowkv_block_list_t* list, flowkv_block_run_t* out,
+                       size_t capacity, size_t* count);
+FLOWKV_EXPORT flowkv_status_t
+flowkv_block_list_ids(const flowkv_block_list_t* list, uint32_t* out,
+                      size_t capacity, size_t* count);
+FLOWKV_EXPORT void flowkv_block_list_destroy(flowkv_block_list_t* list);
+
+/* A request's blocks, in token order: either `runs` or `ids` (not both). */
+typedef struct flowkv_blocks {
+  const flowkv_block_run_t* runs;
+  size_t num_runs;
+  const uint32_t* ids;
+  size_t num_ids;
+} flowkv_blocks_t;
+
+/* ---- Block allocator ---------------------------------------------------- */
+
+typedef struct flowkv_allocator_options {
+  uint32_t num_blocks;          /* [1, 2^32 - 2]; must be set */
+  uint32_t growth_slack_blocks; /* Default: 32 */
+} flowkv_allocator_options_t;
+
+FLOWKV_EXPORT void flowkv_allocator_options_init(
+    flowkv_allocator_options_t* options);
+FLOWKV_EXPORT flowkv_status_t flowkv_allocator_create(
+    const flowkv_allocator_options_t* options, flowkv_allocator_t** allocator);
+FLOWKV_EXPORT void flowkv_allocator_destroy(flowkv_allocator_t* allocator);
+
+/* `n` blocks as a new list (one run when possible). RESOURCE_EXHAUSTED when
+ * fewer are free. */
+FLOWKV_EXPORT flowkv_status_t flowkv_allocator_allocate(
+    flowkv_allocator_t* allocator, uint32_t n, flowkv_block_list_t** list);
+/* As allocate, first taking the free blocks right after `after`. */
+FLOWKV_EXPORT flowkv_status_t flowkv_allocator_allocate_after(
+    flowkv_allocator_t* allocator, uint32_t n, flowkv_block_run_t after,
+    flowkv_block_list_t** list);
+/* Appends `n` blocks to *list (in place when the blocks after its last run
+ * are free). On error the list is unchanged. */
+FLOWKV_EXPORT flowkv_status_t flowkv_allocator_extend(
+    flowkv_allocator_t* allocator, flowkv_block_list_t* list, uint32_t n);
+/* Drops one reference to each block of `list` (the list object itself is
+ * not destroyed). */
+FLOWKV_EXPORT flowkv_status_t flowkv_allocator_free_blocks(
+    flowkv_allocator_t* allocator, const flowkv_block_list_t* list);
+/* Adds a reference to each block of `list` (each share needs a free). */
+FLOWKV_EXPORT flowkv_status_t flowkv_allocator_share_blocks(
+    flowkv_allocator_t* allocator, const flowkv_block_list_t* list);
+FLOWKV_EXPORT flowkv_status_t flowkv_allocator_ref_count(
+    const flowkv_allocator_t* allocator, uint32_t block, uint32_t* count);
+
+typedef struct flowkv_allocator_stats {
+  uint64_t num_blocks;
+  uint64_t free_blocks;
+  uint64_t free_runs;
+  uint64_t largest_free_run;
+  uint64_t live_lists;
+  double mean_runs_per_list;
+} flowkv_allocator_stats_t;
+
+FLOWKV_EXPORT flowkv_status_t flowkv_allocator_stats(
+    const flowkv_allocator_t* allocator, flowkv_allocator_stats_t* stats);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* FLOWKV_C_ALLOCATOR_H_ */
