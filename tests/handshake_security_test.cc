@@ -26,49 +26,21 @@
 #include "lib/transfer/transfer_engine_impl.h"
 #include "lib/transfer/wire_format.h"
 #include "tests/engine_pair.h"
+#include "tests/log_sink.h"
 #include "tests/raw_ucx_client.h"
 #include "tests/transfer_test_util.h"
 
 namespace flowkv {
 namespace {
 
+using flowkv::testing::LogSink;
 using flowkv::testing::MakeEngine;
 using flowkv::testing::RawUcxClient;
 using flowkv::testing::TestEngineOptions;
+using flowkv::testing::WaitUntil;
 using internal::Nonce;
 
 constexpr char kToken[] = "handshake-security-token";
-
-// Log lines collected from an engine's log hook (any thread).
-struct LogSink {
-  std::mutex mu;
-  std::vector<std::string> lines;
-  std::function<void(LogSeverity, std::string_view)> Hook() {
-    return [this](LogSeverity, std::string_view line) {
-      std::lock_guard<std::mutex> lock(mu);
-      lines.emplace_back(line);
-    };
-  }
-  int Count(std::string_view needle) {
-    std::lock_guard<std::mutex> lock(mu);
-    int n = 0;
-    for (const std::string& line : lines) {
-      n += line.find(needle) != std::string::npos;
-    }
-    return n;
-  }
-};
-
-// Waits (up to `bound`) until `condition` holds; returns whether it did.
-template <typename Fn>
-bool WaitUntil(Fn condition, absl::Duration bound) {
-  const absl::Time deadline = absl::Now() + bound;
-  while (!condition()) {
-    if (absl::Now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
 
 uint16_t PortOf(const std::string& address) {
   return static_cast<uint16_t>(
