@@ -109,6 +109,23 @@ absl::Status CheckRegion(int device, size_t index, void* base, uint64_t size,
   return absl::OkStatus();
 }
 
+// InvalidArgument "<who>: device ..." unless `device` is one of this
+// process's devices (the CUDA error when they cannot be counted).
+absl::Status CheckDevice(const char* who, int device) {
+  int count = 0;
+  if (absl::Status s =
+          CudaStatus(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+      !s.ok()) {
+    return s;
+  }
+  if (device < 0 || device >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: device %d is not one of this process's %d devices",
+                        who, device, count));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaPoolMemory>> CudaPoolMemory::Create(
@@ -120,16 +137,8 @@ absl::StatusOr<std::unique_ptr<CudaPoolMemory>> CudaPoolMemory::Create(
         "least one region)",
         bases.size(), sizes.size()));
   }
-  int count = 0;
-  if (absl::Status s =
-          CudaStatus(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
-      !s.ok()) {
+  if (absl::Status s = CheckDevice("CudaPoolMemory", device); !s.ok()) {
     return s;
-  }
-  if (device < 0 || device >= count) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "CudaPoolMemory: device %d is not one of this process's %d devices",
-        device, count));
   }
   ScopedDevice scoped(device);
   if (!scoped.status().ok()) return scoped.status();
@@ -206,17 +215,9 @@ absl::StatusOr<std::unique_ptr<CudaPoolMemory>> CudaPoolMemory::Allocate(
           absl::StrFormat("CudaPoolMemory::Allocate: sizes[%d] is 0", i));
     }
   }
-  int count = 0;
-  if (absl::Status s =
-          CudaStatus(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+  if (absl::Status s = CheckDevice("CudaPoolMemory::Allocate", device);
       !s.ok()) {
     return s;
-  }
-  if (device < 0 || device >= count) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "CudaPoolMemory::Allocate: device %d is not one of this process's %d "
-        "devices",
-        device, count));
   }
   std::vector<void*> bases;
   auto free_all = [&] {

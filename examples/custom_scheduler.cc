@@ -1,11 +1,6 @@
 // A user's own placement policy, registered by name next to the built-in
-// ones and created the same way a router creates "load_aware".
-//
-// "prefer_same_rack": the prefill node is the one with the fewest queued
-// prompt tokens; the decode node is the least busy one in the same rack as
-// the prefill node (the KV cache stays on the rack's fast links), falling
-// back to any rack when the rack has no usable decode node with room.
-// Racks are consecutive node ids: rack = id / rack_size.
+// ones and created the same way a router creates "load_aware". The policy
+// itself, "prefer_same_rack", is in prefer_same_rack.h.
 //
 //   build/bin/custom_scheduler
 
@@ -18,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "flowkv/scheduler.h"
 #include "fmt/core.h"
+#include "prefer_same_rack.h"
 
 namespace {
 
@@ -27,82 +23,9 @@ using flowkv::NodeRole;
 using flowkv::Placement;
 using flowkv::RequestInfo;
 
-// Thread safety: externally synchronized, like every Scheduler.
-class PreferSameRack final : public flowkv::Scheduler {
- public:
-  explicit PreferSameRack(uint32_t rack_size) : rack_size_(rack_size) {}
-
-  std::string_view name() const override { return "prefer_same_rack"; }
-
-  absl::StatusOr<Placement> Place(const RequestInfo& request,
-                                  const ClusterView& cluster,
-                                  absl::Time now) override {
-    // No allocation here: iterate the view's nodes in place.
-    const NodeInfo* p = nullptr;
-    for (const NodeInfo& node : cluster.nodes()) {
-      if (!flowkv::ServesPrefill(node.current_role) ||
-          !cluster.IsUsable(node, now)) {
-        continue;
-      }
-      if (p == nullptr ||
-          node.load.queued_prefill_tokens < p->load.queued_prefill_tokens) {
-        p = &node;
-      }
-    }
-    if (p == nullptr) {
-      return absl::UnavailableError("prefer_same_rack: no usable prefill node");
-    }
-    const NodeInfo* same_rack = nullptr;
-    const NodeInfo* any_rack = nullptr;
-    for (const NodeInfo& node : cluster.nodes()) {
-      if (!flowkv::ServesDecode(node.current_role) ||
-          !cluster.IsUsable(node, now) || !HasRoom(node, request)) {
-        continue;
-      }
-      const NodeInfo*& best =
-          node.id / rack_size_ == p->id / rack_size_ ? same_rack : any_rack;
-      if (best == nullptr || Busy(node) < Busy(*best)) best = &node;
-    }
-    const NodeInfo* d = same_rack != nullptr ? same_rack : any_rack;
-    if (d == nullptr) {
-      return absl::ResourceExhaustedError(
-          "prefer_same_rack: no usable decode node has room for the request");
-    }
-    return Placement{.prefill_node = p->id, .decode_node = d->id};
-  }
-
- private:
-  static double Busy(const NodeInfo& node) {
-    return node.load.running_decode + node.load.waiting_decode;
-  }
-  static bool HasRoom(const NodeInfo& node, const RequestInfo& request) {
-    const double total = node.load.kv_blocks_total;
-    const double need = std::ceil(
-        double(request.input_tokens + request.expected_output_tokens) /
-        node.block_tokens);
-    return total == 0 || total - node.load.kv_blocks_used >= need;
-  }
-
-  const uint32_t rack_size_;
-};
-
-// The factory reads the policy's own knob and refuses any other.
 absl::StatusOr<std::unique_ptr<flowkv::Scheduler>> MakePreferSameRack(
     const flowkv::SchedulerOptions& options) {
-  uint32_t rack_size = 4;
-  for (const auto& [name, value] : options.params) {
-    if (name != "rack_size") {
-      return absl::InvalidArgumentError(fmt::format(
-          "prefer_same_rack: unknown param '{}'; known: rack_size", name));
-    }
-    if (!(value >= 1) || value != std::floor(value)) {
-      return absl::InvalidArgumentError(fmt::format(
-          "prefer_same_rack: rack_size = {} must be a whole number >= 1",
-          value));
-    }
-    rack_size = static_cast<uint32_t>(value);
-  }
-  return std::make_unique<PreferSameRack>(rack_size);
+  return flowkv_examples::MakePreferSameRack("prefer_same_rack", options);
 }
 
 }  // namespace

@@ -81,11 +81,13 @@ struct PoolPair : Pair {
   AllocatedRegion dst;
 };
 
-// Engines "a" and "b" (MakeEngine defaults), a `bytes` pool on each (dst
-// zeroed), connected a -> b.
-inline void MakePoolPair(uint64_t bytes, PoolPair* pair) {
-  pair->a = MakeEngine("a");
-  pair->b = MakeEngine("b");
+// Engines made with `a_options` and `b_options`, a `bytes` pool on each
+// (dst zeroed), connected a -> b.
+inline void MakePoolPair(uint64_t bytes, const TransferEngineOptions& a_options,
+                         const TransferEngineOptions& b_options,
+                         PoolPair* pair) {
+  pair->a = MakeEngine(a_options);
+  pair->b = MakeEngine(b_options);
   auto src = pair->a->AllocateMemory(bytes);
   auto dst = pair->b->AllocateMemory(bytes);
   REQUIRE(src.ok());
@@ -94,6 +96,13 @@ inline void MakePoolPair(uint64_t bytes, PoolPair* pair) {
   pair->dst = *dst;
   std::memset(pair->dst.data, 0, bytes);
   ConnectPair(pair);
+}
+
+// Engines "a" and "b" (MakeEngine defaults), a `bytes` pool on each (dst
+// zeroed), connected a -> b.
+inline void MakePoolPair(uint64_t bytes, PoolPair* pair) {
+  MakePoolPair(bytes, TestEngineOptions("a", "cluster-secret"),
+               TestEngineOptions("b", "cluster-secret"), pair);
 }
 
 }  // namespace flowkv::testing

@@ -22,7 +22,6 @@
 namespace flowkv {
 namespace {
 
-using flowkv::testing::ConnectPair;
 using flowkv::testing::MakeEngine;
 using flowkv::testing::MakePoolPair;
 using flowkv::testing::PoolPair;
@@ -86,6 +85,14 @@ absl::Status FailedTransfer(const TransferHandle& handle) {
   return handle.status();
 }
 
+// The whole pool written from pair.a to pair.b with `point` armed to fail
+// once: the transfer fails within the bound; its status.
+absl::Status FailedWrite(PoolPair* pair, FaultPoint point) {
+  const TransferOp op{pair->src.id, 0, pair->dst.id, 0, kBytes};
+  FaultInjector::Arm(point, 1, UCS_ERR_IO_ERROR);
+  return FailedTransfer(pair->a->Write(pair->a_to_b, {&op, 1}));
+}
+
 TEST_CASE("A failed ucp_mem_map fails the registration and nothing else",
           "[fault_injection]") {
   ArmedScope scope;
@@ -145,9 +152,7 @@ TEST_CASE("A failed put or get fails its transfer and its peer only",
     WARN("no one-sided put/get on this transport: nothing to inject");
     return;
   }
-  const TransferOp op{pair.src.id, 0, pair.dst.id, 0, kBytes};
-  FaultInjector::Arm(FaultPoint::kPut, 1, UCS_ERR_IO_ERROR);
-  absl::Status put = FailedTransfer(pair.a->Write(pair.a_to_b, {&op, 1}));
+  absl::Status put = FailedWrite(&pair, FaultPoint::kPut);
   CHECK(absl::StrContains(put.message(), "ucp_put_nbx"));
   ExpectStillServes(&pair);
   auto peer = pair.a->Connect(pair.address);
@@ -168,9 +173,7 @@ TEST_CASE("A failed flush fails its transfer and its peer only",
   ArmedScope scope;
   PoolPair pair;
   MakePoolPair(kBytes, &pair);
-  const TransferOp op{pair.src.id, 0, pair.dst.id, 0, kBytes};
-  FaultInjector::Arm(FaultPoint::kFlush, 1, UCS_ERR_IO_ERROR);
-  FailedTransfer(pair.a->Write(pair.a_to_b, {&op, 1}));
+  FailedWrite(&pair, FaultPoint::kFlush);
   CHECK(FaultInjector::Injected(FaultPoint::kFlush) == 1);
   ExpectStillServes(&pair);
   Report("ucp_ep_flush_nbx", FaultInjector::Injected(FaultPoint::kFlush));
@@ -186,15 +189,7 @@ TEST_CASE("A failed active-message send fails its message and its peer only",
   a_options.ucx_peer_error_handling = true;
   b_options.ucx_peer_error_handling = true;
   PoolPair pair;
-  pair.a = MakeEngine(a_options);
-  pair.b = MakeEngine(b_options);
-  auto src = pair.a->AllocateMemory(kBytes);
-  auto dst = pair.b->AllocateMemory(kBytes);
-  REQUIRE(src.ok());
-  REQUIRE(dst.ok());
-  pair.src = *src;
-  pair.dst = *dst;
-  ConnectPair(&pair);
+  MakePoolPair(kBytes, a_options, b_options, &pair);
   FaultInjector::Arm(FaultPoint::kAmSend, 1, UCS_ERR_NO_RESOURCE);
   FailedTransfer(pair.a->Send(pair.a_to_b, "lost"));
   CHECK(FaultInjector::Injected(FaultPoint::kAmSend) == 1);

@@ -26,54 +26,50 @@
 #include "lib/transfer/transfer_engine_impl.h"
 #include "lib/transfer/wire_format.h"
 #include "tests/engine_pair.h"
+#include "tests/log_sink.h"
 #include "tests/raw_ucx_client.h"
 #include "tests/transfer_test_util.h"
 
 namespace flowkv {
 namespace {
 
+using flowkv::testing::LogSink;
 using flowkv::testing::MakeEngine;
 using flowkv::testing::RawUcxClient;
 using flowkv::testing::TestEngineOptions;
+using flowkv::testing::WaitUntil;
 using internal::Nonce;
 
 constexpr char kToken[] = "handshake-security-token";
-
-// Log lines collected from an engine's log hook (any thread).
-struct LogSink {
-  std::mutex mu;
-  std::vector<std::string> lines;
-  std::function<void(LogSeverity, std::string_view)> Hook() {
-    return [this](LogSeverity, std::string_view line) {
-      std::lock_guard<std::mutex> lock(mu);
-      lines.emplace_back(line);
-    };
-  }
-  int Count(std::string_view needle) {
-    std::lock_guard<std::mutex> lock(mu);
-    int n = 0;
-    for (const std::string& line : lines) {
-      n += line.find(needle) != std::string::npos;
-    }
-    return n;
-  }
-};
-
-// Waits (up to `bound`) until `condition` holds; returns whether it did.
-template <typename Fn>
-bool WaitUntil(Fn condition, absl::Duration bound) {
-  const absl::Time deadline = absl::Now() + bound;
-  while (!condition()) {
-    if (absl::Now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
 
 uint16_t PortOf(const std::string& address) {
   return static_cast<uint16_t>(
       std::stoi(address.substr(address.rfind(':') + 1)));
 }
+
+// A server engine listening on 127.0.0.1 whose log the test reads.
+struct LoggedServer {
+  // `server_options`: the server's options; its log hook is set here.
+  explicit LoggedServer(TransferEngineOptions server_options)
+      : options(std::move(server_options)) {
+    options.log = log.Hook();
+    engine = MakeEngine(options);
+    auto listening = engine->Listen("127.0.0.1:0");
+    REQUIRE(listening.ok());
+    address = *listening;
+    port = PortOf(address);
+    bound = options.connect_timeout + flowkv::testing::kPeerFailureTimeout;
+  }
+
+  LogSink log;
+  TransferEngineOptions options;
+  std::unique_ptr<TransferEngine> engine;
+  std::string address;
+  uint16_t port = 0;
+  // The bound of every wait on this server: its connect timeout plus the
+  // peer failure timeout.
+  absl::Duration bound;
+};
 
 std::vector<unsigned> HandshakeReplies() {
   return {internal::kAmChallenge, internal::kAmWelcome, internal::kAmReject};
@@ -134,30 +130,24 @@ HandRun HandshakeByHand(RawUcxClient* raw, ucp_ep_h ep, size_t* seen,
 
 TEST_CASE("A recorded handshake replayed by a raw client is refused",
           "[handshake_security]") {
-  LogSink log;
-  TransferEngineOptions options = TestEngineOptions("server", kToken);
-  options.log = log.Hook();
-  auto server = MakeEngine(options);
-  auto address = server->Listen("127.0.0.1:0");
-  REQUIRE(address.ok());
-  const absl::Duration bound =
-      options.connect_timeout + flowkv::testing::kPeerFailureTimeout;
-  RawUcxClient raw(HandshakeReplies(), options.ucx_peer_error_handling);
+  LoggedServer server(TestEngineOptions("server", kToken));
+  RawUcxClient raw(HandshakeReplies(), server.options.ucx_peer_error_handling);
 
   // A client that holds the token completes the handshake by hand; the
   // attacker records what it sent.
   size_t seen = 0;
   const HandRun recorded =
-      HandshakeByHand(&raw, raw.Connect(PortOf(*address)), &seen, bound);
-  REQUIRE(server->Peers().size() == 1);
-  CHECK(server->Peers()[0].name == "by-hand");
+      HandshakeByHand(&raw, raw.Connect(server.port), &seen, server.bound);
+  REQUIRE(server.engine->Peers().size() == 1);
+  CHECK(server.engine->Peers()[0].name == "by-hand");
 
   // The replay: the same hello and proof bytes on a new connection. The
   // server's challenge carries a fresh nonce, over which the recorded proof
   // does not check.
-  ucp_ep_h second = raw.Connect(PortOf(*address));
+  ucp_ep_h second = raw.Connect(server.port);
   raw.Send(second, internal::kAmHello, 0, recorded.hello);
-  const RawUcxClient::Received challenge_bytes = NextReply(&raw, &seen, bound);
+  const RawUcxClient::Received challenge_bytes =
+      NextReply(&raw, &seen, server.bound);
   REQUIRE(challenge_bytes.kind == 'C');
   auto challenge =
       internal::ParseChallenge(internal::AsBytes(challenge_bytes.bytes));
@@ -167,73 +157,60 @@ TEST_CASE("A recorded handshake replayed by a raw client is refused",
   // the proof inside is the recorded one.
   raw.Send(second, internal::kAmProof, challenge->sender_conn_id,
            recorded.proof);
-  const RawUcxClient::Received refusal = NextReply(&raw, &seen, bound);
+  const RawUcxClient::Received refusal = NextReply(&raw, &seen, server.bound);
   REQUIRE(refusal.kind == 'R');
   auto reject = internal::ParseReject(internal::AsBytes(refusal.bytes));
   REQUIRE(reject.ok());
   CHECK(reject->code ==
         static_cast<uint32_t>(absl::StatusCode::kPermissionDenied));
   CHECK(absl::StrContains(reject->reason, "replayed"));
-  CHECK(log.Count("a replayed handshake") == 1);
+  CHECK(server.log.Count("a replayed handshake") == 1);
   // Only the first connection is a peer; the refused one leaves the table.
-  CHECK(server->Peers().size() == 1);
+  CHECK(server.engine->Peers().size() == 1);
   CHECK(WaitUntil(
       [&] {
         raw.Progress();
-        return server->Stats().peers_tracked == 1;
+        return server.engine->Stats().peers_tracked == 1;
       },
-      bound + absl::Seconds(2) /* the reject's linger */));
+      server.bound + absl::Seconds(2) /* the reject's linger */));
 }
 
 TEST_CASE("A notification over the size limit is dropped, not copied",
           "[handshake_security]") {
-  LogSink log;
-  TransferEngineOptions options = TestEngineOptions("server", kToken);
-  options.log = log.Hook();
-  auto server = MakeEngine(options);
-  auto address = server->Listen("127.0.0.1:0");
-  REQUIRE(address.ok());
-  const absl::Duration bound =
-      options.connect_timeout + flowkv::testing::kPeerFailureTimeout;
-  RawUcxClient raw(HandshakeReplies(), options.ucx_peer_error_handling);
+  LoggedServer server(TestEngineOptions("server", kToken));
+  RawUcxClient raw(HandshakeReplies(), server.options.ucx_peer_error_handling);
   size_t seen = 0;
-  ucp_ep_h ep = raw.Connect(PortOf(*address));
-  const HandRun run = HandshakeByHand(&raw, ep, &seen, bound);
+  ucp_ep_h ep = raw.Connect(server.port);
+  const HandRun run = HandshakeByHand(&raw, ep, &seen, server.bound);
   raw.Send(ep, internal::kAmMessage, run.server_conn_id,
            std::string(internal::kMaxNotificationBytes + 1, 'x'));
   raw.Send(ep, internal::kAmMessage, run.server_conn_id, "small");
-  std::vector<Notification> notes = server->TakeNotifications(bound);
+  std::vector<Notification> notes =
+      server.engine->TakeNotifications(server.bound);
   REQUIRE(notes.size() == 1);
   CHECK(notes[0].bytes == "small");
-  CHECK(log.Count("over the 1048576-byte limit") == 1);
+  CHECK(server.log.Count("over the 1048576-byte limit") == 1);
 }
 
 TEST_CASE(
     "A hello signed with another token is refused before the "
     "challenge",
     "[handshake_security]") {
-  LogSink log;
-  TransferEngineOptions options = TestEngineOptions("server", kToken);
-  options.log = log.Hook();
-  auto server = MakeEngine(options);
-  auto address = server->Listen("127.0.0.1:0");
-  REQUIRE(address.ok());
-  RawUcxClient raw(HandshakeReplies(), options.ucx_peer_error_handling);
+  LoggedServer server(TestEngineOptions("server", kToken));
+  RawUcxClient raw(HandshakeReplies(), server.options.ucx_peer_error_handling);
   internal::Hello hello;
   hello.via_sockaddr = true;
   hello.sender_conn_id = 5;
   hello.client_nonce = internal::RandomNonce();
   hello.name = "stranger";
   size_t seen = 0;
-  ucp_ep_h ep = raw.Connect(PortOf(*address));
+  ucp_ep_h ep = raw.Connect(server.port);
   raw.Send(ep, internal::kAmHello, 0,
            internal::EncodeHello(hello, "another token"));
-  const RawUcxClient::Received refusal =
-      NextReply(&raw, &seen,
-                options.connect_timeout + flowkv::testing::kPeerFailureTimeout);
+  const RawUcxClient::Received refusal = NextReply(&raw, &seen, server.bound);
   CHECK(refusal.kind == 'R');
-  CHECK(log.Count("refused \"stranger\": wrong cluster token") == 1);
-  CHECK(server->Peers().empty());
+  CHECK(server.log.Count("refused \"stranger\": wrong cluster token") == 1);
+  CHECK(server.engine->Peers().empty());
 }
 
 // Opens a non-blocking TCP connection to 127.0.0.1:`port`; -1 on failure.
@@ -256,19 +233,13 @@ TEST_CASE(
     "Half-open connections stay bounded and a legitimate peer "
     "connects meanwhile",
     "[handshake_security]") {
-  LogSink log;
   TransferEngineOptions options = TestEngineOptions("server", kToken);
-  options.log = log.Hook();
   // Long enough that every half-open client is pending before the first
   // one is dropped, however slowly a loaded machine wires them up.
   options.connect_timeout = absl::Seconds(10);
   options.max_pending_handshakes = 16;
-  auto server = MakeEngine(options);
-  auto address = server->Listen("127.0.0.1:0");
-  REQUIRE(address.ok());
-  const uint16_t port = PortOf(*address);
-  const absl::Duration bound =
-      options.connect_timeout + flowkv::testing::kPeerFailureTimeout;
+  LoggedServer server(options);
+  const uint16_t port = server.port;
 
   // 200 raw TCP clients: a third stay silent, a third send garbage, a third
   // send the first bytes of a message and stop. UCX's listener never hands
@@ -289,7 +260,7 @@ TEST_CASE(
   }
   // A legitimate peer connects while they are open.
   auto good = MakeEngine(TestEngineOptions("good", kToken));
-  auto first = good->Connect(*address);
+  auto first = good->Connect(server.address);
   INFO(first.status().ToString());
   REQUIRE(first.ok());
 
@@ -312,31 +283,34 @@ TEST_CASE(
   CHECK(WaitUntil(
       [&] {
         raw.Progress();
-        most_tracked = std::max(most_tracked, server->Stats().peers_tracked);
-        return log.Count("max_pending_handshakes") > 0 &&
+        most_tracked =
+            std::max(most_tracked, server.engine->Stats().peers_tracked);
+        return server.log.Count("max_pending_handshakes") > 0 &&
                most_tracked == options.max_pending_handshakes + 1;
       },
-      bound));
+      server.bound));
   // Every half-open one is dropped within connect_timeout.
   CHECK(WaitUntil(
       [&] {
         raw.Progress();
-        most_tracked = std::max(most_tracked, server->Stats().peers_tracked);
-        return server->Stats().peers_tracked == 1;
+        most_tracked =
+            std::max(most_tracked, server.engine->Stats().peers_tracked);
+        return server.engine->Stats().peers_tracked == 1;
       },
-      bound));
+      server.bound));
   CHECK(most_tracked == options.max_pending_handshakes + 1);
   // The server still serves: the connected peer's message arrives and a
   // new peer connects.
   REQUIRE(good->Send(*first, "still here").Wait().ok());
-  std::vector<Notification> notes = server->TakeNotifications(bound);
+  std::vector<Notification> notes =
+      server.engine->TakeNotifications(server.bound);
   REQUIRE(notes.size() == 1);
   CHECK(notes[0].bytes == "still here");
   auto late = MakeEngine(TestEngineOptions("late", kToken));
-  auto second = late->Connect(*address);
+  auto second = late->Connect(server.address);
   INFO(second.status().ToString());
   CHECK(second.ok());
-  CHECK(server->Peers().size() == 2);
+  CHECK(server.engine->Peers().size() == 2);
   for (int fd : fds) close(fd);
 }
 
@@ -352,26 +326,19 @@ TEST_CASE(
     "An endpoint that did not complete the handshake cannot speak for "
     "a connected peer",
     "[handshake_security]") {
-  LogSink log;
-  TransferEngineOptions options = TestEngineOptions("server", kToken);
-  options.log = log.Hook();
-  auto server = MakeEngine(options);
-  auto dst = server->AllocateMemory(4096);
+  LoggedServer server(TestEngineOptions("server", kToken));
+  auto dst = server.engine->AllocateMemory(4096);
   REQUIRE(dst.ok());
   std::memset(dst->data, 0, 4096);
-  auto address = server->Listen("127.0.0.1:0");
-  REQUIRE(address.ok());
   auto good = MakeEngine(TestEngineOptions("good", kToken));
-  auto peer = good->Connect(*address);
+  auto peer = good->Connect(server.address);
   REQUIRE(peer.ok());
-  const absl::Duration bound =
-      options.connect_timeout + flowkv::testing::kPeerFailureTimeout;
 
   // An unauthenticated endpoint names connection ids as a peer would: small
   // integers, and every id it could learn from a failed handshake of its
   // own. None names the good peer's connection.
-  RawUcxClient raw(HandshakeReplies(), options.ucx_peer_error_handling);
-  ucp_ep_h ep = raw.Connect(PortOf(*address));
+  RawUcxClient raw(HandshakeReplies(), server.options.ucx_peer_error_handling);
+  ucp_ep_h ep = raw.Connect(server.port);
   constexpr uint64_t kGuesses = 256;
   for (uint64_t conn_id = 0; conn_id < kGuesses; ++conn_id) {
     raw.Send(ep, internal::kAmMessage, conn_id, "spoofed");
@@ -396,16 +363,18 @@ TEST_CASE(
   CHECK(WaitUntil(
       [&] {
         raw.Progress();
-        return log.Count("refused \"spoofer\"") == 1;
+        return server.log.Count("refused \"spoofer\"") == 1;
       },
-      bound));
-  CHECK(log.Count("which is not connected") == static_cast<int>(kGuesses));
-  CHECK(server->TakeNotifications().empty());
+      server.bound));
+  CHECK(server.log.Count("which is not connected") ==
+        static_cast<int>(kGuesses));
+  CHECK(server.engine->TakeNotifications().empty());
   const auto* bytes = static_cast<const uint8_t*>(dst->data);
   CHECK(std::all_of(bytes, bytes + 4096, [](uint8_t b) { return b == 0; }));
   // The good peer still speaks for itself.
   REQUIRE(good->Send(*peer, "real").Wait().ok());
-  std::vector<Notification> notes = server->TakeNotifications(bound);
+  std::vector<Notification> notes =
+      server.engine->TakeNotifications(server.bound);
   REQUIRE(notes.size() == 1);
   CHECK(notes[0].bytes == "real");
 }

@@ -29,13 +29,6 @@ constexpr absl::Duration kSoon = kv_fixture::kSoon;
 // How long a survivor may take to notice a killed peer.
 const absl::Duration kNoticeDeath = 3 * kv_fixture::kPeerFailureTimeout + kSoon;
 
-// The peer process (see staging_test::RunStagingChild).
-TEST_CASE("staging child", "[.staging_child]") {
-  if (const char* config = std::getenv("FLOWKV_STAGING_CHILD")) {
-    staging_test::RunStagingChild(config);
-  }
-}
-
 TEST_CASE("Cancel mid-pipeline stops, drains the credits, then fails",
           "[kv_staging]") {
   InProcessPair p;

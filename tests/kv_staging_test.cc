@@ -30,13 +30,6 @@ using testing::PollUntil;
 using testing::Seen;
 constexpr absl::Duration kSoon = kv_fixture::kSoon;
 
-// The peer process (see staging_test::RunStagingChild).
-TEST_CASE("staging child", "[.staging_child]") {
-  if (const char* config = std::getenv("FLOWKV_STAGING_CHILD")) {
-    staging_test::RunStagingChild(config);
-  }
-}
-
 TEST_CASE("Host pools copy runs and refuse runs outside them", "[kv_staging]") {
   std::vector<uint8_t> a(100, 1), b(50, 2);
   auto pool = HostPoolMemory({a.data(), b.data()}, {100, 50});

@@ -34,12 +34,11 @@
 namespace flowkv {
 namespace {
 
-using testing::FillRandom;
-using testing::Fnv1a;
 using testing::kPeerFailureTimeout;
 using testing::PeerProcess;
 using testing::PeerProcessOptions;
 using testing::Replies;
+using testing::WriteByteExact;
 
 constexpr uint64_t kBytes = 32 << 20;
 
@@ -107,24 +106,6 @@ class TwoHosts {
   std::string dev_a_;
   std::string dev_b_;
 };
-
-// Writes the pool (filled from `seed`) with an acknowledged notification
-// and checks the peer's hash of its pool against the local one.
-void WriteByteExact(TransferEngine& engine, Replies& replies, PeerId peer,
-                    const AllocatedRegion& local, uint64_t seed) {
-  auto* bytes = static_cast<uint8_t*>(local.data);
-  FillRandom(bytes, local.length, seed);
-  const TransferOp op{local.id, 0, engine.GetPeer(peer)->regions.at(0).id, 0,
-                      local.length};
-  TransferOptions options;
-  options.notification = absl::StrCat("seed-", seed);
-  options.acknowledged = true;
-  const absl::Status written = engine.Write(peer, {&op, 1}, options).Wait();
-  INFO(written.ToString());
-  REQUIRE(written.ok());
-  CHECK(replies.Expect(absl::StrCat("got seed-", seed, " ")) ==
-        absl::StrCat("got seed-", seed, " ", Fnv1a(bytes, local.length)));
-}
 
 // The engine side, in namespace a: FLOWKV_NETNS_PEER is the peer's
 // address, FLOWKV_NETNS_DEVICE the veth end. Writes "done" to the parent

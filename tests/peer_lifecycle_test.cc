@@ -22,11 +22,11 @@
 namespace flowkv {
 namespace {
 
-using testing::FillRandom;
 using testing::Fnv1a;
 using testing::kPeerFailureTimeout;
 using testing::PeerProcess;
 using testing::Replies;
+using testing::WriteByteExact;
 
 // More than loopback's socket buffers hold: a stalled receiver cannot
 // take a whole-pool write over tcp.
@@ -52,25 +52,6 @@ bool WaitFor(absl::Duration timeout, Condition condition) {
     absl::SleepFor(absl::Milliseconds(5));
   }
   return true;
-}
-
-// Writes the whole pool (filled from `seed`) to `peer` with a notification
-// and checks the peer's answer: the hash of its pool when the notification
-// arrived equals the local one.
-void WriteByteExact(TransferEngine& engine, Replies& replies, PeerId peer,
-                    const AllocatedRegion& local, uint64_t seed) {
-  auto* bytes = static_cast<uint8_t*>(local.data);
-  FillRandom(bytes, local.length, seed);
-  const TransferOp op{local.id, 0, engine.GetPeer(peer)->regions.at(0).id, 0,
-                      local.length};
-  TransferOptions options;
-  options.notification = absl::StrCat("seed-", seed);
-  options.acknowledged = true;
-  const absl::Status written = engine.Write(peer, {&op, 1}, options).Wait();
-  INFO(written.ToString());
-  REQUIRE(written.ok());
-  CHECK(replies.Expect(absl::StrCat("got seed-", seed, " ")) ==
-        absl::StrCat("got seed-", seed, " ", Fnv1a(bytes, local.length)));
 }
 
 // The peer's "stats" answer: peers tracked and connected by its engine.

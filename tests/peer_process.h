@@ -1,6 +1,6 @@
 // Helpers for tests that run a TransferEngine against a peer process
 // (build/bin/transfer_peer, tests/transfer_peer.cc): starting and killing
-// it, waiting for its replies, and random
+// it, waiting for its replies, writing its pool byte-exact, and random
 // block lists. Catch2 assertions: use from a test's main thread only.
 #ifndef FLOWKV_TESTS_PEER_PROCESS_H_
 #define FLOWKV_TESTS_PEER_PROCESS_H_
@@ -19,6 +19,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "flowkv/block_list.h"
 #include "flowkv/transfer_engine.h"
@@ -156,6 +157,26 @@ class Replies {
   TransferEngine* engine_;
   std::vector<std::string> pending_;
 };
+
+// Writes the whole pool (filled from `seed`) to `peer` with a notification
+// and checks the peer's answer: the hash of its pool when the notification
+// arrived equals the local one.
+inline void WriteByteExact(TransferEngine& engine, Replies& replies,
+                           PeerId peer, const AllocatedRegion& local,
+                           uint64_t seed) {
+  auto* bytes = static_cast<uint8_t*>(local.data);
+  FillRandom(bytes, local.length, seed);
+  const TransferOp op{local.id, 0, engine.GetPeer(peer)->regions.at(0).id, 0,
+                      local.length};
+  TransferOptions options;
+  options.notification = absl::StrCat("seed-", seed);
+  options.acknowledged = true;
+  const absl::Status written = engine.Write(peer, {&op, 1}, options).Wait();
+  INFO(written.ToString());
+  REQUIRE(written.ok());
+  CHECK(replies.Expect(absl::StrCat("got seed-", seed, " ")) ==
+        absl::StrCat("got seed-", seed, " ", Fnv1a(bytes, local.length)));
+}
 
 inline BlockList RandomBlocks(uint32_t n, uint32_t num_blocks,
                               std::mt19937_64* rng) {

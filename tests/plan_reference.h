@@ -2,13 +2,15 @@
 // tests and benchmarks (no Catch2 here): which head vectors a request
 // copies, computed from KvLayout::ElementAddress alone, and the minimum
 // number of ops that can copy them, counted as maximal runs of head vectors
-// contiguous on both sides. Independent of lib/transfer/transfer_plan.cc.
+// contiguous on both sides, and a request described for failure messages.
+// Independent of lib/transfer/transfer_plan.cc.
 
 #ifndef FLOWKV_TESTS_PLAN_REFERENCE_H_
 #define FLOWKV_TESTS_PLAN_REFERENCE_H_
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "flowkv/kv_layout.h"
@@ -23,6 +25,16 @@ struct ElementCopy {
   uint32_t dst_region;
   uint64_t dst_offset;
 };
+
+// The request in one line, for failure messages.
+inline std::string Describe(const TransferPlanRequest& r) {
+  return r.src_layout->ToString() + " " + r.src_blocks.ToString() + " -> " +
+         r.dst_layout->ToString() + " " + r.dst_blocks.ToString() + " tokens " +
+         std::to_string(r.num_tokens) + " layers [" +
+         std::to_string(r.layer_begin) + "," + std::to_string(r.layer_end) +
+         ") heads " + std::to_string(r.src_head_begin) + "->" +
+         std::to_string(r.dst_head_begin) + " x" + std::to_string(r.num_heads);
+}
 
 // True when the plan copies whole blocks (transfer_plan.h: same
 // block_tokens and kv_heads, every head, equal dense tile orders).

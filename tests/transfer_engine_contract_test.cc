@@ -21,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "flowkv/transfer_engine.h"
 #include "tests/engine_pair.h"
+#include "tests/log_sink.h"
 #include "tests/transfer_test_util.h"
 
 namespace flowkv {
@@ -28,44 +29,13 @@ namespace {
 
 using flowkv::testing::ConnectPair;
 using flowkv::testing::FillRandom;
+using flowkv::testing::LogSink;
 using flowkv::testing::MakeEngine;
 using flowkv::testing::MakePoolPair;
 using flowkv::testing::Pair;
 using flowkv::testing::PoolPair;
 using flowkv::testing::TestEngineOptions;
-
-// Log lines collected from an engine's log hook (any thread).
-// std::mutex, not absl::Mutex: TSan cannot see Debian's uninstrumented
-// Abseil locks.
-struct LogSink {
-  std::mutex mu;
-  std::vector<std::string> lines;
-  std::function<void(LogSeverity, std::string_view)> Hook() {
-    return [this](LogSeverity, std::string_view line) {
-      std::lock_guard<std::mutex> lock(mu);
-      lines.emplace_back(line);
-    };
-  }
-  int Count(std::string_view needle) {
-    std::lock_guard<std::mutex> lock(mu);
-    int n = 0;
-    for (const std::string& line : lines) {
-      n += line.find(needle) != std::string::npos;
-    }
-    return n;
-  }
-};
-
-// Waits (up to `bound`) until `condition` holds; returns whether it did.
-template <typename Fn>
-bool WaitUntil(Fn condition, absl::Duration bound) {
-  const absl::Time deadline = absl::Now() + bound;
-  while (!condition()) {
-    if (absl::Now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
+using flowkv::testing::WaitUntil;
 
 TEST_CASE("Closed peers leave the peer table", "[transfer_contract]") {
   Pair pair;

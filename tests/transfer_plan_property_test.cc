@@ -22,6 +22,7 @@ namespace flowkv {
 namespace {
 
 using testing::AllLayouts;
+using testing::Describe;
 using testing::ElementCopy;
 using testing::HostPool;
 
@@ -31,15 +32,6 @@ bool Continues(const TransferOp& a, const TransferOp& b) {
   return a.src_region == b.src_region && a.dst_region == b.dst_region &&
          a.src_offset + a.length == b.src_offset &&
          a.dst_offset + a.length == b.dst_offset;
-}
-
-std::string Describe(const TransferPlanRequest& r) {
-  return r.src_layout->ToString() + " " + r.src_blocks.ToString() + " -> " +
-         r.dst_layout->ToString() + " " + r.dst_blocks.ToString() + " tokens " +
-         std::to_string(r.num_tokens) + " layers [" +
-         std::to_string(r.layer_begin) + "," + std::to_string(r.layer_end) +
-         ") heads " + std::to_string(r.src_head_begin) + "->" +
-         std::to_string(r.dst_head_begin) + " x" + std::to_string(r.num_heads);
 }
 
 // Plans `r`, executes the plan and checks it against the reference. Returns

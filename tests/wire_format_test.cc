@@ -44,23 +44,6 @@ EngineInfo MakeInfo() {
   return info;
 }
 
-bool SameInfo(const EngineInfo& a, const EngineInfo& b) {
-  if (a.instance_id != b.instance_id || a.name != b.name ||
-      a.worker_address != b.worker_address ||
-      a.regions.size() != b.regions.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.regions.size(); ++i) {
-    const WireRegion& x = a.regions[i];
-    const WireRegion& y = b.regions[i];
-    if (x.id != y.id || x.kind != y.kind || x.base != y.base ||
-        x.length != y.length || x.rkey != y.rkey) {
-      return false;
-    }
-  }
-  return true;
-}
-
 // Rewrites the trailing 8-byte little-endian FNV-1a-64 over everything
 // before it, as anyone can (written here independently of Fnv1a64).
 void RecomputeChecksum(std::string* blob) {
@@ -89,11 +72,11 @@ TEST_CASE("A signed blob verifies with its key", "[wire_format]") {
     absl::StatusOr<EngineInfo> parsed =
         ParseSignedEngineInfo(AsBytes(blob), key);
     REQUIRE(parsed.ok());
-    CHECK(SameInfo(*parsed, info));
+    CHECK(*parsed == info);
     // The structure-only parser accepts it too.
     absl::StatusOr<EngineInfo> unsigned_parse = ParseEngineInfo(AsBytes(blob));
     REQUIRE(unsigned_parse.ok());
-    CHECK(SameInfo(*unsigned_parse, info));
+    CHECK(*unsigned_parse == info);
   }
 }
 

@@ -16,6 +16,28 @@ absl::Status EmitList(absl::StatusOr<BlockList> list,
   return absl::OkStatus();
 }
 
+// The arguments of a function that copies a list's `what` (runs, blocks),
+// count(list) of them, into (out, capacity): checked as
+// SourceAndOutBuffer() does; stores the count in *length, ResourceExhausted
+// when out holds fewer.
+template <typename Count>
+absl::Status ListOutArgs(const char* fn, const flowkv_block_list_t* list,
+                         const void* out, size_t capacity, size_t* length,
+                         const char* what, Count count) {
+  if (absl::Status s =
+          SourceAndOutBuffer(fn, list, "list", out, capacity, length, "out");
+      !s.ok()) {
+    return s;
+  }
+  const uint64_t n = count(list->list);
+  *length = n;
+  if (capacity < n) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        fn, ": the list has ", n, " ", what, ", out holds ", capacity));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 }  // namespace flowkv::c_api
 
@@ -92,18 +114,13 @@ flowkv_status_t flowkv_block_list_runs(const flowkv_block_list_t* list,
                                        size_t* count) {
   static constexpr char kFn[] = "flowkv_block_list_runs";
   return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = NotNull(kFn, list, "list"); !s.ok()) return s;
-    if (absl::Status s =
-            flowkv::c_api::OutBuffer(kFn, out, capacity, count, "out");
+    if (absl::Status s = flowkv::c_api::ListOutArgs(
+            kFn, list, out, capacity, count, "runs",
+            [](const flowkv::BlockList& l) { return l.num_runs(); });
         !s.ok()) {
       return s;
     }
     const auto runs = list->list.runs();
-    *count = runs.size();
-    if (capacity < runs.size()) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          kFn, ": the list has ", runs.size(), " runs, out holds ", capacity));
-    }
     for (size_t i = 0; i < runs.size(); ++i) {
       out[i] = {.first = runs[i].first, .count = runs[i].count};
     }
@@ -116,17 +133,11 @@ flowkv_status_t flowkv_block_list_ids(const flowkv_block_list_t* list,
                                       size_t* count) {
   static constexpr char kFn[] = "flowkv_block_list_ids";
   return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = NotNull(kFn, list, "list"); !s.ok()) return s;
-    if (absl::Status s =
-            flowkv::c_api::OutBuffer(kFn, out, capacity, count, "out");
+    if (absl::Status s = flowkv::c_api::ListOutArgs(
+            kFn, list, out, capacity, count, "blocks",
+            [](const flowkv::BlockList& l) { return l.num_blocks(); });
         !s.ok()) {
       return s;
-    }
-    const uint64_t blocks = list->list.num_blocks();
-    *count = blocks;
-    if (capacity < blocks) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          kFn, ": the list has ", blocks, " blocks, out holds ", capacity));
     }
     size_t i = 0;
     for (const flowkv::BlockRun& run : list->list.runs()) {

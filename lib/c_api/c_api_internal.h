@@ -145,6 +145,29 @@ absl::Status CopyOut(const char* function, absl::string_view bytes, void* out,
 absl::Status OutBuffer(const char* function, const void* out, size_t capacity,
                        const size_t* length, const char* name);
 
+// NotNull(object), then OutBuffer(out, capacity, length): the arguments of a
+// function that copies from `object` into the caller's buffer.
+absl::Status SourceAndOutBuffer(const char* function, const void* object,
+                                const char* object_name, const void* out,
+                                size_t capacity, const size_t* length,
+                                const char* out_name);
+
+// A C getter: InvalidArgument when `object` or `out` is null (named
+// `object_name`, `out_name`), else stores get(*object) in *out.
+template <typename Object, typename Out, typename Get>
+flowkv_status_t Getter(const char* function, const Object* object,
+                       const char* object_name, Out* out, const char* out_name,
+                       Get&& get) noexcept {
+  return Guard(function, [&]() -> absl::Status {
+    if (absl::Status s = NotNull(function, object, object_name); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = NotNull(function, out, out_name); !s.ok()) return s;
+    *out = get(*object);
+    return absl::OkStatus();
+  });
+}
+
 // The value of a C enum argument, read without loading it as the enum type:
 // a C caller may pass any int, and in C++ loading a value outside the
 // enumerators' range is undefined. Check the value, then cast it.

@@ -171,7 +171,6 @@ using flowkv::c_api::CopyOut;
 using flowkv::c_api::Guard;
 using flowkv::c_api::GuardVoid;
 using flowkv::c_api::NotNull;
-using flowkv::c_api::OutBuffer;
 using flowkv::c_api::View;
 
 extern "C" {
@@ -303,8 +302,8 @@ flowkv_status_t flowkv_engine_listen_address(const flowkv_engine_t* engine,
                                              size_t* length) {
   static constexpr char kFn[] = "flowkv_engine_listen_address";
   return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = NotNull(kFn, engine, "engine"); !s.ok()) return s;
-    if (absl::Status s = OutBuffer(kFn, address, capacity, length, "address");
+    if (absl::Status s = flowkv::c_api::SourceAndOutBuffer(
+            kFn, engine, "engine", address, capacity, length, "address");
         !s.ok()) {
       return s;
     }
@@ -323,8 +322,8 @@ flowkv_status_t flowkv_engine_local_metadata(const flowkv_engine_t* engine,
                                              size_t* length) {
   static constexpr char kFn[] = "flowkv_engine_local_metadata";
   return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = NotNull(kFn, engine, "engine"); !s.ok()) return s;
-    if (absl::Status s = OutBuffer(kFn, metadata, capacity, length, "metadata");
+    if (absl::Status s = flowkv::c_api::SourceAndOutBuffer(
+            kFn, engine, "engine", metadata, capacity, length, "metadata");
         !s.ok()) {
       return s;
     }
@@ -473,21 +472,19 @@ flowkv_status_t flowkv_engine_take_notifications(
 
 flowkv_status_t flowkv_engine_stats(const flowkv_engine_t* engine,
                                     flowkv_engine_stats_t* stats) {
-  static constexpr char kFn[] = "flowkv_engine_stats";
-  return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = NotNull(kFn, engine, "engine"); !s.ok()) return s;
-    if (absl::Status s = NotNull(kFn, stats, "stats"); !s.ok()) return s;
-    const flowkv::TransferEngineStats cpp = engine->engine->Stats();
-    *stats = {
-        .peers_tracked = cpp.peers_tracked,
-        .peers_connected = cpp.peers_connected,
-        .peers_listed = cpp.peers_listed,
-        .transfers_active = cpp.transfers_active,
-        .messages_dropped = cpp.messages_dropped,
-        .registered_bytes = cpp.registered_bytes,
-        .max_bytes_posted_per_iteration = cpp.max_bytes_posted_per_iteration};
-    return absl::OkStatus();
-  });
+  return flowkv::c_api::Getter(
+      "flowkv_engine_stats", engine, "engine", stats, "stats",
+      [](const flowkv_engine& e) {
+        const flowkv::TransferEngineStats cpp = e.engine->Stats();
+        return flowkv_engine_stats_t{.peers_tracked = cpp.peers_tracked,
+                                     .peers_connected = cpp.peers_connected,
+                                     .peers_listed = cpp.peers_listed,
+                                     .transfers_active = cpp.transfers_active,
+                                     .messages_dropped = cpp.messages_dropped,
+                                     .registered_bytes = cpp.registered_bytes,
+                                     .max_bytes_posted_per_iteration =
+                                         cpp.max_bytes_posted_per_iteration};
+      });
 }
 
 }  // extern "C"

@@ -69,18 +69,16 @@ flowkv_status_t flowkv_handle_result(const flowkv_handle_t* handle,
 
 flowkv_status_t flowkv_handle_stats(const flowkv_handle_t* handle,
                                     flowkv_transfer_stats_t* stats) {
-  static constexpr char kFn[] = "flowkv_handle_stats";
-  return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = NotNull(kFn, handle, "handle"); !s.ok()) return s;
-    if (absl::Status s = NotNull(kFn, stats, "stats"); !s.ok()) return s;
-    const flowkv::TransferStats cpp = handle->handle.stats();
-    *stats = {
-        .ops = cpp.ops,
-        .bytes = cpp.bytes,
-        .post_time_us = flowkv::c_api::ToMicros(cpp.post_time),
-        .completion_time_us = flowkv::c_api::ToMicros(cpp.completion_time)};
-    return absl::OkStatus();
-  });
+  return flowkv::c_api::Getter(
+      "flowkv_handle_stats", handle, "handle", stats, "stats",
+      [](const flowkv_handle& h) {
+        const flowkv::TransferStats cpp = h.handle.stats();
+        return flowkv_transfer_stats_t{
+            .ops = cpp.ops,
+            .bytes = cpp.bytes,
+            .post_time_us = flowkv::c_api::ToMicros(cpp.post_time),
+            .completion_time_us = flowkv::c_api::ToMicros(cpp.completion_time)};
+      });
 }
 
 flowkv_status_t flowkv_handle_cancel(flowkv_handle_t* handle) {

@@ -82,6 +82,22 @@ absl::Status EntryArgs(const char* fn, const flowkv_kv_results_t* results,
       absl::StrCat(fn, ": index ", index, " is not below the count ", count));
 }
 
+// An entry accessor: checks its arguments (EntryArgs), then stores
+// convert(the entry at `index`) in *entry.
+template <typename Entries, typename Entry, typename Convert>
+flowkv_status_t ResultEntry(const char* fn, const flowkv_kv_results_t* results,
+                            Entries KvPollResult::*entries, size_t index,
+                            Entry* entry, Convert convert) noexcept {
+  return Guard(fn, [&]() -> absl::Status {
+    if (absl::Status s = EntryArgs(fn, results, entries, index, entry);
+        !s.ok()) {
+      return s;
+    }
+    *entry = convert((results->result.*entries)[index]);
+    return absl::OkStatus();
+  });
+}
+
 }  // namespace
 }  // namespace flowkv::c_api
 
@@ -286,19 +302,17 @@ flowkv_status_t flowkv_kv_poll(flowkv_kv_transfer_t* kv, int64_t wait_us,
 
 flowkv_status_t flowkv_kv_stats(const flowkv_kv_transfer_t* kv,
                                 flowkv_kv_stats_t* stats) {
-  static constexpr char kFn[] = "flowkv_kv_stats";
-  return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = NotNull(kFn, kv, "kv"); !s.ok()) return s;
-    if (absl::Status s = NotNull(kFn, stats, "stats"); !s.ok()) return s;
-    const flowkv::KvTransferStats cpp = kv->kv->Stats();
-    *stats = {.requests_active = cpp.requests_active,
-              .results_pending = cpp.results_pending,
-              .tombstones = cpp.tombstones,
-              .malformed_notices = cpp.malformed_notices,
-              .late_notices = cpp.late_notices,
-              .pools_refused = cpp.pools_refused};
-    return absl::OkStatus();
-  });
+  return flowkv::c_api::Getter(
+      "flowkv_kv_stats", kv, "kv", stats, "stats",
+      [](const flowkv_kv_transfer& t) {
+        const flowkv::KvTransferStats cpp = t.kv->Stats();
+        return flowkv_kv_stats_t{.requests_active = cpp.requests_active,
+                                 .results_pending = cpp.results_pending,
+                                 .tombstones = cpp.tombstones,
+                                 .malformed_notices = cpp.malformed_notices,
+                                 .late_notices = cpp.late_notices,
+                                 .pools_refused = cpp.pools_refused};
+      });
 }
 
 // ---- Poll results ---------------------------------------------------------
@@ -322,82 +336,62 @@ size_t flowkv_kv_results_num_other(const flowkv_kv_results_t* results) {
 flowkv_status_t flowkv_kv_results_finished(const flowkv_kv_results_t* results,
                                            size_t index,
                                            flowkv_kv_finished_t* entry) {
-  static constexpr char kFn[] = "flowkv_kv_results_finished";
-  return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = flowkv::c_api::EntryArgs(
-            kFn, results, &flowkv::KvPollResult::finished, index, entry);
-        !s.ok()) {
-      return s;
-    }
-    const flowkv::KvFinished& f = results->result.finished[index];
-    *entry = {.request_id = f.request_id.data(),
-              .request_id_len = f.request_id.size(),
-              .payload = reinterpret_cast<const uint8_t*>(f.payload.data()),
-              .payload_len = f.payload.size()};
-    return absl::OkStatus();
-  });
+  return flowkv::c_api::ResultEntry(
+      "flowkv_kv_results_finished", results, &flowkv::KvPollResult::finished,
+      index, entry, [](const flowkv::KvFinished& f) {
+        return flowkv_kv_finished_t{
+            .request_id = f.request_id.data(),
+            .request_id_len = f.request_id.size(),
+            .payload = reinterpret_cast<const uint8_t*>(f.payload.data()),
+            .payload_len = f.payload.size()};
+      });
 }
 
 flowkv_status_t flowkv_kv_results_failed(const flowkv_kv_results_t* results,
                                          size_t index,
                                          flowkv_kv_failed_t* entry) {
-  static constexpr char kFn[] = "flowkv_kv_results_failed";
-  return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = flowkv::c_api::EntryArgs(
-            kFn, results, &flowkv::KvPollResult::failed, index, entry);
-        !s.ok()) {
-      return s;
-    }
-    const flowkv::KvFailed& f = results->result.failed[index];
-    const absl::string_view message = f.status.message();
-    *entry = {.request_id = f.request_id.data(),
-              .request_id_len = f.request_id.size(),
-              .status = static_cast<flowkv_status_t>(f.status.code()),
-              .message = message.data(),
-              .message_len = message.size()};
-    return absl::OkStatus();
-  });
+  return flowkv::c_api::ResultEntry(
+      "flowkv_kv_results_failed", results, &flowkv::KvPollResult::failed, index,
+      entry, [](const flowkv::KvFailed& f) {
+        const absl::string_view message = f.status.message();
+        return flowkv_kv_failed_t{
+            .request_id = f.request_id.data(),
+            .request_id_len = f.request_id.size(),
+            .status = static_cast<flowkv_status_t>(f.status.code()),
+            .message = message.data(),
+            .message_len = message.size()};
+      });
 }
 
 flowkv_status_t flowkv_kv_results_released(const flowkv_kv_results_t* results,
                                            size_t index,
                                            flowkv_kv_released_t* entry) {
-  static constexpr char kFn[] = "flowkv_kv_results_released";
-  return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = flowkv::c_api::EntryArgs(
-            kFn, results, &flowkv::KvPollResult::released, index, entry);
-        !s.ok()) {
-      return s;
-    }
-    const flowkv::KvReleased& r = results->result.released[index];
-    const absl::string_view message = r.status.message();
-    *entry = {.request_id = r.request_id.data(),
-              .request_id_len = r.request_id.size(),
-              .peer = r.peer,
-              .status = static_cast<flowkv_status_t>(r.status.code()),
-              .message = message.data(),
-              .message_len = message.size()};
-    return absl::OkStatus();
-  });
+  return flowkv::c_api::ResultEntry(
+      "flowkv_kv_results_released", results, &flowkv::KvPollResult::released,
+      index, entry, [](const flowkv::KvReleased& r) {
+        const absl::string_view message = r.status.message();
+        return flowkv_kv_released_t{
+            .request_id = r.request_id.data(),
+            .request_id_len = r.request_id.size(),
+            .peer = r.peer,
+            .status = static_cast<flowkv_status_t>(r.status.code()),
+            .message = message.data(),
+            .message_len = message.size()};
+      });
 }
 
 flowkv_status_t flowkv_kv_results_other(const flowkv_kv_results_t* results,
                                         size_t index,
                                         flowkv_notification_t* entry) {
-  static constexpr char kFn[] = "flowkv_kv_results_other";
-  return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = flowkv::c_api::EntryArgs(
-            kFn, results, &flowkv::KvPollResult::other, index, entry);
-        !s.ok()) {
-      return s;
-    }
-    const flowkv::Notification& n = results->result.other[index];
-    *entry = {.peer = n.peer,
-              .kind = static_cast<flowkv_notification_kind_t>(n.kind),
-              .bytes = reinterpret_cast<const uint8_t*>(n.bytes.data()),
-              .bytes_len = n.bytes.size()};
-    return absl::OkStatus();
-  });
+  return flowkv::c_api::ResultEntry(
+      "flowkv_kv_results_other", results, &flowkv::KvPollResult::other, index,
+      entry, [](const flowkv::Notification& n) {
+        return flowkv_notification_t{
+            .peer = n.peer,
+            .kind = static_cast<flowkv_notification_kind_t>(n.kind),
+            .bytes = reinterpret_cast<const uint8_t*>(n.bytes.data()),
+            .bytes_len = n.bytes.size()};
+      });
 }
 
 void flowkv_kv_results_free(flowkv_kv_results_t* results) {

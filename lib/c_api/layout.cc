@@ -168,9 +168,8 @@ flowkv_status_t flowkv_layout_serialize(const flowkv_layout_t* layout,
                                         size_t* length) {
   static constexpr char kFn[] = "flowkv_layout_serialize";
   return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = NotNull(kFn, layout, "layout"); !s.ok()) return s;
-    if (absl::Status s =
-            flowkv::c_api::OutBuffer(kFn, out, capacity, length, "out");
+    if (absl::Status s = flowkv::c_api::SourceAndOutBuffer(
+            kFn, layout, "layout", out, capacity, length, "out");
         !s.ok()) {
       return s;
     }
@@ -185,29 +184,26 @@ void flowkv_layout_free(flowkv_layout_t* layout) {
 
 flowkv_status_t flowkv_layout_geometry(const flowkv_layout_t* layout,
                                        flowkv_geometry_t* geometry) {
-  static constexpr char kFn[] = "flowkv_layout_geometry";
-  return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = NotNull(kFn, layout, "layout"); !s.ok()) return s;
-    if (absl::Status s = NotNull(kFn, geometry, "geometry"); !s.ok()) return s;
-    const flowkv::KvGeometry& g = layout->layout.geometry();
-    *geometry = {.num_layers = g.num_layers,
-                 .num_blocks = g.num_blocks,
-                 .block_tokens = g.block_tokens,
-                 .kv_heads = g.kv_heads,
-                 .head_dim = g.head_dim,
-                 .dtype_bytes = g.dtype_bytes,
-                 .num_parts = g.num_parts};
-    return absl::OkStatus();
-  });
+  return flowkv::c_api::Getter(
+      "flowkv_layout_geometry", layout, "layout", geometry, "geometry",
+      [](const flowkv_layout& l) {
+        const flowkv::KvGeometry& g = l.layout.geometry();
+        return flowkv_geometry_t{.num_layers = g.num_layers,
+                                 .num_blocks = g.num_blocks,
+                                 .block_tokens = g.block_tokens,
+                                 .kv_heads = g.kv_heads,
+                                 .head_dim = g.head_dim,
+                                 .dtype_bytes = g.dtype_bytes,
+                                 .num_parts = g.num_parts};
+      });
 }
 
 flowkv_status_t flowkv_layout_name(const flowkv_layout_t* layout, char* name,
                                    size_t capacity, size_t* length) {
   static constexpr char kFn[] = "flowkv_layout_name";
   return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = NotNull(kFn, layout, "layout"); !s.ok()) return s;
-    if (absl::Status s =
-            flowkv::c_api::OutBuffer(kFn, name, capacity, length, "name");
+    if (absl::Status s = flowkv::c_api::SourceAndOutBuffer(
+            kFn, layout, "layout", name, capacity, length, "name");
         !s.ok()) {
       return s;
     }
@@ -218,15 +214,9 @@ flowkv_status_t flowkv_layout_name(const flowkv_layout_t* layout, char* name,
 
 flowkv_status_t flowkv_layout_num_regions(const flowkv_layout_t* layout,
                                           uint32_t* num_regions) {
-  static constexpr char kFn[] = "flowkv_layout_num_regions";
-  return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = NotNull(kFn, layout, "layout"); !s.ok()) return s;
-    if (absl::Status s = NotNull(kFn, num_regions, "num_regions"); !s.ok()) {
-      return s;
-    }
-    *num_regions = layout->layout.num_regions();
-    return absl::OkStatus();
-  });
+  return flowkv::c_api::Getter(
+      "flowkv_layout_num_regions", layout, "layout", num_regions, "num_regions",
+      [](const flowkv_layout& l) { return l.layout.num_regions(); });
 }
 
 flowkv_status_t flowkv_layout_region_bytes(const flowkv_layout_t* layout,
@@ -247,15 +237,9 @@ flowkv_status_t flowkv_layout_region_bytes(const flowkv_layout_t* layout,
 
 flowkv_status_t flowkv_layout_fingerprint(const flowkv_layout_t* layout,
                                           uint64_t* fingerprint) {
-  static constexpr char kFn[] = "flowkv_layout_fingerprint";
-  return Guard(kFn, [&]() -> absl::Status {
-    if (absl::Status s = NotNull(kFn, layout, "layout"); !s.ok()) return s;
-    if (absl::Status s = NotNull(kFn, fingerprint, "fingerprint"); !s.ok()) {
-      return s;
-    }
-    *fingerprint = layout->layout.Fingerprint();
-    return absl::OkStatus();
-  });
+  return flowkv::c_api::Getter(
+      "flowkv_layout_fingerprint", layout, "layout", fingerprint, "fingerprint",
+      [](const flowkv_layout& l) { return l.layout.Fingerprint(); });
 }
 
 flowkv_status_t flowkv_layout_element_address(const flowkv_layout_t* layout,

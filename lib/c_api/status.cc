@@ -69,6 +69,16 @@ absl::Status OutBuffer(const char* function, const void* out, size_t capacity,
   return absl::OkStatus();
 }
 
+absl::Status SourceAndOutBuffer(const char* function, const void* object,
+                                const char* object_name, const void* out,
+                                size_t capacity, const size_t* length,
+                                const char* out_name) {
+  if (absl::Status s = NotNull(function, object, object_name); !s.ok()) {
+    return s;
+  }
+  return OutBuffer(function, out, capacity, length, out_name);
+}
+
 absl::Status CopyOut(const char* function, absl::string_view bytes, void* out,
                      size_t capacity, size_t* length, bool terminate) {
   *length = bytes.size();

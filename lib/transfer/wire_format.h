@@ -84,6 +84,7 @@ struct WireRegion {
   uint64_t base = 0;
   uint64_t length = 0;
   std::string rkey;  // ucp_rkey_pack() bytes
+  friend bool operator==(const WireRegion&, const WireRegion&) = default;
 };
 
 struct EngineInfo {
@@ -91,6 +92,8 @@ struct EngineInfo {
   std::string name;
   std::string worker_address;
   std::vector<WireRegion> regions;
+  // Field by field: what the wire carries round-trips to an equal info.
+  friend bool operator==(const EngineInfo&, const EngineInfo&) = default;
 };
 
 struct Hello {

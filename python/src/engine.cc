@@ -296,6 +296,23 @@ TransferOptions MakeTransferOptions(const py::object& notification,
   return o;
 }
 
+// TransferEngine::Write or TransferEngine::Read.
+using OpsTransfer = TransferHandle (TransferEngine::*)(
+    PeerId, absl::Span<const TransferOp>, TransferOptions);
+
+// write() and read(): the ops and options from Python, then `start` with
+// the GIL released; the handle wrapped for Python.
+template <OpsTransfer start>
+py::object StartOps(PyEngine& self, PeerId peer, py::handle ops,
+                    const py::object& notification, const py::object& timeout,
+                    bool acknowledged, const py::object& on_complete) {
+  std::vector<TransferOp> v = ToOps(ops);
+  TransferOptions o =
+      MakeTransferOptions(notification, timeout, acknowledged, on_complete);
+  return WrapHandle(
+      Released([&] { return (self.engine().*start)(peer, v, std::move(o)); }));
+}
+
 void InitTypes(py::module_& m) {
   py::enum_<MemoryKind>(m, "MemoryKind")
       .value("HOST", MemoryKind::kHost)
@@ -437,41 +454,21 @@ void InitEngine(py::module_& m) {
                 Released([&] { return self.engine().GetPeer(peer); }));
           },
           py::arg("peer"))
-      .def(
-          "write",
-          [](PyEngine& self, PeerId peer, py::handle ops,
-             const py::object& notification, const py::object& timeout,
-             bool acknowledged, const py::object& on_complete) {
-            std::vector<TransferOp> v = ToOps(ops);
-            TransferOptions o = MakeTransferOptions(notification, timeout,
-                                                    acknowledged, on_complete);
-            return WrapHandle(Released(
-                [&] { return self.engine().Write(peer, v, std::move(o)); }));
-          },
-          py::arg("peer"), py::arg("ops"), py::kw_only(),
-          py::arg("notification") = py::none(), py::arg("timeout") = py::none(),
-          py::arg("acknowledged") = false, py::arg("on_complete") = py::none(),
-          "Copies every op from local regions to the peer's, then sends "
-          "`notification`. Errors come through the returned TransferHandle. "
-          "on_complete(error_or_None, stats) runs once, with the GIL, on the "
-          "engine's thread; an exception it raises goes to "
-          "sys.unraisablehook.")
-      .def(
-          "read",
-          [](PyEngine& self, PeerId peer, py::handle ops,
-             const py::object& notification, const py::object& timeout,
-             bool acknowledged, const py::object& on_complete) {
-            std::vector<TransferOp> v = ToOps(ops);
-            TransferOptions o = MakeTransferOptions(notification, timeout,
-                                                    acknowledged, on_complete);
-            return WrapHandle(Released(
-                [&] { return self.engine().Read(peer, v, std::move(o)); }));
-          },
-          py::arg("peer"), py::arg("ops"), py::kw_only(),
-          py::arg("notification") = py::none(), py::arg("timeout") = py::none(),
-          py::arg("acknowledged") = false, py::arg("on_complete") = py::none(),
-          "Copies every op from the peer's regions (src) to local ones "
-          "(dst). As write().")
+      .def("write", &StartOps<&TransferEngine::Write>, py::arg("peer"),
+           py::arg("ops"), py::kw_only(), py::arg("notification") = py::none(),
+           py::arg("timeout") = py::none(), py::arg("acknowledged") = false,
+           py::arg("on_complete") = py::none(),
+           "Copies every op from local regions to the peer's, then sends "
+           "`notification`. Errors come through the returned TransferHandle. "
+           "on_complete(error_or_None, stats) runs once, with the GIL, on the "
+           "engine's thread; an exception it raises goes to "
+           "sys.unraisablehook.")
+      .def("read", &StartOps<&TransferEngine::Read>, py::arg("peer"),
+           py::arg("ops"), py::kw_only(), py::arg("notification") = py::none(),
+           py::arg("timeout") = py::none(), py::arg("acknowledged") = false,
+           py::arg("on_complete") = py::none(),
+           "Copies every op from the peer's regions (src) to local ones "
+           "(dst). As write().")
       .def(
           "send",
           [](PyEngine& self, PeerId peer, py::bytes data,

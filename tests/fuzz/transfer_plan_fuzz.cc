@@ -29,6 +29,8 @@
 namespace flowkv {
 namespace {
 
+using testing::Describe;
+
 // A list of `blocks` blocks of a pool of `pool`: runs of random length at
 // random places, no block twice (as an allocator hands them out); or, when
 // the input says so, any ids up to pool + 2, repeats allowed.
@@ -58,16 +60,6 @@ bool Repeats(const BlockList& list) {
   std::vector<BlockId> ids = list.ToIds();
   std::sort(ids.begin(), ids.end());
   return std::adjacent_find(ids.begin(), ids.end()) != ids.end();
-}
-
-// The request, for failure messages.
-std::string Describe(const TransferPlanRequest& r) {
-  return r.src_layout->ToString() + " " + r.src_blocks.ToString() + " -> " +
-         r.dst_layout->ToString() + " " + r.dst_blocks.ToString() + " tokens " +
-         std::to_string(r.num_tokens) + " layers [" +
-         std::to_string(r.layer_begin) + "," + std::to_string(r.layer_end) +
-         ") heads " + std::to_string(r.src_head_begin) + "->" +
-         std::to_string(r.dst_head_begin) + " x" + std::to_string(r.num_heads);
 }
 
 auto Key(const testing::ElementCopy& c) {

@@ -25,23 +25,6 @@ namespace {
 // The key the signed-info seeds are signed with (tests/fuzz/make_seeds.cc).
 constexpr std::string_view kFuzzKey = "fuzz-cluster-token";
 
-bool SameInfo(const EngineInfo& a, const EngineInfo& b) {
-  if (a.instance_id != b.instance_id || a.name != b.name ||
-      a.worker_address != b.worker_address ||
-      a.regions.size() != b.regions.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.regions.size(); ++i) {
-    const WireRegion& x = a.regions[i];
-    const WireRegion& y = b.regions[i];
-    if (x.id != y.id || x.kind != y.kind || x.base != y.base ||
-        x.length != y.length || x.rkey != y.rkey) {
-      return false;
-    }
-  }
-  return true;
-}
-
 void CheckLimits(const EngineInfo& info) {
   FUZZ_CHECK(info.name.size() <= kMaxNameBytes);
   FUZZ_CHECK(!info.worker_address.empty());
@@ -75,7 +58,7 @@ void FuzzEngineInfo(absl::Span<const uint8_t> blob, bool signed_info) {
   absl::StatusOr<EngineInfo> back =
       ParseSignedEngineInfo(AsBytes(again), kFuzzKey);
   FUZZ_CHECK(back.ok(), back.status().ToString());
-  FUZZ_CHECK(SameInfo(*info, *back));
+  FUZZ_CHECK(*info == *back);
   FUZZ_CHECK(EncodeEngineInfo(*back, kFuzzKey) == again);
   // A blob signed with the fuzz key is refused under another key.
   FUZZ_CHECK(
@@ -128,7 +111,7 @@ void FuzzProof(absl::Span<const uint8_t> blob, ProofRole role) {
   FUZZ_CHECK(back.ok(), back.status().ToString());
   FUZZ_CHECK(back->sender_conn_id == proof->sender_conn_id &&
              back->receiver_conn_id == proof->receiver_conn_id &&
-             SameInfo(back->info, proof->info));
+             back->info == proof->info);
   FUZZ_CHECK(ProofValid(role, *back, kFuzzKey, nonces));
   FUZZ_CHECK(!ProofValid(role, *back, "another token", nonces));
   HandshakeNonces replayed = nonces;

@@ -1,0 +1,56 @@
+// The log lines a TransferEngine writes through its log hook, collected for
+// a test to count, and a bounded wait for a condition (such as a line
+// appearing) that the test's main thread polls.
+#ifndef FLOWKV_TESTS_LOG_SINK_H_
+#define FLOWKV_TESTS_LOG_SINK_H_
+
+#include <functional>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "flowkv/transfer_engine.h"
+
+namespace flowkv::testing {
+
+// Log lines collected from an engine's log hook (any thread).
+// std::mutex, not absl::Mutex: TSan cannot see Debian's uninstrumented
+// Abseil locks.
+struct LogSink {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  std::function<void(LogSeverity, std::string_view)> Hook() {
+    return [this](LogSeverity, std::string_view line) {
+      std::lock_guard<std::mutex> lock(mu);
+      lines.emplace_back(line);
+    };
+  }
+  // How many collected lines contain `needle`.
+  int Count(std::string_view needle) {
+    std::lock_guard<std::mutex> lock(mu);
+    int n = 0;
+    for (const std::string& line : lines) {
+      n += line.find(needle) != std::string::npos;
+    }
+    return n;
+  }
+};
+
+// Waits (up to `bound`) until `condition` holds; returns whether it did.
+template <typename Fn>
+bool WaitUntil(Fn condition, absl::Duration bound) {
+  const absl::Time deadline = absl::Now() + bound;
+  while (!condition()) {
+    if (absl::Now() > deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+}  // namespace flowkv::testing
+
+#endif  // FLOWKV_TESTS_LOG_SINK_H_
