@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Thin wrapper over the CMake presets (CMakePresets.json).
 #
 #   make demo                 install deps, build Release, run the end-to-end example

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Allocator speed and fragmentation.
 //
 //   build/bin/block_allocator_benchmark

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Throughput of the CUDA layout kernels on a Llama-3.1-8B sized pool
 // (L=32, 16-token blocks, 8 KV heads, head_dim 128, fp16: 64 KiB per block
 // and layer, 2 MiB per block). Each iteration converts a request of 512

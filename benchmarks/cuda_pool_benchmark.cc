@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // GPU-resident KV pools through flowkv::cuda::CudaPoolMemory, on
 // Llama-3.1-8B geometry (32 layers, K and V, 8 KV heads, head_dim 128, bf16,
 // 16-token blocks: 2 MiB per block) and a request of 8,192 tokens (512

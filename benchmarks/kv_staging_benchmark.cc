@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One 64 MiB KvTransfer::Send over each path, in one run: two
 // TransferEngines in this process over loopback (transport from UCX_TLS),
 // a block-major prefill pool and a layer-major decode pool (so the request

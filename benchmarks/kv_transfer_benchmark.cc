@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer::Send from several threads at once: two TransferEngines in this
 // process over loopback (transport from UCX_TLS), a block-major prefill pool
 // and a vLLM-style layer-major decode pool, so every Send plans 2 x L ops.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Scheduler decision cost: BM_Place/<policy>/<nodes> places one request on a
 // cluster of <nodes> nodes with random (seeded) loads; BM_Rebalance measures
 // one load_aware rebalance cycle.

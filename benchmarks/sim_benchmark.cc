@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Simulator speed: simulated requests per second of wall time.
 //
 //   build/bin/sim_benchmark

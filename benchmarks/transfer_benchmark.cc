@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Transfer of one request's KV cache between two TransferEngines in this
 // process over loopback (transport from UCX_TLS), Llama-3.1-8B geometry
 // (32 layers, 8 KV heads, head_dim 128, 2-byte elements: 128 KiB/token).

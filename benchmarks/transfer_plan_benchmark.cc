@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Planning speed and op counts of TransferPlan for an 8k-token Llama-3.1-8B
 // request (32 layers, 8 KV heads, head_dim 128, 2-byte dtype, 16-token
 // blocks).

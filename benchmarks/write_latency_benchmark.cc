@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Latency of one small Write between two processes on this host: from just
 // before the sender posts it until the receiver learns that it arrived.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The shared pieces of write_latency_benchmark declared in
 // write_latency_common.h.
 #include "benchmarks/write_latency_common.h"

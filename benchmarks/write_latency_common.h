@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What both processes of write_latency_benchmark share: the bounds of a
 // case, the clock, the byte encoding of seqs, times and fields, the control
 // channel (framed commands over the socketpair between sender and

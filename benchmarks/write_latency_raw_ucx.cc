@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The raw-UCX baseline declared in write_latency_raw_ucx.h.
 #include "benchmarks/write_latency_raw_ucx.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The raw-UCX baseline of write_latency_benchmark: one process's plain UCX
 // objects (context, worker, endpoint, a mapped buffer) and the few ucp calls
 // both sides make, with ucs_status_t converted to absl::Status here.

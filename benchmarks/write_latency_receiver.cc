@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The receiver process declared in write_latency_receiver.h.
 #include "benchmarks/write_latency_receiver.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The receiver process of write_latency_benchmark: serves the sender's
 // commands over the control socket, running a TransferEngine (flowkv mode)
 // or plain UCX (raw mode) that answers each arriving seq with its arrival

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Decides FLOWKV_CUDA_ENABLED. AUTO enables CUDA only when nvcc is found
 # (CUDACXX, PATH or /usr/local/cuda/bin/nvcc); OFF never; ON requires it.
 set(FLOWKV_CUDA_ENABLED OFF)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # FLOWKV_BUILD_FUZZERS=ON: the libFuzzer targets of tests/fuzz/ (the "fuzz"
 # preset, build-fuzz/). Requires clang. Every target of the build (the
 # library included) is compiled with -fsanitize=fuzzer-no-link,address,

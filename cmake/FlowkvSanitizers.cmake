@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # FLOWKV_SANITIZE=address -> ASan + UBSan; FLOWKV_SANITIZE=thread -> TSan.
 # Applied to every target of the build (library, tests, benchmarks, tools).
 # FLOWKV_SANITIZE_FLAGS holds the flags, for programs built outside this

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The block conversion kernel: one CUDA block per (block position, tensor),
 // copying one tile between two strided KvLayouts (cuda/convert_kernel.h).
 #include <cstdint>

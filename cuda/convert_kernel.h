@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The block conversion kernel's launch interface: plain structs passed by
 // value as the kernel's argument (no allocation, no host-device copy, so a
 // launch is fully ordered on its stream). Compiled by nvcc and by the host

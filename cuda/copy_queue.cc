@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CopyQueue (cuda/copy_queue.h): enqueueing copies on the pool's stream and
 // completing them from the completion thread.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CopyQueue: the stream a CudaPoolMemory (and every KvPeerPool opened from
 // it) enqueues its copies on, and the thread that completes them. Private to
 // flowkv_cuda.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CudaPoolMemory::OpenPeer (include/flowkv/cuda/cuda_pool_memory.h): opening
 // a peer process's pool from its share descriptor (CUDA IPC) and the
 // KvPeerPool that copies runs between the two pools on this pool's stream.

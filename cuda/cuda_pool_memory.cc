@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CudaPoolMemory (include/flowkv/cuda/cuda_pool_memory.h): creating a pool
 // over device memory, its share descriptor, and Gather / Scatter between the
 // pool and host memory. Opening peers is cuda/cuda_peer_pool.cc; the stream

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The one place where CUDA runtime errors become absl::Status.
 
 #ifndef FLOWKV_CUDA_CUDA_STATUS_H_

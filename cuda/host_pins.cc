@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // HostPins (cuda/host_pins.h): lazy page-locking of host ranges.
 
 #include "cuda/host_pins.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // HostPins: the host pages a CudaPoolMemory page-locked (cudaHostRegister)
 // so that its copies to and from caller-allocated host memory (KvTransfer's
 // staging ring) run asynchronously. Private to flowkv_cuda.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Encoding and parsing of CudaPoolMemory's ShareDescriptor
 // (cuda/ipc_descriptor.h).
 

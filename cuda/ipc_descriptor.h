@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The ShareDescriptor of a CudaPoolMemory: what a process on the same host
 // needs to open the pool through CUDA IPC. Private to flowkv_cuda.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The host side of the CUDA layout kernels: ConvertBlocksAsync,
 // PackBlocksAsync, UnpackBlocksAsync (validation shared with the CPU
 // reference, the tensor tables resolved to device addresses, launch

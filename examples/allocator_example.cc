@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A block manager's view of libflowkv: allocate KV blocks for requests,
 // grow them during decode, free them, and look at fragmentation.
 //

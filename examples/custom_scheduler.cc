@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A user's own placement policy, registered by name next to the built-in
 // ones and created the same way a router creates "load_aware". The policy
 // itself, "prefer_same_rack", is in prefer_same_rack.h.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Disaggregated inference, end to end, with a toy model: a prefill process
 // computes prompts' KV caches, libflowkv moves them into a decode process
 // with a different pool layout, and the decode process generates tokens

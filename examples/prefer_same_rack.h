@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // "prefer_same_rack", a user's own placement policy: the prefill node is the
 // one with the fewest queued prompt tokens; the decode node is the least busy
 // one in the same rack as the prefill node (the KV cache stays on the rack's

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs the end-to-end demo from a build's bin/ folder (make demo).
 #
 # A prefill process and a decode process (forked) move a toy model's KV

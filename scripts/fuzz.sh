@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the "fuzz" preset (clang, libFuzzer + ASan + UBSan, build-fuzz/)
 # and runs every fuzz target of tests/fuzz/ for a bounded time, one after
 # the other, starting from its committed corpus (read only: new inputs go

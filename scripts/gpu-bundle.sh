@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the GPU tests and benchmarks here (Release, FLOWKV_WITH_CUDA=ON, in
 # build-gpu/) and assembles gpu-bundle/: the binaries plus every shared
 # library they load that a bare GPU machine (NVIDIA driver only, no CUDA

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs libflowkv's GPU tests (Catch2 tag [cuda], CTest label "cuda") and GPU
 # benchmarks on a machine with an NVIDIA GPU, in one of two modes:
 #

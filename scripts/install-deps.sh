@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs the Debian 12 packages libflowkv needs to build and test.
 # Idempotent: only missing packages are installed. As root it runs apt-get;
 # otherwise it prints the exact command to run.

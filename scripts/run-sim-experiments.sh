@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Reproduces the experiment tables of docs/simulator.md with flowkv-sim.
 #
 #   scripts/run-sim-experiments.sh [BUILD_DIR] [TRACES_DIR]

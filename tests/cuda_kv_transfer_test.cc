@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer between two processes whose pools are GPU memory
 // (flowkv::cuda::CudaPoolMemory over cudaMalloc, each pool 4 KiB into its
 // allocation as a caching allocator hands it out): the IPC path and the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // GPU tests of flowkv::cuda: every kernel's output is compared byte for byte
 // with the CPU reference (flowkv/layout_convert.h) on random data. Without a
 // GPU the device tests print "SKIP_NO_GPU" (CTest reports them as skipped)

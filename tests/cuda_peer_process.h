@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CudaPeerProcess: a running tests/cuda_pool_peer (build/bin/cuda_pool_peer)
 // that exports a CUDA pool, for the two-process CUDA pool tests and
 // benchmarks. No Catch2 here: failures come back as absl::Status.

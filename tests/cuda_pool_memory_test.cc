@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tests of flowkv::cuda::CudaPoolMemory (include/flowkv/cuda/
 // cuda_pool_memory.h): Gather / Scatter between device pools and host
 // memory byte for byte, ordering after a caller's event, bad input, and CUDA

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The byte pattern the CUDA pool tests and tests/cuda_pool_peer.cc write
 // into pools and check, and the hash they compare regions by, so that two
 // processes agree on expected bytes without sending them.

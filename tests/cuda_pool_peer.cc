@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The exporting side of the two-process CUDA pool tests
 // (tests/cuda_pool_memory_test.cc) and the IPC benchmark: allocates a
 // CudaPoolMemory, fills it and serves line commands on stdin.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the CUDA tests share: whether a usable GPU is present (device cases
 // skip without one, printing SKIP_NO_GPU, which CTest's
 // SKIP_REGULAR_EXPRESSION and scripts/gpu-check.sh look for) and checked

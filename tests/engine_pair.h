@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers for tests with two TransferEngines in one process: an engine
 // pinned to loopback with the transport's error-handling mode, and a pair
 // connected through a listener on 127.0.0.1. Catch2 assertions: use from a

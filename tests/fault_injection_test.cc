@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Each wrapped UCX call (lib/transfer/fault_injection.h) made to fail in
 // turn, through real engines over UCX on loopback: the API call returns a
 // clear status or the affected transfer finishes with an error, within a

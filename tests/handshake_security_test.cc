@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The handshake against clients that do not play by the rules, through a
 // real engine over UCX on loopback: a recorded handshake replayed by a raw
 // UCX client is refused; half-open connections (raw TCP clients that stay

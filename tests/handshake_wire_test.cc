@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The handshake messages (wire_format.h): what each carries, that the
 // cluster token never appears in any of their bytes, and that a proof is
 // valid only for the token and the two nonces it was made with (so a

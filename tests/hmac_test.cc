@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // HMAC-SHA256 against the RFC 4231 test vectors (test cases 1 to 7).
 
 #include "lib/transfer/hmac.h"

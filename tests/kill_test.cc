@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Peer processes SIGKILLed at seeded points of a KV transfer. A sender
 // killed before a piece is posted, with a piece in flight, after a piece's
 // data landed without its notice, after a piece was acknowledged, or from

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The fixture of the KvTransfer tests (kv_transfer_test.cc,
 // kv_transfer_failure_test.cc): a block-major prefill pool and a
 // vLLM-style layer-major decode pool, each with its own engine in this

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tests of KvLayout: every preset against the tensor shape its header
 // comment documents (written out here independently), the original orders,
 // slice and block-list ranges on every preset and random strided layouts,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The bytes of KvTransfer's notices (lib/transfer/kv_notice.h) and the
 // reader/writer they are built on (lib/transfer/byte_io.h): round trips,
 // and every malformed input gives InvalidArgument naming the field.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Peers agree on pools before any byte moves: KvTransfer::AnnouncePool,
 // the descriptors it sends and answers, PeerPool and WaitForPeerPool, over
 // real UCX on loopback. Two processes (this binary started again as "kv

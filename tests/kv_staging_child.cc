@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The peer process of the staging tests (kv_staging_test,
 // kv_staging_failure_test): each test binary starts itself with
 // FLOWKV_STAGING_CHILD set and this hidden case selected (see

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer's staging path under failure (docs/gpu.md "Staging protocol"):
 // Cancel mid-pipeline, and the sender or the receiver, in a second process,
 // killed mid-pipeline. In each case: the survivor reports within the

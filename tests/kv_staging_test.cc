@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer over the staging ring and over IPC (include/flowkv/kv_transfer.h,
 // kv_pool_memory.h; docs/gpu.md "Paths"): the pools, the options, byte-exact
 // staged transfers between two processes for several layout pairs with a

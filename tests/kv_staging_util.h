@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers of the KvTransfer staging and IPC tests (kv_staging_test.cc,
 // kv_staging_failure_test.cc): the layout pairs they move between, a side
 // whose KvTransfer stages (or shares) its pool, the pool exchange by

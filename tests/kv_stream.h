@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A stream of KV requests between processes, for the reliability tests
 // (kill_test.cc, soak_test.cc): numbered senders ("streams") push requests
 // through KvTransfer into a receiving pool, one request in flight per

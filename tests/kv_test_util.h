@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers shared by the KvTransfer tests (kv_transfer_test.cc,
 // kv_pool_exchange_test.cc): engines on loopback, the results Poll reported,
 // condition waits with deadlines, and a second process that runs a hidden

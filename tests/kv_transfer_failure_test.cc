@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer's failures over real UCX on loopback (the fixture is
 // tests/kv_fixture.h): refused arguments, deadlines, Cancel, a sender in a
 // second process that dies, Expect deadlines, incomplete requests, Forget,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer over real UCX on loopback, engines in one process (a
 // block-major prefill pool, a vLLM-style layer-major decode pool; see
 // tests/kv_fixture.h): requests that arrive, by push and by pull, whole, per

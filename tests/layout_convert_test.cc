@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tests of the host block conversion (flowkv/layout_convert.h): every pair
 // of preset and random strided layouts against an element-by-element
 // reference, round trips, staging, and the argument checks.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tests of KvLayout's wire form and peer agreement: Serialize / Parse round
 // trips for every preset and random strided layouts, the fingerprint, the
 // parser against truncated, crafted and randomly mutated bytes, and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers shared by the layout tests: every preset layout for a geometry,
 // random strided layouts, random block lists and a host pool filled with
 // random bytes.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The load_aware policy: placement by predicted TTFT, KV capacity and
 // links, and Rebalance (role switches after N overloaded cycles, scale-out
 // and scale-in advice, directive renewal). The other policies and the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The log lines a TransferEngine writes through its log hook, collected for
 // a test to count, and a bounded wait for a condition (such as a line
 // appearing) that the test's main thread polls.

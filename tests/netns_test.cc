@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Two hosts on one machine: network namespaces joined by a veth pair, each
 // with its own address (10.213.0.1/30 and 10.213.0.2/30, visible only in
 // those namespaces). An engine runs in the first (this test binary again,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A peer process's life as the engine sees it, between real processes
 // (this test and build/bin/transfer_peer): a peer stalled (SIGSTOP) until it
 // is declared dead and then resumed (SIGCONT) leaves both sides' peer tables

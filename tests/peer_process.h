@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers for tests that run a TransferEngine against a peer process
 // (build/bin/transfer_peer, tests/transfer_peer.cc): starting and killing
 // it, waiting for its replies, writing its pool byte-exact, and random

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The specification of TransferPlan written out element by element, for
 // tests and benchmarks (no Catch2 here): which head vectors a request
 // copies, computed from KvLayout::ElementAddress alone, and the minimum

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A raw UCX client for tests that speak the engine's wire protocol by hand
 // (no flowkv engine): its own UCP context and worker, endpoints to a
 // listener on 127.0.0.1, active messages sent with a 16-byte AmHeader, and

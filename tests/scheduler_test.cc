@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The scheduler API: ClusterView (smoothing, staleness, directives, links),
 // the policy registry (built-in and user policies), the fixed-role policies
 // round_robin, least_loaded and kv_cost, what every policy skips, and Place

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared setup of the scheduler tests (scheduler_test.cc,
 // load_aware_test.cc): a time origin, ClusterView options, nodes, a cluster
 // of p prefill and d decode nodes, policy creation, load reports and an

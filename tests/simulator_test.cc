@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tests for the cluster simulator: invariants of a run, determinism, the
 // transfer model and the application of role directives.
 

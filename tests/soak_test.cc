@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Load and soak between processes through KvTransfer (the verified request
 // streams of tests/kv_stream.h): 16 sender processes into one receiving
 // process, and one sending process to 16 receiver processes, each for a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tests of lib/transfer/sock_addr.h: every accepted form gives the right
 // family, port and address bytes; every refused form gives InvalidArgument
 // whose message names the (escaped) address and what is wrong with it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tests for the trace parsers and the workload generator.
 
 #include "flowkv/sim/trace.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Per-transfer abort and trusted completion between two real processes
 // (this test and build/bin/transfer_peer): Cancel and a deadline stop one
 // transfer and leave the peer's other transfers and the connection intact;

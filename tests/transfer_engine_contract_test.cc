@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // TransferEngine contracts between two engines in one process: closed peers
 // leave the peer table, blocking calls from callbacks are refused, the log
 // hook, peer-disconnect notifications, acknowledged writes, large ops cut

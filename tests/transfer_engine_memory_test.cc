@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // TransferEngine memory: registering and allocating regions, their errors,
 // and device memory without a CUDA-aware UCX.
 // The transports come from UCX_TLS (ctest runs this binary with tcp and with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // TransferEngine peers over real UCX on loopback, two engines in one
 // process: connecting through metadata (AddPeer), the cluster token, malformed
 // metadata, messages (Send) and Disconnect.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // TransferEngine between two processes: this test and build/bin/transfer_peer
 // (tests/transfer_peer.cc), over real UCX on loopback. The transports come
 // from UCX_TLS (ctest runs this binary with tcp and with shared memory).

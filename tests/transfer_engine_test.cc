@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // TransferEngine over real UCX on loopback, two engines in one process:
 // moving data (Write, Read and their notifications, KV blocks between two
 // layouts, ops checked against regions, concurrent writers, deadlines and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // transfer_peer: the remote side of transfer_engine_process_test.
 //
 //   transfer_peer --token T --pool_bytes N [--heartbeat]

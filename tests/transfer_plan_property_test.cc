@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Property tests of TransferPlan over every pair of preset layouts and over
 // random strided layouts: each plan, executed with memcpy, must write
 // exactly the bytes of a per-element reference copy (the rest of the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Helpers shared by the transfer tests, their peer process and the transfer
 // benchmarks (no test framework here: transfer_peer includes it too).
 #ifndef FLOWKV_TESTS_TRANSFER_TEST_UTIL_H_

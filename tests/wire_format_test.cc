@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The EngineInfo blob's HMAC: what ParseSignedEngineInfo accepts and refuses.
 // A blob is refused unless it was signed with the same key, whatever else an
 // attacker recomputes (the FNV checksum is public).

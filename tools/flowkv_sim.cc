@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // flowkv-sim: runs a scheduling policy on a simulated P/D cluster.
 //
 //   flowkv-sim --cluster p:a100x1,d:a100x1 --policy load_aware \

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the Python bindings add per call, measured against the C++ calls in
 the same process and run.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # FlowKVConnector: a KV connector with the method names, arguments and call
 # order of vLLM's KV connector interface (v1), moving KV through flowkv in
 # push mode: the prefill worker writes each layer into the decode worker's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Stand-ins for the vLLM objects examples/python/vllm_connector.py reads,
 # so that the example runs without vLLM: each dataclass has the attributes of
 # vLLM's own class (named in its docstring) that the connector uses. Inside

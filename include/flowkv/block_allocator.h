@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // BlockAllocator: hands out KV cache blocks so that a request's blocks form
 // as few contiguous runs as possible.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // BlockList: the KV blocks of one request, as a short list of contiguous runs.
 //
 // A request's blocks are identified by their block ids in a pool

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvLayout: where every byte of a KV cache pool lives, described in place
 // (no copy, no allocation of the pool), and the address math on it.
 //

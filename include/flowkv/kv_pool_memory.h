@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvPoolMemory: the memory a KvTransfer pool lives in, for pools that UCX
 // cannot move directly (GPU memory with a UCX built without CUDA, as
 // Debian's), and the copies KvTransfer asks of it: gathering runs of the

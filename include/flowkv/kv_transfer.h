@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer: moves requests' KV caches between the pools of prefill and
 // decode processes and tells the receiving side when a request is complete
 // (or why it never will be) — the calls model runner code and an engine's KV

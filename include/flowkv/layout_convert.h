@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Block conversion between two KvLayouts: copy a request's blocks from one
 // pool into another pool that stores the same KV data in a different order,
 // on the host. This is the CPU reference (and the specification) of the CUDA

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Scheduler: places each request on a prefill (P) node and a decode (D) node,
 // and tells nodes to change roles when load is imbalanced.
 //

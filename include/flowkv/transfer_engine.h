@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // TransferEngine: moves bytes between registered memory regions of two
 // processes over UCX (RDMA, TCP or shared memory, whatever UCX selects), with
 // one network call per TransferOp.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // TransferHandle: the caller's view of one asynchronous transfer (or message)
 // issued by a TransferEngine.
 //

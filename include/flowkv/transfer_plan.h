@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // TransferPlan: the minimal list of copy ops that moves a request's KV cache
 // from a source pool to a destination pool, for any two KvLayouts.
 //

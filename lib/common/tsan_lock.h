@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // absl::Mutex locking that ThreadSanitizer can see.
 //
 // The system Abseil is not built with -fsanitize=thread, so TSan does not see

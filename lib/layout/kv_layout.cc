@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvLayout's accessors and address math: element and tile addresses, slice
 // ranges, block-list ranges, printing and equality. Construction lives in
 // layout_presets.cc and layout_validate.cc, the wire form in

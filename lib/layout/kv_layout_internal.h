@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The private side of KvLayout, shared by the files that implement it
 // (lib/layout/: kv_layout.cc address math, layout_presets.cc, layout_
 // validate.cc, layout_serialize.cc) and by the code that walks layouts fast

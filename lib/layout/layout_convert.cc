@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Block conversion on the host: CheckConversion, ConvertBlocks (the CPU
 // reference of the CUDA kernels), StagingLayout, PackBlocks, UnpackBlocks
 // and the staging checks shared with cuda/ (lib/layout/staging.h).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvLayout's named presets and the KvLayoutSpec orders: each is a dense
 // tensor order handed to BuildDense, which computes the strides and lets
 // MakeLayout (layout_validate.cc) validate the table like any other.

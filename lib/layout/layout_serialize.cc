@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvLayout's wire form and the agreement between peers: Serialize, Parse
 // (bounds-checked through lib/transfer/byte_io.h; the bytes may come from
 // the network), Fingerprint (SHA-256 of the canonical form, through

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvLayout validation and derivation: CheckGeometry, MakeLayout (the one
 // place a tensor table becomes a KvLayout: extents, aliasing strides,
 // overlapping tensors, region sizes, and the derived facts the fast paths

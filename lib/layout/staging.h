@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Private helpers shared by the host (lib/layout/layout_convert.cc) and
 // device (cuda/layout_kernels.cc) pack/unpack, so both validate the staging
 // buffer the same way.

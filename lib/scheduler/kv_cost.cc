@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // kv_cost: Dynamo-style KV cost. For each node
 //   prefill_blocks = (queued prefill tokens [+ this prompt]) / block_tokens
 //   decode_blocks  = KV blocks in use [+ this request's blocks]

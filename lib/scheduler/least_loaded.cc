@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // least_loaded: vLLM's disaggregated proxy. P = the node with the fewest
 // queued prefill tokens, D = the node with the fewest running + waiting
 // decode requests.

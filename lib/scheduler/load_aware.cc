@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // load_aware: FlowKV's load-aware policy. See docs/scheduler.md for every
 // formula, option and default used here.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Private helpers shared by the built-in scheduling policies.
 
 #ifndef FLOWKV_LIB_SCHEDULER_POLICY_UTIL_H_

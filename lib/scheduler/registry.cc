@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The policy registry, and the parts of Scheduler shared by all policies.
 
 #include <map>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // round_robin: fixed roles; prefill nodes in turn, decode nodes in turn.
 
 #include "lib/scheduler/policy_util.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The result of a run: latency percentiles (linear interpolation between
 // the sorted samples), SLO attainment, throughput, transfer totals and the
 // node records that Sim::Collect gathers once the loop ends; and the CSV and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The node model: one simulated engine per node. Admission of prompts (KV
 // blocks allocated, decode growth reserved) and of decodes into the running
 // batch; the two batching modes (prefill-first: whole prompts up to the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A request's way through the control plane: arrival, placement by the
 // Scheduler (pending requests are retried on every heartbeat and rejected
 // when nothing can ever take them), rejection of requests too big for their

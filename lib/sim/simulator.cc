@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The simulator's driver: Simulate(), the names of the transfer and batching
 // options, Sim::Init (checks the options and the requests, builds the nodes,
 // the scheduler and the ClusterView) and Sim::Run (the event queue and the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The transfer model: a prompt's KV moving from its prefill node to its
 // decode node. The call counts of each transfer mode from KvLayout, the
 // aligned runs of a transfer plan, the wait for blocks on the decode node

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Active messages: the little-endian headers (AmHeader, DataHeader) and the
 // one place that hands a message to UCX, with the RequestContext that keeps
 // its header and payload alive until UCX completes it. Control messages,

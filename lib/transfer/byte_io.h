@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ByteWriter / ByteReader: the little-endian encoding every wire format of
 // the library is built from (KvTransfer notices, engine metadata and
 // handshake messages).

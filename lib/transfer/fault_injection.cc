@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // FaultInjector's rules and counts (fault_injection.h). Calls nothing but
 // Abseil's mutex.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // FaultInjector: makes chosen UCX calls of the transfer engine fail, for
 // tests. Each wrapped call site asks Inject(point) first and, when it gets
 // an error, behaves as if UCX had returned it (without calling UCX).

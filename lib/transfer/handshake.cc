@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Connection set-up: Listen, Connect, AddPeer, LocalMetadata, and the
 // handshake (wire_format.h): Hello -> Challenge -> Proof -> Welcome, in
 // which each side proves it holds the cluster token over both sides' fresh

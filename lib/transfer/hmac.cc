@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // HMAC-SHA256 through libcrypto's EVP_MAC interface (OpenSSL 3.0 or later),
 // nonces from RAND_bytes, comparison with CRYPTO_memcmp. Calls libcrypto
 // and nothing else.

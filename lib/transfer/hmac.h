@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // HMAC-SHA256 (RFC 2104, FIPS 180-4), fresh random nonces and constant-time
 // comparison: the one place flowkv calls OpenSSL's libcrypto. Callers
 // compare MACs with DigestsEqual (or ConstantTimeEquals,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bounds checks and memcpy loops shared by the host pools
 // (host_pool_memory.cc, shared_host_pool_memory.cc).
 //

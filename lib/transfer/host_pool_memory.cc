@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // HostPoolMemory (include/flowkv/kv_pool_memory.h): a pool in this
 // process's host memory; gathers and scatters are memcpy, synchronous.
 // Also the copy helpers the shared-host pool reuses (host_pool_copy.h).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer's IPC path (see kv_transfer_impl.h and docs/gpu.md "Paths"):
 // a Send or Fetch to a peer whose pool this process opened (KvPeerPool)
 // copies the planned runs straight between the pools, then sends the data

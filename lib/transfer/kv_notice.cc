@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Encoding and parsing of KvTransfer's notices (see kv_notice.h), on top of
 // byte_io.h. Calls nothing else.
 #include "lib/transfer/kv_notice.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvNotice: the bytes KvTransfer sends as a TransferEngine notification
 // (TransferOptions::notification, kind kTransfer). They arrive from the
 // network, so the parser checks everything before use.

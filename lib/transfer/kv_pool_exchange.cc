@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer's knowledge of peers' pools (see kv_transfer_impl.h): pools
 // declared with AddPeerPool, this side's descriptor sent by AnnouncePool and
 // answered once per peer, descriptors received (checked with KvLayout::Parse,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvPoolMemory's defaults (include/flowkv/kv_pool_memory.h): a pool that
 // cannot be shared opens no peer. Calls nothing else.
 #include "flowkv/kv_pool_memory.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer's receiving side (see kv_transfer_impl.h): notifications in
 // (parsed by kv_notice.cc, request notices fed to the KvRequestTracker, pool
 // descriptors handed to kv_pool_exchange.cc), results out (Poll,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The receiving side's request state machine (see kv_request_tracker.h).
 // Calls nothing but Abseil.
 #include "lib/transfer/kv_request_tracker.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvRequestTracker: the receiving side's state of incoming requests — which
 // pieces arrived, when a request is complete, when it failed — and the
 // bounded memory of requests that are done. Pure bookkeeping: no I/O, no

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer's receiving side of the staging path (see kv_transfer_impl.h
 // and docs/gpu.md "Staging protocol"), on the staging worker: chunk
 // notices are checked against this pool (a run outside it refuses the

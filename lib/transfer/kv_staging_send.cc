@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer's staging worker and its sending side (see kv_transfer_impl.h
 // and docs/gpu.md "Staging protocol"): the engine tap that feeds the
 // worker, the worker thread and its queue, the ring's send slots, staged

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer (include/flowkv/kv_transfer.h): Create, the public methods,
 // and the sending side (Send, Fetch: validation, planning from a snapshot of
 // the peer's pool, posting through the TransferEngine, failure and release

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // KvTransfer::Impl: the state behind KvTransfer (include/flowkv/kv_transfer.h),
 // declared once and implemented by concept:
 //   kv_transfer.cc       Create, the sending side (Send, Fetch: validation,

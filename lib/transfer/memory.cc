@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Memory registration: RegisterMemory, AllocateMemory and DeregisterMemory,
 // with the checks that keep bad sizes and addresses from UCX (the range is
 // mapped; an allocation fits the engine's cap and, when shared memory backs

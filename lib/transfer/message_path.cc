@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The message data path: a transfer's bytes as active messages, for peers
 // whose endpoint has no one-sided put or get (tcp in UCX 1.13). UCX would
 // emulate those with its own messages, and its emulation aborts the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The peer state machine: PeerTable's bookkeeping, and the engine's side of
 // failing, closing and disconnecting peers. It may call UCX endpoint close,
 // the transfer path's FinishTransfer and the notification delivery.

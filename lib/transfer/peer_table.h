@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // PeerTable: the engine's connections and what callers may see of them.
 //
 // A Peer moves through

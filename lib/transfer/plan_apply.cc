@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ApplyPlanLocally: executes a TransferPlan with memcpy between host regions
 // of this process, after checking every op against the regions' bounds.
 #include <cstring>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The progress thread: its loop (inbox, UCX progress, posting windows,
 // closing endpoints, timers, sleeping), the timers (deadlines, fences,
 // heartbeats, handshakes), and the dispatch of active messages to the

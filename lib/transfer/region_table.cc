@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // RegionTable: registered regions, their users and the bounds checks.
 
 #include "lib/transfer/region_table.h"

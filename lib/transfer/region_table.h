@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // RegionTable: the memory regions an engine registered, their UCX handles
 // and packed remote keys, how many unfinished transfers use each, and the
 // one bounds check that every op (and KvTransfer's pools) goes through.

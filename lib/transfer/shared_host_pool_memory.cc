@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // SharedHostPoolMemory (include/flowkv/kv_pool_memory.h): a host pool in
 // POSIX shared-memory objects (one per region) that other processes of this
 // host map, its ShareDescriptor, and the peer pools OpenPeer maps. Copies

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ParseSockAddr / FormatSockAddr (see sock_addr.h for the accepted forms).
 // Calls only inet_pton / inet_ntop and Abseil string helpers.
 

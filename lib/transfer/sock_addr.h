@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Socket addresses as text: the strict parser behind every "host:port" a
 // user hands the transfer engine, and its inverse for messages and metadata.
 // Owns only the text <-> sockaddr conversion; it resolves no names and opens

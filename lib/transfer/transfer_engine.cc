@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // TransferEngine: Create (options checks, UCX start-up), shutdown, Stats and
 // the public wrappers over TransferEngineImpl. The rest of the engine lives
 // in the files listed in transfer_engine_impl.h.

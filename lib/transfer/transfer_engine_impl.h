@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // TransferEngineImpl: the class behind TransferEngine, shared by the files
 // that implement it. Each file owns one concept:
 //

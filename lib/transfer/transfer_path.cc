@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The data path: Submit (checks on the caller's thread), then on the
 // progress thread posting each transfer's ops in windows of at most
 // max_piece_bytes, each window closed by a flush; then the notification and,

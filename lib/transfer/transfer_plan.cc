@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // TransferPlan: PlanTransfer / AppendTransferPlan / CountTransferOps, the
 // aligned walk of two strided KvLayouts (ApplyPlanLocally is in
 // plan_apply.cc). Reads the layouts' tables through

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared state of one transfer (behind TransferHandle) and the inbox through
 // which any thread hands work to an engine's progress thread.
 //

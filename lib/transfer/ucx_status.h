@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The one place where UCX status codes become absl::Status.
 //
 // Thread safety: thread-safe (pure functions).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // UcxWorker: creates, queries and destroys one UCX context and worker. It
 // owns the UCX configuration and the reading of what the context supports;
 // it calls only UCX and lib/transfer/ucx_status.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // UcxWorker: one UCX context and its worker, created together and destroyed
 // together (RAII), with what the engine asks of them: the configuration
 // (environment + the engine's overrides), the memory types and transports

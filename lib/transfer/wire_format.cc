@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Encoding and parsing of the wire format described in wire_format.h. Calls
 // lib/transfer/hmac.h for the EngineInfo mac, and nothing outside Abseil.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The bytes engines exchange: LocalMetadata() blobs and handshake messages.
 //
 // Every blob starts with a 4-byte magic, a 16-bit protocol version and ends

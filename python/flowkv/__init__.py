@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """flowkv: contiguous KV cache allocation, transfer and scheduling.
 
 Python bindings of libflowkv (the C++ library): KV pool layouts, the block

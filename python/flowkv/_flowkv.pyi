@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Type stubs of the extension module flowkv._flowkv (python/src/*.cc).
 # Durations and times are float seconds (times since the Unix epoch).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The discrete-event P/D cluster simulator of libflowkv (flowkv/sim/).
 
     import flowkv

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bindings of BlockAllocator (flowkv/block_allocator.h): allocate, extend,
 // free, share, ref counts, stats and compaction plans. Every failed call
 // raises and changes nothing, as in C++.

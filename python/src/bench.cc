@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // flowkv._flowkv._bench: the loops of benchmarks/python/bench_overhead.py
 // run in C++, so the cost Python adds per call is measured against the C++
 // call in the same process and run. Not part of the public API.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the binding files of flowkv._flowkv share: the per-concept Init
 // functions module.cc calls, the conversion of absl::Status to Python
 // exceptions and back (errors.cc), durations as float seconds, and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bindings of TransferEngine (flowkv/transfer_engine.h): options from
 // keyword arguments, memory registered in place (buffer protocol, numpy,
 // torch) or allocated by the engine (a numpy view), peers, write / read /

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // EngineCore: one TransferEngine and the Python objects it must keep alive
 // (the buffers registered in place, the log callback), shared by the Python
 // TransferEngine object, the KvTransfer objects built on it and the arrays

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // flowkv's exceptions: flowkv.Error (with .code, a flowkv.StatusCode) and
 // one subclass per absl::StatusCode, the conversions between absl::Status
 // and them, float seconds <-> absl durations, PyRef and the finalizing flag.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bindings of KvTransfer (flowkv/kv_transfer.h): creation over engine
 // regions or a PoolMemory (pool_memory.h) with staging and path options,
 // send / fetch of request pieces (send's ready_event), poll (finished,

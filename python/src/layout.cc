@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bindings of the layout concepts: KvGeometry, KvLayout (every preset,
 // CreateStrided, the address math, Serialize / Parse / Fingerprint),
 // BlockList, TransferOp and PlanTransfer (flowkv/kv_layout.h,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The extension module flowkv._flowkv: creates the module and hands it to
 // each concept's Init function (errors first: the others raise its
 // exceptions). The package flowkv (python/flowkv/__init__.py) re-exports it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bindings of KvPoolMemory (flowkv/kv_pool_memory.h and, in builds with
 // CUDA, flowkv/cuda/cuda_pool_memory.h): the flowkv.PoolMemory class and
 // its factories host_pool (buffers or CPU tensors of this process),

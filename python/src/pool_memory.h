@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // PyPoolMemory: the Python flowkv.PoolMemory object, a KvPoolMemory
 // (flowkv/kv_pool_memory.h) that KvTransfer's pool form takes, made by
 // flowkv.host_pool, flowkv.shared_host_pool or flowkv.cuda_pool

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bindings of the scheduler (flowkv/scheduler.h): the cluster model
 // (NodeInfo, NodeLoad, LinkModel, ClusterView), Scheduler.create / place /
 // rebalance for registered policies, and register_scheduler for policies

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bindings of the cluster simulator (flowkv/sim/): the submodule
 // flowkv._flowkv.sim with simulate(...) (the flags of tools/flowkv_sim.cc
 // as keyword arguments; the metrics as a dict), make_workload, node types

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bindings of TransferHandle and TransferStats (flowkv/transfer_handle.h):
 // wait (GIL released, interruptible by signals), done, state, status (the
 // exception instance or None), result() (raises it), stats, cancel.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared helpers of the Python tests: transports, engine options, peer
 processes (python/tests/kv_peer.py) and the deterministic KV contents both
 processes compute.

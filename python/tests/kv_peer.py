@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The sending process of the two-process tests: a vLLM FlashAttention pool
 (one region per layer, filled with conftest.layer_values) that connects to
 the receiver at --address, exchanges pools and sends one request

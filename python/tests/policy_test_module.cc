@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // _policy_test_module: registers "prefer_same_rack_cxx", the C++ policy of
 // examples/custom_scheduler.cc (examples/prefer_same_rack.h: the prefill node
 // with the fewest queued prompt tokens; the least busy decode node with room

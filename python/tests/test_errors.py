@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bad input raises the exception class of its status code, with the C++
 message, and changes nothing: wrong dtypes, non-contiguous tensors,
 read-only buffers, bad ids, unknown peers, oversize payloads."""

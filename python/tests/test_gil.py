@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The GIL is released while a call blocks: another Python thread runs
 while the main thread waits in take_notifications / poll / wait, and
 callbacks from the engine's thread take the GIL themselves."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Layouts, block lists, plans and the allocator from Python: every preset,
 serialize / parse / fingerprint, the package version."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Lifetimes across the language boundary: an engine deleted while its
 transfers are in flight, an interpreter that exits with live engines,
 registered tensors Python tries to free, arrays of engine memory that

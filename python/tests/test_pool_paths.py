@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """KvTransfer over PoolMemory (host_pool, shared_host_pool, cuda_pool) and
 the paths bytes take: two processes move a request vLLM FlashAttention
 (layer-major) -> FlowKV block-major over a forced staging ring of many small

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Schedulers from Python: the built-in policies on a ClusterView, and a
 policy written in Python, registered by name, that the C++ simulator drives:
 it gives the same metrics as the same policy written in C++

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bytes that arrive: KV moved between torch tensors of different layouts by
 two processes (vLLM FlashAttention layer-major -> FlowKV block-major), over
 shared memory and over tcp, and raw engine writes / reads / messages within

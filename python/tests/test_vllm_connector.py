@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Drives examples/python/vllm_connector.py in vLLM's call order across two
 # processes: this one is the decode instance (scheduler and worker halves),
 # a spawned one the prefill instance. Checks that the prefill's layer-by-layer

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzzes BlockAllocator (include/flowkv/block_allocator.h) with operation
 // sequences read from the input: Allocate(n), Allocate(n, after),
 // Extend(list, n), Free(list), Share(list), and Free / Share of lists the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What every fuzz target shares: FuzzInput, a reader that turns the fuzzer's
 // bytes into integers, choices and strings (past the end it gives zeros and
 // empty strings, so every input is a valid run), and FUZZ_CHECK, which

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Layouts for the fuzz targets: FuzzLayout builds a KvLayout (or the error
 // a factory gives) from fuzz bytes, through every preset, KvLayout::Create
 // and CreateStrided with a fuzzed tensor table; CheckLayout checks the

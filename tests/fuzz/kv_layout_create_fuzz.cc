@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzzes KvLayout creation (include/flowkv/kv_layout.h) from random specs:
 // every preset, KvLayout::Create and CreateStrided with a fuzzed tensor
 // table, on fuzzed geometry (small sizes mostly, sometimes zero or up to

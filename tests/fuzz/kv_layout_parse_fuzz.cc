@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzzes the layout-descriptor decoder, KvLayout::Parse
 // (include/flowkv/kv_layout.h, lib/layout/layout_serialize.cc), on
 // arbitrary bytes (the bytes a peer's pool notice carries).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzzes the KvTransfer notice decoder (lib/transfer/kv_notice.h):
 // ParseKvNotice on arbitrary bytes (the whole input is the notice).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Writes the seed corpus of every fuzz target: valid inputs made by the
 // codecs' own encoders (wire format, KvTransfer notices, layouts), sample
 // trace text, and fixed pseudo-random bytes for the targets that read

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The replay driver: a main() for the fuzz targets in builds without
 // libFuzzer (g++, the release and sanitizer presets). Runs
 // LLVMFuzzerTestOneInput once on every file named on the command line and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzzes the trace readers (include/flowkv/sim/trace.h): ParseMooncakeTrace
 // (JSONL) and ParseAzureTrace (CSV) on arbitrary text. Input: one selector
 // byte (even: Mooncake, odd: Azure), then the text.

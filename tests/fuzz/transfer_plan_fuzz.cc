@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzzes PlanTransfer (include/flowkv/transfer_plan.h) on random layouts
 // (every preset and fuzzed strided tables on small geometry,
 // tests/fuzz/fuzz_layout.h), random block lists (no block twice, as an

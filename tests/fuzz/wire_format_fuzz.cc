@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzzes the handshake and peer-metadata parsers (lib/transfer/wire_format.h):
 // ParseEngineInfo, ParseSignedEngineInfo, ParseHello, ParseChallenge,
 // ParseProof (client and server roles) and ParseReject on arbitrary bytes.

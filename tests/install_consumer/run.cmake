@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Installs the build tree into a scratch prefix, then configures, builds and
 # runs a small outside project that finds it with find_package(flowkv).
 file(REMOVE_RECURSE ${WORK_DIR})

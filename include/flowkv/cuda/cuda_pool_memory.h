@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CudaPoolMemory: a KvPoolMemory ("flowkv/kv_pool_memory.h") over CUDA
 // device memory, for engines whose KV pools live on a GPU. KvTransfer uses
 // it to gather pool runs into its host staging ring and scatter them back

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CUDA kernels for KV layout work: the device versions of the functions in
 // "flowkv/layout_convert.h" (the CPU reference, which is their
 // specification: a device call writes the same bytes the host call would).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Simulated cluster: GPU node types with their cost coefficients and KV
 // capacity, and the `--cluster` spec that lists a cluster's nodes.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Simulator: a discrete-event model of a P/D cluster that runs a real
 // Scheduler (flowkv/scheduler.h) on a workload and measures latency.
 //

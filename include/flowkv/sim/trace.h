@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Request traces: parsers for the two public trace formats the simulator
 // replays (see data/traces/README.md).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Workloads for the simulator: the requests of one run, with their arrival
 // times and token counts, from a workload spec.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* A C program outside the project, built against the installed libflowkv
  * through its C API only (flowkv/flowkv_c.h). */
 #include <stdio.h>
