@@ -84,13 +84,8 @@ static int RunReceiver(const char* self) {
   CHECK(flowkv_engine_allocate_memory(engine, SCRATCH_BYTES, FLOWKV_MEMORY_HOST,
                                       &plan.scratch_region, &scratch_data));
   flowkv_kv_transfer_t* kv = NULL;
-  CHECK(flowkv_kv_create(engine, pool.layout, pool.regions, pool.num_regions,
-                         NULL, &kv));
-  flowkv_allocator_options_t allocator_options;
-  flowkv_allocator_options_init(&allocator_options);
-  allocator_options.num_blocks = kGeometry.num_blocks;
   flowkv_allocator_t* allocator = NULL;
-  CHECK(flowkv_allocator_create(&allocator_options, &allocator));
+  MakeKvAndAllocator(engine, &pool, &kv, &allocator);
 
   g_child = fork();
   if (g_child < 0) Fail("fork failed");
@@ -140,13 +135,7 @@ static int RunReceiver(const char* self) {
     }
     flowkv_kv_results_t* results = NULL;
     CHECK(flowkv_kv_poll(kv, POLL_WAIT_US, &results));
-    if (flowkv_kv_results_num_failed(results) != 0) {
-      flowkv_kv_failed_t failed;
-      CHECK(flowkv_kv_results_failed(results, 0, &failed));
-      Fail("request %.*s failed: %s: %.*s", (int)failed.request_id_len,
-           failed.request_id, flowkv_status_name(failed.status),
-           (int)failed.message_len, failed.message);
-    }
+    FailOnFailedRequest(results);
     for (size_t i = 0; i < flowkv_kv_results_num_finished(results); ++i) {
       flowkv_kv_finished_t f;
       CHECK(flowkv_kv_results_finished(results, i, &f));

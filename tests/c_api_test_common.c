@@ -172,6 +172,26 @@ void WaitOk(flowkv_handle_t* handle, const char* what) {
   flowkv_handle_free(handle);
 }
 
+void MakeKvAndAllocator(flowkv_engine_t* engine, const Pool* pool,
+                        flowkv_kv_transfer_t** kv,
+                        flowkv_allocator_t** allocator) {
+  CHECK(flowkv_kv_create(engine, pool->layout, pool->regions,
+                         pool->num_regions, NULL, kv));
+  flowkv_allocator_options_t allocator_options;
+  flowkv_allocator_options_init(&allocator_options);
+  allocator_options.num_blocks = kGeometry.num_blocks;
+  CHECK(flowkv_allocator_create(&allocator_options, allocator));
+}
+
+void FailOnFailedRequest(const flowkv_kv_results_t* results) {
+  if (flowkv_kv_results_num_failed(results) == 0) return;
+  flowkv_kv_failed_t failed;
+  CHECK(flowkv_kv_results_failed(results, 0, &failed));
+  Fail("request %.*s failed: %s: %.*s", (int)failed.request_id_len,
+       failed.request_id, flowkv_status_name(failed.status),
+       (int)failed.message_len, failed.message);
+}
+
 /* Polls `kv` until a notification of `kind` (with `bytes`, when not NULL)
  * from any peer arrives; returns its peer and copies its bytes to *out. */
 uint64_t PollForOther(flowkv_kv_transfer_t* kv, flowkv_notification_kind_t kind,
@@ -180,13 +200,7 @@ uint64_t PollForOther(flowkv_kv_transfer_t* kv, flowkv_notification_kind_t kind,
   while (NowUs() < deadline) {
     flowkv_kv_results_t* results = NULL;
     CHECK(flowkv_kv_poll(kv, POLL_WAIT_US, &results));
-    if (flowkv_kv_results_num_failed(results) != 0) {
-      flowkv_kv_failed_t failed;
-      CHECK(flowkv_kv_results_failed(results, 0, &failed));
-      Fail("request %.*s failed: %s: %.*s", (int)failed.request_id_len,
-           failed.request_id, flowkv_status_name(failed.status),
-           (int)failed.message_len, failed.message);
-    }
+    FailOnFailedRequest(results);
     for (size_t i = 0; i < flowkv_kv_results_num_other(results); ++i) {
       flowkv_notification_t n;
       CHECK(flowkv_kv_results_other(results, i, &n));

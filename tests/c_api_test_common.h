@@ -102,6 +102,14 @@ flowkv_engine_t* MakeEngine(const char* name, bool listen);
 /* Waits for a handle and fails unless its transfer succeeded. */
 void WaitOk(flowkv_handle_t* handle, const char* what);
 
+/* The KvTransfer over `pool` and a block allocator for its blocks. */
+void MakeKvAndAllocator(flowkv_engine_t* engine, const Pool* pool,
+                        flowkv_kv_transfer_t** kv,
+                        flowkv_allocator_t** allocator);
+
+/* Fails naming the first failed request of `results`, if any. */
+void FailOnFailedRequest(const flowkv_kv_results_t* results);
+
 /* Polls `kv` until a notification of `kind` (with `bytes`, when not NULL)
  * from any peer arrives; returns its peer and copies its bytes to *out. */
 uint64_t PollForOther(flowkv_kv_transfer_t* kv, flowkv_notification_kind_t kind,

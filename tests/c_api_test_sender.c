@@ -37,13 +37,8 @@ int RunSender(const char* address) {
   for (uint32_t i = 0; i < SCRATCH_BYTES; ++i) scratch[i] = ScratchPattern(i);
 
   flowkv_kv_transfer_t* kv = NULL;
-  CHECK(flowkv_kv_create(engine, pool.layout, pool.regions, pool.num_regions,
-                         NULL, &kv));
-  flowkv_allocator_options_t allocator_options;
-  flowkv_allocator_options_init(&allocator_options);
-  allocator_options.num_blocks = kGeometry.num_blocks;
   flowkv_allocator_t* allocator = NULL;
-  CHECK(flowkv_allocator_create(&allocator_options, &allocator));
+  MakeKvAndAllocator(engine, &pool, &kv, &allocator);
 
   uint64_t peer = 0;
   CHECK(flowkv_engine_connect(engine, address, strlen(address), &peer));
