@@ -60,6 +60,27 @@ TEST_CASE("Cancel mid-pipeline stops, drains the credits, then fails",
   CHECK(Arrived(Pair(0), p.decode.data));
 }
 
+TEST_CASE("A staged send whose receiver stops answering ends at its deadline",
+          "[kv_staging]") {
+  InProcessPair p;
+  // The receiver's KvTransfer goes, its engine stays connected: no credit
+  // will ever come for the chunks already announced.
+  p.decode.kv.reset();
+  KvSendRequest r = WholeRequest(Pair(0));
+  r.timeout = kSoon / 4;
+  TransferHandle h = p.prefill.kv->Send("unanswered", p.to_decode, r);
+  // Reported at its deadline (the bound: the deadline and a margin), not
+  // when the credits return.
+  REQUIRE(h.Wait(kSoon));
+  CHECK(h.Wait().code() == absl::StatusCode::kDeadlineExceeded);
+  // Cancel() of another such send returns as promptly.
+  r.timeout = std::nullopt;
+  TransferHandle c = p.prefill.kv->Send("cancelled", p.to_decode, r);
+  c.Cancel();
+  REQUIRE(c.Wait(kSoon));
+  CHECK(c.Wait().code() == absl::StatusCode::kCancelled);
+}
+
 TEST_CASE("A staged deadline that passes mid-pipeline fails the send",
           "[kv_staging]") {
   InProcessPair p;

@@ -184,6 +184,17 @@ void KvTransfer::Impl::ApplySendDeadlines(absl::Time now) {
                        "%d passed its deadline",
                        send->request_id, send->peer)));
     MaybeFinish(send);
+    ReportStopped(send);
+  }
+}
+
+// A stopped send whose chunks are still out: its handle reports the failure
+// now (a Send never outlives its deadline, and Cancel() returns at once even
+// when the receiver stalls); its slots stay held, and the receiver learns of
+// the failure, once the credits come back or the peer fails.
+void KvTransfer::Impl::ReportStopped(const std::shared_ptr<StagedSend>& send) {
+  if (!send->finishing && !send->failure.ok()) {
+    send->record->Complete(send->failure, absl::Now());
   }
 }
 
@@ -219,6 +230,7 @@ TransferHandle KvTransfer::Impl::StartStagedSend(
                  "KvTransfer::Send: request '%s' cancelled", s->request_id)));
       s->final_write.Cancel();
       self->MaybeFinish(s);
+      self->ReportStopped(s);
     });
   });
   TransferHandle handle(send->record);

@@ -208,6 +208,7 @@ class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
   void SendSlotReturned(const std::shared_ptr<StagedSend>& send, uint32_t slot);
   void StopSend(const std::shared_ptr<StagedSend>& send, absl::Status status);
   void MaybeFinish(const std::shared_ptr<StagedSend>& send);
+  void ReportStopped(const std::shared_ptr<StagedSend>& send);
   void HandleCredit(PeerId peer, const internal::KvNotice& credit);
   void StagingPeerGone(PeerId peer);
   void ApplySendDeadlines(absl::Time now);
