@@ -30,6 +30,7 @@
 #include "tests/log_sink.h"
 #include "tests/raw_ucx_client.h"
 #include "tests/transfer_test_util.h"
+#include "tests/wait_until.h"
 
 namespace flowkv {
 namespace {

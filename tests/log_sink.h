@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The log lines a TransferEngine writes through its log hook, collected for
-// a test to count, and a bounded wait for a condition (such as a line
-// appearing) that the test's main thread polls.
+// a test to count (wait for a line with WaitUntil, tests/wait_until.h).
 #ifndef FLOWKV_TESTS_LOG_SINK_H_
 #define FLOWKV_TESTS_LOG_SINK_H_
 
@@ -9,11 +8,8 @@
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
-#include "absl/time/clock.h"
-#include "absl/time/time.h"
 #include "flowkv/transfer_engine.h"
 
 namespace flowkv::testing {
@@ -40,17 +36,6 @@ struct LogSink {
     return n;
   }
 };
-
-// Waits (up to `bound`) until `condition` holds; returns whether it did.
-template <typename Fn>
-bool WaitUntil(Fn condition, absl::Duration bound) {
-  const absl::Time deadline = absl::Now() + bound;
-  while (!condition()) {
-    if (absl::Now() > deadline) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
 
 }  // namespace flowkv::testing
 

@@ -19,6 +19,7 @@
 #include "tests/engine_pair.h"
 #include "tests/peer_process.h"
 #include "tests/transfer_test_util.h"
+#include "tests/wait_until.h"
 
 namespace flowkv {
 namespace {
@@ -27,6 +28,7 @@ using testing::Fnv1a;
 using testing::kPeerFailureTimeout;
 using testing::PeerProcess;
 using testing::Replies;
+using testing::WaitUntil;
 using testing::WriteByteExact;
 
 // More than loopback's socket buffers hold: a stalled receiver cannot
@@ -42,17 +44,6 @@ std::unique_ptr<TransferEngine> MakeLifecycleEngine() {
   // A connection to an address nobody answers any more fails within this.
   options.connect_timeout = kPeerFailureTimeout;
   return testing::MakeEngine(options);
-}
-
-// Polls `condition` until it holds or `timeout` passed; returns it.
-template <typename Condition>
-bool WaitFor(absl::Duration timeout, Condition condition) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (!condition()) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return true;
 }
 
 // The peer's "stats" answer: peers tracked and connected by its engine.
@@ -86,11 +77,11 @@ TEST_CASE("A stalled peer declared dead comes back clean and reconnects",
   TransferHandle stalled = engine->Write(*first, {&op, 1}, options);
   REQUIRE(stalled.Wait(options.timeout.value() + kDetection));
   INFO(stalled.status().ToString());
-  REQUIRE(
-      WaitFor(kDetection, [&] { return !engine->GetPeer(*first)->connected; }));
+  REQUIRE(WaitUntil([&] { return !engine->GetPeer(*first)->connected; },
+                    kDetection));
   // This side's table is clean: the peer is listed as failed, not tracked.
-  REQUIRE(
-      WaitFor(kDetection, [&] { return engine->Stats().peers_tracked == 0; }));
+  REQUIRE(WaitUntil([&] { return engine->Stats().peers_tracked == 0; },
+                    kDetection));
   CHECK(engine->Stats().peers_connected == 0);
   CHECK(!engine->GetPeer(*first)->failure.ok());
 
@@ -108,10 +99,12 @@ TEST_CASE("A stalled peer declared dead comes back clean and reconnects",
   // The resumed side drops the connection it lost once it notices (its own
   // detection bound): its table then holds the new connection only.
   std::string stats;
-  CHECK(WaitFor(kDetection + kPeerFailureTimeout, [&] {
-    stats = PeerStats(*engine, replies, *second);
-    return stats == "stats 1 1";
-  }));
+  CHECK(WaitUntil(
+      [&] {
+        stats = PeerStats(*engine, replies, *second);
+        return stats == "stats 1 1";
+      },
+      kDetection + kPeerFailureTimeout));
   INFO(stats);
   // Transfers after the reconnection are byte-exact.
   WriteByteExact(*engine, replies, *second, *local, 2);
@@ -142,8 +135,8 @@ TEST_CASE("A peer restarted under the same name is a new peer",
   process->Kill(SIGKILL);
   REQUIRE(in_flight.Wait(kDetection + kPeerFailureTimeout));
   CHECK(in_flight.status().code() == absl::StatusCode::kUnavailable);
-  REQUIRE(WaitFor(kDetection,
-                  [&] { return !engine->GetPeer(*old_peer)->connected; }));
+  REQUIRE(WaitUntil([&] { return !engine->GetPeer(*old_peer)->connected; },
+                    kDetection));
 
   // The same program, the same name, a fresh pool of zeros.
   process = std::make_unique<PeerProcess>("secret", kBytes);

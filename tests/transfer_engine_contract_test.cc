@@ -24,6 +24,7 @@
 #include "tests/engine_pair.h"
 #include "tests/log_sink.h"
 #include "tests/transfer_test_util.h"
+#include "tests/wait_until.h"
 
 namespace flowkv {
 namespace {
