@@ -200,7 +200,7 @@ void KvTransfer::Impl::ReportStopped(const std::shared_ptr<StagedSend>& send) {
 
 TransferHandle KvTransfer::Impl::StartStagedSend(
     PeerId peer, std::shared_ptr<const PeerPoolInfo> pool,
-    std::vector<TransferOp> ops, std::string data_notice,
+    std::vector<TransferOp> ops, const KvNotice& data_notice,
     const KvSendRequest& r) {
   auto send = std::make_shared<StagedSend>();
   uint64_t bytes = 0;
@@ -212,13 +212,12 @@ TransferHandle KvTransfer::Impl::StartStagedSend(
   send->ops = std::move(ops);
   send->chunk_limit = std::min(ring_.slot_bytes, pool->slot_bytes);
   send->ready_event = r.ready_event;
-  send->data_notice = std::move(data_notice);
+  send->data_notice = internal::EncodeKvNotice(data_notice);
   send->timeout = r.timeout;
   if (r.timeout) send->deadline = now + *r.timeout;
-  absl::StatusOr<KvNotice> parsed = internal::ParseKvNotice(send->data_notice);
-  send->request_id = parsed->request_id;
-  send->rank = parsed->sender_rank;
-  send->senders = parsed->num_senders;
+  send->request_id = data_notice.request_id;
+  send->rank = data_notice.sender_rank;
+  send->senders = data_notice.num_senders;
   std::shared_ptr<Impl> self = shared_from_this();
   std::weak_ptr<StagedSend> weak = send;
   send->record->SetCancelHook([self, weak] {

@@ -304,8 +304,7 @@ TransferHandle KvTransfer::Impl::Move(Direction direction,
     return IpcMove(direction, peer, *pool, ops, std::move(notice), r);
   }
   if (pool->path == KvPath::kStaging) {
-    return StartStagedSend(peer, pool, ops, internal::EncodeKvNotice(notice),
-                           r);
+    return StartStagedSend(peer, pool, ops, notice, r);
   }
   TransferOptions options;
   options.timeout = r.timeout;

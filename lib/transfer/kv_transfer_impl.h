@@ -198,7 +198,7 @@ class KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
   TransferHandle StartStagedSend(PeerId peer,
                                  std::shared_ptr<const PeerPoolInfo> pool,
                                  std::vector<TransferOp> ops,
-                                 std::string data_notice,
+                                 const internal::KvNotice& data_notice,
                                  const KvSendRequest& r);
   // Staging worker only, below.
   void Pump(const std::shared_ptr<StagedSend>& send);
