@@ -43,7 +43,8 @@ void InitAllocator(py::module_& m) {
                   .growth_slack_blocks = growth_slack_blocks}));
            }),
            py::arg("num_blocks"), py::kw_only(),
-           py::arg("growth_slack_blocks") = 32)
+           py::arg("growth_slack_blocks") =
+               BlockAllocatorOptions{}.growth_slack_blocks)
       .def(
           "allocate",
           [](BlockAllocator& a, uint32_t n,

@@ -412,8 +412,10 @@ void InitKvTransfer(py::module_& m) {
            py::arg("staging_ring_bytes") = KvStagingOptions{}.ring_bytes,
            py::arg("staging_chunk_bytes") = KvStagingOptions{}.chunk_bytes,
            py::arg("path_policy") = "auto",
-           py::arg("incomplete_request_timeout") = 60.0,
-           py::arg("max_tombstones") = 65536, py::arg("log") = py::none())
+           py::arg("incomplete_request_timeout") = absl::ToDoubleSeconds(
+               KvTransferOptions{}.incomplete_request_timeout),
+           py::arg("max_tombstones") = KvTransferOptions{}.max_tombstones,
+           py::arg("log") = py::none())
       .def("send", &Send, py::arg("request_id"), py::arg("peer"),
            py::arg("src_blocks"), py::arg("dst_blocks"), py::arg("num_tokens"),
            py::kw_only(), py::arg("token_begin") = 0,
