@@ -156,7 +156,12 @@ void TransferEngineImpl::OnPeerError(void* arg, ucp_ep_h /*ep*/,
 void TransferEngineImpl::FailPeer(Peer* peer, absl::Status cause,
                                   uint64_t transfer_id,
                                   absl::Status transfer_status) {
-  if (peer == nullptr) return;
+  if (peer == nullptr) {
+    // Already gone from the table (its transfers were reported when it
+    // closed): only the transfer that found it missing is left to finish.
+    if (transfer_id != 0) FinishTransfer(transfer_id, transfer_status);
+    return;
+  }
   const PeerId id = peer->id;
   // Mark this peer's transfers; they are reported once the endpoint closed.
   for (auto& [tid, active] : active_) {

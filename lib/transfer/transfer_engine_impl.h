@@ -301,7 +301,8 @@ class TransferEngineImpl {
   // Force-closes the peer's endpoint; once closed, fails its unfinished
   // transfers (`transfer_id` with `transfer_status`, the others with
   // Unavailable) and a pending Connect with `cause`, then drops the peer
-  // from the table. Logged once.
+  // from the table. Logged once. A peer already gone (null) only finishes
+  // `transfer_id` with `transfer_status`.
   void FailPeer(Peer* peer, absl::Status cause, uint64_t transfer_id = 0,
                 absl::Status transfer_status = absl::OkStatus());
   void OnPeerClosed(PeerId peer);

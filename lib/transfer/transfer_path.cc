@@ -318,7 +318,6 @@ void TransferEngineImpl::AfterFlush(uint64_t id, PeerId peer_id,
     const absl::Status transfer_status =
         active->abort_status.ok() ? failure : active->abort_status;
     FailPeer(peer, failure, id, transfer_status);
-    if (peer == nullptr) FinishTransfer(id, transfer_status);
     return;
   }
   if (!active->abort_status.ok()) {
@@ -373,12 +372,8 @@ void TransferEngineImpl::AfterNotification(uint64_t id, PeerId peer_id,
     const absl::Status failure = UcxStatus(
         status,
         absl::StrFormat("transfer %d: notification to peer %d", id, peer_id));
-    const absl::Status transfer_status =
-        absl::UnavailableError(failure.message());
-    Peer* peer = peers_.Find(peer_id);
-    FailPeer(peer, failure, id, transfer_status);
-    // A peer already gone from the table reports nothing more: finish here.
-    if (peer == nullptr) FinishTransfer(id, transfer_status);
+    FailPeer(peers_.Find(peer_id), failure, id,
+             absl::UnavailableError(failure.message()));
     return;
   }
   if (active->acknowledged) {
