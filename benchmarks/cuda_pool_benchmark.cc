@@ -121,8 +121,8 @@ double TimeMemcpy(int iterations, void* dst, const void* src, uint64_t bytes) {
   return times[times.size() / 2];
 }
 
-std::vector<PoolPeerCopy> PeerCopies(const std::vector<TransferOp>& ops) {
-  std::vector<PoolPeerCopy> copies;
+std::vector<TransferOp> PeerCopies(const std::vector<TransferOp>& ops) {
+  std::vector<TransferOp> copies;
   copies.reserve(ops.size());
   for (const TransferOp& op : ops) {
     copies.push_back({op.src_region, op.src_offset, op.dst_region,
@@ -248,7 +248,7 @@ int Run(int iterations) {
     PoolPair pair = MakePair(blockwise_layout, options);
     auto peer = Check(pair.local->OpenPeer(pair.exporter->descriptor()),
                       "OpenPeer (block-wise)");
-    const std::vector<PoolPeerCopy> copies = PeerCopies(blockwise_ops);
+    const std::vector<TransferOp> copies = PeerCopies(blockwise_ops);
     const double seconds = TimeBatches(iterations, [&](PoolCopyDone done) {
       peer->CopyTo(copies, nullptr, std::move(done));
     });
@@ -262,7 +262,7 @@ int Run(int iterations) {
   auto flowkv_peer =
       Check(flowkv.local->OpenPeer(flowkv.exporter->descriptor()),
             "OpenPeer (flowkv)");
-  const std::vector<PoolPeerCopy> flowkv_copies = PeerCopies(flowkv_ops);
+  const std::vector<TransferOp> flowkv_copies = PeerCopies(flowkv_ops);
   const double flowkv_seconds = TimeBatches(iterations, [&](PoolCopyDone done) {
     flowkv_peer->CopyTo(flowkv_copies, nullptr, std::move(done));
   });

@@ -52,12 +52,12 @@ class CudaPeerPool final : public KvPeerPool {
     for (void* mapping : mappings_) cudaIpcCloseMemHandle(mapping);
   }
 
-  void CopyTo(std::vector<PoolPeerCopy> copies, void* after,
+  void CopyTo(std::vector<TransferOp> copies, void* after,
               PoolCopyDone done) override {
     Submit(std::move(copies), /*push=*/true, after, std::move(done));
   }
 
-  void CopyFrom(std::vector<PoolPeerCopy> copies, PoolCopyDone done) override {
+  void CopyFrom(std::vector<TransferOp> copies, PoolCopyDone done) override {
     Submit(std::move(copies), /*push=*/false, nullptr, std::move(done));
   }
 
@@ -80,7 +80,7 @@ class CudaPeerPool final : public KvPeerPool {
   }
 
   // push: src = this process's pool, dst = the peer's; pull: the reverse.
-  void Submit(std::vector<PoolPeerCopy> copies, bool push, void* after,
+  void Submit(std::vector<TransferOp> copies, bool push, void* after,
               PoolCopyDone done) {
     const Regions& src = push ? local_ : peer_;
     const Regions& dst = push ? peer_ : local_;
@@ -90,7 +90,7 @@ class CudaPeerPool final : public KvPeerPool {
     std::vector<Copy> runs;
     runs.reserve(copies.size());
     for (size_t i = 0; i < copies.size(); ++i) {
-      const PoolPeerCopy& c = copies[i];
+      const TransferOp& c = copies[i];
       absl::Status s =
           CheckRun(src, src_side, i, c.src_region, c.src_offset, c.length);
       if (s.ok()) {

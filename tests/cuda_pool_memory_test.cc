@@ -438,7 +438,7 @@ TEST_CASE("CudaPoolMemory copies through CUDA IPC between two processes",
   }
   CHECK(Download(*pool, 0) == Pattern(9, 1, bytes));
   // Push our region 1 into both of the exporter's regions, in runs.
-  std::vector<PoolPeerCopy> runs;
+  std::vector<TransferOp> runs;
   for (uint64_t offset = 0; offset < bytes; offset += 65536) {
     runs.push_back({1, offset, 0, offset, 65536});
     runs.push_back({1, offset, 1, bytes - offset - 65536, 65536});

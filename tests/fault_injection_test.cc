@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// Each wrapped UCX call (lib/transfer/fault_injection.h) made to fail in
+// Each wrapped UCX call (lib/engine/fault_injection.h) made to fail in
 // turn, through real engines over UCX on loopback: the API call returns a
 // clear status or the affected transfer finishes with an error, within a
 // bound derived from the options, and the engine keeps serving: another
 // peer's transfers still land, and the failed peer reconnects. Each case
 // prints how many faults it injected and survived.
 
-#include "lib/transfer/fault_injection.h"
+#include "lib/engine/fault_injection.h"
 
 #include <cstdio>
 #include <cstring>

@@ -23,9 +23,9 @@
 
 #include "absl/strings/match.h"
 #include "flowkv/transfer_engine.h"
-#include "lib/transfer/hmac.h"
-#include "lib/transfer/transfer_engine_impl.h"
-#include "lib/transfer/wire_format.h"
+#include "lib/common/hmac.h"
+#include "lib/engine/transfer_engine_impl.h"
+#include "lib/engine/wireup/wire_format.h"
 #include "tests/engine_pair.h"
 #include "tests/log_sink.h"
 #include "tests/raw_ucx_client.h"

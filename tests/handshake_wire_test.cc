@@ -11,8 +11,8 @@
 #include <catch2/catch.hpp>
 
 #include "absl/strings/match.h"
-#include "lib/transfer/hmac.h"
-#include "lib/transfer/wire_format.h"
+#include "lib/common/hmac.h"
+#include "lib/engine/wireup/wire_format.h"
 
 namespace flowkv::internal {
 namespace {

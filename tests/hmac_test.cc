@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // HMAC-SHA256 against the RFC 4231 test vectors (test cases 1 to 7).
 
-#include "lib/transfer/hmac.h"
+#include "lib/common/hmac.h"
 
 #include <cstdint>
 #include <string>
@@ -9,7 +9,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "lib/transfer/wire_format.h"
+#include "lib/engine/wireup/wire_format.h"
 
 namespace flowkv::internal {
 namespace {

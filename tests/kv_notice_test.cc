@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// The bytes of KvTransfer's notices (lib/transfer/kv_notice.h) and the
-// reader/writer they are built on (lib/transfer/byte_io.h): round trips,
+// The bytes of KvTransfer's notices (lib/kv/kv_notice.h) and the
+// reader/writer they are built on (lib/common/byte_io.h): round trips,
 // and every malformed input gives InvalidArgument naming the field.
-#include "lib/transfer/kv_notice.h"
+#include "lib/kv/kv_notice.h"
 
 #include <random>
 #include <string>
@@ -11,7 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include "flowkv/kv_layout.h"
-#include "lib/transfer/byte_io.h"
+#include "lib/common/byte_io.h"
 
 namespace flowkv::internal {
 namespace {

@@ -18,7 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "flowkv/kv_layout.h"
 #include "flowkv/kv_transfer.h"
-#include "lib/transfer/kv_notice.h"
+#include "lib/kv/kv_notice.h"
 #include "tests/kv_test_util.h"
 #include "tests/transfer_test_util.h"
 

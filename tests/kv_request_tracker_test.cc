@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The receiving side's request state machine
-// (lib/transfer/kv_request_tracker.h) without a network: fan-in, chunks, layer
+// (lib/kv/kv_request_tracker.h) without a network: fan-in, chunks, layer
 // pieces in any order, every kind of inconsistency, deadlines, Forget and the
 // tombstone bound.
-#include "lib/transfer/kv_request_tracker.h"
+#include "lib/kv/kv_request_tracker.h"
 
 #include <algorithm>
 #include <random>

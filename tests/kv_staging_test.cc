@@ -13,7 +13,7 @@
 
 #include "flowkv/kv_pool_memory.h"
 #include "flowkv/kv_transfer.h"
-#include "lib/transfer/kv_notice.h"
+#include "lib/kv/kv_notice.h"
 #include "tests/kv_staging_util.h"
 
 namespace flowkv {

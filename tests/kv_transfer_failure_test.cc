@@ -13,7 +13,7 @@
 #include <catch2/catch.hpp>
 
 #include "flowkv/kv_transfer.h"
-#include "lib/transfer/kv_notice.h"
+#include "lib/kv/kv_notice.h"
 #include "tests/kv_fixture.h"
 #include "tests/kv_test_util.h"
 #include "tests/transfer_test_util.h"

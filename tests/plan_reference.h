@@ -4,7 +4,7 @@
 // copies, computed from KvLayout::ElementAddress alone, and the minimum
 // number of ops that can copy them, counted as maximal runs of head vectors
 // contiguous on both sides, and a request described for failure messages.
-// Independent of lib/transfer/transfer_plan.cc.
+// Independent of lib/layout/transfer_plan.cc.
 
 #ifndef FLOWKV_TESTS_PLAN_REFERENCE_H_
 #define FLOWKV_TESTS_PLAN_REFERENCE_H_

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Tests of lib/transfer/sock_addr.h: every accepted form gives the right
+// Tests of lib/engine/wireup/sock_addr.h: every accepted form gives the right
 // family, port and address bytes; every refused form gives InvalidArgument
 // whose message names the (escaped) address and what is wrong with it.
 
-#include "lib/transfer/sock_addr.h"
+#include "lib/engine/wireup/sock_addr.h"
 
 #include <arpa/inet.h>
 #include <cstring>

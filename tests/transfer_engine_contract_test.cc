@@ -21,6 +21,7 @@
 
 #include "absl/strings/match.h"
 #include "flowkv/transfer_engine.h"
+#include "lib/engine/engine_internal.h"
 #include "tests/engine_pair.h"
 #include "tests/log_sink.h"
 #include "tests/transfer_test_util.h"
@@ -186,9 +187,11 @@ TEST_CASE("Large ops move in pieces and heartbeats keep flowing",
   REQUIRE(status.ok());
   CHECK(handle.stats().ops == 1);
   CHECK(std::memcmp(src->data, dst->data, kBytes) == 0);
-  const uint64_t burst = pair.a->Stats().max_bytes_posted_per_iteration;
+  const uint64_t burst =
+      internal::EngineInternal::MaxBytesPostedPerTurn(*pair.a);
   CHECK(burst > 0);
-  CHECK(burst <= kWindowsPerProgressTurn * options.max_piece_bytes);
+  CHECK(burst <= internal::EngineInternal::kWindowsPerProgressTurn *
+                     options.max_piece_bytes);
   CHECK(pair.b->GetPeer(pair.b_to_a)->connected);
   CHECK(pair.a->GetPeer(pair.a_to_b)->connected);
 }

@@ -13,7 +13,7 @@
 #include <catch2/catch.hpp>
 
 #include "flowkv/transfer_engine.h"
-#include "lib/transfer/wire_format.h"
+#include "lib/engine/wireup/wire_format.h"
 #include "tests/engine_pair.h"
 #include "tests/transfer_test_util.h"
 

@@ -3,7 +3,7 @@
 // A blob is refused unless it was signed with the same key, whatever else an
 // attacker recomputes (the FNV checksum is public).
 
-#include "lib/transfer/wire_format.h"
+#include "lib/engine/wireup/wire_format.h"
 
 #include <cstdint>
 #include <random>
@@ -15,7 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "lib/transfer/hmac.h"
+#include "lib/common/hmac.h"
 
 namespace flowkv::internal {
 namespace {

@@ -42,7 +42,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "flowkv/export.h"
-#include "flowkv/transfer_engine.h"
+#include "flowkv/transfer_types.h"
 
 namespace flowkv {
 
@@ -51,16 +51,6 @@ struct PoolHostCopy {
   uint32_t region = 0;   // layout region index of the pool
   uint64_t offset = 0;   // byte offset in that region
   void* host = nullptr;  // host bytes (e.g. a slot of the staging ring)
-  uint64_t length = 0;
-};
-
-// One contiguous run between this pool and a peer's pool opened with
-// OpenPeer (both given as layout region index and byte offset).
-struct PoolPeerCopy {
-  uint32_t src_region = 0;
-  uint64_t src_offset = 0;
-  uint32_t dst_region = 0;
-  uint64_t dst_offset = 0;
   uint64_t length = 0;
 };
 
@@ -76,12 +66,11 @@ class FLOWKV_EXPORT KvPeerPool {
   // Copies runs of this process's pool into the peer's pool (push) after
   // `after` (an opaque event of the pool's kind, e.g. a cudaEvent_t; null:
   // none) completed. `done` runs once the bytes are in the peer's pool.
-  virtual void CopyTo(std::vector<PoolPeerCopy> copies, void* after,
+  virtual void CopyTo(std::vector<TransferOp> copies, void* after,
                       PoolCopyDone done) = 0;
   // Copies runs of the peer's pool into this process's pool (pull): src =
   // the peer's, dst = this pool's.
-  virtual void CopyFrom(std::vector<PoolPeerCopy> copies,
-                        PoolCopyDone done) = 0;
+  virtual void CopyFrom(std::vector<TransferOp> copies, PoolCopyDone done) = 0;
 };
 
 class FLOWKV_EXPORT KvPoolMemory {

@@ -34,7 +34,7 @@
 //
 // Pools. Before bytes move, each side must know the other's pool: its
 // layout and the engine region ids holding it. AnnouncePool(peer) sends this
-// side's pool descriptor (lib/transfer/kv_notice.h, kind 4: the layout's
+// side's pool descriptor (lib/kv/kv_notice.h, kind 4: the layout's
 // KvLayout::Serialize() form and the region ids) as a notice; the peer's
 // KvTransfer checks it when it handles its notifications (Poll,
 // HandleNotification, WaitForPeerPool) and answers once with its own, so
@@ -80,7 +80,7 @@
 // whose piece fails sends a failure notice instead (best effort: when the
 // failure closed the endpoint, the receiver learns of it as a disconnected
 // peer). Notices have an explicit, validated wire format
-// (lib/transfer/kv_notice.h); malformed ones are counted and dropped.
+// (lib/kv/kv_notice.h); malformed ones are counted and dropped.
 //
 // Thread safety: thread-safe. Send and Fetch from many threads do not
 // serialize on a lock around planning and posting.

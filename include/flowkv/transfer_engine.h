@@ -115,30 +115,14 @@
 #include "absl/types/span.h"
 #include "flowkv/export.h"
 #include "flowkv/transfer_handle.h"
-#include "flowkv/transfer_plan.h"
+#include "flowkv/transfer_types.h"
 
 namespace flowkv {
-
-// Where registered memory lives.
-enum class MemoryKind : uint8_t { kHost = 0, kCudaDevice = 1 };
-
-// An engine-local region id (see "Regions" above).
-using RegionId = uint32_t;
-// An engine-local peer id; never reused by one engine. 0 is never a peer.
-using PeerId = uint64_t;
 
 // A region the engine allocated (AllocateMemory).
 struct AllocatedRegion {
   RegionId id = 0;
   void* data = nullptr;
-  uint64_t length = 0;
-};
-
-// What the engine knows of one of its own or a peer's regions.
-struct RegionInfo {
-  RegionId id = 0;
-  MemoryKind kind = MemoryKind::kHost;
-  uint64_t base = 0;  // Address in the owner's address space.
   uint64_t length = 0;
 };
 
@@ -180,10 +164,6 @@ struct Notification {
   std::string bytes;
 };
 
-// Windows of max_piece_bytes the progress thread posts per turn of its loop
-// (over all transfers; see TransferEngineStats).
-inline constexpr uint64_t kWindowsPerProgressTurn = 4;
-
 // Severity of a TransferEngineOptions::log message.
 enum class LogSeverity : uint8_t { kInfo = 0, kWarning = 1, kError = 2 };
 
@@ -203,10 +183,6 @@ struct TransferEngineStats {
   uint64_t messages_dropped = 0;
   // Bytes registered or allocated (all regions).
   uint64_t registered_bytes = 0;
-  // The most bytes the progress thread posted in one turn of its loop
-  // (between two looks at its timers, heartbeats and cancels): at most
-  // kWindowsPerProgressTurn x max_piece_bytes, whatever the ops' sizes.
-  uint64_t max_bytes_posted_per_iteration = 0;
 };
 
 struct TransferEngineOptions {
@@ -317,7 +293,7 @@ struct TransferOptions {
 
 namespace internal {
 class TransferEngineImpl;
-struct TransferEngineAccess;
+class EngineInternal;
 }  // namespace internal
 
 class FLOWKV_EXPORT TransferEngine {
@@ -460,7 +436,7 @@ class FLOWKV_EXPORT TransferEngine {
   TransferEngineStats Stats() const;
 
  private:
-  friend struct internal::TransferEngineAccess;
+  friend class internal::EngineInternal;  // lib/engine/engine_internal.h
   explicit TransferEngine(std::unique_ptr<internal::TransferEngineImpl> impl);
   std::unique_ptr<internal::TransferEngineImpl> impl_;
 };

@@ -32,6 +32,8 @@ namespace flowkv {
 
 namespace internal {
 class TransferRecord;
+class TransferEngineImpl;
+class LocalTransfer;
 }  // namespace internal
 
 // Where a transfer is. Not an error code: see TransferHandle::status().
@@ -106,10 +108,11 @@ class FLOWKV_EXPORT TransferHandle {
   // No effect on a finished transfer.
   void Cancel();
 
-  // Internal: handles are made by TransferEngine.
-  explicit TransferHandle(std::shared_ptr<internal::TransferRecord> record);
-
  private:
+  // Handles are made by the engine and by internal::LocalTransfer.
+  friend class internal::TransferEngineImpl;
+  friend class internal::LocalTransfer;
+  explicit TransferHandle(std::shared_ptr<internal::TransferRecord> record);
   std::shared_ptr<internal::TransferRecord> record_;
 };
 

@@ -61,21 +61,9 @@
 #include "flowkv/block_list.h"
 #include "flowkv/export.h"
 #include "flowkv/kv_layout.h"
+#include "flowkv/transfer_types.h"
 
 namespace flowkv {
-
-// One contiguous copy: `length` bytes from (src_region, src_offset) of the
-// source pool to (dst_region, dst_offset) of the destination pool. Region
-// indices are those of the pools' KvLayouts.
-struct TransferOp {
-  uint32_t src_region = 0;
-  uint64_t src_offset = 0;
-  uint32_t dst_region = 0;
-  uint64_t dst_offset = 0;
-  uint64_t length = 0;
-
-  friend bool operator==(const TransferOp&, const TransferOp&) = default;
-};
 
 // What to move. The layouts are borrowed: they must outlive the call.
 struct TransferPlanRequest {

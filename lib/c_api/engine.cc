@@ -481,9 +481,7 @@ flowkv_status_t flowkv_engine_stats(const flowkv_engine_t* engine,
                                      .peers_listed = cpp.peers_listed,
                                      .transfers_active = cpp.transfers_active,
                                      .messages_dropped = cpp.messages_dropped,
-                                     .registered_bytes = cpp.registered_bytes,
-                                     .max_bytes_posted_per_iteration =
-                                         cpp.max_bytes_posted_per_iteration};
+                                     .registered_bytes = cpp.registered_bytes};
       });
 }
 

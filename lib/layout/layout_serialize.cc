@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // KvLayout's wire form and the agreement between peers: Serialize, Parse
-// (bounds-checked through lib/transfer/byte_io.h; the bytes may come from
+// (bounds-checked through lib/common/byte_io.h; the bytes may come from
 // the network), Fingerprint (SHA-256 of the canonical form, through
-// lib/transfer/hmac.h) and CheckKvExchange.
+// lib/common/hmac.h) and CheckKvExchange.
 //
 // Format, version 1, little-endian:
 //   "FKVL" u16 version
@@ -23,8 +23,8 @@
 
 #include "absl/strings/str_format.h"
 #include "lib/layout/kv_layout_internal.h"
-#include "lib/transfer/byte_io.h"
-#include "lib/transfer/hmac.h"
+#include "lib/common/byte_io.h"
+#include "lib/common/hmac.h"
 
 namespace flowkv {
 namespace {

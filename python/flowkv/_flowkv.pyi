@@ -305,7 +305,6 @@ class TransferEngineStats:
     transfers_active: int
     messages_dropped: int
     registered_bytes: int
-    max_bytes_posted_per_iteration: int
 
 class AllocatedMemory:
     id: int

@@ -359,9 +359,7 @@ void InitTypes(py::module_& m) {
       .def_readonly("peers_listed", &TransferEngineStats::peers_listed)
       .def_readonly("transfers_active", &TransferEngineStats::transfers_active)
       .def_readonly("messages_dropped", &TransferEngineStats::messages_dropped)
-      .def_readonly("registered_bytes", &TransferEngineStats::registered_bytes)
-      .def_readonly("max_bytes_posted_per_iteration",
-                    &TransferEngineStats::max_bytes_posted_per_iteration);
+      .def_readonly("registered_bytes", &TransferEngineStats::registered_bytes);
   py::class_<AllocatedMemory>(m, "AllocatedMemory",
                               "Engine-owned memory: region `id` and `array`, "
                               "a writable uint8 numpy view of it that keeps "

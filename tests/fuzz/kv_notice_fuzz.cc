@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Fuzzes the KvTransfer notice decoder (lib/transfer/kv_notice.h):
+// Fuzzes the KvTransfer notice decoder (lib/kv/kv_notice.h):
 // ParseKvNotice on arbitrary bytes (the whole input is the notice).
 //
 // Checks: no crash, leak or undefined behaviour; IsKvNotice is true for
@@ -14,7 +14,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
-#include "lib/transfer/kv_notice.h"
+#include "lib/kv/kv_notice.h"
 #include "tests/fuzz/fuzz_input.h"
 
 namespace flowkv::internal {

@@ -13,8 +13,8 @@
 #include <string>
 
 #include "flowkv/kv_layout.h"
-#include "lib/transfer/kv_notice.h"
-#include "lib/transfer/wire_format.h"
+#include "lib/kv/kv_notice.h"
+#include "lib/engine/wireup/wire_format.h"
 
 namespace flowkv::internal {
 namespace {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Fuzzes the handshake and peer-metadata parsers (lib/transfer/wire_format.h):
+// Fuzzes the handshake and peer-metadata parsers (lib/engine/wireup/wire_format.h):
 // ParseEngineInfo, ParseSignedEngineInfo, ParseHello, ParseChallenge,
 // ParseProof (client and server roles) and ParseReject on arbitrary bytes.
 // Input: one selector byte (which parser), then the blob.
@@ -17,7 +17,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "lib/transfer/wire_format.h"
+#include "lib/engine/wireup/wire_format.h"
 #include "tests/fuzz/fuzz_input.h"
 
 namespace flowkv::internal {

@@ -239,7 +239,6 @@ typedef struct flowkv_engine_stats {
   uint64_t transfers_active;
   uint64_t messages_dropped;
   uint64_t registered_bytes;
-  uint64_t max_bytes_posted_per_iteration;
 } flowkv_engine_stats_t;
 
 FLOWKV_EXPORT flowkv_status_t flowkv_engine_stats(const flowkv_engine_t* engine,
