@@ -11,7 +11,9 @@
 #                             (docs/reliability.md; about 5 minutes)
 #   make bench                build and run the benchmarks
 #   make fuzz [FUZZ_SECONDS=60]   every libFuzzer target (clang, build-fuzz/)
-#   make format | format-check | lint
+#   make format | format-check
+#   make lint                 the layering rules (scripts/check-layers.sh) and,
+#                             where installed, clang-tidy
 
 SANITIZE ?=
 JOBS ?= $(shell nproc)
@@ -36,7 +38,11 @@ configure: deps
 build: configure
 	cmake --build --preset $(PRESET) -j $(JOBS)
 
-demo: build
+# Only what the demo runs (not every test, benchmark and the Python module).
+DEMO_TARGETS = disagg_demo allocator_example
+
+demo: configure
+	cmake --build --preset $(PRESET) -j $(JOBS) --target $(DEMO_TARGETS)
 	scripts/demo.sh $(BIN)
 
 test: build
@@ -59,9 +65,15 @@ format:
 format-check:
 	@clang-format --dry-run -Werror $(SOURCES) && echo "format: ok"
 
+# The layering rules (scripts/check-layers.sh), then clang-tidy where it is
+# installed (it is not among the packages install-deps.sh installs).
 lint: configure
-	run-clang-tidy -quiet -p $(BUILD_DIR) 'lib/.*' 2>/dev/null || \
-	  clang-tidy -p $(BUILD_DIR) $(filter lib/%.cc,$(SOURCES))
+	scripts/check-layers.sh
+	@if command -v run-clang-tidy >/dev/null; then \
+	  run-clang-tidy -quiet -p $(BUILD_DIR) 'lib/.*'; \
+	elif command -v clang-tidy >/dev/null; then \
+	  clang-tidy -p $(BUILD_DIR) $(filter lib/%.cc,$(SOURCES)); \
+	else echo "lint: clang-tidy not installed; layers checked only"; fi
 
 clean:
 	rm -rf build build-asan build-tsan build-debug build-fuzz
