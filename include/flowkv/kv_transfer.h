@@ -34,7 +34,7 @@
 //
 // Pools. Before bytes move, each side must know the other's pool: its
 // layout and the engine region ids holding it. AnnouncePool(peer) sends this
-// side's pool descriptor (lib/kv/kv_notice.h, kind 4: the layout's
+// side's pool descriptor (a notice of kind "pool": the layout's
 // KvLayout::Serialize() form and the region ids) as a notice; the peer's
 // KvTransfer checks it when it handles its notifications (Poll,
 // HandleNotification, WaitForPeerPool) and answers once with its own, so
@@ -79,8 +79,9 @@
 // notification, which reaches the receiver only after the data); a sender
 // whose piece fails sends a failure notice instead (best effort: when the
 // failure closed the endpoint, the receiver learns of it as a disconnected
-// peer). Notices have an explicit, validated wire format
-// (lib/kv/kv_notice.h); malformed ones are counted and dropped.
+// peer). Notices have an explicit, validated wire format (specified in
+// docs/architecture.md, "Wire formats"); malformed ones are counted and
+// dropped.
 //
 // Thread safety: thread-safe. Send and Fetch from many threads do not
 // serialize on a lock around planning and posting.

@@ -436,7 +436,8 @@ class FLOWKV_EXPORT TransferEngine {
   TransferEngineStats Stats() const;
 
  private:
-  friend class internal::EngineInternal;  // lib/engine/engine_internal.h
+  // The library's one door to the engine for its KV layer.
+  friend class internal::EngineInternal;
   explicit TransferEngine(std::unique_ptr<internal::TransferEngineImpl> impl);
   std::unique_ptr<internal::TransferEngineImpl> impl_;
 };
