@@ -25,7 +25,7 @@ namespace {
 
 constexpr uint32_t kBlockTokens = 16;
 
-// LongBench v1 subsets (design.md): mean prompt words x 1.3 tokens/word
+// LongBench v1 subsets (docs/design.md): mean prompt words x 1.3 tokens/word
 // (code counted 1:1.3 too) and max new tokens.
 struct Subset {
   double prompt_tokens;

@@ -281,7 +281,7 @@ TEST_CASE("blockwise transfer makes more calls and takes longer", "[sim]") {
   CHECK(b.transfer_calls > f.transfer_calls);
   CHECK(b.transfer_ms.mean > f.transfer_ms.mean);
   CHECK(f.transfer_bytes == 500ull * 16 * 128 * 1024);
-  // The design's calibration: 8000 tokens in about 0.0447 s.
+  // docs/design.md's calibration: 8000 tokens in about 0.0447 s.
   CHECK(f.transfer_ms.mean == Approx(44.7).epsilon(0.05));
 
   absl::StatusOr<TransferEstimate> e =

@@ -91,7 +91,7 @@ struct NodeLoad {
 // A link between two nodes, for predicting KV transfer time:
 //   transfer_ms = fixed_ms + calls * call_overhead_ms + bytes / bandwidth.
 struct LinkModel {
-  // Default: one machine, FlowKV Table 3 calibration (see design.md).
+  // Default: one machine, FlowKV Table 3 calibration (docs/design.md).
   double bandwidth_bytes_per_s = 23.5e9;
   double call_overhead_ms = 0.045;
   double fixed_ms = 1.5;

@@ -42,8 +42,9 @@ NodeType MakeType(std::string name, double memory_gib, NodeCostModel cost) {
 }
 
 const std::vector<NodeType>& Types() {
-  // A100 80 GB: 312 TFLOPS BF16 dense, 2.04 TB/s (the design's calibration).
-  // H100 80 GB: the design's 2.5x prefill, 1.5x decode.
+  // A100 80 GB: 312 TFLOPS BF16 dense, 2.04 TB/s (the calibration in
+  //   docs/design.md).
+  // H100 80 GB: docs/design.md's 2.5x prefill, 1.5x decode.
   // L20 48 GB: 119.5 TFLOPS BF16 dense (312/119.5 = 2.61x slower compute),
   //   864 GB/s GDDR6 (2039/864 = 2.36x slower memory).
   // H20 96 GB: 148 TFLOPS BF16 dense (2.11x slower compute), 4.0 TB/s HBM3

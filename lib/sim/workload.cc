@@ -16,8 +16,8 @@
 namespace flowkv {
 namespace {
 
-// LongBench v1 averages from the design's table (words; 1.3 tokens per word
-// for prose, code counted the same way) and max new tokens.
+// LongBench v1 averages from the table in docs/design.md (words; 1.3 tokens
+// per word for prose, code counted the same way) and max new tokens.
 constexpr LongBenchSubset kSubsets[] = {
     {"gov_report", 8734, 1.3, 512}, {"qmsum", 10614, 1.3, 512},
     {"multi_news", 2113, 1.3, 512}, {"narrativeqa", 18409, 1.3, 128},

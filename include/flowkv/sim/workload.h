@@ -67,7 +67,7 @@ struct WorkloadOptions {
   double time_scale = 1.0;
 };
 
-// A LongBench v1 subset as the design's table describes it.
+// A LongBench v1 subset as docs/design.md's table describes it.
 struct LongBenchSubset {
   std::string_view name;
   // Mean prompt length in words, and tokens per word.
