@@ -135,8 +135,8 @@ bool IsKvNotice(std::string_view bytes);
 // InvalidArgument naming the first bad field: bad magic, another version,
 // an unknown kind, truncation, a length over its limit, an empty request
 // id, sender_rank >= num_senders, an empty layer or token range, unknown
-// flags, a status code out of range, an empty layout, a region count of 0
-// or over kMaxKvNoticeRegions, trailing bytes. The layout bytes themselves
+// flags, a status code out of range, an empty layout, a region count over
+// kMaxKvNoticeRegions (or 0 in a direct pool's descriptor), trailing bytes. The layout bytes themselves
 // are not parsed here.
 absl::StatusOr<KvNotice> ParseKvNotice(std::string_view bytes);
 

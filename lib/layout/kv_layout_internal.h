@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The private side of KvLayout, shared by the files that implement it
 // (lib/layout/: kv_layout.cc address math, layout_presets.cc, layout_
-// validate.cc, layout_serialize.cc) and by the code that walks layouts fast
-// (lib/layout/transfer_plan.cc, lib/layout/layout_convert.cc, cuda/).
+// validate.cc, layout_serialize.cc) and by the planner, which walks layouts
+// fast (lib/layout/transfer_plan.cc).
 // Everything here is immutable once a KvLayout holds it.
 
 #ifndef FLOWKV_LIB_LAYOUT_KV_LAYOUT_INTERNAL_H_
