@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // KvStaging's lifecycle and plumbing (see kv_staging.h): Start and Stop,
 // the engine notification tap, the worker thread and its queue, the one
-// entry point for staging notices (OnNotice), a peer's disconnection, and
-// the stats. The sending and receiving sides are kv_staging_send.cc's and
-// kv_staging_receive.cc's. Calls the engine's notification tap (through
-// lib/engine/engine_internal.h) and KvStagingHost.
+// entry point for decoded staging notices (OnNotice; the tap's notices are
+// decoded once, on the worker, and take the same path), a peer's
+// disconnection, and the stats. The sending and receiving sides are
+// kv_staging_send.cc's and kv_staging_receive.cc's. Calls the engine's
+// notification tap (through lib/engine/engine_internal.h) and KvStagingHost.
 #include "lib/kv/kv_staging.h"
 
 #include <utility>
@@ -95,31 +96,39 @@ bool KvStaging::Tap(const Notification& n) {
   if (n.kind != Notification::Kind::kTransfer || !IsStagingNotice(n.bytes)) {
     return false;
   }
-  absl::StatusOr<KvNotice> notice = ParseKvNotice(n.bytes);
-  if (!notice.ok()) {
-    if (std::shared_ptr<KvStagingHost> host = host_.lock()) {
-      host->CountMalformedNotice();
+  // Decoded on the worker, not here: the progress thread never waits on
+  // staging work (a chunk notice may carry thousands of runs).
+  Post([this, peer = n.peer, bytes = n.bytes] {
+    absl::StatusOr<KvNotice> notice = ParseKvNotice(bytes);
+    if (!notice.ok()) {
+      if (std::shared_ptr<KvStagingHost> host = host_.lock()) {
+        host->CountMalformedNotice();
+      }
+      if (log_) {
+        log_(LogSeverity::kWarning,
+             absl::StrFormat("KvTransfer: dropped a malformed staging notice "
+                             "from peer %d: %s",
+                             peer, notice.status().message()));
+      }
+      return;
     }
-    if (log_) {
-      log_(LogSeverity::kWarning,
-           absl::StrFormat("KvTransfer: dropped a malformed staging notice "
-                           "from peer %d: %s",
-                           n.peer, notice.status().message()));
-    }
-    return true;
-  }
-  OnNotice(n.peer, *std::move(notice));
+    Dispatch(peer, *std::move(notice));
+  });
   return true;
 }
 
 void KvStaging::OnNotice(PeerId peer, KvNotice notice) {
   Post([this, peer, notice = std::move(notice)]() mutable {
-    if (notice.kind == KvNoticeKind::kCredit) {
-      HandleCredit(peer, notice);
-    } else if (notice.kind == KvNoticeKind::kChunk) {
-      ReceiveChunk(peer, std::move(notice));
-    }
+    Dispatch(peer, std::move(notice));
   });
+}
+
+void KvStaging::Dispatch(PeerId peer, KvNotice notice) {
+  if (notice.kind == KvNoticeKind::kCredit) {
+    HandleCredit(peer, notice);
+  } else if (notice.kind == KvNoticeKind::kChunk) {
+    ReceiveChunk(peer, std::move(notice));
+  }
 }
 
 void KvStaging::Post(std::function<void()> job) {

@@ -121,9 +121,9 @@ class KvStaging : public std::enable_shared_from_this<KvStaging> {
   // their work.
   void Stop();
 
-  // The one entry point for staging notices (kinds kChunk and kCredit)
-  // from `peer`, decoded once by the caller (the tap or
-  // KvTransfer::HandleNotification).
+  // The one entry point for decoded staging notices (kinds kChunk and
+  // kCredit) from `peer` (KvTransfer::HandleNotification's; the tap's own
+  // are decoded once on the worker and go the same way).
   void OnNotice(PeerId peer, KvNotice notice);
 
   // Starts a staged Send of `ops` (this pool's regions and offsets -> the
@@ -152,6 +152,7 @@ class KvStaging : public std::enable_shared_from_this<KvStaging> {
   void Post(std::function<void()> job);
   void WorkerLoop();
   // Worker only, below.
+  void Dispatch(PeerId peer, KvNotice notice);
   void PublishSlots();
   void PeerGone(PeerId peer);
 
