@@ -3,8 +3,9 @@
 // declared with AddPeerPool, this side's descriptor sent by AnnouncePool and
 // answered once per peer, descriptors received (checked with KvLayout::Parse,
 // CheckKvExchange and the engine's view of the peer's regions, then recorded
-// or remembered as refused), the pool Send and Fetch plan against, PeerPool
-// and WaitForPeerPool. Calls KvLayout and the engine's public API.
+// or remembered as refused), the pool Send and Fetch plan against, a
+// peer's staging ring for KvStaging (PeerRing), PeerPool and
+// WaitForPeerPool. Calls KvLayout and the engine's public API.
 #include <algorithm>
 #include <utility>
 
@@ -253,6 +254,16 @@ KvTransfer::Impl::FindPool(const char* caller, PeerId peer) const {
         absl::StrCat(caller, ": ", it->second.refused.message()));
   }
   return it->second.pool;
+}
+
+std::optional<internal::KvPeerRing> KvTransfer::Impl::PeerRing(
+    PeerId peer) const {
+  absl::StatusOr<std::shared_ptr<const PeerPoolInfo>> pool =
+      FindPool("KvTransfer (staged chunk)", peer);
+  if (!pool.ok() || (*pool)->slot_count == 0) return std::nullopt;
+  return internal::KvPeerRing{.region = (*pool)->ring_region,
+                              .slot_bytes = (*pool)->slot_bytes,
+                              .slot_count = (*pool)->slot_count};
 }
 
 absl::StatusOr<KvLayout> KvTransfer::Impl::PeerPool(PeerId peer) const {

@@ -1,15 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
-// KvTransfer's receiving side (see kv_transfer_impl.h): notifications in
-// (parsed by kv_notice.cc, request notices fed to the KvRequestTracker, pool
-// descriptors handed to kv_pool_exchange.cc), results out (Poll,
-// TakeResults), and the calls on the tracker (Expect, Forget,
-// LayersArrived, Stats). Calls the engine's TakeNotifications only.
+// KvTransfer's receiving side (see kv_transfer_impl.h): notifications in,
+// each decoded once by kv_notice.cc and passed on decoded (request notices
+// fed to the KvRequestTracker, pool descriptors to kv_pool_exchange.cc,
+// staging notices to KvStaging::OnNotice or, with no ring here, refused),
+// results out (Poll, TakeResults), the calls on the tracker (Expect,
+// Forget, LayersArrived, Stats), and the receiving side's part of
+// KvStagingHost: refused chunks, peers gone, and the scatters counted under
+// mu_ so that a request's failure, or its sender's disconnection, is
+// reported only after the scatters that started before it ended. Calls the
+// engine's TakeNotifications and KvStaging (OnNotice, Stats).
 #include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_format.h"
 #include "lib/common/tsan_lock.h"
 #include "lib/kv/kv_notice.h"
+#include "lib/kv/kv_staging.h"
 #include "lib/kv/kv_transfer_impl.h"
 
 namespace flowkv {
@@ -58,10 +64,12 @@ bool KvTransfer::Impl::HandleNotification(const Notification& n) {
   absl::StatusOr<KvNotice> notice = internal::ParseKvNotice(n.bytes);
   if (notice.ok() && (notice->kind == KvNoticeKind::kChunk ||
                       notice->kind == KvNoticeKind::kCredit)) {
-    // Staging notices normally reach the staging worker through the tap.
-    Post([this, peer = n.peer, bytes = n.bytes] {
-      HandleStagingNotice(peer, bytes);
-    });
+    // With a ring, staging notices normally reach KvStaging through its tap.
+    if (staging_ != nullptr) {
+      staging_->OnNotice(n.peer, *std::move(notice));
+    } else {
+      NoStagingNotice(n.peer, *notice);
+    }
     return true;
   }
   if (notice.ok() && notice->kind == KvNoticeKind::kPool) {
@@ -146,6 +154,68 @@ KvPollResult KvTransfer::Impl::Poll(absl::Duration wait) {
   return result;
 }
 
+void KvTransfer::Impl::NoStagingNotice(PeerId peer, const KvNotice& notice) {
+  if (notice.kind == KvNoticeKind::kCredit) {
+    CountMalformedNotice();  // no send slot here: it names none held
+    return;
+  }
+  if (PeerDead(peer)) return;
+  RefuseChunk(peer, notice,
+              absl::FailedPreconditionError("this side has no staging ring"));
+}
+
+void KvTransfer::Impl::RefuseChunk(PeerId peer, const KvNotice& chunk,
+                                   absl::Status why) {
+  chunks_refused_.fetch_add(1);
+  why = absl::Status(why.code(),
+                     absl::StrFormat("request '%s': chunk %d from sender rank "
+                                     "%d (peer %d) refused: %s",
+                                     chunk.request_id, chunk.chunk_index,
+                                     chunk.sender_rank, peer, why.message()));
+  if (log_) log_(LogSeverity::kWarning, why.ToString());
+  {
+    TsanMutexLock lock(&mu_);
+    tracker_.AddFailure(chunk.request_id, chunk.sender_rank, why);
+  }
+  SendNotice(peer, internal::KvCreditFor(chunk, why));
+}
+
+void KvTransfer::Impl::CountMalformedNotice() {
+  TsanMutexLock lock(&mu_);
+  ++malformed_notices_;
+}
+
+void KvTransfer::Impl::MarkPeerDead(PeerId peer) {
+  TsanMutexLock lock(&mu_);
+  dead_peers_.insert(peer);
+}
+
+bool KvTransfer::Impl::PeerDead(PeerId peer) const {
+  TsanMutexLock lock(&mu_);
+  return dead_peers_.contains(peer);
+}
+
+bool KvTransfer::Impl::BeginScatter(PeerId peer, std::string_view request_id) {
+  TsanMutexLock lock(&mu_);
+  if (dead_peers_.contains(peer) || !tracker_.Accepts(request_id)) {
+    return false;
+  }
+  ++scattering_[std::string(request_id)];
+  ++scattering_peers_[peer];
+  return true;
+}
+
+void KvTransfer::Impl::EndScatter(PeerId peer, std::string_view request_id) {
+  TsanMutexLock lock(&mu_);
+  auto it = scattering_.find(std::string(request_id));
+  if (it != scattering_.end() && --it->second == 0) scattering_.erase(it);
+  auto p = scattering_peers_.find(peer);
+  if (p != scattering_peers_.end() && --p->second == 0) {
+    scattering_peers_.erase(p);
+  }
+  scatter_cv_.SignalAll();
+}
+
 uint32_t KvTransfer::Impl::LayersArrived(std::string_view request_id) const {
   TsanMutexLock lock(&mu_);
   return tracker_.LayersArrived(request_id);
@@ -157,22 +227,18 @@ KvTransferStats KvTransfer::Impl::Stats() const {
     TsanMutexLock lock(&pools_mu_);
     pools_refused = pools_refused_;
   }
+  KvTransferStats stats;
+  if (staging_ != nullptr) staging_->Stats(&stats);
+  stats.pools_refused = pools_refused;
+  stats.chunks_refused = chunks_refused_.load();
+  stats.ipc_copies = ipc_copies_.load();
   TsanMutexLock lock(&mu_);
-  return {.requests_active = tracker_.active(),
-          .results_pending = tracker_.results_pending(),
-          .tombstones = tracker_.tombstones(),
-          .malformed_notices = malformed_notices_,
-          .late_notices = tracker_.late_notices(),
-          .pools_refused = pools_refused,
-          .staged_chunks_sent = chunks_sent_.load(),
-          .staged_bytes_sent = bytes_sent_.load(),
-          .staged_chunks_received = chunks_received_.load(),
-          .staged_bytes_received = bytes_received_.load(),
-          .chunks_refused = chunks_refused_.load(),
-          .ipc_copies = ipc_copies_.load(),
-          .ring_slots = ring_.slot_count,
-          .ring_slots_free = slots_free_.load(),
-          .ring_slots_max_in_use = slots_max_in_use_.load()};
+  stats.requests_active = tracker_.active();
+  stats.results_pending = tracker_.results_pending();
+  stats.tombstones = tracker_.tombstones();
+  stats.malformed_notices = malformed_notices_;
+  stats.late_notices = tracker_.late_notices();
+  return stats;
 }
 
 }  // namespace flowkv

@@ -1,37 +1,38 @@
 // SPDX-License-Identifier: Apache-2.0
 // KvTransfer::Impl: the state behind KvTransfer (include/flowkv/kv_transfer.h),
 // declared once and implemented by concept:
-//   kv_transfer.cc       Create, the sending side (Send, Fetch: validation,
-//                        planning, posting, failure and release notices);
-//   kv_receive.cc        notifications in, results out (Poll, Expect, ...);
+//   kv_transfer_lifecycle.cc  Create, the constructor, destructor, Start
+//                        and Detach (what exists when: the staging path
+//                        only with a ring);
+//   kv_transfer.cc       the sending side (Send, Fetch: validation,
+//                        planning, posting, failure and release notices)
+//                        and KvTransfer's forwarding methods;
+//   kv_receive.cc        notifications in (each decoded once), results out
+//                        (Poll, Expect, ...), and the receiving side's part
+//                        of KvStagingHost (refusals, dead peers, scatters);
 //   kv_pool_exchange.cc  peers' pools (AddPeerPool, AnnouncePool, pool
 //                        descriptors received, PeerPool, WaitForPeerPool)
 //                        and the path chosen per peer;
-//   kv_staging_send.cc   the staging worker, the ring's slots, staged
-//                        sends (chunks, credits);
-//   kv_staging_receive.cc staged chunks in (reads, checks, scatters,
-//                        credits back);
 //   kv_ipc.cc            Send and Fetch over an opened peer pool.
-// The notice bytes are kv_notice.cc's; the request state machine is
-// kv_request_tracker.cc's.
+// The staging path is a KvStaging of its own (kv_staging.h), created only
+// when this side has a staging ring; it reaches this object only through
+// KvStagingHost. The notice bytes are kv_notice.cc's; the request state
+// machine is kv_request_tracker.cc's.
 //
-// Thread safety: thread-safe. Four locks, never nested: engine_mu_ (the
-// engine as completion callbacks may use it), pools_mu_ (peers' pools),
-// mu_ (the receiving side) and work_mu_ (the staging worker's queue). The
-// staging state (ring slots, staged sends, queued chunks) belongs to the
-// staging worker thread alone: every other thread posts jobs to it.
+// Thread safety: thread-safe. Three locks, never nested: engine_mu_ (the
+// engine as completion callbacks may use it), pools_mu_ (peers' pools) and
+// mu_ (the receiving side). No thread of its own (KvStaging has one).
 
 #ifndef FLOWKV_LIB_KV_KV_TRANSFER_IMPL_H_
 #define FLOWKV_LIB_KV_KV_TRANSFER_IMPL_H_
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -49,6 +50,7 @@
 #include "lib/engine/engine_internal.h"
 #include "lib/kv/kv_notice.h"
 #include "lib/kv/kv_request_tracker.h"
+#include "lib/kv/kv_staging.h"
 
 namespace flowkv {
 namespace internal {
@@ -63,17 +65,6 @@ absl::Status CheckKvRegions(const KvLayout& layout,
                             const std::vector<RegionInfo>& known,
                             const std::string& owner);
 
-// This side's staging ring: engine region `region` at `base`, slots of
-// slot_bytes; slots [0, send_slots) carry sends, the rest receives (so two
-// peers staging to each other never wait on each other's credits).
-struct KvRing {
-  RegionId region = 0;
-  uint8_t* base = nullptr;
-  uint64_t slot_bytes = 0;
-  uint32_t slot_count = 0;
-  uint32_t send_slots = 0;
-};
-
 // A handle that is already done with `status`.
 TransferHandle FailedKvHandle(absl::Status status);
 
@@ -82,7 +73,9 @@ absl::Status CheckKvRequestId(const char* caller, std::string_view id);
 
 }  // namespace internal
 
-class FLOWKV_NO_EXPORT KvTransfer::Impl : public std::enable_shared_from_this<Impl> {
+class FLOWKV_NO_EXPORT KvTransfer::Impl
+    : public std::enable_shared_from_this<Impl>,
+      public internal::KvStagingHost {
  public:
   // `regions`: the engine regions holding the pool (empty when `direct` is
   // false). `pool`: the pool's memory for staging and IPC (null when
@@ -91,14 +84,15 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl : public std::enable_shared_from_this<Im
        std::vector<RegionId> regions, bool direct,
        std::shared_ptr<KvPoolMemory> pool, internal::KvRing ring,
        KvTransferOptions options);
-  ~Impl();
+  // Detaches (if KvTransfer did not).
+  ~Impl() override;
 
-  // Starts the staging worker and the engine tap (after construction: they
-  // hold `this`).
+  // Starts the staging path when there is a ring (after construction: it
+  // refers back to this object).
   void Start();
-  // Stops completion callbacks from using the engine, the tap and the
-  // staging worker (KvTransfer is going); staged sends in flight fail with
-  // Cancelled.
+  // Stops completion callbacks from using the engine, and stops the staging
+  // path (KvTransfer is going); staged sends in flight fail with Cancelled.
+  // Idempotent.
   void Detach();
 
   absl::StatusOr<KvPath> PeerPath(PeerId peer) const;
@@ -140,15 +134,6 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl : public std::enable_shared_from_this<Im
     // The peer's pool opened here (kIpc).
     std::shared_ptr<KvPeerPool> ipc;
   };
-  struct StagedSend;
-  // A staged chunk received, waiting for a slot or in flight.
-  struct IncomingChunk {
-    PeerId peer = 0;
-    internal::KvNotice notice;
-    uint64_t bytes = 0;
-    RegionId peer_ring = 0;
-    uint64_t peer_offset = 0;
-  };
   // What this side knows of a peer's pool: a pool, or why the peer's
   // descriptor was refused.
   struct PeerPoolEntry {
@@ -169,8 +154,9 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl : public std::enable_shared_from_this<Im
                    uint32_t num_senders, const absl::Status& status);
   void FetchDone(PeerId peer, const internal::KvNotice& piece,
                  const absl::Status& status);
-  // Best effort, never blocks: a notice with no data, as a Write.
-  void SendNotice(PeerId peer, const internal::KvNotice& notice);
+  // Best effort, never blocks: a notice with no data, as a Write (also
+  // KvStagingHost's).
+  void SendNotice(PeerId peer, const internal::KvNotice& notice) override;
   void SendNoticeBytes(PeerId peer, std::string bytes);
 
   // --- kv_pool_exchange.cc ---
@@ -190,51 +176,30 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl : public std::enable_shared_from_this<Im
   void ChoosePath(const std::string& share, bool direct,
                   PeerPoolInfo* info) const;
 
-  // --- kv_staging_send.cc ---
-  // Runs on the progress thread before notifications are queued.
-  bool Tap(const Notification& n);
-  // Queues `job` for the staging worker (dropped once it stopped).
-  void Post(std::function<void()> job);
-  void WorkerLoop();
-  TransferHandle StartStagedSend(PeerId peer,
-                                 std::shared_ptr<const PeerPoolInfo> pool,
-                                 std::vector<TransferOp> ops,
-                                 const internal::KvNotice& data_notice,
-                                 const KvSendRequest& r);
-  // Staging worker only, below.
-  void Pump(const std::shared_ptr<StagedSend>& send);
-  void PumpWaiting();
-  void GatherDone(const std::shared_ptr<StagedSend>& send, uint32_t slot,
-                  std::string chunk_notice, uint64_t bytes, absl::Status s);
-  void SendSlotReturned(const std::shared_ptr<StagedSend>& send, uint32_t slot);
-  void StopSend(const std::shared_ptr<StagedSend>& send, absl::Status status);
-  void MaybeFinish(const std::shared_ptr<StagedSend>& send);
-  void ReportStopped(const std::shared_ptr<StagedSend>& send);
-  void HandleCredit(PeerId peer, const internal::KvNotice& credit);
-  void StagingPeerGone(PeerId peer);
-  void ApplySendDeadlines(absl::Time now);
-  absl::Time NextSendDeadline() const;
-  void TakeSlot(std::vector<uint32_t>* free_slots);
-
   // --- kv_ipc.cc ---
   TransferHandle IpcMove(internal::KvDirection direction, PeerId peer,
                          const PeerPoolInfo& pool,
                          const std::vector<TransferOp>& ops,
                          internal::KvNotice notice, const KvSendRequest& r);
 
-  // --- kv_staging_receive.cc (staging worker) ---
-  void HandleStagingNotice(PeerId peer, const std::string& bytes);
-  void ReceiveChunk(PeerId peer, internal::KvNotice notice);
-  // Refuses a chunk: counts it, fails its request, returns the credit.
+  // --- kv_receive.cc ---
+  // A staging notice (kind kChunk or kCredit) with no staging path here:
+  // a chunk is refused, a credit counted as malformed.
+  void NoStagingNotice(PeerId peer, const internal::KvNotice& notice);
+
+  // --- KvStagingHost (kv_pool_exchange.cc: PeerRing; kv_transfer.cc:
+  // SendNotice, SendFailed; kv_receive.cc: the rest) ---
+  std::optional<internal::KvPeerRing> PeerRing(PeerId peer) const override;
+  void SendFailed(PeerId peer, std::string_view request_id, uint32_t rank,
+                  uint32_t num_senders, const absl::Status& status) override;
   void RefuseChunk(PeerId peer, const internal::KvNotice& chunk,
-                   absl::Status why);
-  void PumpReceive();
-  // A chunk of `peer` was answered or dropped.
-  void ChunkDone(PeerId peer);
-  void ReadDone(std::shared_ptr<IncomingChunk> chunk, uint32_t slot,
-                absl::Status s);
-  void SendCredit(PeerId peer, const internal::KvNotice& chunk,
-                  const absl::Status& status);
+                   absl::Status why) override;
+  void CountMalformedNotice() override;
+  void MarkPeerDead(PeerId peer) override;
+  bool PeerDead(PeerId peer) const override;
+  bool BeginScatter(PeerId peer, std::string_view request_id) override;
+  void EndScatter(PeerId peer, std::string_view request_id) override;
+
   TransferEngine* const engine_;
   const KvLayout layout_;
   const std::vector<RegionId> regions_;
@@ -275,30 +240,12 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl : public std::enable_shared_from_this<Im
   absl::flat_hash_set<PeerId> dead_peers_ ABSL_GUARDED_BY(mu_);
   absl::CondVar scatter_cv_;
 
-  // The staging worker's queue.
-  absl::Mutex work_mu_;
-  absl::CondVar work_cv_;
-  std::deque<std::function<void()>> work_ ABSL_GUARDED_BY(work_mu_);
-  bool work_stopped_ ABSL_GUARDED_BY(work_mu_) = false;
-  std::thread worker_;
-  uint64_t tap_id_ = 0;
-
-  // Staging worker state.
-  std::vector<uint32_t> free_send_slots_;
-  std::vector<uint32_t> free_recv_slots_;
-  std::vector<std::shared_ptr<StagedSend>> slot_owner_;  // send slots
-  std::vector<bool> slot_gathering_;                     // send slots
-  std::deque<std::shared_ptr<StagedSend>> waiting_sends_;
-  absl::flat_hash_map<uint64_t, std::shared_ptr<StagedSend>> sends_;
-  std::deque<std::shared_ptr<IncomingChunk>> incoming_;
-  // Chunks per sender queued or in flight here.
-  absl::flat_hash_map<PeerId, uint32_t> chunks_held_;
-  uint64_t next_send_id_ = 1;
+  // The staging path: null unless this side has a ring. Set by Start,
+  // before any other thread sees this object; stopped by Detach.
+  std::shared_ptr<internal::KvStaging> staging_;
 
   // Stats (any thread).
-  std::atomic<uint64_t> chunks_sent_{0}, bytes_sent_{0}, chunks_received_{0},
-      bytes_received_{0}, chunks_refused_{0}, ipc_copies_{0};
-  std::atomic<uint64_t> slots_free_{0}, slots_max_in_use_{0};
+  std::atomic<uint64_t> chunks_refused_{0}, ipc_copies_{0};
 };
 
 }  // namespace flowkv
