@@ -95,7 +95,7 @@ TransferHandle KvTransfer::Impl::IpcMove(internal::KvDirection direction,
   } else {
     pool.ipc->CopyFrom(std::move(copies), std::move(done));
   }
-  return std::move(handle);
+  return handle;
 }
 
 }  // namespace flowkv
