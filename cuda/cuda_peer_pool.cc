@@ -16,6 +16,7 @@
 #include "cuda/cuda_status.h"
 #include "cuda/ipc_descriptor.h"
 #include "flowkv/cuda/cuda_pool_memory.h"
+#include "lib/common/host_identity.h"
 
 namespace flowkv::cuda {
 namespace {
@@ -142,7 +143,7 @@ absl::StatusOr<std::unique_ptr<KvPeerPool>> CudaPoolMemory::OpenPeer(
   absl::StatusOr<internal::IpcDescriptor> parsed =
       internal::ParseIpcDescriptor(descriptor);
   if (!parsed.ok()) return parsed.status();
-  const std::string boot_id = internal::HostBootId();
+  const std::string boot_id = ::flowkv::internal::HostBootId();
   if (parsed->boot_id.empty() || parsed->boot_id != boot_id) {
     return absl::UnavailableError(absl::StrFormat(
         "OpenPeer: the peer pool is on another host (boot id \"%s\", this "

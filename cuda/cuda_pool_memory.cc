@@ -18,6 +18,7 @@
 #include "cuda/cuda_status.h"
 #include "cuda/host_pins.h"
 #include "cuda/ipc_descriptor.h"
+#include "lib/common/host_identity.h"
 
 namespace flowkv::cuda {
 namespace {
@@ -157,7 +158,7 @@ absl::StatusOr<std::unique_ptr<CudaPoolMemory>> CudaPoolMemory::Create(
   std::string descriptor;
   if (options.share) {
     internal::IpcDescriptor ipc;
-    ipc.boot_id = internal::HostBootId();
+    ipc.boot_id = ::flowkv::internal::HostBootId();
     ipc.pid = static_cast<uint32_t>(getpid());
     cudaDeviceProp properties{};
     if (absl::Status s =

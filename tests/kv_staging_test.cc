@@ -14,6 +14,7 @@
 #include "flowkv/kv_pool_memory.h"
 #include "flowkv/kv_transfer.h"
 #include "lib/kv/kv_notice.h"
+#include "lib/pool/host_share_descriptor.h"
 #include "tests/kv_staging_util.h"
 
 namespace flowkv {
@@ -111,9 +112,10 @@ TEST_CASE("Shared host pools open each other and refuse bad descriptors",
   CHECK(got.ok());
   CHECK(static_cast<uint8_t*>((*a)->region_base(0))[0] == 42);
 
-  std::string other_host = (*b)->ShareDescriptor();
-  const size_t line = other_host.find('\n') + 1;
-  other_host.replace(line, other_host.find('\n', line) - line, "not-this-host");
+  auto shared_b = internal::ParseHostShareDescriptor((*b)->ShareDescriptor());
+  REQUIRE(shared_b.ok());
+  shared_b->boot_id = "not-this-host";
+  const std::string other_host = internal::EncodeHostShareDescriptor(*shared_b);
   CHECK((*a)->OpenPeer(other_host).status().code() ==
         absl::StatusCode::kUnavailable);
   CHECK((*a)->OpenPeer("garbage").status().code() ==

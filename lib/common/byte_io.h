@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // ByteWriter / ByteReader: the little-endian encoding every wire format of
 // the library is built from (KvTransfer notices, engine metadata and
-// handshake messages).
+// handshake messages, active-message headers, the pools' share
+// descriptors), and Fnv1a64, the checksum of those that carry one.
 //
 //   ByteWriter w;
 //   w.Magic("FKVN");
@@ -201,6 +202,18 @@ class ByteReader {
   size_t pos_ = 0;
   absl::Status status_;
 };
+
+// FNV-1a, 64 bits: the checksum of the formats that carry one (engine
+// metadata and handshake messages, the CUDA pool's share descriptor). It
+// catches corruption only: anyone can recompute it.
+inline uint64_t Fnv1a64(absl::Span<const uint8_t> bytes) {
+  uint64_t hash = 0xcbf29ce484222325ull;
+  for (uint8_t b : bytes) {
+    hash ^= b;
+    hash *= 0x100000001b3ull;
+  }
+  return hash;
+}
 
 }  // namespace flowkv::internal
 

@@ -232,24 +232,21 @@ ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,
                                       const ucp_am_recv_param_t* param) {
   const auto* handler = static_cast<const AmHandlerArg*>(arg);
   TransferEngineImpl* self = handler->engine;
-  const bool data_path = handler->id == kAmData ||
-                         handler->id == kAmReadRequest ||
-                         handler->id == kAmReadData;
-  if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0 ||
-      header_length != (data_path ? kDataHeaderBytes : kAmHeaderBytes) ||
-      self->stopping_) {
-    return UCS_OK;  // Not ours: we always send eager with our header.
+  if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0 || self->stopping_) {
+    return UCS_OK;  // Not ours: we always send eager.
   }
-  if (data_path) {
-    self->HandleDataPath(
-        handler->id,
-        DecodeDataHeader(static_cast<const uint8_t*>(header_bytes)), data,
-        length);
+  const auto header_span = absl::Span<const uint8_t>(
+      static_cast<const uint8_t*>(header_bytes), header_length);
+  if (CarriesDataHeader(handler->id)) {
+    absl::StatusOr<DataHeader> header = ParseDataHeader(header_span);
+    if (!header.ok()) return UCS_OK;  // Not ours: not our header.
+    self->HandleDataPath(handler->id, *header, data, length);
     return UCS_OK;
   }
+  absl::StatusOr<AmHeader> parsed_header = ParseAmHeader(header_span);
+  if (!parsed_header.ok()) return UCS_OK;  // Not ours: not our header.
+  const AmHeader header = *parsed_header;
   self->last_activity_ = absl::Now();
-  const AmHeader header =
-      DecodeAmHeader(static_cast<const uint8_t*>(header_bytes));
   const auto bytes =
       absl::Span<const uint8_t>(static_cast<const uint8_t*>(data), length);
   Peer* peer = nullptr;

@@ -10,6 +10,8 @@
 //   handshake.cc        Listen / Connect / AddPeer and the hello exchange
 //   transfer_path.cc    Submit, posting in windows, fences, notify, acks
 //   progress.cc         the progress thread, timers, active-message dispatch
+//   active_message.cc   SendAm: the one place a message is handed to UCX
+//   wireup/am_header.h  the active-message ids and headers (wire format)
 //
 // Threads. One progress thread owns the UCX worker and every member marked
 // "progress thread" below; other threads reach it only through inbox_
@@ -46,59 +48,10 @@
 #include "lib/engine/region_table.h"
 #include "lib/engine/transfer_record.h"
 #include "lib/engine/ucx_worker.h"
+#include "lib/engine/wireup/am_header.h"
 #include "lib/engine/wireup/wire_format.h"
 
 namespace flowkv::internal {
-
-// Active message ids. Every message carries an AmHeader.
-enum AmId : unsigned {
-  kAmHello = 0x4b01,
-  kAmWelcome = 0x4b02,
-  kAmReject = 0x4b03,
-  kAmNotify = 0x4b04,
-  kAmMessage = 0x4b05,
-  kAmPing = 0x4b06,
-  kAmAck = 0x4b07,  // acknowledges a notification (transfer_id)
-  // The message data path (message_path.cc); these carry a DataHeader.
-  kAmData = 0x4b08,         // a Write's bytes
-  kAmReadRequest = 0x4b09,  // asks for a Read's bytes
-  kAmReadData = 0x4b0a,     // a Read's bytes (or why not)
-  kAmFence = 0x4b0b,        // acknowledge (kAmAck) once all before it landed
-  kAmStop = 0x4b0c,         // Disconnect: stop writing to me, then confirm
-  kAmStopAck = 0x4b0d,      // every transfer to you is fenced; closing
-  kAmChallenge = 0x4b0e,    // the handshake's server nonce
-  kAmProof = 0x4b0f,        // the client's proof and engine info
-};
-inline constexpr unsigned kAllAmIds[] = {
-    kAmHello, kAmWelcome, kAmReject,  kAmNotify,      kAmMessage,
-    kAmPing,  kAmAck,     kAmData,    kAmReadRequest, kAmReadData,
-    kAmFence, kAmStop,    kAmStopAck, kAmChallenge,   kAmProof};
-
-// The header of every active message: the receiver's connection id and,
-// for kAmNotify with an acknowledgement requested and for kAmAck, the
-// sender's transfer id (0 otherwise). Little-endian on the wire.
-struct AmHeader {
-  uint64_t conn_id = 0;
-  uint64_t transfer_id = 0;
-};
-inline constexpr size_t kAmHeaderBytes = 16;
-
-// The header of the message data path's active messages: the receiver's
-// connection id, the reading transfer's id (reads), the region and offset
-// the bytes go to (kAmData, kAmReadData) or come from (kAmReadRequest),
-// their length, a status code (kAmReadData: why no bytes follow), and for
-// kAmReadRequest where the reader wants them. Little-endian on the wire.
-struct DataHeader {
-  uint64_t conn_id = 0;
-  uint64_t transfer_id = 0;
-  RegionId region = 0;
-  uint32_t code = 0;  // absl::StatusCode
-  uint64_t offset = 0;
-  uint64_t length = 0;
-  RegionId reply_region = 0;
-  uint64_t reply_offset = 0;
-};
-inline constexpr size_t kDataHeaderBytes = 8 + 8 + 4 + 4 + 8 + 8 + 4 + 8;
 
 inline constexpr uint64_t kMaxNotificationBytes = 1 << 20;
 
@@ -151,8 +104,7 @@ struct RequestContext {
   uint64_t transfer_id = 0;  // 0: a control message
   PeerId peer = 0;
   std::string payload;  // AM bytes kept alive until completion
-  uint8_t header[kAmHeaderBytes] = {};
-  uint8_t data_header[kDataHeaderBytes] = {};
+  std::string header;   // the encoded AmHeader or DataHeader, likewise
 };
 
 // What a completed request's context named.
@@ -427,12 +379,6 @@ T TransferEngineImpl::RunSync(std::function<T()> fn) const {
   done.WaitForNotification();
   return *std::move(result);
 }
-
-// Little-endian AmHeader / DataHeader encoding.
-void EncodeAmHeader(const AmHeader& header, uint8_t out[kAmHeaderBytes]);
-AmHeader DecodeAmHeader(const uint8_t in[kAmHeaderBytes]);
-void EncodeDataHeader(const DataHeader& header, uint8_t out[kDataHeaderBytes]);
-DataHeader DecodeDataHeader(const uint8_t in[kDataHeaderBytes]);
 
 }  // namespace flowkv::internal
 

@@ -2,45 +2,32 @@
 // SharedHostPoolMemory (include/flowkv/kv_pool_memory.h): a host pool in
 // POSIX shared-memory objects (one per region) that other processes of this
 // host map, its ShareDescriptor, and the peer pools OpenPeer maps. Copies
-// are memcpy, synchronous. Calls POSIX (shm_open, mmap) and
-// host_pool_copy.h.
-//
-// Descriptor (text, one field per line):
-//   "flowkv-shm 1" / the host's boot id / the region count / per region
-//   "<object name> <bytes>".
+// are memcpy, synchronous. Calls POSIX (shm_open, mmap), host_pool_copy.h,
+// the descriptor's codec (host_share_descriptor.h) and HostBootId
+// (lib/common/host_identity.h).
+
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
-#include <fstream>
 #include <random>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <utility>
 
-#include "absl/strings/numbers.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "flowkv/kv_pool_memory.h"
+#include "lib/common/host_identity.h"
 #include "lib/pool/host_pool_copy.h"
+#include "lib/pool/host_share_descriptor.h"
 
 namespace flowkv {
 namespace {
 
-constexpr absl::string_view kDescriptorMagic = "flowkv-shm 1";
-constexpr size_t kMaxSharedRegions = 1024;
-
-// This host's boot id: processes that see the same one share /dev/shm
-// unless their mount namespaces differ (OpenPeer then fails to find the
-// objects: Unavailable).
-std::string BootId() {
-  std::ifstream in("/proc/sys/kernel/random/boot_id");
-  std::string id;
-  std::getline(in, id);
-  return id;
-}
+using internal::kMaxHostShareRegions;
 
 absl::Status SystemError(const char* what, const std::string& name, int err) {
   const std::string message = absl::StrFormat("SharedHostPoolMemory: %s %s: %s",
@@ -178,51 +165,29 @@ class SharedHostPool final : public KvPoolMemory {
   }
 
   std::string ShareDescriptor() const override {
-    std::string out = absl::StrCat(kDescriptorMagic, "\n", boot_id_, "\n",
-                                   pool_.sizes.size(), "\n");
+    internal::HostShareDescriptor descriptor{.boot_id = boot_id_,
+                                             .regions = {}};
     for (const auto& m : pool_.mappings) {
-      absl::StrAppend(&out, m->name, " ", m->bytes, "\n");
+      descriptor.regions.push_back({.name = m->name, .size = m->bytes});
     }
-    return out;
+    return internal::EncodeHostShareDescriptor(descriptor);
   }
 
   absl::StatusOr<std::unique_ptr<KvPeerPool>> OpenPeer(
       std::string_view descriptor) override {
-    std::vector<absl::string_view> lines =
-        absl::StrSplit(absl::string_view(descriptor.data(), descriptor.size()),
-                       '\n', absl::SkipEmpty());
-    auto bad = [](const std::string& why) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("SharedHostPoolMemory::OpenPeer: ", why));
-    };
-    if (lines.size() < 3 || lines[0] != kDescriptorMagic) {
-      return bad("not a shared host pool descriptor");
-    }
-    if (lines[1] != boot_id_) {
+    absl::StatusOr<internal::HostShareDescriptor> parsed =
+        internal::ParseHostShareDescriptor(descriptor);
+    if (!parsed.ok()) return parsed.status();
+    if (parsed->boot_id != boot_id_) {
       return absl::UnavailableError(absl::StrCat(
           "SharedHostPoolMemory::OpenPeer: the peer's pool is on another "
           "host (boot id ",
-          lines[1], ", this host's ", boot_id_, ")"));
-    }
-    size_t count = 0;
-    if (!absl::SimpleAtoi(lines[2], &count) || count == 0 ||
-        count > kMaxSharedRegions || lines.size() != 3 + count) {
-      return bad(absl::StrCat("region count '", lines[2],
-                              "' is not in [1, 1024] or does not match the "
-                              "lines that follow"));
+          absl::CHexEscape(parsed->boot_id), ", this host's ", boot_id_, ")"));
     }
     MappedPool peer;
-    for (size_t i = 0; i < count; ++i) {
-      std::vector<absl::string_view> f = absl::StrSplit(lines[3 + i], ' ');
-      uint64_t bytes = 0;
-      if (f.size() != 2 || f[0].size() < 2 || f[0][0] != '/' ||
-          f[0].find('/', 1) != absl::string_view::npos ||
-          !absl::SimpleAtoi(f[1], &bytes) || bytes == 0) {
-        return bad(absl::StrCat("region ", i, ": malformed line '",
-                                lines[3 + i], "'"));
-      }
+    for (const internal::HostShareRegion& region : parsed->regions) {
       absl::StatusOr<std::unique_ptr<Mapping>> m =
-          MapObject(std::string(f[0]), bytes, /*create=*/false);
+          MapObject(region.name, region.size, /*create=*/false);
       if (!m.ok()) return m.status();
       peer.Add(*std::move(m));
     }
@@ -238,10 +203,10 @@ class SharedHostPool final : public KvPoolMemory {
 
 absl::StatusOr<std::unique_ptr<KvPoolMemory>> SharedHostPoolMemory(
     std::vector<uint64_t> sizes) {
-  if (sizes.empty() || sizes.size() > kMaxSharedRegions) {
+  if (sizes.empty() || sizes.size() > kMaxHostShareRegions) {
     return absl::InvalidArgumentError(
         absl::StrFormat("SharedHostPoolMemory: %d sizes given (need 1 to %d)",
-                        sizes.size(), kMaxSharedRegions));
+                        sizes.size(), kMaxHostShareRegions));
   }
   static std::atomic<uint64_t> next{0};
   const uint64_t nonce = std::random_device{}();
@@ -259,7 +224,7 @@ absl::StatusOr<std::unique_ptr<KvPoolMemory>> SharedHostPoolMemory(
     pool.Add(*std::move(m));
   }
   return std::unique_ptr<KvPoolMemory>(
-      new SharedHostPool(std::move(pool), BootId()));
+      new SharedHostPool(std::move(pool), internal::HostBootId()));
 }
 
 }  // namespace flowkv

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Writes the seed corpus of every fuzz target: valid inputs made by the
-// codecs' own encoders (wire format, KvTransfer notices, layouts), sample
+// codecs' own encoders (wire format, KvTransfer notices, layouts, the
+// pools' share descriptors), sample
 // trace text, and fixed pseudo-random bytes for the targets that read
 // operations or specs from any bytes. Run from the repository root:
 //   build/bin/fuzz_make_seeds tests/fuzz/corpus
@@ -12,9 +13,11 @@
 #include <random>
 #include <string>
 
+#include "cuda/ipc_descriptor.h"
 #include "flowkv/kv_layout.h"
-#include "lib/kv/kv_notice.h"
 #include "lib/engine/wireup/wire_format.h"
+#include "lib/kv/kv_notice.h"
+#include "lib/pool/host_share_descriptor.h"
 
 namespace flowkv::internal {
 namespace {
@@ -182,6 +185,45 @@ void TraceSeeds() {
         "2023-11-16 18:17:04.0000000,12,300\r\n");
 }
 
+void ShareDescriptorSeeds() {
+  const std::string boot_id = "0d1e2f30-aaaa-bbbb-cccc-000000000001";
+  HostShareDescriptor host{.boot_id = boot_id, .regions = {}};
+  for (int r = 0; r < 3; ++r) {
+    host.regions.push_back(
+        {.name = "/flowkv-4242-0-1a2b3c4d-r" + std::to_string(r),
+         .size = 4096u << r});
+  }
+  Write("host_share_descriptor_fuzz", "three_regions",
+        EncodeHostShareDescriptor(host));
+  host.boot_id.clear();
+  host.regions.resize(1);
+  Write("host_share_descriptor_fuzz", "one_region_no_boot_id",
+        EncodeHostShareDescriptor(host));
+
+  // Selector byte 0: parsed as is; 1: checksum fixed up first
+  // (cuda_ipc_descriptor_fuzz.cc).
+  cuda::internal::IpcDescriptor ipc;
+  ipc.boot_id = boot_id;
+  ipc.pid = 4242;
+  ipc.device_uuid[3] = 7;
+  for (int r = 0; r < 3; ++r) {
+    cuda::internal::IpcRegion region;
+    region.size = 1000 + r;
+    region.address = 0x7f0000000000ull + r;
+    region.offset = 512 * r;  // regions 1 and 2 lie in one allocation
+    region.allocation_bytes = 4096;
+    region.handle[r == 0 ? 0 : 1] = 'h';
+    ipc.regions.push_back(region);
+  }
+  const std::string t = "cuda_ipc_descriptor_fuzz";
+  Write(t, "three_regions", '\0' + cuda::internal::EncodeIpcDescriptor(ipc));
+  Write(t, "three_regions_fixup",
+        '\1' + cuda::internal::EncodeIpcDescriptor(ipc));
+  ipc.regions.resize(1);
+  ipc.boot_id.clear();
+  Write(t, "one_region_fixup", '\1' + cuda::internal::EncodeIpcDescriptor(ipc));
+}
+
 // The targets that read any bytes as operations or specs.
 void RandomSeeds() {
   std::mt19937 rng(20261201);
@@ -207,6 +249,7 @@ int main(int argc, char** argv) {
   flowkv::internal::WireFormatSeeds();
   flowkv::internal::LayoutSeeds();
   flowkv::internal::TraceSeeds();
+  flowkv::internal::ShareDescriptorSeeds();
   flowkv::internal::RandomSeeds();
   return 0;
 }

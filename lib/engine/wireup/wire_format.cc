@@ -115,15 +115,6 @@ void WriteEngineInfoBody(const EngineInfo& info, ByteWriter* w) {
 
 }  // namespace
 
-uint64_t Fnv1a64(absl::Span<const uint8_t> bytes) {
-  uint64_t hash = 0xcbf29ce484222325ull;
-  for (uint8_t b : bytes) {
-    hash ^= b;
-    hash *= 0x100000001b3ull;
-  }
-  return hash;
-}
-
 bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   unsigned diff = a.size() == b.size() ? 0 : 1;
   const size_t n = std::max(a.size(), b.size());

@@ -5,7 +5,9 @@
 // with a 64-bit FNV-1a checksum of everything before it. All integers are
 // little-endian. Parsers check every length against the bytes left and
 // against a fixed limit before anything is allocated, so any input gives a
-// Status, never a crash or an allocation larger than its limit.
+// Status, never a crash or an allocation larger than its limit. The codec
+// (ByteWriter, ByteReader, Fnv1a64) is lib/common/byte_io.h. The headers of
+// the active messages that carry these blobs: am_header.h.
 //
 //   EngineInfo  (LocalMetadata):
 //     "FKVM" u16 version  u64 instance_id  str name  bytes worker_address
@@ -177,9 +179,6 @@ bool ProofValid(ProofRole role, const HandshakeProof& proof,
 // (InvalidArgument).
 absl::StatusOr<EngineInfo> ParseSignedEngineInfo(
     absl::Span<const uint8_t> bytes, std::string_view mac_key);
-
-// FNV-1a, 64 bits.
-uint64_t Fnv1a64(absl::Span<const uint8_t> bytes);
 
 // Compares without an early exit (for tokens).
 bool ConstantTimeEquals(std::string_view a, std::string_view b);

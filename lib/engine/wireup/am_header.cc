@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+// The active-message headers' codec (lib/engine/wireup/am_header.h), through
+// lib/common/byte_io.h like every wire format of the library.
+
+#include "lib/engine/wireup/am_header.h"
+
+#include "lib/common/byte_io.h"
+
+namespace flowkv::internal {
+
+std::string EncodeAmHeader(const AmHeader& header) {
+  ByteWriter w;
+  w.Reserve(kAmHeaderBytes);
+  w.U64(header.conn_id);
+  w.U64(header.transfer_id);
+  return std::move(w).Take();
+}
+
+std::string EncodeDataHeader(const DataHeader& header) {
+  ByteWriter w;
+  w.Reserve(kDataHeaderBytes);
+  w.U64(header.conn_id);
+  w.U64(header.transfer_id);
+  w.U32(header.region);
+  w.U32(header.code);
+  w.U64(header.offset);
+  w.U64(header.length);
+  w.U32(header.reply_region);
+  w.U64(header.reply_offset);
+  return std::move(w).Take();
+}
+
+absl::StatusOr<AmHeader> ParseAmHeader(absl::Span<const uint8_t> bytes) {
+  ByteReader r(bytes, "AmHeader");
+  AmHeader header;
+  r.U64("conn_id", &header.conn_id);
+  r.U64("transfer_id", &header.transfer_id);
+  if (absl::Status s = r.End(); !s.ok()) return s;
+  return header;
+}
+
+absl::StatusOr<DataHeader> ParseDataHeader(absl::Span<const uint8_t> bytes) {
+  ByteReader r(bytes, "DataHeader");
+  DataHeader header;
+  r.U64("conn_id", &header.conn_id);
+  r.U64("transfer_id", &header.transfer_id);
+  r.U32("region", &header.region);
+  r.U32("code", &header.code);
+  r.U64("offset", &header.offset);
+  r.U64("length", &header.length);
+  r.U32("reply_region", &header.reply_region);
+  r.U64("reply_offset", &header.reply_offset);
+  if (absl::Status s = r.End(); !s.ok()) return s;
+  return header;
+}
+
+}  // namespace flowkv::internal
