@@ -40,7 +40,7 @@
 #include "flowkv/kv_layout.h"
 #include "flowkv/transfer_plan.h"
 #include "fmt/core.h"
-#include "tests/cuda_peer_process.h"
+#include "tests/support/cuda_peer_process.h"
 
 namespace flowkv {
 namespace {

@@ -26,7 +26,7 @@
 #include "flowkv/kv_pool_memory.h"
 #include "flowkv/kv_transfer.h"
 #include "flowkv/transfer_engine.h"
-#include "tests/transfer_test_util.h"
+#include "tests/support/transfer_test_util.h"
 
 namespace flowkv {
 namespace {

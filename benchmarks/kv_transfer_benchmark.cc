@@ -29,7 +29,7 @@
 #include "flowkv/kv_layout.h"
 #include "flowkv/kv_transfer.h"
 #include "flowkv/transfer_engine.h"
-#include "tests/transfer_test_util.h"
+#include "tests/support/transfer_test_util.h"
 
 namespace flowkv {
 namespace {

@@ -36,7 +36,7 @@
 #include "flowkv/kv_layout.h"
 #include "flowkv/transfer_engine.h"
 #include "flowkv/transfer_plan.h"
-#include "tests/transfer_test_util.h"
+#include "tests/support/transfer_test_util.h"
 
 namespace flowkv {
 namespace {

@@ -21,10 +21,10 @@
 // BM_Pair/<src>/<dst>/<lists>: every (source preset -> destination preset)
 // pair, with both sides' 512 blocks contiguous (`contiguous`) or taken from
 // a BlockAllocator churned at 90 % occupancy (`fragmented`). Counters: ops,
-// min_ops (the minimum, counted independently by tests/plan_reference.h:
-// maximal runs of head vectors contiguous on both sides), excess
-// (ops - min_ops, 0 when the plan is minimal), src_runs, dst_runs,
-// time_per_plan. After the run the program prints both pair tables in
+// min_ops (the minimum, counted independently by
+// tests/support/plan_reference.h: maximal runs of head vectors contiguous on
+// both sides), excess (ops - min_ops, 0 when the plan is minimal), src_runs,
+// dst_runs, time_per_plan. After the run the program prints both pair tables in
 // Markdown (ops and microseconds per plan), as docs/layouts.md shows them.
 #include <algorithm>
 #include <benchmark/benchmark.h>
@@ -41,7 +41,7 @@
 #include "flowkv/block_list.h"
 #include "flowkv/kv_layout.h"
 #include "flowkv/transfer_plan.h"
-#include "tests/plan_reference.h"
+#include "tests/support/plan_reference.h"
 
 namespace flowkv {
 namespace {

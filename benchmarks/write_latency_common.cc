@@ -19,7 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "flowkv/transfer_engine.h"
-#include "tests/transfer_test_util.h"
+#include "tests/support/transfer_test_util.h"
 
 namespace flowkv::write_latency {
 namespace {

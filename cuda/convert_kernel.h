@@ -7,7 +7,7 @@
 // The address math is KvLayout's (include/flowkv/kv_layout.h): each (layer,
 // part) tensor is a base address and block, token and head strides, filled
 // in from the layout's tensor table by cuda/layout_kernels.cc.
-// tests/cuda_layout_test.cc compares the kernel's bytes with the CPU
+// tests/cuda/cuda_layout_test.cc compares the kernel's bytes with the CPU
 // reference, which uses KvLayout itself.
 
 #ifndef FLOWKV_CUDA_CONVERT_KERNEL_H_

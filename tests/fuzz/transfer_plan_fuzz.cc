@@ -7,7 +7,7 @@
 //
 // Checks: errors are InvalidArgument or OutOfRange with a message, and then
 // AppendTransferPlan leaves its output alone; a plan is exactly the
-// per-element reference copy (tests/plan_reference.h): expanded to head
+// per-element reference copy (tests/support/plan_reference.h): expanded to head
 // vectors, the ops copy every reference element once and nothing else;
 // ops are non-empty, inside their regions and sorted by source; when no
 // list names a block twice, also disjoint and minimal (their number is the
@@ -25,7 +25,7 @@
 #include "flowkv/transfer_plan.h"
 #include "tests/fuzz/fuzz_input.h"
 #include "tests/fuzz/fuzz_layout.h"
-#include "tests/plan_reference.h"
+#include "tests/support/plan_reference.h"
 
 namespace flowkv {
 namespace {
