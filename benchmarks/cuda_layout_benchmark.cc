@@ -107,7 +107,7 @@ void BM_ConvertBlocksAsync(benchmark::State& state) {
   const BlockList& src_blocks = which == kScatterNhd ? contiguous : scattered;
   const BlockList& dst_blocks = which == kScatterNhd ? scattered : contiguous;
   const std::vector<const void*> src_const(src.begin(), src.end());
-  const uint64_t bytes = StagingBytes(vllm, scattered);
+  const uint64_t bytes = PackedBytes(vllm, scattered);
 
   cudaStream_t stream = nullptr;
   cudaEvent_t start = nullptr;
@@ -178,7 +178,7 @@ void BM_ConvertBlocksHost(benchmark::State& state) {
     benchmark::DoNotOptimize(dst_region.data());
   }
   state.SetBytesProcessed(
-      static_cast<int64_t>(state.iterations() * StagingBytes(vllm, scattered)));
+      static_cast<int64_t>(state.iterations() * PackedBytes(vllm, scattered)));
 }
 BENCHMARK(BM_ConvertBlocksHost)->Unit(benchmark::kMillisecond);
 

@@ -7,11 +7,11 @@
 //   BM_KvPath/direct    engine regions, UCX puts between them
 //   BM_KvPath/staging   path_policy kForceStaging: gather into the ring,
 //                       read by the receiver, scatter (default ring: 64 MiB
-//                       of 4 MiB chunks)
-//   BM_KvPath/ipc       SharedHostPoolMemory pools: one memcpy per run
+//                       of 4 MiB slots)
+//   BM_KvPath/ipc       MakeSharedHostPool pools: one memcpy per run
 //
 // A Send is done when the decode side acknowledged the data notice (the
-// bytes are in its pool). Counters: bytes_per_second, chunks per request
+// bytes are in its pool). Counters: bytes_per_second, slots per request
 // (staging), copies per request (IPC). A thread polls the decode side.
 
 #include <atomic>
@@ -59,7 +59,7 @@ absl::Status MakeSide(const std::string& name, const KvLayout& layout,
   KvTransferOptions kv_options;
   absl::StatusOr<std::unique_ptr<KvTransfer>> kv;
   if (path == kIpcPath) {
-    auto pool = SharedHostPoolMemory({layout.total_bytes()});
+    auto pool = MakeSharedHostPool({layout.total_bytes()});
     if (!pool.ok()) return pool.status();
     side->shared = *std::move(pool);
     testing::FillRandom(static_cast<uint8_t*>(side->shared->region_base(0)),
@@ -120,7 +120,7 @@ void BM_KvPath(benchmark::State& state) {
     return;
   }
   const BlockList blocks({{0, kGeometry.num_blocks}});
-  const KvSendRequest request = {
+  const KvPiece request = {
       .src_blocks = blocks,
       .dst_blocks = blocks,
       .num_tokens = uint64_t{kGeometry.num_blocks} * kGeometry.block_tokens};
@@ -140,7 +140,7 @@ void BM_KvPath(benchmark::State& state) {
       static_cast<int64_t>(i * prefill_layout.total_bytes()));
   if (i > 0) {
     state.counters["chunks_per_request"] =
-        static_cast<double>(stats.staged_chunks_sent) / i;
+        static_cast<double>(stats.staged_slots_sent) / i;
     state.counters["copies_per_request"] =
         static_cast<double>(stats.ipc_copies) / i;
   }

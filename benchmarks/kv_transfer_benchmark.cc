@@ -146,7 +146,7 @@ void BM_KvSendConcurrent(benchmark::State& state) {
   }
   const int t = state.thread_index();
   // Each thread its own blocks on both sides (8 threads x 8 blocks).
-  const KvSendRequest request = {
+  const KvPiece request = {
       .src_blocks = BlockList({{static_cast<BlockId>(t * 8), 1}}),
       .dst_blocks =
           BlockList({{static_cast<BlockId>((kMaxThreads - 1 - t) * 8), 1}}),

@@ -17,7 +17,7 @@
 #include "cuda/convert_kernel.h"
 #include "cuda/cuda_status.h"
 #include "flowkv/layout_convert.h"
-#include "lib/layout/staging.h"
+#include "lib/layout/pack_buffer.h"
 
 namespace flowkv::cuda {
 namespace {
@@ -120,11 +120,11 @@ absl::Status PackBlocksAsync(const KvLayout& layout,
                              absl::Span<const void* const> region_bases,
                              const BlockList& blocks, void* staging,
                              uint64_t staging_bytes, Stream stream) {
-  absl::StatusOr<KvLayout> staging_layout = internal::StagingLayoutFor(
+  absl::StatusOr<KvLayout> staging_layout = internal::PackBufferLayoutFor(
       "PackBlocksAsync", layout, blocks, staging, staging_bytes);
   if (!staging_layout.ok()) return staging_layout.status();
   return ConvertBlocksAsync(layout, region_bases, blocks, *staging_layout,
-                            {&staging, 1}, internal::StagingBlocks(blocks),
+                            {&staging, 1}, internal::PackBufferBlocks(blocks),
                             stream);
 }
 
@@ -132,11 +132,11 @@ absl::Status UnpackBlocksAsync(const void* staging, uint64_t staging_bytes,
                                const KvLayout& layout,
                                absl::Span<void* const> region_bases,
                                const BlockList& blocks, Stream stream) {
-  absl::StatusOr<KvLayout> staging_layout = internal::StagingLayoutFor(
+  absl::StatusOr<KvLayout> staging_layout = internal::PackBufferLayoutFor(
       "UnpackBlocksAsync", layout, blocks, staging, staging_bytes);
   if (!staging_layout.ok()) return staging_layout.status();
   return ConvertBlocksAsync(*staging_layout, {&staging, 1},
-                            internal::StagingBlocks(blocks), layout,
+                            internal::PackBufferBlocks(blocks), layout,
                             region_bases, blocks, stream);
 }
 

@@ -143,7 +143,7 @@ else
     note "FAIL GPU tests were skipped (no usable GPU?)"
     exit 1
   fi
-  (cd "${build}" && ctest -R "ConvertBlocks|PackBlocks|StagingLayout" \
+  (cd "${build}" && ctest -R "ConvertBlocks|PackBlocks|PackedLayout" \
     --output-on-failure) >>"${results}/ctest-cuda.log" 2>&1 || failed=1
   if ((bench && !no_bench)); then
     run_bench cuda_pool_benchmark 150 "${build}/bin/cuda_pool_benchmark" || failed=1

@@ -16,8 +16,8 @@
 //             ring, moved by UCX, and scattered into the receiver's pool;
 //             flow control by credits.
 //
-// Implementations: HostPoolMemory (memory of this process, memcpy),
-// SharedHostPoolMemory (host memory other processes of this host can map:
+// Implementations: MakeHostPool (memory of this process, memcpy),
+// MakeSharedHostPool (host memory other processes of this host can map:
 // the CPU counterpart of CUDA IPC), and the CUDA pools of
 // "flowkv/cuda/cuda_pool_memory.h" (flowkv_cuda).
 //
@@ -107,7 +107,7 @@ class FLOWKV_EXPORT KvPoolMemory {
 // (not owned; they must outlive the pool). Gather and Scatter are memcpy,
 // synchronous. Cannot be shared. InvalidArgument when the counts differ, a
 // base is null or a size is 0.
-FLOWKV_EXPORT absl::StatusOr<std::unique_ptr<KvPoolMemory>> HostPoolMemory(
+FLOWKV_EXPORT absl::StatusOr<std::unique_ptr<KvPoolMemory>> MakeHostPool(
     std::vector<void*> bases, std::vector<uint64_t> sizes);
 
 // A pool in host memory that other processes of this host can map: the CPU
@@ -117,8 +117,8 @@ FLOWKV_EXPORT absl::StatusOr<std::unique_ptr<KvPoolMemory>> HostPoolMemory(
 // ShareDescriptor names the objects and this host (its boot id); OpenPeer
 // maps a peer's. Errors: InvalidArgument for no or zero sizes; the
 // system's (ResourceExhausted, Internal) when allocating fails.
-FLOWKV_EXPORT absl::StatusOr<std::unique_ptr<KvPoolMemory>>
-SharedHostPoolMemory(std::vector<uint64_t> sizes);
+FLOWKV_EXPORT absl::StatusOr<std::unique_ptr<KvPoolMemory>> MakeSharedHostPool(
+    std::vector<uint64_t> sizes);
 
 }  // namespace flowkv
 

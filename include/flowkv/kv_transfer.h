@@ -131,14 +131,15 @@ enum class KvPathPolicy : uint8_t {
 };
 
 // The staging ring: registered host memory (TransferEngine::AllocateMemory)
-// split into slots of chunk_bytes; each slot carries one chunk of a piece.
+// split into slots of slot_bytes; each slot carries one part of a piece at a
+// time.
 struct KvStagingOptions {
-  // Ring size; rounded down to a multiple of chunk_bytes. Must be >=
-  // chunk_bytes. Default: 64 MiB.
+  // Ring size; rounded down to a multiple of slot_bytes. Must be >=
+  // slot_bytes. Default: 64 MiB.
   uint64_t ring_bytes = 64ull << 20;
-  // Slot (chunk) size: at most this many bytes move per chunk. Must be > 0.
+  // Slot size: at most this many bytes move per slot. Must be > 0.
   // Default: 4 MiB.
-  uint64_t chunk_bytes = 4ull << 20;
+  uint64_t slot_bytes = 4ull << 20;
 };
 
 struct KvTransferOptions {
@@ -163,7 +164,7 @@ struct KvTransferOptions {
 
 // One piece of a request to move: which blocks, tokens, layers and heads,
 // and which sender rank it comes from.
-struct KvSendRequest {
+struct KvPiece {
   // The request's blocks in the source pool and in the destination pool, in
   // token order, from the request's token 0 (the whole block table, also
   // for a later chunk). Both must hold token_begin + num_tokens tokens.
@@ -268,14 +269,14 @@ struct KvTransferStats {
   uint64_t late_notices = 0;
   // Peers' pool descriptors that were refused (see "Pools" above).
   uint64_t pools_refused = 0;
-  // Staging, both directions: chunks and their bytes this side gathered and
-  // sent or received and scattered; chunk notices refused (out-of-pool
+  // Staging, both directions: slots and their bytes this side gathered and
+  // sent or received and scattered; slot notices refused (out-of-pool
   // runs, unknown slots).
-  uint64_t staged_chunks_sent = 0;
+  uint64_t staged_slots_sent = 0;
   uint64_t staged_bytes_sent = 0;
-  uint64_t staged_chunks_received = 0;
+  uint64_t staged_slots_received = 0;
   uint64_t staged_bytes_received = 0;
-  uint64_t chunks_refused = 0;
+  uint64_t slots_refused = 0;
   // Runs copied straight into (or out of) peers' pools over IPC.
   uint64_t ipc_copies = 0;
   // This side's staging ring: slots in all (0: no ring), free now, and the
@@ -298,13 +299,13 @@ class FLOWKV_EXPORT KvTransfer {
       std::vector<RegionId> regions, KvTransferOptions options = {});
 
   // A pool that KvTransfer reaches through `pool` (e.g. GPU memory that
-  // this UCX cannot register, or a SharedHostPoolMemory): bytes move over
+  // this UCX cannot register, or a MakeSharedHostPool): bytes move over
   // IPC or the staging ring, never straight between engine regions.
   // Allocates the ring from `engine`: create the KvTransfer before peers
   // connect (they learn the engine's regions when connecting).
   // InvalidArgument when the pool is null, its region count differs from
   // layout.num_regions(), a region is smaller than the layout's, or an
-  // option is invalid (staging: chunk_bytes 0 or over ring_bytes); the
+  // option is invalid (staging: slot_bytes 0 or over ring_bytes); the
   // engine's errors when allocating the ring fails. (`options` has no
   // default so that Create(engine, layout, {}) stays the region overload.)
   static absl::StatusOr<std::unique_ptr<KvTransfer>> Create(
@@ -377,7 +378,7 @@ class FLOWKV_EXPORT KvTransfer {
   // back, leaves the piece counted there (the failure notice then arrives
   // for a finished request and is ignored).
   TransferHandle Send(std::string_view request_id, PeerId peer,
-                      const KvSendRequest& request);
+                      const KvPiece& request);
 
   // Pull: reads one piece of the request from the peer's pool (announced
   // or declared with AddPeerPool) into the local pool. The piece counts towards
@@ -388,7 +389,7 @@ class FLOWKV_EXPORT KvTransfer {
   // after the local bookkeeping and after the release notice was posted.
   // Errors as Send; a failed Fetch fails the request here.
   TransferHandle Fetch(std::string_view request_id, PeerId peer,
-                       const KvSendRequest& request);
+                       const KvPiece& request);
 
   // Declares that `request_id` is expected and must finish by `deadline`
   // (else it fails with DeadlineExceeded). Applies to a request already

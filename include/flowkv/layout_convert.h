@@ -27,7 +27,7 @@
 //
 // Pack/unpack copy a request's (non-contiguous) blocks to or from one
 // contiguous staging buffer, e.g. a bounce buffer before a network send. The
-// staging buffer holds the blocks back to back in StagingLayout(): FlowKV
+// staging buffer holds the blocks back to back in PackedLayout(): FlowKV
 // block-major, the pool's tile order (NHD when its tiles are not dense),
 // block i of the buffer = position i of the list.
 //
@@ -74,18 +74,18 @@ FLOWKV_EXPORT absl::Status ConvertBlocks(
 // back to back: the same geometry except num_blocks,
 // KvLayout::FlowKvBlockMajor with the pool's tile order (NHD when its tiles
 // are not dense), one region. InvalidArgument when num_blocks is 0.
-FLOWKV_EXPORT absl::StatusOr<KvLayout> StagingLayout(const KvLayout& layout,
-                                                     uint32_t num_blocks);
+FLOWKV_EXPORT absl::StatusOr<KvLayout> PackedLayout(const KvLayout& layout,
+                                                    uint32_t num_blocks);
 
 // Bytes a staging buffer needs for `blocks`: blocks.num_blocks() *
 // layout.block_bytes().
-FLOWKV_EXPORT uint64_t StagingBytes(const KvLayout& layout,
-                                    const BlockList& blocks);
+FLOWKV_EXPORT uint64_t PackedBytes(const KvLayout& layout,
+                                   const BlockList& blocks);
 
 // Copies every block of `blocks` (all layers, K and V) into `staging`, block
-// i of the buffer = position i of the list, in StagingLayout(). Errors as
+// i of the buffer = position i of the list, in PackedLayout(). Errors as
 // ConvertBlocks, plus InvalidArgument when `staging` is null or
-// `staging_bytes` < StagingBytes(layout, blocks). Empty list: OK.
+// `staging_bytes` < PackedBytes(layout, blocks). Empty list: OK.
 // REQUIRES: `staging` does not overlap the pool.
 FLOWKV_EXPORT absl::Status PackBlocks(
     const KvLayout& layout, absl::Span<const void* const> region_bases,

@@ -43,10 +43,10 @@
 // docs/security.md for what the token protects and what it does not.
 //
 // Failures and aborts. Ops are posted in windows of at most
-// options.max_piece_bytes, each closed by a flush. Cancel() and a missed
+// options.max_window_bytes, each closed by a flush. Cancel() and a missed
 // deadline stop that transfer only: nothing more of it is posted, and it is
 // reported (Cancelled / DeadlineExceeded) once the flush of its last posted
-// window completed (the fence; over PeerDataPath::kActiveMessages also a
+// window completed (the fence; over PeerDataMethod::kActiveMessages also a
 // fence message the peer acknowledges after applying everything before
 // it), so none of its bytes can still land. The peer's other transfers
 // continue. When a fence does not complete within
@@ -78,7 +78,7 @@
 //   * Receiver side: Disconnect() asks the sender to stop and fence before
 //     it closes, and returns OK only when nothing more can land (see
 //     there). Over tcp bytes move as messages that this engine applies
-//     itself (PeerDataPath::kActiveMessages), so nothing lands after the
+//     itself (PeerDataMethod::kActiveMessages), so nothing lands after the
 //     close.
 
 // Transports (UCX 1.13). Listen/Connect set the connection up through UCX's
@@ -127,7 +127,7 @@ struct AllocatedRegion {
 };
 
 // How the bytes of a Write (or a Read) to a peer move.
-enum class PeerDataPath : uint8_t {
+enum class PeerDataMethod : uint8_t {
   // One-sided puts / gets into the peer's registered memory (RDMA, shared
   // memory, cross-memory attach).
   kRma = 0,
@@ -145,8 +145,8 @@ struct PeerInfo {
   absl::Status failure;    // Why it disconnected (OK while connected).
   std::vector<RegionInfo> regions;
   // How this engine's Writes to / Reads from the peer move their bytes.
-  PeerDataPath write_path = PeerDataPath::kRma;
-  PeerDataPath read_path = PeerDataPath::kRma;
+  PeerDataMethod write_method = PeerDataMethod::kRma;
+  PeerDataMethod read_method = PeerDataMethod::kRma;
 };
 
 // A notification or message received from a peer, or news of a peer.
@@ -261,10 +261,10 @@ struct TransferEngineOptions {
   // into the engine. Default: none, which writes warnings and errors to
   // stderr.
   std::function<void(LogSeverity, std::string_view)> log;
-  // Ops longer than this are posted in pieces of at most this many bytes,
+  // Ops longer than this are posted in windows of at most this many bytes,
   // and the progress thread serves timers, heartbeats, cancels and other
-  // transfers between pieces. Default: 4 MiB. Must be > 0.
-  uint64_t max_piece_bytes = uint64_t{4} << 20;
+  // transfers between windows. Default: 4 MiB. Must be > 0.
+  uint64_t max_window_bytes = uint64_t{4} << 20;
   // Upper bound on the bytes all regions of this engine may register or
   // allocate together; AllocateMemory and RegisterMemory beyond it fail
   // with ResourceExhausted before UCX is asked. 0: no cap of the engine's

@@ -46,7 +46,7 @@ absl::StatusOr<TransferEngineOptions> EngineOptionsFromC(
   options.busy_poll = c.busy_poll;
   options.idle_spin = Micros(c.idle_spin_us);
   options.max_queued_notifications = c.max_queued_notifications;
-  options.max_piece_bytes = c.max_piece_bytes;
+  options.max_window_bytes = c.max_window_bytes;
   options.max_registered_bytes = c.max_registered_bytes;
   for (size_t i = 0; i < c.ucx_config_count; ++i) {
     const flowkv_config_entry_t& entry = c.ucx_config[i];
@@ -189,7 +189,7 @@ void flowkv_engine_options_init(flowkv_engine_options_t* options) {
   options->busy_poll = defaults.busy_poll;
   options->idle_spin_us = absl::ToInt64Microseconds(defaults.idle_spin);
   options->max_queued_notifications = defaults.max_queued_notifications;
-  options->max_piece_bytes = defaults.max_piece_bytes;
+  options->max_window_bytes = defaults.max_window_bytes;
   options->max_registered_bytes = defaults.max_registered_bytes;
 }
 

@@ -15,9 +15,9 @@ absl::Status RequestId(const char* fn, const char* id, size_t len) {
   return Buffer(fn, id, len, "request_id");
 }
 
-absl::StatusOr<KvSendRequest> RequestFromC(const char* fn,
-                                           const flowkv_kv_request_t& c) {
-  KvSendRequest request;
+absl::StatusOr<KvPiece> RequestFromC(const char* fn,
+                                     const flowkv_kv_request_t& c) {
+  KvPiece request;
   absl::StatusOr<BlockList> src =
       BlocksFromC(fn, c.src_blocks, "request->src_blocks");
   if (!src.ok()) return src.status();
@@ -47,18 +47,18 @@ absl::StatusOr<KvSendRequest> RequestFromC(const char* fn,
 
 enum class Direction { kSend, kFetch };
 
-absl::Status StartPiece(const char* fn, Direction direction,
-                        flowkv_kv_transfer_t* kv, const char* request_id,
-                        size_t request_id_len, uint64_t peer,
-                        const flowkv_kv_request_t* c_request,
-                        flowkv_handle_t** handle) {
+absl::Status SendOrFetch(const char* fn, Direction direction,
+                         flowkv_kv_transfer_t* kv, const char* request_id,
+                         size_t request_id_len, uint64_t peer,
+                         const flowkv_kv_request_t* c_request,
+                         flowkv_handle_t** handle) {
   if (absl::Status s = NotNull(fn, kv, "kv"); !s.ok()) return s;
   if (absl::Status s = RequestId(fn, request_id, request_id_len); !s.ok()) {
     return s;
   }
   if (absl::Status s = NotNull(fn, c_request, "request"); !s.ok()) return s;
   if (absl::Status s = NotNull(fn, handle, "handle"); !s.ok()) return s;
-  absl::StatusOr<KvSendRequest> request = RequestFromC(fn, *c_request);
+  absl::StatusOr<KvPiece> request = RequestFromC(fn, *c_request);
   if (!request.ok()) return request.status();
   const std::string_view id = View(request_id, request_id_len);
   auto wrapper = std::make_unique<flowkv_handle>();
@@ -209,9 +209,9 @@ flowkv_status_t flowkv_kv_send(flowkv_kv_transfer_t* kv, const char* request_id,
                                flowkv_handle_t** handle) {
   static constexpr char kFn[] = "flowkv_kv_send";
   return Guard(kFn, [&]() -> absl::Status {
-    return flowkv::c_api::StartPiece(kFn, flowkv::c_api::Direction::kSend, kv,
-                                     request_id, request_id_len, peer, request,
-                                     handle);
+    return flowkv::c_api::SendOrFetch(kFn, flowkv::c_api::Direction::kSend, kv,
+                                      request_id, request_id_len, peer, request,
+                                      handle);
   });
 }
 
@@ -222,9 +222,9 @@ flowkv_status_t flowkv_kv_fetch(flowkv_kv_transfer_t* kv,
                                 flowkv_handle_t** handle) {
   static constexpr char kFn[] = "flowkv_kv_fetch";
   return Guard(kFn, [&]() -> absl::Status {
-    return flowkv::c_api::StartPiece(kFn, flowkv::c_api::Direction::kFetch, kv,
-                                     request_id, request_id_len, peer, request,
-                                     handle);
+    return flowkv::c_api::SendOrFetch(kFn, flowkv::c_api::Direction::kFetch, kv,
+                                      request_id, request_id_len, peer, request,
+                                      handle);
   });
 }
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // HostBootId: which boot of which host this process runs in, for the pools
 // whose share descriptors only a process of the same host can open
-// (SharedHostPoolMemory, lib/pool/; CudaPoolMemory, cuda/). Header-only so
+// (MakeSharedHostPool, lib/pool/; CudaPoolMemory, cuda/). Header-only so
 // that flowkv_cuda, a library of its own, uses this very function.
 //
 // Thread safety: thread-safe.

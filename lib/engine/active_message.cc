@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Active messages: the one place that hands a message to UCX, with the
 // RequestContext that keeps its header and payload alive until UCX completes
-// it. Control messages, notifications and the message data path all send
-// through SendAm. Calls only UCX, ucx_status, the header codec
+// it. Control messages, notifications and the active-message data method all
+// send through SendAm. Calls only UCX, ucx_status, the header codec
 // (wireup/am_header.h) and the peer state machine (a refused data message
 // fails its peer).
 

@@ -80,7 +80,7 @@ class EngineInternal {
                                       RegionId id);
 
   // The most bytes the progress thread posted in one turn of its loop:
-  // at most kWindowsPerProgressTurn x max_piece_bytes.
+  // at most kWindowsPerProgressTurn x max_window_bytes.
   static uint64_t MaxBytesPostedPerTurn(const TransferEngine& engine);
   static constexpr uint64_t kWindowsPerProgressTurn = 4;
 };

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The peer state machine: PeerTable's bookkeeping, and the engine's side of
 // failing, closing and disconnecting peers. It may call UCX endpoint close,
-// the transfer path's FinishTransfer and the notification delivery.
+// posting's FinishTransfer and the notification delivery.
 
 #include "lib/engine/peer_table.h"
 
@@ -49,10 +49,10 @@ void PeerTable::Publish(const Peer& peer) {
   view->name = peer.name;
   view->connected =
       peer.state == PeerState::kReady && !peer.stopping && !peer.stop_requested;
-  view->write_path =
-      peer.rma_put ? PeerDataPath::kRma : PeerDataPath::kActiveMessages;
-  view->read_path =
-      peer.rma_get ? PeerDataPath::kRma : PeerDataPath::kActiveMessages;
+  view->write_method =
+      peer.rma_put ? PeerDataMethod::kRma : PeerDataMethod::kActiveMessages;
+  view->read_method =
+      peer.rma_get ? PeerDataMethod::kRma : PeerDataMethod::kActiveMessages;
   view->failure = peer.failure;
   for (const auto& [id, region] : peer.regions) {
     view->regions[id] = region.info;
@@ -84,8 +84,8 @@ PeerInfo ToPeerInfo(PeerId id, const PeerView& view) {
   info.name = view.name;
   info.connected = view.connected;
   info.failure = view.failure;
-  info.write_path = view.write_path;
-  info.read_path = view.read_path;
+  info.write_method = view.write_method;
+  info.read_method = view.read_method;
   for (const auto& [rid, region] : view.regions) info.regions.push_back(region);
   std::sort(
       info.regions.begin(), info.regions.end(),

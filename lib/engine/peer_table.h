@@ -63,8 +63,8 @@ struct RemoteRegion {
 struct PeerView {
   std::string name;
   bool connected = false;
-  PeerDataPath write_path = PeerDataPath::kRma;
-  PeerDataPath read_path = PeerDataPath::kRma;
+  PeerDataMethod write_method = PeerDataMethod::kRma;
+  PeerDataMethod read_method = PeerDataMethod::kRma;
   absl::Status failure;
   absl::flat_hash_map<RegionId, RegionInfo> regions;
 };

@@ -2,7 +2,7 @@
 // The progress thread: its loop (inbox, UCX progress, posting windows,
 // closing endpoints, timers, sleeping), the timers (deadlines, fences,
 // heartbeats, handshakes), and the dispatch of active messages to the
-// handshake, the transfer path and the notification queue. It may call
+// handshake, posting (posting.cc) and the notification queue. It may call
 // every other part of the engine; nothing calls it but UCX and the loop.
 //
 // Sleeping. When nothing is in flight the thread spins on the worker for

@@ -64,9 +64,9 @@ absl::Status TransferEngineImpl::Init() {
         absl::StrFormat("TransferEngine: idle_spin must be >= 0, got %s",
                         absl::FormatDuration(options_.idle_spin)));
   }
-  if (options_.max_piece_bytes == 0) {
+  if (options_.max_window_bytes == 0) {
     return absl::InvalidArgumentError(
-        "TransferEngine: max_piece_bytes must be > 0");
+        "TransferEngine: max_window_bytes must be > 0");
   }
   if (options_.max_pending_handshakes == 0) {
     return absl::InvalidArgumentError(

@@ -2,16 +2,26 @@
 // TransferEngineImpl: the class behind TransferEngine, shared by the files
 // that implement it. Each file owns one concept:
 //
-//   transfer_engine.cc  Create, Init (options), Shutdown, public wrappers
-//   ucx_worker.{h,cc}   the UCX context and worker (RAII)
-//   region_table.{h,cc} registered regions, their users and bounds checks
-//   memory.cc           RegisterMemory / AllocateMemory / DeregisterMemory
-//   peer_table.{h,cc}   peers: state machine, failure, close, views
-//   handshake.cc        Listen / Connect / AddPeer and the hello exchange
-//   transfer_path.cc    Submit, posting in windows, fences, notify, acks
-//   progress.cc         the progress thread, timers, active-message dispatch
-//   active_message.cc   SendAm: the one place a message is handed to UCX
-//   wireup/am_header.h  the active-message ids and headers (wire format)
+//   transfer_engine.cc     Create, Init (options), Shutdown, public wrappers
+//   ucx_worker.{h,cc}      the UCX context and worker (RAII)
+//   ucx_status.{h,cc}      ucs_status_t -> absl::Status, the one place
+//   region_table.{h,cc}    registered regions, their users and bounds checks
+//   memory.cc              RegisterMemory / AllocateMemory / DeregisterMemory
+//   peer_table.{h,cc}      peers: state machine, failure, close, views
+//   posting.cc             Submit, posting in windows, fences, notify, acks
+//   am_data.cc             the active-message data method (PeerDataMethod::
+//                          kActiveMessages): writes and reads as messages
+//   progress.cc            the progress thread, timers, active-message dispatch
+//   active_message.cc      SendAm: the one place a message is handed to UCX
+//   transfer_record.h,     TransferRecord (behind TransferHandle) and the
+//   transfer_handle.cc     Inbox through which callers reach the thread
+//   fault_injection.{h,cc} the test-only UCX fault seam
+//   engine_internal.{h,cc} the door for lib/kv (notification taps, local
+//                          transfers, region lookup)
+//   wireup/handshake.cc    Listen / Connect / AddPeer and the hello exchange
+//   wireup/wire_format.h   the handshake and metadata wire format
+//   wireup/am_header.h     the active-message ids and headers (wire format)
+//   wireup/sock_addr.h     socket address parsing
 //
 // Threads. One progress thread owns the UCX worker and every member marked
 // "progress thread" below; other threads reach it only through inbox_
@@ -62,7 +72,7 @@ enum class TransferPhase {
   kPosting,      // windows of ops are being posted (each ends with a flush)
   kNotifying,    // the notification (or message) is being sent
   kAwaitingAck,  // the notification was sent; waiting for the peer's ack
-  kFencing,      // aborted over the message path: waiting for the fence ack
+  kFencing,      // aborted over active messages: waiting for the fence ack
 };
 
 // An unfinished transfer (progress thread).
@@ -81,7 +91,7 @@ struct Active {
   // Posting cursor: ops[next_op] is posted up to op_posted bytes.
   size_t next_op = 0;
   uint64_t op_posted = 0;
-  // A window is outstanding (its flush, or over the message path a Read's
+  // A window is outstanding (its flush, or over active messages a Read's
   // replies): some posted bytes may still land.
   bool flush_in_flight = false;
   // Message-path Read: bytes of the outstanding window not yet arrived, and
@@ -272,7 +282,7 @@ class TransferEngineImpl {
   void ConfirmStops();
   void HandleStopAck(Peer* peer);
 
-  // transfer_path.cc
+  // posting.cc
   void StartTransfer(std::unique_ptr<Active> active);
   void PostReady();
   void PostWindow(Active* active, Peer* peer);
@@ -283,10 +293,10 @@ class TransferEngineImpl {
                          ucs_status_t status);
   void HandleAck(Peer* peer, uint64_t transfer_id);
 
-  // message_path.cc: bytes as active messages, for peers whose endpoint
+  // am_data.cc: bytes as active messages, for peers whose endpoint
   // has no one-sided put or get (UCX would emulate them; see there).
-  // Post one piece [op_offset, +length) of `op`; false when posting failed
-  // (the peer is then failing).
+  // Post the part [op_offset, +length) of `op` that fits this window; false
+  // when posting failed (the peer is then failing).
   bool PostDataMessage(Peer* peer, const TransferOp& op, uint64_t op_offset,
                        uint64_t length, const char* local);
   bool PostReadRequest(Active* active, Peer* peer, const TransferOp& op,
@@ -317,7 +327,7 @@ class TransferEngineImpl {
   // it finishes with `status` once no byte of it can still land.
   void Abort(Active* active, absl::Status status, absl::Time now);
   // Finishes an aborted transfer with no window outstanding, once none of
-  // its bytes can still land: at once, or over the message path after the
+  // its bytes can still land: at once, or over active messages after the
   // peer acknowledged a fence.
   void FinishAborted(Active* active);
 

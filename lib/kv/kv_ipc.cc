@@ -16,11 +16,9 @@ namespace flowkv {
 using internal::KvNotice;
 using internal::TsanMutexLock;
 
-TransferHandle KvTransfer::Impl::IpcMove(internal::KvDirection direction,
-                                         PeerId peer, const PeerPoolInfo& pool,
-                                         const std::vector<TransferOp>& ops,
-                                         KvNotice notice,
-                                         const KvSendRequest& r) {
+TransferHandle KvTransfer::Impl::IpcSendOrFetch(
+    internal::KvDirection direction, PeerId peer, const PeerPoolInfo& pool,
+    const std::vector<TransferOp>& ops, KvNotice notice, const KvPiece& r) {
   std::vector<TransferOp> copies;
   copies.reserve(ops.size());
   uint64_t bytes = 0;
@@ -49,7 +47,7 @@ TransferHandle KvTransfer::Impl::IpcMove(internal::KvDirection direction,
   TransferHandle handle = std::move(started.second);
   ipc_copies_.fetch_add(copies.size());
   std::shared_ptr<Impl> self = shared_from_this();
-  const bool push = direction == internal::KvDirection::kPush;
+  const bool push = direction == internal::KvDirection::kSend;
   auto done = [self, push, peer, record, state, notice = std::move(notice),
                timeout = r.timeout](absl::Status s) {
     bool cancelled = false;
@@ -67,7 +65,7 @@ TransferHandle KvTransfer::Impl::IpcMove(internal::KvDirection direction,
       return;
     }
     if (!s.ok()) {
-      self->PieceFailed(internal::KvDirection::kPush, peer, notice.request_id,
+      self->PieceFailed(internal::KvDirection::kSend, peer, notice.request_id,
                         notice.sender_rank, notice.num_senders, s);
       record.Complete(s, absl::Now());
       return;
@@ -80,7 +78,7 @@ TransferHandle KvTransfer::Impl::IpcMove(internal::KvDirection direction,
                               const absl::Status& status,
                               const TransferStats&) {
       if (!status.ok()) {
-        self->PieceFailed(internal::KvDirection::kPush, peer, notice.request_id,
+        self->PieceFailed(internal::KvDirection::kSend, peer, notice.request_id,
                           notice.sender_rank, notice.num_senders, status);
       }
       record.Complete(status, absl::Now());

@@ -66,15 +66,15 @@ absl::StatusOr<KvNotice> ParsePool(ByteReader& r, KvNotice n) {
   return n;
 }
 
-// The body of a kind 5 notice (staged chunk), after the request fields.
-void ParseChunk(ByteReader& r, KvNotice& n) {
+// The body of a kind 5 notice (staged slot), after the request fields.
+void ParseSlot(ByteReader& r, KvNotice& n) {
   uint32_t num_runs = 0;
-  r.U32("chunk_index", &n.chunk_index);
+  r.U32("slot_seq", &n.slot_seq);
   r.U32("sender_slot", &n.slot);
   if (r.U32("num_runs", &num_runs) &&
-      (num_runs == 0 || num_runs > kMaxKvChunkRuns)) {
+      (num_runs == 0 || num_runs > kMaxKvSlotRuns)) {
     r.Fail(absl::StrFormat("num_runs %d is not in [1, %d]", num_runs,
-                           kMaxKvChunkRuns));
+                           kMaxKvSlotRuns));
   }
   if (!r.ok()) return;
   if (r.remaining() / 20 < num_runs) {
@@ -84,13 +84,13 @@ void ParseChunk(ByteReader& r, KvNotice& n) {
   }
   n.runs.resize(num_runs);
   uint64_t total = 0;
-  for (KvChunkRun& run : n.runs) {
+  for (KvSlotRun& run : n.runs) {
     r.U32("run region", &run.region);
     r.U64("run offset", &run.offset);
     if (r.U64("run length", &run.length) &&
         (run.length == 0 || run.length > (1ull << 40) - total)) {
       r.Fail(
-          absl::StrFormat("run length %d is 0 or takes the chunk past "
+          absl::StrFormat("run length %d is 0 or takes the slot past "
                           "2^40 bytes",
                           run.length));
       return;
@@ -139,11 +139,11 @@ std::string EncodeKvNotice(const KvNotice& notice) {
       w.Bytes(
           std::string_view(notice.message).substr(0, kMaxKvNoticeMessageBytes));
       break;
-    case KvNoticeKind::kChunk:
-      w.U32(notice.chunk_index);
+    case KvNoticeKind::kSlot:
+      w.U32(notice.slot_seq);
       w.U32(notice.slot);
       w.U32(static_cast<uint32_t>(notice.runs.size()));
-      for (const KvChunkRun& run : notice.runs) {
+      for (const KvSlotRun& run : notice.runs) {
         w.U32(run.region);
         w.U64(run.offset);
         w.U64(run.length);
@@ -215,8 +215,8 @@ absl::StatusOr<KvNotice> ParseKvNotice(std::string_view bytes) {
     }
     n.final_chunk = (flags & kFinalChunkFlag) != 0;
     r.Bytes("payload", kMaxKvPayloadBytes, &n.payload);
-  } else if (n.kind == KvNoticeKind::kChunk) {
-    ParseChunk(r, n);
+  } else if (n.kind == KvNoticeKind::kSlot) {
+    ParseSlot(r, n);
   } else {
     if (n.kind == KvNoticeKind::kCredit) r.U32("sender_slot", &n.slot);
     uint32_t code = 0;

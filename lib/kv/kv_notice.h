@@ -29,13 +29,13 @@
 //                   staging ring, and then ring_region and slot_bytes 0)
 //     bytes share (0..16 KiB: KvPoolMemory::ShareDescriptor, empty when the
 //                   pool cannot be shared)
-//   kind 5, chunk (staging: a chunk of a piece is in the sender's ring):
-//     u32 chunk_index  u32 sender_slot
-//     u32 num_runs (1..kMaxKvChunkRuns)  then per run, in slot order:
+//   kind 5, slot (staging: a slot of a piece is in the sender's ring):
+//     u32 slot_seq  u32 sender_slot
+//     u32 num_runs (1..kMaxKvSlotRuns)  then per run, in slot order:
 //       u32 dst_region  u64 dst_offset  u64 length (> 0)
 //                   (the runs' bytes lie packed from the slot's start; the
 //                   total is at most 2^40)
-//   kind 6, credit (staging: the receiver is done with a chunk):
+//   kind 6, credit (staging: the receiver is done with a slot):
 //     u32 sender_slot  u32 status code (0..16; 0 = scattered)
 //     bytes message (0..1024)
 //
@@ -76,20 +76,20 @@ enum class KvNoticeKind : uint8_t {
   kFailed = 2,
   kReleased = 3,
   kPool = 4,
-  kChunk = 5,
+  kSlot = 5,
   kCredit = 6,
 };
 
-inline constexpr uint32_t kMaxKvChunkRuns = 16384;
+inline constexpr uint32_t kMaxKvSlotRuns = 16384;
 inline constexpr uint32_t kMaxKvRingSlots = 1u << 20;
 inline constexpr size_t kMaxKvShareBytes = 16 * 1024;
 
-// One destination run of a staged chunk.
-struct KvChunkRun {
+// One destination run of a staged slot.
+struct KvSlotRun {
   uint32_t region = 0;  // layout region index of the receiver's pool
   uint64_t offset = 0;
   uint64_t length = 0;
-  friend bool operator==(const KvChunkRun&, const KvChunkRun&) = default;
+  friend bool operator==(const KvSlotRun&, const KvSlotRun&) = default;
 };
 
 struct KvNotice {
@@ -117,11 +117,11 @@ struct KvNotice {
   uint64_t slot_bytes = 0;
   uint32_t slot_count = 0;
   std::string share;
-  // kChunk: chunk_index, slot (the sender's), runs; kCredit: slot, and the
+  // kSlot: slot_seq, slot (the sender's), runs; kCredit: slot, and the
   // receiver's outcome in code / message.
-  uint32_t chunk_index = 0;
+  uint32_t slot_seq = 0;
   uint32_t slot = 0;
-  std::vector<KvChunkRun> runs;
+  std::vector<KvSlotRun> runs;
 };
 
 // REQUIRES: the fields are within the limits above (KvTransfer validates
@@ -136,8 +136,8 @@ bool IsKvNotice(std::string_view bytes);
 // an unknown kind, truncation, a length over its limit, an empty request
 // id, sender_rank >= num_senders, an empty layer or token range, unknown
 // flags, a status code out of range, an empty layout, a region count over
-// kMaxKvNoticeRegions (or 0 in a direct pool's descriptor), trailing bytes. The layout bytes themselves
-// are not parsed here.
+// kMaxKvNoticeRegions (or 0 in a direct pool's descriptor), trailing bytes. The
+// layout bytes themselves are not parsed here.
 absl::StatusOr<KvNotice> ParseKvNotice(std::string_view bytes);
 
 }  // namespace flowkv::internal

@@ -259,7 +259,7 @@ KvTransfer::Impl::FindPool(const char* caller, PeerId peer) const {
 std::optional<internal::KvPeerRing> KvTransfer::Impl::PeerRing(
     PeerId peer) const {
   absl::StatusOr<std::shared_ptr<const PeerPoolInfo>> pool =
-      FindPool("KvTransfer (staged chunk)", peer);
+      FindPool("KvTransfer (staged slot)", peer);
   if (!pool.ok() || (*pool)->slot_count == 0) return std::nullopt;
   return internal::KvPeerRing{.region = (*pool)->ring_region,
                               .slot_bytes = (*pool)->slot_bytes,

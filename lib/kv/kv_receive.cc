@@ -5,7 +5,7 @@
 // staging notices to KvStaging::OnNotice or, with no ring here, refused),
 // results out (Poll, TakeResults), the calls on the tracker (Expect,
 // Forget, LayersArrived, Stats), and the receiving side's part of
-// KvStagingHost: refused chunks, peers gone, and the scatters counted under
+// KvStagingHost: refused slots, peers gone, and the scatters counted under
 // mu_ so that a request's failure, or its sender's disconnection, is
 // reported only after the scatters that started before it ended. Calls the
 // engine's TakeNotifications and KvStaging (OnNotice, Stats).
@@ -49,7 +49,7 @@ bool KvTransfer::Impl::HandleNotification(const Notification& n) {
     ForgetPeerPool(n.peer);
     TsanMutexLock lock(&mu_);
     // The tap marked the peer dead before the notification was queued: no
-    // scatter of its chunks starts now; the ones running end first.
+    // scatter of its slots starts now; the ones running end first.
     dead_peers_.insert(n.peer);
     while (scattering_peers_.contains(n.peer)) {
       lock.WaitWithDeadline(&scatter_cv_, absl::InfiniteFuture());
@@ -62,7 +62,7 @@ bool KvTransfer::Impl::HandleNotification(const Notification& n) {
     return false;
   }
   absl::StatusOr<KvNotice> notice = internal::ParseKvNotice(n.bytes);
-  if (notice.ok() && (notice->kind == KvNoticeKind::kChunk ||
+  if (notice.ok() && (notice->kind == KvNoticeKind::kSlot ||
                       notice->kind == KvNoticeKind::kCredit)) {
     // With a ring, staging notices normally reach KvStaging through its tap.
     if (staging_ != nullptr) {
@@ -108,7 +108,7 @@ bool KvTransfer::Impl::HandleNotification(const Notification& n) {
                                : absl::Status(notice->code, notice->message)});
       break;
     case KvNoticeKind::kPool:
-    case KvNoticeKind::kChunk:
+    case KvNoticeKind::kSlot:
     case KvNoticeKind::kCredit:
       break;  // handled above
   }
@@ -120,7 +120,7 @@ KvPollResult KvTransfer::Impl::TakeResults() {
   TsanMutexLock lock(&mu_);
   tracker_.ApplyDeadlines(absl::Now());
   tracker_.TakeResults(&result.finished, &result.failed);
-  // A failed request's staged chunks being scattered end before the
+  // A failed request's staged slots being scattered end before the
   // failure is reported (none starts after the failure: ReadDone checks).
   for (const KvFailed& failed : result.failed) {
     while (scattering_.contains(failed.request_id)) {
@@ -160,24 +160,24 @@ void KvTransfer::Impl::NoStagingNotice(PeerId peer, const KvNotice& notice) {
     return;
   }
   if (PeerDead(peer)) return;
-  RefuseChunk(peer, notice,
-              absl::FailedPreconditionError("this side has no staging ring"));
+  RefuseSlot(peer, notice,
+             absl::FailedPreconditionError("this side has no staging ring"));
 }
 
-void KvTransfer::Impl::RefuseChunk(PeerId peer, const KvNotice& chunk,
-                                   absl::Status why) {
-  chunks_refused_.fetch_add(1);
-  why = absl::Status(why.code(),
-                     absl::StrFormat("request '%s': chunk %d from sender rank "
-                                     "%d (peer %d) refused: %s",
-                                     chunk.request_id, chunk.chunk_index,
-                                     chunk.sender_rank, peer, why.message()));
+void KvTransfer::Impl::RefuseSlot(PeerId peer, const KvNotice& incoming,
+                                  absl::Status why) {
+  slots_refused_.fetch_add(1);
+  why = absl::Status(
+      why.code(), absl::StrFormat("request '%s': slot %d from sender rank "
+                                  "%d (peer %d) refused: %s",
+                                  incoming.request_id, incoming.slot_seq,
+                                  incoming.sender_rank, peer, why.message()));
   if (log_) log_(LogSeverity::kWarning, why.ToString());
   {
     TsanMutexLock lock(&mu_);
-    tracker_.AddFailure(chunk.request_id, chunk.sender_rank, why);
+    tracker_.AddFailure(incoming.request_id, incoming.sender_rank, why);
   }
-  SendNotice(peer, internal::KvCreditFor(chunk, why));
+  SendNotice(peer, internal::KvCreditFor(incoming, why));
 }
 
 void KvTransfer::Impl::CountMalformedNotice() {
@@ -230,7 +230,7 @@ KvTransferStats KvTransfer::Impl::Stats() const {
   KvTransferStats stats;
   if (staging_ != nullptr) staging_->Stats(&stats);
   stats.pools_refused = pools_refused;
-  stats.chunks_refused = chunks_refused_.load();
+  stats.slots_refused = slots_refused_.load();
   stats.ipc_copies = ipc_copies_.load();
   TsanMutexLock lock(&mu_);
   stats.requests_active = tracker_.active();

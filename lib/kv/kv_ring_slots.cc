@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // KvRingSlots (see kv_ring_slots.h): the free stacks of the two halves,
-// the holder of each send slot, and the chunks each sender has out here.
+// the holder of each send slot, and the slots each sender has out here.
 // Calls nothing.
 #include "lib/kv/kv_ring_slots.h"
 
@@ -106,24 +106,24 @@ void KvRingSlots::ReleaseReceive(uint32_t slot) {
   ++free_;
 }
 
-bool KvRingSlots::HoldChunk(PeerId sender, uint32_t sender_slots) {
-  uint32_t& held = chunks_held_[sender];
+bool KvRingSlots::HoldSlot(PeerId sender, uint32_t sender_slots) {
+  uint32_t& held = slots_held_[sender];
   if (held >= sender_slots) {
-    if (held == 0) chunks_held_.erase(sender);
+    if (held == 0) slots_held_.erase(sender);
     return false;
   }
   ++held;
   return true;
 }
 
-void KvRingSlots::ChunkDone(PeerId sender) {
-  auto it = chunks_held_.find(sender);
-  if (it != chunks_held_.end() && --it->second == 0) chunks_held_.erase(it);
+void KvRingSlots::SlotDone(PeerId sender) {
+  auto it = slots_held_.find(sender);
+  if (it != slots_held_.end() && --it->second == 0) slots_held_.erase(it);
 }
 
-uint32_t KvRingSlots::chunks_held(PeerId sender) const {
-  auto it = chunks_held_.find(sender);
-  return it == chunks_held_.end() ? 0 : it->second;
+uint32_t KvRingSlots::slots_held(PeerId sender) const {
+  auto it = slots_held_.find(sender);
+  return it == slots_held_.end() ? 0 : it->second;
 }
 
 }  // namespace flowkv::internal

@@ -1,22 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
 // KvRingSlots: the slot and credit accounting of one staging ring (see
 // docs/gpu.md "Staging protocol") — which slot is lent to which staged
-// send, which are free, and how many chunks each sender has out here. Pure
+// send, which are free, and how many slots each sender has out here. Pure
 // bookkeeping: no I/O, no clock, no threads. KvStaging (kv_staging.h) feeds
 // it and does the I/O.
 //
 // The ring's slots are split in two halves: slots [0, send_slots) carry
-// this side's sends, [send_slots, slot_count) the chunks it receives, so
+// this side's sends, [send_slots, slot_count) the slots it receives, so
 // two peers staging to each other never wait on each other's credits.
 //
-// The sending half. A send slot is acquired for a chunk of one send (to one
-// peer, of one request) and is "gathering" until the chunk is in it; then
-// the chunk is announced, and the slot stays held until the peer's credit
+// The sending half. A send slot is acquired for a slot of one send (to one
+// peer, of one request) and is "gathering" until the slot is in it; then
+// the slot is announced, and the slot stays held until the peer's credit
 // for it comes back (Credit), the send gives it up (ReleaseSend), or the
 // peer fails (PeerFailed). A credit that does not name a slot held by a
 // send of that request to that peer is refused and frees nothing.
 //
-// The receiving half. A receive slot holds one incoming chunk while it is
+// The receiving half. A receive slot holds one incoming slot while it is
 // read and scattered. A sender may have at most one chunk per slot of its
 // own ring out here (HoldChunk): an honest sender never has more.
 //
@@ -51,7 +51,7 @@ class KvRingSlots {
   // --- The sending half: slots [0, send_slots) ---
 
   bool HasFreeSend() const { return !free_send_.empty(); }
-  // Lends a free send slot to chunk of `send` (to `peer`, of `request_id`),
+  // Lends a free send slot to slot of `send` (to `peer`, of `request_id`),
   // gathering; nullopt when every send slot is held. Lowest slots first.
   std::optional<uint32_t> AcquireSend(uint64_t send, PeerId peer,
                                       std::string_view request_id);
@@ -73,16 +73,16 @@ class KvRingSlots {
 
   // --- The receiving half: slots [send_slots, slot_count) ---
 
-  // A free receive slot, or nullopt when all hold chunks.
+  // A free receive slot, or nullopt when all hold slots.
   std::optional<uint32_t> AcquireReceive();
   // REQUIRES: `slot` was acquired with AcquireReceive and not released.
   void ReleaseReceive(uint32_t slot);
-  // Counts a chunk of `sender` (whose ring has `sender_slots` slots) held
+  // Counts a slot of `sender` (whose ring has `sender_slots` slots) held
   // here; false (nothing counted) when it already has that many.
-  bool HoldChunk(PeerId sender, uint32_t sender_slots);
-  // A chunk of `sender` was answered or dropped.
-  void ChunkDone(PeerId sender);
-  uint32_t chunks_held(PeerId sender) const;
+  bool HoldSlot(PeerId sender, uint32_t sender_slots);
+  // A slot of `sender` was answered or dropped.
+  void SlotDone(PeerId sender);
+  uint32_t slots_held(PeerId sender) const;
 
   // --- The whole ring ---
   uint32_t slot_count() const { return slot_count_; }
@@ -108,7 +108,7 @@ class KvRingSlots {
   std::vector<uint32_t> free_send_;
   std::vector<uint32_t> free_receive_;
   std::vector<Holder> holders_;  // per send slot
-  absl::flat_hash_map<PeerId, uint32_t> chunks_held_;
+  absl::flat_hash_map<PeerId, uint32_t> slots_held_;
   uint32_t free_ = 0;
   uint32_t max_in_use_ = 0;
 };

@@ -24,7 +24,7 @@ bool IsStagingNotice(const std::string& bytes) {
   // magic (4) + version (2) + kind (1)
   if (bytes.size() < 7 || !IsKvNotice(bytes)) return false;
   const auto kind = static_cast<KvNoticeKind>(bytes[6]);
-  return kind == KvNoticeKind::kChunk || kind == KvNoticeKind::kCredit;
+  return kind == KvNoticeKind::kSlot || kind == KvNoticeKind::kCredit;
 }
 
 }  // namespace
@@ -97,7 +97,7 @@ bool KvStaging::Tap(const Notification& n) {
     return false;
   }
   // Decoded on the worker, not here: the progress thread never waits on
-  // staging work (a chunk notice may carry thousands of runs).
+  // staging work (a slot notice may carry thousands of runs).
   Post([this, peer = n.peer, bytes = n.bytes] {
     absl::StatusOr<KvNotice> notice = ParseKvNotice(bytes);
     if (!notice.ok()) {
@@ -126,8 +126,8 @@ void KvStaging::OnNotice(PeerId peer, KvNotice notice) {
 void KvStaging::Dispatch(PeerId peer, KvNotice notice) {
   if (notice.kind == KvNoticeKind::kCredit) {
     HandleCredit(peer, notice);
-  } else if (notice.kind == KvNoticeKind::kChunk) {
-    ReceiveChunk(peer, std::move(notice));
+  } else if (notice.kind == KvNoticeKind::kSlot) {
+    ReceiveSlot(peer, std::move(notice));
   }
 }
 
@@ -167,9 +167,9 @@ void KvStaging::PeerGone(PeerId peer) {
 }
 
 void KvStaging::Stats(KvTransferStats* stats) const {
-  stats->staged_chunks_sent = chunks_sent_.load();
+  stats->staged_slots_sent = slots_sent_.load();
   stats->staged_bytes_sent = bytes_sent_.load();
-  stats->staged_chunks_received = chunks_received_.load();
+  stats->staged_slots_received = slots_received_.load();
   stats->staged_bytes_received = bytes_received_.load();
   stats->ring_slots = ring_.slot_count;
   stats->ring_slots_free = slots_free_.load();

@@ -2,15 +2,15 @@
 // KvStaging: a KvTransfer's staging path (docs/gpu.md "Staging protocol"),
 // created only when the KvTransfer has a staging ring. It owns the ring's
 // use: the slots and credits (KvRingSlots), the staged sends (cut into
-// chunks, gathered into send slots, announced by chunk notices, freed by
-// credits, finished by the data notice), the chunks received (read from
+// slots, gathered into send slots, announced by slot notices, freed by
+// credits, finished by the data notice), the slots received (read from
 // the sender's slot into a receive slot, scattered into the pool, answered
 // by a credit), the engine notification tap that feeds it, its worker
 // thread, and the deadlines of staged sends. Implemented by side:
 //   kv_staging.cc          lifecycle, the tap, the worker and its queue,
 //                          the one entry point for notices (OnNotice);
 //   kv_staging_send.cc     staged sends and the credits that come back;
-//   kv_staging_receive.cc  chunks in, credits out.
+//   kv_staging_receive.cc  slots in, credits out.
 // The receiving side's request state (the request tracker, which peers are
 // gone, scatters in progress) stays KvTransfer's: KvStaging reaches it only
 // through KvStagingHost.
@@ -66,8 +66,8 @@ struct KvPeerRing {
   uint32_t slot_count = 0;
 };
 
-// The credit that answers `chunk` with `status` (OK: scattered).
-KvNotice KvCreditFor(const KvNotice& chunk, const absl::Status& status);
+// The credit that answers `slot` with `status` (OK: scattered).
+KvNotice KvCreditFor(const KvNotice& incoming, const absl::Status& status);
 
 // What KvStaging needs of the KvTransfer it serves (KvTransfer::Impl):
 // peers' rings, notices out, and the receiving side's request state.
@@ -85,16 +85,16 @@ class KvStagingHost {
   virtual void SendFailed(PeerId peer, std::string_view request_id,
                           uint32_t rank, uint32_t num_senders,
                           const absl::Status& status) = 0;
-  // Refuses a chunk: counts it, fails its request here, returns the credit.
-  virtual void RefuseChunk(PeerId peer, const KvNotice& chunk,
-                           absl::Status why) = 0;
+  // Refuses a slot: counts it, fails its request here, returns the credit.
+  virtual void RefuseSlot(PeerId peer, const KvNotice& incoming,
+                          absl::Status why) = 0;
   // A staging notice that was malformed or named nothing held.
   virtual void CountMalformedNotice() = 0;
   // `peer` disconnected: called before the notification is queued, so no
   // scatter from it starts once anyone can see that.
   virtual void MarkPeerDead(PeerId peer) = 0;
   virtual bool PeerDead(PeerId peer) const = 0;
-  // A chunk of `request_id` from `peer` may be scattered: false when the
+  // A slot of `request_id` from `peer` may be scattered: false when the
   // peer is gone or the request no longer accepts data; true counts the
   // scatter until EndScatter (a failure of the request, or the peer's
   // disconnection, is reported only after it).
@@ -121,24 +121,24 @@ class KvStaging : public std::enable_shared_from_this<KvStaging> {
   // their work.
   void Stop();
 
-  // The one entry point for decoded staging notices (kinds kChunk and
+  // The one entry point for decoded staging notices (kinds kSlot and
   // kCredit) from `peer` (KvTransfer::HandleNotification's; the tap's own
   // are decoded once on the worker and go the same way).
   void OnNotice(PeerId peer, KvNotice notice);
 
   // Starts a staged Send of `ops` (this pool's regions and offsets -> the
   // peer's layout regions) to `peer`, whose ring is `peer_ring`; the data
-  // notice goes once every chunk was credited.
+  // notice goes once every slot was credited.
   TransferHandle Send(PeerId peer, const KvPeerRing& peer_ring,
                       std::vector<TransferOp> ops, const KvNotice& data_notice,
-                      const KvSendRequest& r);
+                      const KvPiece& r);
 
   // Fills the staged_* and ring_* fields of `stats`.
   void Stats(KvTransferStats* stats) const;
 
  private:
   struct StagedSend;
-  struct IncomingChunk;
+  struct IncomingSlot;
 
   KvStaging(TransferEngine* engine, const KvLayout& layout, KvRing ring,
             std::shared_ptr<KvPoolMemory> pool,
@@ -160,7 +160,7 @@ class KvStaging : public std::enable_shared_from_this<KvStaging> {
   void Pump(const std::shared_ptr<StagedSend>& send);
   void PumpWaiting();
   void GatherDone(const std::shared_ptr<StagedSend>& send, uint32_t slot,
-                  std::string chunk_notice, uint64_t bytes, absl::Status s);
+                  std::string slot_notice, uint64_t bytes, absl::Status s);
   void SendSlotsReturned(const std::shared_ptr<StagedSend>& send,
                          uint32_t count);
   void StopSend(const std::shared_ptr<StagedSend>& send, absl::Status status);
@@ -174,11 +174,11 @@ class KvStaging : public std::enable_shared_from_this<KvStaging> {
   void CancelSends();
 
   // --- kv_staging_receive.cc (worker) ---
-  void ReceiveChunk(PeerId peer, KvNotice notice);
+  void ReceiveSlot(PeerId peer, KvNotice notice);
   void PumpReceive();
-  void ReadDone(std::shared_ptr<IncomingChunk> chunk, uint32_t slot,
+  void ReadDone(std::shared_ptr<IncomingSlot> incoming, uint32_t slot,
                 absl::Status s);
-  void ScatterDone(const std::shared_ptr<IncomingChunk>& chunk, uint32_t slot,
+  void ScatterDone(const std::shared_ptr<IncomingSlot>& incoming, uint32_t slot,
                    const absl::Status& done);
   void ReceivePeerGone(PeerId peer);
 
@@ -203,10 +203,10 @@ class KvStaging : public std::enable_shared_from_this<KvStaging> {
   absl::flat_hash_map<uint64_t, std::shared_ptr<StagedSend>> sends_;
   std::deque<std::shared_ptr<StagedSend>> waiting_sends_;
   uint64_t next_send_id_ = 1;
-  std::deque<std::shared_ptr<IncomingChunk>> incoming_;
+  std::deque<std::shared_ptr<IncomingSlot>> incoming_;
 
   // Stats (any thread).
-  std::atomic<uint64_t> chunks_sent_{0}, bytes_sent_{0}, chunks_received_{0},
+  std::atomic<uint64_t> slots_sent_{0}, bytes_sent_{0}, slots_received_{0},
       bytes_received_{0};
   std::atomic<uint64_t> slots_free_{0}, slots_max_in_use_{0};
 };

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // KvStaging's receiving side (see kv_staging.h and docs/gpu.md "Staging
-// protocol"), on the worker: chunk notices are checked against this pool (a
-// run outside it refuses the chunk and fails its request: nothing is
+// protocol"), on the worker: slot notices are checked against this pool (a
+// run outside it refuses the slot and fails its request: nothing is
 // written), wait for a receive slot lent by KvRingSlots, are read from the
 // sender's slot into it (engine Read), scattered into the pool and answered
 // with a credit. Each scatter is announced to KvStagingHost (BeginScatter,
@@ -17,8 +17,8 @@
 
 namespace flowkv::internal {
 
-// A staged chunk received, waiting for a slot or in flight.
-struct KvStaging::IncomingChunk {
+// A staged slot received, waiting for a slot or in flight.
+struct KvStaging::IncomingSlot {
   PeerId peer = 0;
   KvNotice notice;
   uint64_t bytes = 0;
@@ -26,42 +26,42 @@ struct KvStaging::IncomingChunk {
   uint64_t peer_offset = 0;
 };
 
-KvNotice KvCreditFor(const KvNotice& chunk, const absl::Status& status) {
+KvNotice KvCreditFor(const KvNotice& incoming, const absl::Status& status) {
   KvNotice credit;
   credit.kind = KvNoticeKind::kCredit;
-  credit.request_id = chunk.request_id;
-  credit.sender_rank = chunk.sender_rank;
-  credit.num_senders = chunk.num_senders;
-  credit.slot = chunk.slot;
+  credit.request_id = incoming.request_id;
+  credit.sender_rank = incoming.sender_rank;
+  credit.num_senders = incoming.num_senders;
+  credit.slot = incoming.slot;
   credit.code = status.code();
   credit.message = std::string(status.message());
   return credit;
 }
 
-void KvStaging::ReceiveChunk(PeerId peer, KvNotice notice) {
+void KvStaging::ReceiveSlot(PeerId peer, KvNotice notice) {
   std::shared_ptr<KvStagingHost> host = host_.lock();
   if (host == nullptr || host->PeerDead(peer)) return;
   const std::optional<KvPeerRing> sender = host->PeerRing(peer);
   if (!sender) {
-    host->RefuseChunk(peer, notice,
-                      absl::FailedPreconditionError(
-                          "no staging ring of the sender is known (its pool "
-                          "descriptor did not arrive or named none)"));
+    host->RefuseSlot(peer, notice,
+                     absl::FailedPreconditionError(
+                         "no staging ring of the sender is known (its pool "
+                         "descriptor did not arrive or named none)"));
     return;
   }
   if (notice.slot >= sender->slot_count) {
-    host->RefuseChunk(peer, notice,
-                      absl::InvalidArgumentError(absl::StrFormat(
-                          "sender slot %d is not in its ring of %d slots",
-                          notice.slot, sender->slot_count)));
+    host->RefuseSlot(peer, notice,
+                     absl::InvalidArgumentError(absl::StrFormat(
+                         "sender slot %d is not in its ring of %d slots",
+                         notice.slot, sender->slot_count)));
     return;
   }
   uint64_t bytes = 0;
-  for (const KvChunkRun& run : notice.runs) {
+  for (const KvSlotRun& run : notice.runs) {
     if (run.region >= layout_.num_regions() ||
         run.offset > layout_.region_bytes(run.region) ||
         run.length > layout_.region_bytes(run.region) - run.offset) {
-      host->RefuseChunk(
+      host->RefuseSlot(
           peer, notice,
           absl::InvalidArgumentError(absl::StrFormat(
               "run [%d, +%d) of region %d is outside this pool (%d regions)",
@@ -72,28 +72,28 @@ void KvStaging::ReceiveChunk(PeerId peer, KvNotice notice) {
   }
   const uint64_t limit = std::min(ring_.slot_bytes, sender->slot_bytes);
   if (bytes > limit) {
-    host->RefuseChunk(
+    host->RefuseSlot(
         peer, notice,
         absl::InvalidArgumentError(absl::StrFormat(
-            "the chunk's %d bytes exceed the slot size %d", bytes, limit)));
+            "the slot's %d bytes exceed the slot size %d", bytes, limit)));
     return;
   }
   // An honest sender has at most one chunk per slot of its ring out.
-  if (!slots_.HoldChunk(peer, sender->slot_count)) {
-    host->RefuseChunk(peer, notice,
-                      absl::InvalidArgumentError(absl::StrFormat(
-                          "more chunks outstanding than the sender's ring has "
-                          "slots (%d)",
-                          sender->slot_count)));
+  if (!slots_.HoldSlot(peer, sender->slot_count)) {
+    host->RefuseSlot(peer, notice,
+                     absl::InvalidArgumentError(absl::StrFormat(
+                         "more slots outstanding than the sender's ring has "
+                         "slots (%d)",
+                         sender->slot_count)));
     return;
   }
-  auto chunk = std::make_shared<IncomingChunk>();
-  chunk->peer = peer;
-  chunk->bytes = bytes;
-  chunk->peer_ring = sender->region;
-  chunk->peer_offset = notice.slot * sender->slot_bytes;
-  chunk->notice = std::move(notice);
-  incoming_.push_back(std::move(chunk));
+  auto incoming = std::make_shared<IncomingSlot>();
+  incoming->peer = peer;
+  incoming->bytes = bytes;
+  incoming->peer_ring = sender->region;
+  incoming->peer_offset = notice.slot * sender->slot_bytes;
+  incoming->notice = std::move(notice);
+  incoming_.push_back(std::move(incoming));
   PumpReceive();
 }
 
@@ -102,26 +102,28 @@ void KvStaging::PumpReceive() {
     const std::optional<uint32_t> slot = slots_.AcquireReceive();
     if (!slot) break;
     PublishSlots();
-    std::shared_ptr<IncomingChunk> chunk = std::move(incoming_.front());
+    std::shared_ptr<IncomingSlot> incoming = std::move(incoming_.front());
     incoming_.pop_front();
-    const TransferOp op{chunk->peer_ring, chunk->peer_offset, ring_.region,
-                        *slot * ring_.slot_bytes, chunk->bytes};
+    const TransferOp op{incoming->peer_ring, incoming->peer_offset,
+                        ring_.region, *slot * ring_.slot_bytes,
+                        incoming->bytes};
     TransferOptions options;
     std::shared_ptr<KvStaging> self = shared_from_this();
-    options.on_complete = [self, chunk, slot = *slot](const absl::Status& s,
-                                                      const TransferStats&) {
-      self->Post([self, chunk, slot, s] { self->ReadDone(chunk, slot, s); });
+    options.on_complete = [self, incoming, slot = *slot](const absl::Status& s,
+                                                         const TransferStats&) {
+      self->Post(
+          [self, incoming, slot, s] { self->ReadDone(incoming, slot, s); });
     };
-    TransferHandle ignored = engine_->Read(chunk->peer, {&op, 1}, options);
+    TransferHandle ignored = engine_->Read(incoming->peer, {&op, 1}, options);
   }
 }
 
-void KvStaging::ReadDone(std::shared_ptr<IncomingChunk> chunk, uint32_t slot,
+void KvStaging::ReadDone(std::shared_ptr<IncomingSlot> incoming, uint32_t slot,
                          absl::Status s) {
-  const KvNotice& notice = chunk->notice;
+  const KvNotice& notice = incoming->notice;
   std::shared_ptr<KvStagingHost> host = host_.lock();
-  auto release = [this, slot, peer = chunk->peer] {
-    slots_.ChunkDone(peer);
+  auto release = [this, slot, peer = incoming->peer] {
+    slots_.SlotDone(peer);
     slots_.ReleaseReceive(slot);
     PublishSlots();
     PumpReceive();
@@ -132,16 +134,16 @@ void KvStaging::ReadDone(std::shared_ptr<IncomingChunk> chunk, uint32_t slot,
   }
   if (!s.ok()) {
     // Best effort: the sender is usually gone.
-    host->SendNotice(chunk->peer, KvCreditFor(notice, s));
+    host->SendNotice(incoming->peer, KvCreditFor(notice, s));
     release();
     return;
   }
-  if (!host->BeginScatter(chunk->peer, notice.request_id)) {
+  if (!host->BeginScatter(incoming->peer, notice.request_id)) {
     host->SendNotice(
-        chunk->peer,
+        incoming->peer,
         KvCreditFor(notice, absl::FailedPreconditionError(absl::StrFormat(
                                 "request '%s' already finished, failed or was "
-                                "forgotten here: the chunk was dropped",
+                                "forgotten here: the slot was dropped",
                                 notice.request_id))));
     release();
     return;
@@ -149,7 +151,7 @@ void KvStaging::ReadDone(std::shared_ptr<IncomingChunk> chunk, uint32_t slot,
   std::vector<PoolHostCopy> copies;
   copies.reserve(notice.runs.size());
   uint8_t* base = ring_.base + slot * ring_.slot_bytes;
-  for (const KvChunkRun& run : notice.runs) {
+  for (const KvSlotRun& run : notice.runs) {
     copies.push_back({.region = run.region,
                       .offset = run.offset,
                       .host = base,
@@ -157,39 +159,40 @@ void KvStaging::ReadDone(std::shared_ptr<IncomingChunk> chunk, uint32_t slot,
     base += run.length;
   }
   std::shared_ptr<KvStaging> self = shared_from_this();
-  pool_->Scatter(std::move(copies), [self, chunk, slot](absl::Status done) {
+  pool_->Scatter(std::move(copies), [self, incoming, slot](absl::Status done) {
     // Any thread: the scatter ended, whether or not the worker still runs.
     if (std::shared_ptr<KvStagingHost> host = self->host_.lock()) {
-      host->EndScatter(chunk->peer, chunk->notice.request_id);
+      host->EndScatter(incoming->peer, incoming->notice.request_id);
     }
-    self->Post(
-        [self, chunk, slot, done] { self->ScatterDone(chunk, slot, done); });
+    self->Post([self, incoming, slot, done] {
+      self->ScatterDone(incoming, slot, done);
+    });
   });
 }
 
-void KvStaging::ScatterDone(const std::shared_ptr<IncomingChunk>& chunk,
+void KvStaging::ScatterDone(const std::shared_ptr<IncomingSlot>& incoming,
                             uint32_t slot, const absl::Status& done) {
   if (std::shared_ptr<KvStagingHost> host = host_.lock()) {
     if (done.ok()) {
-      chunks_received_.fetch_add(1);
-      bytes_received_.fetch_add(chunk->bytes);
-      host->SendNotice(chunk->peer, KvCreditFor(chunk->notice, done));
+      slots_received_.fetch_add(1);
+      bytes_received_.fetch_add(incoming->bytes);
+      host->SendNotice(incoming->peer, KvCreditFor(incoming->notice, done));
     } else {
-      host->RefuseChunk(chunk->peer, chunk->notice, done);
+      host->RefuseSlot(incoming->peer, incoming->notice, done);
     }
   }
-  slots_.ChunkDone(chunk->peer);
+  slots_.SlotDone(incoming->peer);
   slots_.ReleaseReceive(slot);
   PublishSlots();
   PumpReceive();
 }
 
 void KvStaging::ReceivePeerGone(PeerId peer) {
-  // Chunks from it that wait for a slot. (Its count of chunks held goes
+  // Slots from it that wait for a slot. (Its count of slots held goes
   // once those in flight are answered.)
   std::erase_if(incoming_, [this, peer](const auto& c) {
     if (c->peer != peer) return false;
-    slots_.ChunkDone(peer);
+    slots_.SlotDone(peer);
     return true;
   });
 }

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // KvStaging's sending side (see kv_staging.h and docs/gpu.md "Staging
-// protocol"), on the worker unless noted: a staged send is cut into chunks,
+// protocol"), on the worker unless noted: a staged send is cut into slots,
 // each gathered into a send slot lent by KvRingSlots and announced by a
-// chunk notice; the peer's credit frees the slot; once every chunk is
+// slot notice; the peer's credit frees the slot; once every slot is
 // credited the data notice goes, and the send is done when it is
-// acknowledged. A failure (the gather, a refused chunk, the deadline, a
+// acknowledged. A failure (the gather, a refused slot, the deadline, a
 // cancel, the peer's disconnection) stops the cutting; the receiver learns
-// of it once every chunk out was answered. Calls the pool memory (Gather),
+// of it once every slot out was answered. Calls the pool memory (Gather),
 // the engine's public API (Write) and KvStagingHost (SendFailed,
 // CountMalformedNotice, PeerDead).
 #include <algorithm>
@@ -31,9 +31,9 @@ struct KvStaging::StagedSend {
   std::vector<TransferOp> ops;
   size_t op_index = 0;
   uint64_t op_offset = 0;
-  uint64_t chunk_limit = 0;  // bytes per chunk: the smaller slot
-  uint32_t next_chunk = 0;
-  uint32_t outstanding = 0;  // slots holding this send's chunks
+  uint64_t slot_limit = 0;  // bytes per chunk: the smaller slot
+  uint32_t next_slot_seq = 0;
+  uint32_t outstanding = 0;  // slots holding this send's slots
   bool waiting = false;      // in waiting_sends_
   bool finishing = false;    // the data or failure notice is out
   absl::Status failure;      // set: stop gathering, fail once drained
@@ -49,15 +49,14 @@ struct KvStaging::StagedSend {
 // Any thread.
 TransferHandle KvStaging::Send(PeerId peer, const KvPeerRing& peer_ring,
                                std::vector<TransferOp> ops,
-                               const KvNotice& data_notice,
-                               const KvSendRequest& r) {
+                               const KvNotice& data_notice, const KvPiece& r) {
   auto send = std::make_shared<StagedSend>();
   uint64_t bytes = 0;
   for (const TransferOp& op : ops) bytes += op.length;
   const absl::Time now = absl::Now();
   send->peer = peer;
   send->ops = std::move(ops);
-  send->chunk_limit = std::min(ring_.slot_bytes, peer_ring.slot_bytes);
+  send->slot_limit = std::min(ring_.slot_bytes, peer_ring.slot_bytes);
   send->ready_event = r.ready_event;
   send->data_notice = EncodeKvNotice(data_notice);
   send->timeout = r.timeout;
@@ -117,7 +116,7 @@ void KvStaging::ApplySendDeadlines(absl::Time now) {
   }
 }
 
-// A stopped send whose chunks are still out: its handle reports the failure
+// A stopped send whose slots are still out: its handle reports the failure
 // now (a Send never outlives its deadline, and Cancel() returns at once even
 // when the receiver stalls); its slots stay held, and the receiver learns of
 // the failure, once the credits come back or the peer fails.
@@ -134,30 +133,30 @@ void KvStaging::Pump(const std::shared_ptr<StagedSend>& send) {
     if (!slot) break;
     PublishSlots();
     ++send->outstanding;
-    // Cut the next chunk: runs from the cursor, up to chunk_limit bytes and
-    // kMaxKvChunkRuns runs, packed from the slot's start.
+    // Cut the next chunk: runs from the cursor, up to slot_limit bytes and
+    // kMaxKvSlotRuns runs, packed from the slot's start.
     uint8_t* host = ring_.base + *slot * ring_.slot_bytes;
     std::vector<PoolHostCopy> copies;
-    KvNotice chunk;
-    chunk.kind = KvNoticeKind::kChunk;
-    chunk.request_id = send->request_id;
-    chunk.sender_rank = send->rank;
-    chunk.num_senders = send->senders;
-    chunk.chunk_index = send->next_chunk++;
-    chunk.slot = *slot;
+    KvNotice incoming;
+    incoming.kind = KvNoticeKind::kSlot;
+    incoming.request_id = send->request_id;
+    incoming.sender_rank = send->rank;
+    incoming.num_senders = send->senders;
+    incoming.slot_seq = send->next_slot_seq++;
+    incoming.slot = *slot;
     uint64_t used = 0;
-    while (!send->cut_all() && used < send->chunk_limit &&
-           chunk.runs.size() < kMaxKvChunkRuns) {
+    while (!send->cut_all() && used < send->slot_limit &&
+           incoming.runs.size() < kMaxKvSlotRuns) {
       const TransferOp& op = send->ops[send->op_index];
       const uint64_t n =
-          std::min(op.length - send->op_offset, send->chunk_limit - used);
+          std::min(op.length - send->op_offset, send->slot_limit - used);
       copies.push_back({.region = op.src_region,
                         .offset = op.src_offset + send->op_offset,
                         .host = host + used,
                         .length = n});
-      chunk.runs.push_back({.region = op.dst_region,
-                            .offset = op.dst_offset + send->op_offset,
-                            .length = n});
+      incoming.runs.push_back({.region = op.dst_region,
+                               .offset = op.dst_offset + send->op_offset,
+                               .length = n});
       used += n;
       send->op_offset += n;
       if (send->op_offset == op.length) {
@@ -165,10 +164,10 @@ void KvStaging::Pump(const std::shared_ptr<StagedSend>& send) {
         send->op_offset = 0;
       }
     }
-    void* after = chunk.chunk_index == 0 ? send->ready_event : nullptr;
+    void* after = incoming.slot_seq == 0 ? send->ready_event : nullptr;
     std::shared_ptr<KvStaging> self = shared_from_this();
     pool_->Gather(std::move(copies), after,
-                  [self, send, slot = *slot, notice = EncodeKvNotice(chunk),
+                  [self, send, slot = *slot, notice = EncodeKvNotice(incoming),
                    used](absl::Status s) mutable {
                     self->Post([self, send, slot, notice = std::move(notice),
                                 used, s = std::move(s)]() mutable {
@@ -194,7 +193,7 @@ void KvStaging::PumpWaiting() {
 }
 
 void KvStaging::GatherDone(const std::shared_ptr<StagedSend>& send,
-                           uint32_t slot, std::string chunk_notice,
+                           uint32_t slot, std::string slot_notice,
                            uint64_t bytes, absl::Status s) {
   slots_.GatherEnded(slot, send->id);
   if (!s.ok() || !send->failure.ok()) {
@@ -202,11 +201,11 @@ void KvStaging::GatherDone(const std::shared_ptr<StagedSend>& send,
     if (slots_.ReleaseSend(slot, send->id)) SendSlotsReturned(send, 1);
     return;
   }
-  chunks_sent_.fetch_add(1);
+  slots_sent_.fetch_add(1);
   bytes_sent_.fetch_add(bytes);
   TransferOptions options;
-  options.notification = std::move(chunk_notice);
-  // No deadline: a chunk notice fails only with its peer. (A notice that
+  options.notification = std::move(slot_notice);
+  // No deadline: a slot notice fails only with its peer. (A notice that
   // timed out might still arrive and have the receiver read the slot, so
   // the slot is freed only by the credit or the peer's death.)
   options.timeout = absl::InfiniteDuration();
@@ -219,7 +218,7 @@ void KvStaging::GatherDone(const std::shared_ptr<StagedSend>& send,
       // "canceled" for a dying endpoint): the peer is unavailable.
       self->StopSend(send,
                      absl::UnavailableError(absl::StrFormat(
-                         "KvTransfer::Send: request '%s': chunk notice "
+                         "KvTransfer::Send: request '%s': slot notice "
                          "to peer %d failed: %s",
                          send->request_id, send->peer, status.ToString())));
       std::shared_ptr<KvStagingHost> host = self->host_.lock();
@@ -235,7 +234,7 @@ void KvStaging::GatherDone(const std::shared_ptr<StagedSend>& send,
   TransferHandle ignored = engine_->Write(send->peer, {}, std::move(options));
 }
 
-// `count` slots of `send` were freed: cut more chunks, of it or of the
+// `count` slots of `send` were freed: cut more slots, of it or of the
 // sends waiting.
 void KvStaging::SendSlotsReturned(const std::shared_ptr<StagedSend>& send,
                                   uint32_t count) {
@@ -255,7 +254,7 @@ void KvStaging::MaybeFinish(const std::shared_ptr<StagedSend>& send) {
   if (send->failure.ok() && !send->cut_all()) return;
   send->finishing = true;
   if (!send->failure.ok()) {
-    // Every chunk was scattered or dropped by the receiver: now it may
+    // Every slot was scattered or dropped by the receiver: now it may
     // learn of the failure.
     if (std::shared_ptr<KvStagingHost> host = host_.lock()) {
       host->SendFailed(send->peer, send->request_id, send->rank, send->senders,
@@ -297,7 +296,7 @@ void KvStaging::HandleCredit(PeerId peer, const KvNotice& credit) {
   std::shared_ptr<StagedSend> send = it->second;
   if (credit.code != absl::StatusCode::kOk) {
     StopSend(send, absl::Status(credit.code,
-                                absl::StrFormat("peer %d refused a chunk of "
+                                absl::StrFormat("peer %d refused a slot of "
                                                 "request '%s': %s",
                                                 peer, credit.request_id,
                                                 credit.message)));

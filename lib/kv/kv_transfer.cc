@@ -2,8 +2,8 @@
 // KvTransfer (include/flowkv/kv_transfer.h): the public methods (forwarded
 // to KvTransfer::Impl) and the sending side (Send, Fetch: validation,
 // planning from a snapshot of the peer's pool, posting through the
-// TransferEngine, IpcMove or KvStaging::Send, failure and release notices
-// from completion callbacks). Create and the lifecycle are
+// TransferEngine, IpcSendOrFetch or KvStaging::Send, failure and release
+// notices from completion callbacks). Create and the lifecycle are
 // kv_transfer_lifecycle.cc's, the receiving side kv_receive.cc's, peers'
 // pools kv_pool_exchange.cc's (see kv_transfer_impl.h). Calls the planner,
 // the engine's public API and KvStaging.
@@ -44,7 +44,7 @@ using internal::TsanMutexLock;
 using Direction = internal::KvDirection;
 
 const char* Caller(Direction direction) {
-  return direction == Direction::kPush ? "KvTransfer::Send"
+  return direction == Direction::kSend ? "KvTransfer::Send"
                                        : "KvTransfer::Fetch";
 }
 
@@ -59,7 +59,7 @@ namespace {
 
 using internal::FailedKvHandle;
 
-absl::Status CheckRank(const char* caller, const KvSendRequest& r) {
+absl::Status CheckRank(const char* caller, const KvPiece& r) {
   if (r.num_senders == 0 || r.num_senders > kMaxKvSenders) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: num_senders %d is not in [1, %d]", caller,
@@ -76,8 +76,7 @@ absl::Status CheckRank(const char* caller, const KvSendRequest& r) {
 // The arguments' checks that need no layout of the peer. Sets `*notify`
 // when a failure notice can name the request and rank.
 absl::Status CheckPiece(const char* caller, std::string_view id,
-                        const KvSendRequest& r, uint32_t num_layers,
-                        bool* notify) {
+                        const KvPiece& r, uint32_t num_layers, bool* notify) {
   *notify = false;
   if (absl::Status s = CheckKvRequestId(caller, id); !s.ok()) return s;
   if (absl::Status s = CheckRank(caller, r); !s.ok()) return s;
@@ -145,9 +144,9 @@ absl::Status CheckList(const char* caller, const char* side,
 
 }  // namespace
 
-TransferHandle KvTransfer::Impl::Move(Direction direction,
-                                      std::string_view request_id, PeerId peer,
-                                      const KvSendRequest& r) {
+TransferHandle KvTransfer::Impl::SendOrFetch(Direction direction,
+                                             std::string_view request_id,
+                                             PeerId peer, const KvPiece& r) {
   const char* caller = Caller(direction);
   bool notify = false;
   absl::Status status =
@@ -172,13 +171,13 @@ TransferHandle KvTransfer::Impl::Move(Direction direction,
                      absl::StrCat(caller, ": ", pool->path_error.message()));
   }
   if (status.ok() && r.ready_event != nullptr &&
-      (direction == Direction::kPull || pool_ == nullptr ||
+      (direction == Direction::kFetch || pool_ == nullptr ||
        pool_->kind() == MemoryKind::kHost)) {
     status = absl::InvalidArgumentError(absl::StrCat(
         caller, ": ready_event must be null ",
-        direction == Direction::kPull ? "for a Fetch" : "for a host pool"));
+        direction == Direction::kFetch ? "for a Fetch" : "for a host pool"));
   }
-  if (status.ok() && direction == Direction::kPull &&
+  if (status.ok() && direction == Direction::kFetch &&
       pool->path == KvPath::kStaging) {
     status = absl::UnimplementedError(absl::StrCat(
         caller,
@@ -209,7 +208,7 @@ TransferHandle KvTransfer::Impl::Move(Direction direction,
   notice.payload = r.payload;
 
   if (pool->path == KvPath::kIpc) {
-    return IpcMove(direction, peer, *pool, ops, std::move(notice), r);
+    return IpcSendOrFetch(direction, peer, *pool, ops, std::move(notice), r);
   }
   if (pool->path == KvPath::kStaging) {
     // A staging path is chosen only when both sides have a ring.
@@ -222,14 +221,14 @@ TransferHandle KvTransfer::Impl::Move(Direction direction,
   TransferOptions options;
   options.timeout = r.timeout;
   std::shared_ptr<Impl> self = shared_from_this();
-  if (direction == Direction::kPush) {
+  if (direction == Direction::kSend) {
     options.notification = internal::EncodeKvNotice(notice);
     options.acknowledged = true;
     options.on_complete = [self, peer, id = std::move(notice.request_id),
                            rank = r.sender_rank, senders = r.num_senders](
                               const absl::Status& s, const TransferStats&) {
       if (!s.ok())
-        self->PieceFailed(Direction::kPush, peer, id, rank, senders, s);
+        self->PieceFailed(Direction::kSend, peer, id, rank, senders, s);
     };
     return engine_->Write(peer, ops, std::move(options));
   }
@@ -243,13 +242,13 @@ TransferHandle KvTransfer::Impl::Move(Direction direction,
 // Plans the piece's ops (engine region ids) onto the end of `*ops`. A
 // non-final chunk moves only the blocks common to both pools that it
 // fills; its partial last block moves with the next chunk (see
-// KvSendRequest::token_begin).
+// KvPiece::token_begin).
 absl::Status KvTransfer::Impl::Plan(Direction direction,
-                                    const PeerPoolInfo& pool,
-                                    const KvSendRequest& r, bool engine_regions,
+                                    const PeerPoolInfo& pool, const KvPiece& r,
+                                    bool engine_regions,
                                     std::vector<TransferOp>* ops) const {
   const char* caller = Caller(direction);
-  const bool push = direction == Direction::kPush;
+  const bool push = direction == Direction::kSend;
   const KvLayout& src = push ? layout_ : pool.layout;
   const KvLayout& dst = push ? pool.layout : layout_;
   const std::vector<RegionId>& src_regions = push ? regions_ : pool.regions;
@@ -306,7 +305,7 @@ void KvTransfer::Impl::PieceFailed(Direction direction, PeerId peer,
   notice.num_senders = num_senders;
   notice.code = status.code();
   notice.message = std::string(status.message());
-  if (direction == Direction::kPush) {
+  if (direction == Direction::kSend) {
     notice.kind = KvNoticeKind::kFailed;
   } else {
     notice.kind = KvNoticeKind::kReleased;
@@ -327,7 +326,7 @@ void KvTransfer::Impl::PieceFailed(Direction direction, PeerId peer,
 void KvTransfer::Impl::FetchDone(PeerId peer, const KvNotice& piece,
                                  const absl::Status& status) {
   if (!status.ok()) {
-    PieceFailed(Direction::kPull, peer, piece.request_id, piece.sender_rank,
+    PieceFailed(Direction::kFetch, peer, piece.request_id, piece.sender_rank,
                 piece.num_senders, status);
     return;
   }
@@ -360,7 +359,7 @@ void KvTransfer::Impl::FetchDone(PeerId peer, const KvNotice& piece,
 void KvTransfer::Impl::SendFailed(PeerId peer, std::string_view request_id,
                                   uint32_t rank, uint32_t num_senders,
                                   const absl::Status& status) {
-  PieceFailed(Direction::kPush, peer, request_id, rank, num_senders, status);
+  PieceFailed(Direction::kSend, peer, request_id, rank, num_senders, status);
 }
 
 // Best effort: a notice with no data, as a Write (so the engine never
@@ -396,12 +395,12 @@ absl::Status KvTransfer::WaitForPeerPool(PeerId peer, absl::Duration timeout) {
   return impl_->WaitForPeerPool(peer, timeout);
 }
 TransferHandle KvTransfer::Send(std::string_view request_id, PeerId peer,
-                                const KvSendRequest& request) {
-  return impl_->Move(Direction::kPush, request_id, peer, request);
+                                const KvPiece& request) {
+  return impl_->SendOrFetch(Direction::kSend, request_id, peer, request);
 }
 TransferHandle KvTransfer::Fetch(std::string_view request_id, PeerId peer,
-                                 const KvSendRequest& request) {
-  return impl_->Move(Direction::kPull, request_id, peer, request);
+                                 const KvPiece& request) {
+  return impl_->SendOrFetch(Direction::kFetch, request_id, peer, request);
 }
 absl::Status KvTransfer::Expect(std::string_view request_id,
                                 absl::Time deadline) {

@@ -55,7 +55,7 @@
 namespace flowkv {
 namespace internal {
 
-enum class KvDirection : uint8_t { kPush, kPull };
+enum class KvDirection : uint8_t { kSend, kFetch };
 
 // OK when `regions` names one region of `known` per region of `layout`,
 // each large enough for it; else InvalidArgument (count, size) or NotFound
@@ -98,9 +98,9 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl
   absl::StatusOr<KvPath> PeerPath(PeerId peer) const;
 
   // --- kv_transfer.cc: the sending side ---
-  TransferHandle Move(internal::KvDirection direction,
-                      std::string_view request_id, PeerId peer,
-                      const KvSendRequest& request);
+  TransferHandle SendOrFetch(internal::KvDirection direction,
+                             std::string_view request_id, PeerId peer,
+                             const KvPiece& request);
 
   // --- kv_receive.cc ---
   absl::Status Expect(std::string_view request_id, absl::Time deadline);
@@ -147,7 +147,7 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl
   // `engine_regions`: ops name engine regions (direct); else layout region
   // indices of the two pools.
   absl::Status Plan(internal::KvDirection direction, const PeerPoolInfo& pool,
-                    const KvSendRequest& r, bool engine_regions,
+                    const KvPiece& r, bool engine_regions,
                     std::vector<TransferOp>* ops) const;
   void PieceFailed(internal::KvDirection direction, PeerId peer,
                    std::string_view request_id, uint32_t rank,
@@ -177,14 +177,14 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl
                   PeerPoolInfo* info) const;
 
   // --- kv_ipc.cc ---
-  TransferHandle IpcMove(internal::KvDirection direction, PeerId peer,
-                         const PeerPoolInfo& pool,
-                         const std::vector<TransferOp>& ops,
-                         internal::KvNotice notice, const KvSendRequest& r);
+  TransferHandle IpcSendOrFetch(internal::KvDirection direction, PeerId peer,
+                                const PeerPoolInfo& pool,
+                                const std::vector<TransferOp>& ops,
+                                internal::KvNotice notice, const KvPiece& r);
 
   // --- kv_receive.cc ---
-  // A staging notice (kind kChunk or kCredit) with no staging path here:
-  // a chunk is refused, a credit counted as malformed.
+  // A staging notice (kind kSlot or kCredit) with no staging path here:
+  // a slot is refused, a credit counted as malformed.
   void NoStagingNotice(PeerId peer, const internal::KvNotice& notice);
 
   // --- KvStagingHost (kv_pool_exchange.cc: PeerRing; kv_transfer.cc:
@@ -192,8 +192,8 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl
   std::optional<internal::KvPeerRing> PeerRing(PeerId peer) const override;
   void SendFailed(PeerId peer, std::string_view request_id, uint32_t rank,
                   uint32_t num_senders, const absl::Status& status) override;
-  void RefuseChunk(PeerId peer, const internal::KvNotice& chunk,
-                   absl::Status why) override;
+  void RefuseSlot(PeerId peer, const internal::KvNotice& incoming,
+                  absl::Status why) override;
   void CountMalformedNotice() override;
   void MarkPeerDead(PeerId peer) override;
   bool PeerDead(PeerId peer) const override;
@@ -232,7 +232,7 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl
   // next Poll / TakeResults returns them in `other`.
   std::vector<Notification> other_ ABSL_GUARDED_BY(mu_);
   uint64_t malformed_notices_ ABSL_GUARDED_BY(mu_) = 0;
-  // Staged chunks being scattered, by request and by peer: a failure of
+  // Staged slots being scattered, by request and by peer: a failure of
   // the request (TakeResults) or the peer's disconnection
   // (HandleNotification) is passed on only once they are done.
   absl::flat_hash_map<std::string, uint32_t> scattering_ ABSL_GUARDED_BY(mu_);
@@ -245,7 +245,7 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl
   std::shared_ptr<internal::KvStaging> staging_;
 
   // Stats (any thread).
-  std::atomic<uint64_t> chunks_refused_{0}, ipc_copies_{0};
+  std::atomic<uint64_t> slots_refused_{0}, ipc_copies_{0};
 };
 
 }  // namespace flowkv

@@ -55,21 +55,21 @@ absl::Status CheckOptions(const KvTransferOptions& options) {
                      " is not positive"));
   }
   const KvStagingOptions& st = options.staging;
-  if (st.chunk_bytes == 0 || st.chunk_bytes > (1ull << 40)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "KvTransfer: staging.chunk_bytes %d is not in [1, 2^40]",
-        st.chunk_bytes));
+  if (st.slot_bytes == 0 || st.slot_bytes > (1ull << 40)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("KvTransfer: staging.slot_bytes %d is not in [1, 2^40]",
+                        st.slot_bytes));
   }
-  if (st.ring_bytes / st.chunk_bytes < 2) {
+  if (st.ring_bytes / st.slot_bytes < 2) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "KvTransfer: staging.ring_bytes %d holds fewer than 2 chunks of "
-        "staging.chunk_bytes %d (one to send, one to receive)",
-        st.ring_bytes, st.chunk_bytes));
+        "KvTransfer: staging.ring_bytes %d holds fewer than 2 slots of "
+        "staging.slot_bytes %d (one to send, one to receive)",
+        st.ring_bytes, st.slot_bytes));
   }
-  if (st.ring_bytes / st.chunk_bytes > internal::kMaxKvRingSlots) {
+  if (st.ring_bytes / st.slot_bytes > internal::kMaxKvRingSlots) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "KvTransfer: staging.ring_bytes %d / chunk_bytes %d is over %d slots",
-        st.ring_bytes, st.chunk_bytes, internal::kMaxKvRingSlots));
+        "KvTransfer: staging.ring_bytes %d / slot_bytes %d is over %d slots",
+        st.ring_bytes, st.slot_bytes, internal::kMaxKvRingSlots));
   }
   return absl::OkStatus();
 }
@@ -78,8 +78,8 @@ absl::Status CheckOptions(const KvTransferOptions& options) {
 absl::StatusOr<internal::KvRing> AllocateRing(TransferEngine* engine,
                                               const KvStagingOptions& st) {
   internal::KvRing ring;
-  ring.slot_bytes = st.chunk_bytes;
-  ring.slot_count = static_cast<uint32_t>(st.ring_bytes / st.chunk_bytes);
+  ring.slot_bytes = st.slot_bytes;
+  ring.slot_count = static_cast<uint32_t>(st.ring_bytes / st.slot_bytes);
   ring.send_slots = ring.slot_count / 2;
   absl::StatusOr<AllocatedRegion> region =
       engine->AllocateMemory(ring.slot_bytes * ring.slot_count);
@@ -166,7 +166,7 @@ absl::StatusOr<std::unique_ptr<KvTransfer>> KvTransfer::Create(
       sizes.push_back(info->length);
     }
     absl::StatusOr<std::unique_ptr<KvPoolMemory>> host =
-        HostPoolMemory(std::move(bases), std::move(sizes));
+        MakeHostPool(std::move(bases), std::move(sizes));
     if (!host.ok()) return host.status();
     pool = *std::move(host);
     absl::StatusOr<internal::KvRing> allocated =

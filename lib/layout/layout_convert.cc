@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Block conversion on the host: CheckConversion, ConvertBlocks (the CPU
-// reference of the CUDA kernels), StagingLayout, PackBlocks, UnpackBlocks
-// and the staging checks shared with cuda/ (lib/layout/staging.h).
+// reference of the CUDA kernels), PackedLayout, PackBlocks, UnpackBlocks
+// and the staging checks shared with cuda/ (lib/layout/pack_buffer.h).
 #include "flowkv/layout_convert.h"
 
 #include <cstddef>
@@ -12,7 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "lib/layout/staging.h"
+#include "lib/layout/pack_buffer.h"
 
 namespace flowkv {
 namespace {
@@ -157,10 +157,10 @@ absl::Status ConvertBlocks(const KvLayout& src_layout,
   return absl::OkStatus();
 }
 
-absl::StatusOr<KvLayout> StagingLayout(const KvLayout& layout,
-                                       uint32_t num_blocks) {
+absl::StatusOr<KvLayout> PackedLayout(const KvLayout& layout,
+                                      uint32_t num_blocks) {
   if (num_blocks == 0) {
-    return absl::InvalidArgumentError("StagingLayout: num_blocks must be > 0");
+    return absl::InvalidArgumentError("PackedLayout: num_blocks must be > 0");
   }
   KvGeometry geometry = layout.geometry();
   geometry.num_blocks = num_blocks;
@@ -168,17 +168,17 @@ absl::StatusOr<KvLayout> StagingLayout(const KvLayout& layout,
       geometry, layout.tile_order().value_or(BlockOrder::kNHD));
 }
 
-uint64_t StagingBytes(const KvLayout& layout, const BlockList& blocks) {
+uint64_t PackedBytes(const KvLayout& layout, const BlockList& blocks) {
   return blocks.num_blocks() * layout.block_bytes();
 }
 
 namespace internal {
 
-absl::StatusOr<KvLayout> StagingLayoutFor(const char* caller,
-                                          const KvLayout& layout,
-                                          const BlockList& blocks,
-                                          const void* staging,
-                                          uint64_t staging_bytes) {
+absl::StatusOr<KvLayout> PackBufferLayoutFor(const char* caller,
+                                             const KvLayout& layout,
+                                             const BlockList& blocks,
+                                             const void* staging,
+                                             uint64_t staging_bytes) {
   if (staging == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: staging is null", caller));
@@ -200,10 +200,10 @@ absl::StatusOr<KvLayout> StagingLayoutFor(const char* caller,
         layout.block_bytes()));
   }
   const auto n = static_cast<uint32_t>(blocks.num_blocks());
-  return StagingLayout(layout, n == 0 ? 1 : n);
+  return PackedLayout(layout, n == 0 ? 1 : n);
 }
 
-BlockList StagingBlocks(const BlockList& blocks) {
+BlockList PackBufferBlocks(const BlockList& blocks) {
   BlockList staged;
   staged.Append(0, static_cast<uint32_t>(blocks.num_blocks()));
   return staged;
@@ -215,22 +215,22 @@ absl::Status PackBlocks(const KvLayout& layout,
                         absl::Span<const void* const> region_bases,
                         const BlockList& blocks, void* staging,
                         uint64_t staging_bytes) {
-  absl::StatusOr<KvLayout> staging_layout = internal::StagingLayoutFor(
+  absl::StatusOr<KvLayout> staging_layout = internal::PackBufferLayoutFor(
       "PackBlocks", layout, blocks, staging, staging_bytes);
   if (!staging_layout.ok()) return staging_layout.status();
   return ConvertBlocks(layout, region_bases, blocks, *staging_layout,
-                       {&staging, 1}, internal::StagingBlocks(blocks));
+                       {&staging, 1}, internal::PackBufferBlocks(blocks));
 }
 
 absl::Status UnpackBlocks(const void* staging, uint64_t staging_bytes,
                           const KvLayout& layout,
                           absl::Span<void* const> region_bases,
                           const BlockList& blocks) {
-  absl::StatusOr<KvLayout> staging_layout = internal::StagingLayoutFor(
+  absl::StatusOr<KvLayout> staging_layout = internal::PackBufferLayoutFor(
       "UnpackBlocks", layout, blocks, staging, staging_bytes);
   if (!staging_layout.ok()) return staging_layout.status();
   return ConvertBlocks(*staging_layout, {&staging, 1},
-                       internal::StagingBlocks(blocks), layout, region_bases,
+                       internal::PackBufferBlocks(blocks), layout, region_bases,
                        blocks);
 }
 

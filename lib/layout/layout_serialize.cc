@@ -22,9 +22,9 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "lib/layout/kv_layout_internal.h"
 #include "lib/common/byte_io.h"
 #include "lib/common/hmac.h"
+#include "lib/layout/kv_layout_internal.h"
 
 namespace flowkv {
 namespace {

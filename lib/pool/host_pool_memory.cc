@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// HostPoolMemory (include/flowkv/kv_pool_memory.h): a pool in this
+// MakeHostPool (include/flowkv/kv_pool_memory.h): a pool in this
 // process's host memory; gathers and scatters are memcpy, synchronous.
 // Also the copy helpers the shared-host pool reuses (host_pool_copy.h).
 // Calls nothing else.
@@ -88,11 +88,11 @@ class HostPool final : public KvPoolMemory {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<KvPoolMemory>> HostPoolMemory(
+absl::StatusOr<std::unique_ptr<KvPoolMemory>> MakeHostPool(
     std::vector<void*> bases, std::vector<uint64_t> sizes) {
   if (bases.empty() || bases.size() != sizes.size()) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("HostPoolMemory: %d bases and %d sizes (need the same "
+        absl::StrFormat("MakeHostPool: %d bases and %d sizes (need the same "
                         "count, at least 1)",
                         bases.size(), sizes.size()));
   }
@@ -100,7 +100,7 @@ absl::StatusOr<std::unique_ptr<KvPoolMemory>> HostPoolMemory(
   for (size_t i = 0; i < bases.size(); ++i) {
     if (bases[i] == nullptr || sizes[i] == 0) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "HostPoolMemory: region %d has a null base or size 0", i));
+          "MakeHostPool: region %d has a null base or size 0", i));
     }
     bytes.push_back(static_cast<uint8_t*>(bases[i]));
   }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// SharedHostPoolMemory's share descriptor codec
+// MakeSharedHostPool's share descriptor codec
 // (lib/pool/host_share_descriptor.h), through lib/common/byte_io.h.
 
 #include "lib/pool/host_share_descriptor.h"
@@ -35,7 +35,7 @@ std::string EncodeHostShareDescriptor(const HostShareDescriptor& descriptor) {
 
 absl::StatusOr<HostShareDescriptor> ParseHostShareDescriptor(
     std::string_view bytes) {
-  ByteReader r(bytes, "SharedHostPoolMemory share descriptor");
+  ByteReader r(bytes, "MakeSharedHostPool share descriptor");
   HostShareDescriptor descriptor;
   uint16_t version = 0;
   uint32_t count = 0;

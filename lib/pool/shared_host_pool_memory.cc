@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// SharedHostPoolMemory (include/flowkv/kv_pool_memory.h): a host pool in
+// MakeSharedHostPool (include/flowkv/kv_pool_memory.h): a host pool in
 // POSIX shared-memory objects (one per region) that other processes of this
 // host map, its ShareDescriptor, and the peer pools OpenPeer maps. Copies
 // are memcpy, synchronous. Calls POSIX (shm_open, mmap), host_pool_copy.h,
@@ -30,7 +30,7 @@ namespace {
 using internal::kMaxHostShareRegions;
 
 absl::Status SystemError(const char* what, const std::string& name, int err) {
-  const std::string message = absl::StrFormat("SharedHostPoolMemory: %s %s: %s",
+  const std::string message = absl::StrFormat("MakeSharedHostPool: %s %s: %s",
                                               what, name, std::strerror(err));
   if (err == ENOMEM || err == ENOSPC || err == EMFILE || err == ENFILE) {
     return absl::ResourceExhaustedError(message);
@@ -73,7 +73,7 @@ absl::StatusOr<std::unique_ptr<Mapping>> MapObject(const std::string& name,
   if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < bytes) {
     close(fd);
     return absl::InvalidArgumentError(absl::StrFormat(
-        "SharedHostPoolMemory: object %s holds fewer than the %d bytes its "
+        "MakeSharedHostPool: object %s holds fewer than the %d bytes its "
         "descriptor names",
         name, bytes));
   }
@@ -180,7 +180,7 @@ class SharedHostPool final : public KvPoolMemory {
     if (!parsed.ok()) return parsed.status();
     if (parsed->boot_id != boot_id_) {
       return absl::UnavailableError(absl::StrCat(
-          "SharedHostPoolMemory::OpenPeer: the peer's pool is on another "
+          "MakeSharedHostPool::OpenPeer: the peer's pool is on another "
           "host (boot id ",
           absl::CHexEscape(parsed->boot_id), ", this host's ", boot_id_, ")"));
     }
@@ -201,11 +201,11 @@ class SharedHostPool final : public KvPoolMemory {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<KvPoolMemory>> SharedHostPoolMemory(
+absl::StatusOr<std::unique_ptr<KvPoolMemory>> MakeSharedHostPool(
     std::vector<uint64_t> sizes) {
   if (sizes.empty() || sizes.size() > kMaxHostShareRegions) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("SharedHostPoolMemory: %d sizes given (need 1 to %d)",
+        absl::StrFormat("MakeSharedHostPool: %d sizes given (need 1 to %d)",
                         sizes.size(), kMaxHostShareRegions));
   }
   static std::atomic<uint64_t> next{0};
@@ -214,7 +214,7 @@ absl::StatusOr<std::unique_ptr<KvPoolMemory>> SharedHostPoolMemory(
   for (size_t i = 0; i < sizes.size(); ++i) {
     if (sizes[i] == 0) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("SharedHostPoolMemory: region %d has size 0", i));
+          absl::StrFormat("MakeSharedHostPool: region %d has size 0", i));
     }
     const std::string name = absl::StrFormat("/flowkv-%d-%d-%x-r%d", getpid(),
                                              next.fetch_add(1), nonce, i);

@@ -67,7 +67,7 @@ from ._flowkv import (  # noqa: F401  (re-exported)
     Notification,
     NotificationKind,
     OutOfRangeError,
-    PeerDataPath,
+    PeerDataMethod,
     PeerInfo,
     PermissionDeniedError,
     Placement,
@@ -119,7 +119,7 @@ class TransferEngine(_flowkv.TransferEngine):
     as keyword arguments (durations in seconds): name, cluster_token,
     default_timeout, ucx_peer_error_handling, peer_failure_timeout,
     connect_timeout, ucx_config (dict of UCX settings without the UCX_
-    prefix), busy_poll, idle_spin, max_queued_notifications, max_piece_bytes,
+    prefix), busy_poll, idle_spin, max_queued_notifications, max_window_bytes,
     max_registered_bytes, log (callable(severity: int, message: str)).
     Shared-memory transports need ucx_peer_error_handling=False.
 
@@ -135,7 +135,7 @@ class KvTransfer(_flowkv._KvTransfer):
     """Moves requests' KV caches between the pools of two engines.
 
     KvTransfer(engine, layout, regions=None, *, pool=None,
-    staging_ring_bytes=64 MiB, staging_chunk_bytes=4 MiB,
+    staging_ring_bytes=64 MiB, staging_slot_bytes=4 MiB,
     path_policy="auto", incomplete_request_timeout=60.0,
     max_tombstones=65536, log=None).
 
@@ -151,10 +151,10 @@ class KvTransfer(_flowkv._KvTransfer):
                move over IPC or the staging ring (peer_path says which).
                Create the KvTransfer before peers connect (its ring is
                engine memory).
-    staging_ring_bytes / staging_chunk_bytes size the staging ring (a ring
-    of ring_bytes // chunk_bytes slots); path_policy is a KvPathPolicy or
+    staging_ring_bytes / staging_slot_bytes size the staging ring (a ring
+    of ring_bytes // slot_bytes slots); path_policy is a KvPathPolicy or
     "auto", "force_staging", "force_ipc". InvalidArgumentError for a bad
-    option (chunk 0 or over the ring, an unknown policy, both or neither of
+    option (slot 0 or over the ring, an unknown policy, both or neither of
     regions and pool); nothing stays registered then.
 
     The object holds the engine (the engine is not destroyed before it) and

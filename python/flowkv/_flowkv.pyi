@@ -269,7 +269,7 @@ class MemoryKind(enum.Enum):
     HOST = 0
     CUDA_DEVICE = 1
 
-class PeerDataPath(enum.Enum):
+class PeerDataMethod(enum.Enum):
     RMA = 0
     ACTIVE_MESSAGES = 1
 
@@ -290,8 +290,8 @@ class PeerInfo:
     connected: bool
     failure: Optional[Error]
     regions: List[RegionInfo]
-    write_path: PeerDataPath
-    read_path: PeerDataPath
+    write_method: PeerDataMethod
+    read_method: PeerDataMethod
 
 class Notification:
     peer: int
@@ -406,11 +406,11 @@ class KvTransferStats:
     malformed_notices: int
     late_notices: int
     pools_refused: int
-    staged_chunks_sent: int
+    staged_slots_sent: int
     staged_bytes_sent: int
-    staged_chunks_received: int
+    staged_slots_received: int
     staged_bytes_received: int
-    chunks_refused: int
+    slots_refused: int
     ipc_copies: int
     ring_slots: int
     ring_slots_free: int
@@ -425,7 +425,7 @@ class _KvTransfer:
                  regions: Optional[Sequence[int]] = None, *,
                  pool: Optional[PoolMemory] = None,
                  staging_ring_bytes: int = 64 << 20,
-                 staging_chunk_bytes: int = 4 << 20,
+                 staging_slot_bytes: int = 4 << 20,
                  path_policy: Union[KvPathPolicy, str] = "auto",
                  incomplete_request_timeout: float = 60.0,
                  max_tombstones: int = 65536,

@@ -32,7 +32,7 @@ void InitBench(py::module_& parent) {
          uint64_t iterations, const std::string& tag) {
         KvTransfer& s = GetKvTransfer(sender);
         KvTransfer& r = GetKvTransfer(receiver);
-        KvSendRequest request;
+        KvPiece request;
         request.src_blocks = ToBlockList(src_blocks);
         request.dst_blocks = ToBlockList(dst_blocks);
         request.num_tokens = num_tokens;
@@ -74,7 +74,7 @@ void InitBench(py::module_& parent) {
       [](py::handle kv_object, PeerId peer, py::handle src_blocks,
          py::handle dst_blocks, uint64_t num_tokens, uint64_t iterations) {
         KvTransfer& kv = GetKvTransfer(kv_object);
-        KvSendRequest request;
+        KvPiece request;
         request.src_blocks = ToBlockList(src_blocks);
         request.dst_blocks = ToBlockList(dst_blocks);
         request.num_tokens = num_tokens;

@@ -102,8 +102,8 @@ TransferEngineOptions ParseOptions(const py::kwargs& kwargs, PyRef* log) {
         o.idle_spin = SecondsToDuration(v.cast<double>(), name.c_str());
       } else if (name == "max_queued_notifications") {
         o.max_queued_notifications = v.cast<size_t>();
-      } else if (name == "max_piece_bytes") {
-        o.max_piece_bytes = v.cast<uint64_t>();
+      } else if (name == "max_window_bytes") {
+        o.max_window_bytes = v.cast<uint64_t>();
       } else if (name == "max_registered_bytes") {
         o.max_registered_bytes = v.cast<uint64_t>();
       } else if (name == "log") {
@@ -131,7 +131,7 @@ TransferEngineOptions ParseOptions(const py::kwargs& kwargs, PyRef* log) {
             "'; known: name, cluster_token, default_timeout, "
             "ucx_peer_error_handling, peer_failure_timeout, connect_timeout, "
             "ucx_config, busy_poll, idle_spin, max_queued_notifications, "
-            "max_piece_bytes, max_registered_bytes, log"));
+            "max_window_bytes, max_registered_bytes, log"));
       }
     } catch (const py::cast_error&) {
       ThrowStatus(absl::InvalidArgumentError(
@@ -318,9 +318,9 @@ void InitTypes(py::module_& m) {
   py::enum_<MemoryKind>(m, "MemoryKind")
       .value("HOST", MemoryKind::kHost)
       .value("CUDA_DEVICE", MemoryKind::kCudaDevice);
-  py::enum_<PeerDataPath>(m, "PeerDataPath")
-      .value("RMA", PeerDataPath::kRma)
-      .value("ACTIVE_MESSAGES", PeerDataPath::kActiveMessages);
+  py::enum_<PeerDataMethod>(m, "PeerDataMethod")
+      .value("RMA", PeerDataMethod::kRma)
+      .value("ACTIVE_MESSAGES", PeerDataMethod::kActiveMessages);
   py::enum_<Notification::Kind>(m, "NotificationKind")
       .value("TRANSFER", Notification::Kind::kTransfer)
       .value("MESSAGE", Notification::Kind::kMessage)
@@ -341,8 +341,8 @@ void InitTypes(py::module_& m) {
           "Why the peer disconnected (exception instance), None while "
           "connected.")
       .def_readonly("regions", &PeerInfo::regions)
-      .def_readonly("write_path", &PeerInfo::write_path)
-      .def_readonly("read_path", &PeerInfo::read_path);
+      .def_readonly("write_method", &PeerInfo::write_method)
+      .def_readonly("read_method", &PeerInfo::read_method);
   py::class_<Notification>(m, "Notification")
       .def_readonly("peer", &Notification::peer)
       .def_readonly("kind", &Notification::kind)

@@ -101,14 +101,14 @@ std::string RequestId(py::handle id) {
   return id.cast<std::string>();
 }
 
-KvSendRequest MakeRequest(py::handle src_blocks, py::handle dst_blocks,
-                          uint64_t num_tokens, uint64_t token_begin,
-                          uint32_t layer_begin, uint32_t layer_end,
-                          uint32_t src_head_begin, uint32_t dst_head_begin,
-                          uint32_t num_heads, uint32_t sender_rank,
-                          uint32_t num_senders, bool final_chunk,
-                          const py::bytes& payload, const py::object& timeout) {
-  KvSendRequest r;
+KvPiece MakeRequest(py::handle src_blocks, py::handle dst_blocks,
+                    uint64_t num_tokens, uint64_t token_begin,
+                    uint32_t layer_begin, uint32_t layer_end,
+                    uint32_t src_head_begin, uint32_t dst_head_begin,
+                    uint32_t num_heads, uint32_t sender_rank,
+                    uint32_t num_senders, bool final_chunk,
+                    const py::bytes& payload, const py::object& timeout) {
+  KvPiece r;
   r.src_blocks = ToBlockList(src_blocks);
   r.dst_blocks = ToBlockList(dst_blocks);
   r.num_tokens = num_tokens;
@@ -153,7 +153,7 @@ PyPollResult ToPython(KvPollResult r) {
 }
 
 using Piece = TransferHandle (KvTransfer::*)(std::string_view, PeerId,
-                                             const KvSendRequest&);
+                                             const KvPiece&);
 
 // send's ready_event: None, an object with `cuda_event` (torch.cuda.Event:
 // its cudaEvent_t, created by its first record()), or a cudaEvent_t as an
@@ -197,7 +197,7 @@ py::object SendOrFetch(PyKvTransfer& self, py::handle request_id, PeerId peer,
                        const py::object& ready_event) {
   KvTransfer& kv = self.get();
   const std::string id = RequestId(request_id);
-  KvSendRequest r =
+  KvPiece r =
       MakeRequest(src_blocks, dst_blocks, num_tokens, token_begin, layer_begin,
                   layer_end, src_head_begin, dst_head_begin, num_heads,
                   sender_rank, num_senders, final_chunk, payload, timeout);
@@ -276,7 +276,7 @@ std::function<void(LogSeverity, std::string_view)> LogTo(PyRef callback) {
 std::unique_ptr<PyKvTransfer> MakeKvTransfer(
     const py::object& engine, const KvLayout& layout,
     std::optional<std::vector<RegionId>> regions, const py::object& pool,
-    uint64_t staging_ring_bytes, uint64_t staging_chunk_bytes,
+    uint64_t staging_ring_bytes, uint64_t staging_slot_bytes,
     const py::object& path_policy, double timeout_s, size_t max_tombstones,
     const py::object& log) {
   auto self = std::make_unique<PyKvTransfer>();
@@ -286,7 +286,7 @@ std::unique_ptr<PyKvTransfer> MakeKvTransfer(
       SecondsToDuration(timeout_s, "incomplete_request_timeout");
   o.max_tombstones = max_tombstones;
   o.staging = {.ring_bytes = staging_ring_bytes,
-               .chunk_bytes = staging_chunk_bytes};
+               .slot_bytes = staging_slot_bytes};
   o.path_policy = PathPolicy(path_policy);
   if (regions.has_value() == !pool.is_none()) {
     ThrowStatus(absl::InvalidArgumentError(
@@ -366,13 +366,13 @@ void InitKvTransfer(py::module_& m) {
       .def_readonly("malformed_notices", &KvTransferStats::malformed_notices)
       .def_readonly("late_notices", &KvTransferStats::late_notices)
       .def_readonly("pools_refused", &KvTransferStats::pools_refused)
-      .def_readonly("staged_chunks_sent", &KvTransferStats::staged_chunks_sent)
+      .def_readonly("staged_slots_sent", &KvTransferStats::staged_slots_sent)
       .def_readonly("staged_bytes_sent", &KvTransferStats::staged_bytes_sent)
-      .def_readonly("staged_chunks_received",
-                    &KvTransferStats::staged_chunks_received)
+      .def_readonly("staged_slots_received",
+                    &KvTransferStats::staged_slots_received)
       .def_readonly("staged_bytes_received",
                     &KvTransferStats::staged_bytes_received)
-      .def_readonly("chunks_refused", &KvTransferStats::chunks_refused)
+      .def_readonly("slots_refused", &KvTransferStats::slots_refused)
       .def_readonly("ipc_copies", &KvTransferStats::ipc_copies)
       .def_readonly("ring_slots", &KvTransferStats::ring_slots)
       .def_readonly("ring_slots_free", &KvTransferStats::ring_slots_free)
@@ -410,7 +410,7 @@ void InitKvTransfer(py::module_& m) {
            py::arg("regions") = py::none(), py::kw_only(),
            py::arg("pool") = py::none(),
            py::arg("staging_ring_bytes") = KvStagingOptions{}.ring_bytes,
-           py::arg("staging_chunk_bytes") = KvStagingOptions{}.chunk_bytes,
+           py::arg("staging_slot_bytes") = KvStagingOptions{}.slot_bytes,
            py::arg("path_policy") = "auto",
            py::arg("incomplete_request_timeout") = absl::ToDoubleSeconds(
                KvTransferOptions{}.incomplete_request_timeout),

@@ -92,7 +92,7 @@ py::object Wrap(std::shared_ptr<KvPoolMemory> pool, py::list regions,
 py::object HostPool(const py::iterable& buffers) {
   Buffers b = BuffersOf(buffers, "host_pool", "buffers", MemoryKind::kHost);
   std::unique_ptr<KvPoolMemory> pool =
-      Unwrap(HostPoolMemory(std::move(b.bases), std::move(b.sizes)));
+      Unwrap(MakeHostPool(std::move(b.bases), std::move(b.sizes)));
   return Wrap(Keeping(std::move(pool), HoldsObject(std::move(b.holds))),
               std::move(b.objects), "host_pool");
 }
@@ -116,7 +116,7 @@ py::object SharedHostPool(const py::object& sizes_or_layout) {
   absl::StatusOr<std::unique_ptr<KvPoolMemory>> made;
   {
     py::gil_scoped_release release;
-    made = SharedHostPoolMemory(std::move(sizes));
+    made = MakeSharedHostPool(std::move(sizes));
   }
   std::shared_ptr<KvPoolMemory> pool = Unwrap(std::move(made));
   py::list regions;

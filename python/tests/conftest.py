@@ -91,9 +91,9 @@ def vllm_shape() -> List[int]:
 
 
 # The KvTransferStats fields of staging and IPC (kv_peer.py --report).
-KV_STATS_FIELDS = ["staged_chunks_sent", "staged_bytes_sent",
-                   "staged_chunks_received", "staged_bytes_received",
-                   "chunks_refused", "ipc_copies", "ring_slots",
+KV_STATS_FIELDS = ["staged_slots_sent", "staged_bytes_sent",
+                   "staged_slots_received", "staged_bytes_received",
+                   "slots_refused", "ipc_copies", "ring_slots",
                    "ring_slots_free", "ring_slots_max_in_use"]
 
 

@@ -6,7 +6,7 @@ the receiver at --address, exchanges pools and sends one request
 
     kv_peer.py --address 127.0.0.1:PORT --transport shm|tcp
                [--pool tensors|shared_host] [--path-policy POLICY]
-               [--staging-ring-bytes N] [--staging-chunk-bytes N] [--report]
+               [--staging-ring-bytes N] [--staging-slot-bytes N] [--report]
 
 --pool tensors (default): torch tensors registered as engine regions;
 shared_host: a flowkv.shared_host_pool. --report prints, before "sent",
@@ -38,7 +38,7 @@ def main() -> int:
                         default="tensors")
     parser.add_argument("--path-policy", default="auto")
     parser.add_argument("--staging-ring-bytes", type=int)
-    parser.add_argument("--staging-chunk-bytes", type=int)
+    parser.add_argument("--staging-slot-bytes", type=int)
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
 
@@ -46,8 +46,8 @@ def main() -> int:
     options = {"path_policy": args.path_policy}
     if args.staging_ring_bytes is not None:
         options["staging_ring_bytes"] = args.staging_ring_bytes
-    if args.staging_chunk_bytes is not None:
-        options["staging_chunk_bytes"] = args.staging_chunk_bytes
+    if args.staging_slot_bytes is not None:
+        options["staging_slot_bytes"] = args.staging_slot_bytes
     engine = flowkv.TransferEngine(**engine_options(args.transport, "prefill"))
     layers = range(GEOMETRY["num_layers"])
     if args.pool == "shared_host":

@@ -2,7 +2,7 @@
 """KvTransfer over PoolMemory (host_pool, shared_host_pool, cuda_pool) and
 the paths bytes take: two processes move a request vLLM FlashAttention
 (layer-major) -> FlowKV block-major over a forced staging ring of many small
-chunks and over IPC between shared host pools, byte-exact; each side names
+slots and over IPC between shared host pools, byte-exact; each side names
 its path (peer_path); and bad input raises the right exception class."""
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from conftest import (DST_BLOCKS, GEOMETRY, KV_STATS_FIELDS, NUM_TOKENS,
                       assert_block_major_holds_request, child_env,
                       engine_options, start_peer)
 
-# A small ring of many chunks: a request of NUM_TOKENS tokens is ~30 chunks
+# A small ring of many slots: a request of NUM_TOKENS tokens fills ~30 slots
 # through a ring of 4 slots, so slots are reused under credit flow control.
-SMALL_RING = dict(staging_ring_bytes=4096, staging_chunk_bytes=1024)
+SMALL_RING = dict(staging_ring_bytes=4096, staging_slot_bytes=1024)
 
 
 def block_major_layout() -> flowkv.KvLayout:
@@ -63,7 +63,7 @@ def receive_from_peer(engine, kv, *peer_args):
         peers = [p.id for p in engine.peers() if p.connected]
         assert len(peers) == 1
         path = kv.peer_path(peers[0])
-        # The staging worker returns slots after the chunks' credits went.
+        # The staging worker returns slots after the slots' credits went.
         deadline = time.monotonic() + 3 * OPTIONS_TIMEOUT_S
         stats = kv.stats()
         while stats.ring_slots_free != stats.ring_slots \
@@ -81,7 +81,7 @@ def shared_region(pool: flowkv.PoolMemory, region: int = 0) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("receiver", ["shared_host_pool", "tensor"])
-def test_forced_staging_moves_kv_in_many_chunks_across_processes(
+def test_forced_staging_moves_kv_through_many_slots_across_processes(
         transport, receiver):
     layout = block_major_layout()
     engine = flowkv.TransferEngine(**engine_options(transport, "decode"))
@@ -99,21 +99,21 @@ def test_forced_staging_moves_kv_in_many_chunks_across_processes(
         engine, kv, "--transport", transport, "--pool", "shared_host",
         "--path-policy", "force_staging",
         "--staging-ring-bytes", str(SMALL_RING["staging_ring_bytes"]),
-        "--staging-chunk-bytes", str(SMALL_RING["staging_chunk_bytes"]))
+        "--staging-slot-bytes", str(SMALL_RING["staging_slot_bytes"]))
     assert failed == []
     assert finished == [("req-1", b"aux-data")]
     assert sender_path == "STAGING"
     assert path == flowkv.KvPath.STAGING
     assert_block_major_holds_request(data)
 
-    slots = SMALL_RING["staging_ring_bytes"] // SMALL_RING["staging_chunk_bytes"]
+    slots = SMALL_RING["staging_ring_bytes"] // SMALL_RING["staging_slot_bytes"]
     least, most = request_bytes_bounds(layout)
     assert least <= sent["staged_bytes_sent"] <= most
     assert got.staged_bytes_received == sent["staged_bytes_sent"]
-    assert got.staged_chunks_received == sent["staged_chunks_sent"]
-    assert got.staged_chunks_received > 2 * slots  # the ring was reused
+    assert got.staged_slots_received == sent["staged_slots_sent"]
+    assert got.staged_slots_received > 2 * slots  # the ring was reused
     assert sent["ipc_copies"] == 0 and got.ipc_copies == 0
-    assert got.chunks_refused == 0
+    assert got.slots_refused == 0
     assert got.ring_slots == slots and sent["ring_slots"] == slots
     assert 0 < got.ring_slots_max_in_use <= slots
     assert 0 < sent["ring_slots_max_in_use"] <= slots
@@ -135,8 +135,8 @@ def test_shared_host_pools_move_kv_over_ipc_across_processes(transport):
     assert path == flowkv.KvPath.IPC
     assert_block_major_holds_request(shared_region(pool))
     assert sent["ipc_copies"] > 0
-    assert sent["staged_chunks_sent"] == 0
-    assert got.staged_chunks_received == 0
+    assert sent["staged_slots_sent"] == 0
+    assert got.staged_slots_received == 0
     kv.close()
     engine.close()
 
@@ -285,10 +285,10 @@ def test_bad_staging_options_and_pools_are_refused(engines):
     layout = block_major_layout()
     pool = flowkv.shared_host_pool(layout)
     with pytest.raises(flowkv.InvalidArgumentError):
-        flowkv.KvTransfer(engine, layout, pool=pool, staging_chunk_bytes=0)
+        flowkv.KvTransfer(engine, layout, pool=pool, staging_slot_bytes=0)
     with pytest.raises(flowkv.InvalidArgumentError, match="ring_bytes"):
         flowkv.KvTransfer(engine, layout, pool=pool, staging_ring_bytes=4096,
-                          staging_chunk_bytes=8192)
+                          staging_slot_bytes=8192)
     with pytest.raises(flowkv.InvalidArgumentError, match="path_policy"):
         flowkv.KvTransfer(engine, layout, pool=pool, path_policy="sometimes")
     with pytest.raises(flowkv.InvalidArgumentError, match="pool"):
@@ -309,7 +309,7 @@ def test_bad_staging_options_and_pools_are_refused(engines):
         flowkv.KvTransfer(engine, layout,
                           [torch.zeros(layout.total_bytes // 2,
                                        dtype=torch.float16)],
-                          path_policy="force_staging", staging_chunk_bytes=0)
+                          path_policy="force_staging", staging_slot_bytes=0)
     assert engine.stats().registered_bytes == before
     # Valid options work, in both forms.
     flowkv.KvTransfer(engine, layout, pool=pool, **SMALL_RING).close()
@@ -381,7 +381,7 @@ def test_interpreter_exit_with_staged_sends_in_flight():
         layout = flowkv.KvLayout.flowkv_block_major(flowkv.KvGeometry(
             num_layers=4, num_blocks=256, block_tokens=16, kv_heads=8,
             head_dim=128, dtype_bytes=2))
-        ring = dict(staging_ring_bytes=1 << 20, staging_chunk_bytes=64 << 10)
+        ring = dict(staging_ring_bytes=1 << 20, staging_slot_bytes=64 << 10)
         tensor = torch.ones(layout.total_bytes // 2, dtype=torch.float16)
         ka = flowkv.KvTransfer(a, layout, pool=flowkv.host_pool([tensor]),
                                **ring)

@@ -3,7 +3,7 @@
 // (flowkv::cuda::CudaPoolMemory over cudaMalloc, each pool 4 KiB into its
 // allocation as a caching allocator hands it out): the IPC path and the
 // staging path, byte-exact for FlowKV block-major -> block-major and vLLM
-// layer-major (FlashAttention) -> block-major; KvSendRequest::ready_event
+// layer-major (FlashAttention) -> block-major; KvPiece::ready_event
 // (the receiver sees the bytes the sender's stream wrote, never stale ones);
 // a sender killed mid-transfer (layer by layer, so that the receiver knows
 // the request it fails). The peer process is this binary (a hidden
@@ -59,7 +59,7 @@ uint8_t RoundValue(uint32_t round) {
 BlockList RoundBlocks(uint32_t round) {
   return BlockList({{round * kRoundBlocks, kRoundBlocks}});
 }
-KvSendRequest RoundRequest(uint32_t round) {
+KvPiece RoundRequest(uint32_t round) {
   return {.src_blocks = RoundBlocks(round),
           .dst_blocks = RoundBlocks(round),
           .num_tokens = uint64_t{kRoundBlocks} * kGeometry.block_tokens};
@@ -81,7 +81,7 @@ staging_test::LayoutPair AnyPair(int index) {
 }
 
 // One layer of a request moving every block of kBigPair to the same block.
-KvSendRequest BigLayerRequest(uint32_t layer) {
+KvPiece BigLayerRequest(uint32_t layer) {
   return {.src_blocks = BlockList({{0, kBigBlocks}}),
           .dst_blocks = BlockList({{0, kBigBlocks}}),
           .num_tokens = uint64_t{kBigBlocks} * kGeometry.block_tokens,
@@ -232,7 +232,7 @@ void RunChild(const char* config) {
           cudaEventRecord(written, stream) != cudaSuccess) {
         fail("memset or event record");
       }
-      KvSendRequest request = RoundRequest(round);
+      KvPiece request = RoundRequest(round);
       request.ready_event = written;
       const absl::Status s =
           side.kv->Send(absl::StrCat("round-", round), *peer, request).Wait();
@@ -328,12 +328,11 @@ TEST_CASE("GPU pools move byte-exact over IPC and over staging", "[cuda]") {
   const KvTransferStats stats = r.side.kv->Stats();
   if (ipc) {
     CHECK(copies != "ipc_copies 0");
-    CHECK(stats.staged_chunks_received == 0);
+    CHECK(stats.staged_slots_received == 0);
   } else {
     CHECK(copies == "ipc_copies 0");
     CHECK(stats.staged_bytes_received == r.side.bytes);
-    CHECK(stats.staged_chunks_received >=
-          r.side.bytes / kSmallRing.chunk_bytes);
+    CHECK(stats.staged_slots_received >= r.side.bytes / kSmallRing.slot_bytes);
     CHECK(RingFree(*r.side.kv, kSoon));
   }
 }
@@ -379,9 +378,9 @@ TEST_CASE("A staging sender killed mid-transfer fails its request cleanly",
   REQUIRE(PollUntil(kv, seen, kSoon, [&](const Seen&) {
     return kv.LayersArrived("req-0") >= 1;
   }));
-  const uint64_t before = kv.Stats().staged_chunks_received;
+  const uint64_t before = kv.Stats().staged_slots_received;
   REQUIRE(PollUntil(kv, seen, kSoon, [&](const Seen&) {
-    return kv.Stats().staged_chunks_received > before + 8;
+    return kv.Stats().staged_slots_received > before + 8;
   }));
   REQUIRE(kv.LayersArrived("req-0") < kGeometry.num_layers);
   r.child->Kill();

@@ -248,7 +248,7 @@ TEST_CASE("PackBlocksAsync and UnpackBlocksAsync match the CPU reference",
   for (const KvLayout& layout : AllLayouts(kWide)) {
     INFO(layout.ToString());
     const BlockList blocks = RandomBlocks(12, 7, rng);
-    const uint64_t staging_bytes = StagingBytes(layout, blocks);
+    const uint64_t staging_bytes = PackedBytes(layout, blocks);
     Pools pool(layout, 0, rng);
     DeviceRegion staging(staging_bytes, 0);
     REQUIRE(cuda::PackBlocksAsync(layout, pool.DeviceConst(), blocks,

@@ -148,8 +148,8 @@ TEST_CASE("A failed put or get fails its transfer and its peer only",
   MakePoolPair(kBytes, &pair);
   auto view = pair.a->GetPeer(pair.a_to_b);
   REQUIRE(view.ok());
-  if (view->write_path != PeerDataPath::kRma ||
-      view->read_path != PeerDataPath::kRma) {
+  if (view->write_method != PeerDataMethod::kRma ||
+      view->read_method != PeerDataMethod::kRma) {
     WARN("no one-sided put/get on this transport: nothing to inject");
     return;
   }

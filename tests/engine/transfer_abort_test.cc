@@ -35,7 +35,7 @@ using flowkv::testing::Replies;
 std::unique_ptr<TransferEngine> MakeWindowedEngine(uint64_t piece_bytes) {
   TransferEngineOptions options =
       flowkv::testing::TestEngineOptions("abort_test", "secret");
-  options.max_piece_bytes = piece_bytes;
+  options.max_window_bytes = piece_bytes;
   return MakeEngine(options);
 }
 

@@ -144,11 +144,11 @@ TEST_CASE("An acknowledged write completes after the receiver's ack",
   REQUIRE(pair.a->Write(pair.a_to_b, {&op, 1}, options).Wait().ok());
   // Shared memory moves bytes one-sided; tcp, where UCX would emulate puts,
   // through the engine's message path.
-  const PeerDataPath expected = flowkv::testing::SharedMemoryMode()
-                                    ? PeerDataPath::kRma
-                                    : PeerDataPath::kActiveMessages;
-  CHECK(pair.a->GetPeer(pair.a_to_b)->write_path == expected);
-  CHECK(pair.a->GetPeer(pair.a_to_b)->read_path == expected);
+  const PeerDataMethod expected = flowkv::testing::SharedMemoryMode()
+                                      ? PeerDataMethod::kRma
+                                      : PeerDataMethod::kActiveMessages;
+  CHECK(pair.a->GetPeer(pair.a_to_b)->write_method == expected);
+  CHECK(pair.a->GetPeer(pair.a_to_b)->read_method == expected);
   // The ack is sent after the notification was queued at b.
   auto notes = pair.b->TakeNotifications();
   REQUIRE(notes.size() == 1);
@@ -164,7 +164,7 @@ TEST_CASE("Large ops move in pieces and heartbeats keep flowing",
   // short failure timeout declared the healthy sender dead. The bound that
   // cannot depend on the machine's speed: what one turn of the loop posts.
   TransferEngineOptions options = TestEngineOptions("a", "secret");
-  options.max_piece_bytes = 1 << 20;
+  options.max_window_bytes = 1 << 20;
   Pair pair;
   pair.a = MakeEngine(options);
   options.name = "b";
@@ -191,7 +191,7 @@ TEST_CASE("Large ops move in pieces and heartbeats keep flowing",
       internal::EngineInternal::MaxBytesPostedPerTurn(*pair.a);
   CHECK(burst > 0);
   CHECK(burst <= internal::EngineInternal::kWindowsPerProgressTurn *
-                     options.max_piece_bytes);
+                     options.max_window_bytes);
   CHECK(pair.b->GetPeer(pair.b_to_a)->connected);
   CHECK(pair.a->GetPeer(pair.a_to_b)->connected);
 }

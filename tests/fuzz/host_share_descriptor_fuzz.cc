@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Fuzzes the SharedHostPoolMemory share-descriptor parser
+// Fuzzes the MakeSharedHostPool share-descriptor parser
 // (lib/pool/host_share_descriptor.h): ParseHostShareDescriptor on arbitrary
 // bytes (the whole input is the descriptor).
 //

@@ -39,9 +39,9 @@ bool SameNotice(const KvNotice& a, const KvNotice& b) {
              a.direct == b.direct && a.ring_region == b.ring_region &&
              a.slot_bytes == b.slot_bytes && a.slot_count == b.slot_count &&
              a.share == b.share;
-    case KvNoticeKind::kChunk:
+    case KvNoticeKind::kSlot:
       return a.request_id == b.request_id && a.sender_rank == b.sender_rank &&
-             a.num_senders == b.num_senders && a.chunk_index == b.chunk_index &&
+             a.num_senders == b.num_senders && a.slot_seq == b.slot_seq &&
              a.slot == b.slot && a.runs == b.runs;
     case KvNoticeKind::kCredit:
       return a.request_id == b.request_id && a.sender_rank == b.sender_rank &&
@@ -63,10 +63,10 @@ void CheckLimits(const KvNotice& n) {
              n.request_id.size() <= kMaxKvRequestIdBytes);
   FUZZ_CHECK(n.num_senders >= 1 && n.num_senders <= kMaxKvSenders);
   FUZZ_CHECK(n.sender_rank < n.num_senders);
-  if (n.kind == KvNoticeKind::kChunk) {
-    FUZZ_CHECK(!n.runs.empty() && n.runs.size() <= kMaxKvChunkRuns);
+  if (n.kind == KvNoticeKind::kSlot) {
+    FUZZ_CHECK(!n.runs.empty() && n.runs.size() <= kMaxKvSlotRuns);
     uint64_t total = 0;
-    for (const KvChunkRun& run : n.runs) {
+    for (const KvSlotRun& run : n.runs) {
       FUZZ_CHECK(run.length > 0 && run.length <= (uint64_t{1} << 40));
       total += run.length;
     }

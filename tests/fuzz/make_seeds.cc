@@ -122,8 +122,8 @@ void KvNoticeSeeds(const KvLayout& layout) {
   for (uint32_t r = 0; r < layout.num_regions(); ++r) pool.regions.push_back(r);
   Write(t, "pool", EncodeKvNotice(pool));
   KvNotice chunk = data;
-  chunk.kind = KvNoticeKind::kChunk;
-  chunk.chunk_index = 3;
+  chunk.kind = KvNoticeKind::kSlot;
+  chunk.slot_seq = 3;
   chunk.slot = 1;
   chunk.runs = {{.region = 0, .offset = 4096, .length = 2048},
                 {.region = 0, .offset = 65536, .length = 2048}};

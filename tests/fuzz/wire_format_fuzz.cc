@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Fuzzes the handshake and peer-metadata parsers (lib/engine/wireup/wire_format.h):
-// ParseEngineInfo, ParseSignedEngineInfo, ParseHello, ParseChallenge,
-// ParseProof (client and server roles) and ParseReject on arbitrary bytes.
-// Input: one selector byte (which parser), then the blob.
+// Fuzzes the handshake and peer-metadata parsers
+// (lib/engine/wireup/wire_format.h): ParseEngineInfo, ParseSignedEngineInfo,
+// ParseHello, ParseChallenge, ParseProof (client and server roles) and
+// ParseReject on arbitrary bytes. Input: one selector byte (which parser), then
+// the blob.
 //
 // Checks: no crash, leak or undefined behaviour; every error is
 // InvalidArgument, FailedPrecondition or (signed info) PermissionDenied;

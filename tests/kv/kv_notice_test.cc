@@ -56,7 +56,7 @@ bool Same(const KvNotice& a, const KvNotice& b) {
          a.regions == b.regions && a.direct == b.direct &&
          a.ring_region == b.ring_region && a.slot_bytes == b.slot_bytes &&
          a.slot_count == b.slot_count && a.share == b.share &&
-         a.chunk_index == b.chunk_index && a.slot == b.slot && a.runs == b.runs;
+         a.slot_seq == b.slot_seq && a.slot == b.slot && a.runs == b.runs;
 }
 
 // The message of parsing `bytes` (which must fail with InvalidArgument).
@@ -262,20 +262,20 @@ TEST_CASE("Malformed pool descriptors are refused, naming the field",
   CHECK(ParseError(flags) == "KvNotice: unknown pool flags 0x2");
 }
 
-KvNotice ChunkNotice() {
+KvNotice SlotNotice() {
   KvNotice n;
-  n.kind = KvNoticeKind::kChunk;
+  n.kind = KvNoticeKind::kSlot;
   n.request_id = "req-9";
   n.sender_rank = 0;
   n.num_senders = 1;
-  n.chunk_index = 41;
+  n.slot_seq = 41;
   n.slot = 3;
   n.runs = {{.region = 0, .offset = 4096, .length = 64},
             {.region = 2, .offset = 0, .length = 1000}};
   return n;
 }
 
-TEST_CASE("Staging notices (pool rings, chunks, credits) round-trip",
+TEST_CASE("Staging notices (pool rings, slots, credits) round-trip",
           "[kv_transfer]") {
   KvNotice pool = PoolNotice();
   pool.direct = false;
@@ -288,16 +288,16 @@ TEST_CASE("Staging notices (pool rings, chunks, credits) round-trip",
   REQUIRE(parsed.ok());
   CHECK(Same(*parsed, pool));
 
-  const KvNotice chunk = ChunkNotice();
-  parsed = ParseKvNotice(EncodeKvNotice(chunk));
+  const KvNotice incoming = SlotNotice();
+  parsed = ParseKvNotice(EncodeKvNotice(incoming));
   REQUIRE(parsed.ok());
-  CHECK(Same(*parsed, chunk));
-  // The most runs a chunk may carry.
-  KvNotice wide = chunk;
-  wide.runs.assign(kMaxKvChunkRuns, {.region = 1, .offset = 0, .length = 1});
+  CHECK(Same(*parsed, incoming));
+  // The most runs a slot may carry.
+  KvNotice wide = incoming;
+  wide.runs.assign(kMaxKvSlotRuns, {.region = 1, .offset = 0, .length = 1});
   parsed = ParseKvNotice(EncodeKvNotice(wide));
   REQUIRE(parsed.ok());
-  CHECK(parsed->runs.size() == kMaxKvChunkRuns);
+  CHECK(parsed->runs.size() == kMaxKvSlotRuns);
 
   KvNotice credit;
   credit.kind = KvNoticeKind::kCredit;
@@ -310,27 +310,27 @@ TEST_CASE("Staging notices (pool rings, chunks, credits) round-trip",
   CHECK(Same(*parsed, credit));
 }
 
-TEST_CASE("Malformed chunk notices are refused, naming the field",
+TEST_CASE("Malformed slot notices are refused, naming the field",
           "[kv_transfer]") {
-  const std::string good = EncodeKvNotice(ChunkNotice());
+  const std::string good = EncodeKvNotice(SlotNotice());
   for (size_t n = 0; n < good.size(); ++n) {
     REQUIRE_FALSE(ParseKvNotice(good.substr(0, n)).ok());
   }
   CHECK(ParseError(good + "x") == "KvNotice: 1 trailing bytes");
-  KvNotice none = ChunkNotice();
+  KvNotice none = SlotNotice();
   none.runs.clear();
   CHECK(ParseError(EncodeKvNotice(none)) ==
         "KvNotice: num_runs 0 is not in [1, 16384]");
-  KvNotice empty = ChunkNotice();
+  KvNotice empty = SlotNotice();
   empty.runs[1].length = 0;
   CHECK(ParseError(EncodeKvNotice(empty)).find("run length 0") !=
         std::string::npos);
-  KvNotice huge = ChunkNotice();
+  KvNotice huge = SlotNotice();
   huge.runs[0].length = 1ull << 40;
   CHECK(ParseError(EncodeKvNotice(huge)).find("past 2^40 bytes") !=
         std::string::npos);
   // Offsets: magic 0, version 4, kind 6, id length 7, id 11 (5 bytes),
-  // rank 16, senders 20, chunk 24, slot 28, num_runs 32.
+  // rank 16, senders 20, slot 24, slot 28, num_runs 32.
   std::string bad = good;
   PutU32(&bad, 32, 1000);
   CHECK(ParseError(bad).find("truncated at runs (1000 runs need 20000") !=

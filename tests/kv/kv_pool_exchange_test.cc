@@ -306,7 +306,7 @@ TEST_CASE(
   CHECK(decode->view.All(0xab));  // nothing was written
 
   // This side's Send and Fetch fail at once with the same error.
-  const KvSendRequest request = {
+  const KvPiece request = {
       .src_blocks = kDst, .dst_blocks = kSrc, .num_tokens = kTokens};
   TransferHandle sent = decode->kv->Send("back", prefill, request);
   CHECK(sent.Wait().code() == absl::StatusCode::kInvalidArgument);
@@ -500,7 +500,7 @@ TEST_CASE(
   Seen decode_seen, prefill_seen;
   REQUIRE(prefill->engine->Send(*to_decode, "hello").Wait().ok());
   const PeerId to_prefill = HelloPeer(*decode->kv, decode_seen);
-  const KvSendRequest request = {
+  const KvPiece request = {
       .src_blocks = kSrc, .dst_blocks = kDst, .num_tokens = kTokens};
 
   // Nothing known yet.

@@ -2,7 +2,7 @@
 // The staging ring's slot and credit accounting (lib/kv/kv_ring_slots.h)
 // without a network: the send/receive split, acquire and release, credits
 // (and credits refused), a peer's failure, the bound on slots in use, and
-// the chunks a sender may have out.
+// the slots a sender may have out.
 #include "lib/kv/kv_ring_slots.h"
 
 #include <optional>
@@ -129,7 +129,7 @@ TEST_CASE("KvRingSlots: a peer's failure frees all its slots not gathering",
   CHECK(slots.free() == 8);
 }
 
-TEST_CASE("KvRingSlots: receive slots and the chunks a sender has out",
+TEST_CASE("KvRingSlots: receive slots and the slots a sender has out",
           "[kv_ring_slots]") {
   KvRingSlots slots(4, 2);
   const uint32_t r1 = *slots.AcquireReceive();
@@ -142,20 +142,20 @@ TEST_CASE("KvRingSlots: receive slots and the chunks a sender has out",
   slots.ReleaseReceive(r2);
   CHECK(slots.free() == 4);
 
-  // A sender whose ring has 2 slots has at most 2 chunks out here.
-  CHECK(slots.HoldChunk(kPeerA, 2));
-  CHECK(slots.HoldChunk(kPeerA, 2));
-  CHECK_FALSE(slots.HoldChunk(kPeerA, 2));
-  CHECK(slots.HoldChunk(kPeerB, 2));
-  CHECK(slots.chunks_held(kPeerA) == 2);
-  slots.ChunkDone(kPeerA);
-  CHECK(slots.HoldChunk(kPeerA, 2));
-  slots.ChunkDone(kPeerA);
-  slots.ChunkDone(kPeerA);
-  slots.ChunkDone(kPeerA);  // more than held: stays at zero
-  CHECK(slots.chunks_held(kPeerA) == 0);
-  CHECK_FALSE(slots.HoldChunk(kPeerA, 0));
-  CHECK(slots.chunks_held(kPeerA) == 0);
+  // A sender whose ring has 2 slots has at most 2 slots out here.
+  CHECK(slots.HoldSlot(kPeerA, 2));
+  CHECK(slots.HoldSlot(kPeerA, 2));
+  CHECK_FALSE(slots.HoldSlot(kPeerA, 2));
+  CHECK(slots.HoldSlot(kPeerB, 2));
+  CHECK(slots.slots_held(kPeerA) == 2);
+  slots.SlotDone(kPeerA);
+  CHECK(slots.HoldSlot(kPeerA, 2));
+  slots.SlotDone(kPeerA);
+  slots.SlotDone(kPeerA);
+  slots.SlotDone(kPeerA);  // more than held: stays at zero
+  CHECK(slots.slots_held(kPeerA) == 0);
+  CHECK_FALSE(slots.HoldSlot(kPeerA, 0));
+  CHECK(slots.slots_held(kPeerA) == 0);
 }
 
 }  // namespace

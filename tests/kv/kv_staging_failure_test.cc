@@ -43,9 +43,9 @@ TEST_CASE("Cancel mid-pipeline stops, drains the credits, then fails",
   REQUIRE(PollUntil(*p.decode.kv, seen, kSoon,
                     [](const Seen& s) { return s.Failed("cancel"); }));
   CHECK(seen.Failed("cancel")->status.code() == absl::StatusCode::kCancelled);
-  // Mid-pipeline: some chunks, not all, reached the receiver.
-  const uint64_t chunks = bytes / staging_test::kSmallRing.chunk_bytes;
-  CHECK(p.prefill.kv->Stats().staged_chunks_sent < chunks);
+  // Mid-pipeline: some slots, not all, reached the receiver.
+  const uint64_t slot_loads = bytes / staging_test::kSmallRing.slot_bytes;
+  CHECK(p.prefill.kv->Stats().staged_slots_sent < slot_loads);
   // No late write: the pool as the failure was reported stays so.
   const std::vector<uint8_t> snapshot(p.decode.data, p.decode.data + bytes);
   CHECK(RingFree(*p.prefill.kv, kSoon));
@@ -64,9 +64,9 @@ TEST_CASE("A staged send whose receiver stops answering ends at its deadline",
           "[kv_staging]") {
   InProcessPair p;
   // The receiver's KvTransfer goes, its engine stays connected: no credit
-  // will ever come for the chunks already announced.
+  // will ever come for the slots already announced.
   p.decode.kv.reset();
-  KvSendRequest r = WholeRequest(Pair(0));
+  KvPiece r = WholeRequest(Pair(0));
   r.timeout = kSoon / 4;
   TransferHandle h = p.prefill.kv->Send("unanswered", p.to_decode, r);
   // Reported at its deadline (the bound: the deadline and a margin), not
@@ -84,7 +84,7 @@ TEST_CASE("A staged send whose receiver stops answering ends at its deadline",
 TEST_CASE("A staged deadline that passes mid-pipeline fails the send",
           "[kv_staging]") {
   InProcessPair p;
-  KvSendRequest r = WholeRequest(Pair(0));
+  KvPiece r = WholeRequest(Pair(0));
   r.timeout = absl::Nanoseconds(1);
   CHECK(p.prefill.kv->Send("late", p.to_decode, r).Wait().code() ==
         absl::StatusCode::kDeadlineExceeded);
@@ -108,10 +108,10 @@ TEST_CASE("A sender killed mid-pipeline fails its request, the ring frees",
     Seen seen;
     REQUIRE(PollUntil(*decode.kv, seen, kSoon + kSoon,
                       [](const Seen& s) { return s.Finished("req-1"); }));
-    // Mid-pipeline: chunks of a later request are arriving.
-    const uint64_t before = decode.kv->Stats().staged_chunks_received;
+    // Mid-pipeline: slots of a later request are arriving.
+    const uint64_t before = decode.kv->Stats().staged_slots_received;
     REQUIRE(PollUntil(*decode.kv, seen, kSoon, [&](const Seen&) {
-      return decode.kv->Stats().staged_chunks_received > before + 8;
+      return decode.kv->Stats().staged_slots_received > before + 8;
     }));
     child->Kill();
     const absl::Time killed = absl::Now();
@@ -163,14 +163,14 @@ TEST_CASE("A receiver killed mid-pipeline fails the sends, the ring frees",
     const PeerId peer = connect(*child);
     REQUIRE(prefill.kv->Send("req-0", peer, WholeRequest(Pair(0))).Wait().ok());
     CHECK(child->ReadLine(kSoon) == "finished req-0");
-    const uint64_t before = prefill.kv->Stats().staged_chunks_sent;
+    const uint64_t before = prefill.kv->Stats().staged_slots_sent;
     std::vector<TransferHandle> sends;
     sends.push_back(prefill.kv->Send("req-1", peer, WholeRequest(Pair(0))));
     sends.push_back(prefill.kv->Send("req-2", peer, WholeRequest(Pair(0))));
     // Mid-pipeline.
     Seen seen;
     REQUIRE(PollUntil(*prefill.kv, seen, kSoon, [&](const Seen&) {
-      return prefill.kv->Stats().staged_chunks_sent > before + 8;
+      return prefill.kv->Stats().staged_slots_sent > before + 8;
     }));
     child->Kill();
     for (TransferHandle& h : sends) {

@@ -2,9 +2,9 @@
 // KvTransfer over the staging ring and over IPC (include/flowkv/kv_transfer.h,
 // kv_pool_memory.h; docs/gpu.md "Paths"): the pools, the options, byte-exact
 // staged transfers between two processes for several layout pairs with a
-// ring small enough for hundreds of chunks, credits never exceeded, IPC
+// ring small enough for hundreds of slots, credits never exceeded, IPC
 // between two processes sharing host pools, and refused input (ready events
-// on host pools, chunk notices naming runs outside the pool).
+// on host pools, slot notices naming runs outside the pool).
 #include <cstring>
 #include <string>
 #include <vector>
@@ -34,7 +34,7 @@ constexpr absl::Duration kSoon = kv_fixture::kSoon;
 
 TEST_CASE("Host pools copy runs and refuse runs outside them", "[kv_staging]") {
   std::vector<uint8_t> a(100, 1), b(50, 2);
-  auto pool = HostPoolMemory({a.data(), b.data()}, {100, 50});
+  auto pool = MakeHostPool({a.data(), b.data()}, {100, 50});
   REQUIRE(pool.ok());
   CHECK((*pool)->num_regions() == 2);
   CHECK((*pool)->region_bytes(1) == 50);
@@ -61,20 +61,20 @@ TEST_CASE("Host pools copy runs and refuse runs outside them", "[kv_staging]") {
   CHECK((*pool)->OpenPeer("x").status().code() ==
         absl::StatusCode::kUnavailable);
 
-  CHECK(HostPoolMemory({}, {}).status().code() ==
+  CHECK(MakeHostPool({}, {}).status().code() ==
         absl::StatusCode::kInvalidArgument);
-  CHECK(HostPoolMemory({a.data()}, {100, 5}).status().code() ==
+  CHECK(MakeHostPool({a.data()}, {100, 5}).status().code() ==
         absl::StatusCode::kInvalidArgument);
-  CHECK(HostPoolMemory({nullptr}, {100}).status().code() ==
+  CHECK(MakeHostPool({nullptr}, {100}).status().code() ==
         absl::StatusCode::kInvalidArgument);
-  CHECK(HostPoolMemory({a.data()}, {0}).status().code() ==
+  CHECK(MakeHostPool({a.data()}, {0}).status().code() ==
         absl::StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("Shared host pools open each other and refuse bad descriptors",
           "[kv_staging]") {
-  auto a = SharedHostPoolMemory({4096, 100});
-  auto b = SharedHostPoolMemory({4096, 100});
+  auto a = MakeSharedHostPool({4096, 100});
+  auto b = MakeSharedHostPool({4096, 100});
   REQUIRE(a.ok());
   REQUIRE(b.ok());
   auto* b1 = static_cast<uint8_t*>((*b)->region_base(1));
@@ -124,9 +124,9 @@ TEST_CASE("Shared host pools open each other and refuse bad descriptors",
   missing.replace(missing.find("/flowkv-"), 8, "/nothing");
   CHECK((*a)->OpenPeer(missing).status().code() ==
         absl::StatusCode::kUnavailable);
-  CHECK(SharedHostPoolMemory({}).status().code() ==
+  CHECK(MakeSharedHostPool({}).status().code() ==
         absl::StatusCode::kInvalidArgument);
-  CHECK(SharedHostPoolMemory({10, 0}).status().code() ==
+  CHECK(MakeSharedHostPool({10, 0}).status().code() ==
         absl::StatusCode::kInvalidArgument);
 }
 
@@ -142,14 +142,14 @@ TEST_CASE("Bad staging options and pools are refused", "[kv_staging]") {
                {.staging = st, .path_policy = KvPathPolicy::kForceStaging})
         .status();
   };
-  CHECK(create({.ring_bytes = 1 << 20, .chunk_bytes = 0}).code() ==
+  CHECK(create({.ring_bytes = 1 << 20, .slot_bytes = 0}).code() ==
         absl::StatusCode::kInvalidArgument);
-  absl::Status small = create({.ring_bytes = 4096, .chunk_bytes = 4096});
+  absl::Status small = create({.ring_bytes = 4096, .slot_bytes = 4096});
   CHECK(small.code() == absl::StatusCode::kInvalidArgument);
   CHECK_THAT(std::string(small.message()), Catch::Contains("ring_bytes"));
-  CHECK(create({.ring_bytes = 8192, .chunk_bytes = 4096}).ok());
+  CHECK(create({.ring_bytes = 8192, .slot_bytes = 4096}).ok());
 
-  auto pool = SharedHostPoolMemory({layout.total_bytes()});
+  auto pool = MakeSharedHostPool({layout.total_bytes()});
   REQUIRE(pool.ok());
   std::shared_ptr<KvPoolMemory> shared = *std::move(pool);
   CHECK(KvTransfer::Create(engine.get(), layout, shared, {}).ok());
@@ -157,13 +157,13 @@ TEST_CASE("Bad staging options and pools are refused", "[kv_staging]") {
                            std::shared_ptr<KvPoolMemory>(), {})
             .status()
             .code() == absl::StatusCode::kInvalidArgument);
-  auto tiny = SharedHostPoolMemory({layout.total_bytes() - 1});
+  auto tiny = MakeSharedHostPool({layout.total_bytes() - 1});
   REQUIRE(tiny.ok());
   CHECK(KvTransfer::Create(engine.get(), layout,
                            std::shared_ptr<KvPoolMemory>(*std::move(tiny)), {})
             .status()
             .code() == absl::StatusCode::kInvalidArgument);
-  auto two = SharedHostPoolMemory({layout.total_bytes(), 10});
+  auto two = MakeSharedHostPool({layout.total_bytes(), 10});
   REQUIRE(two.ok());
   CHECK(KvTransfer::Create(engine.get(), layout,
                            std::shared_ptr<KvPoolMemory>(*std::move(two)), {})
@@ -171,7 +171,7 @@ TEST_CASE("Bad staging options and pools are refused", "[kv_staging]") {
             .code() == absl::StatusCode::kInvalidArgument);
 }
 
-TEST_CASE("A forced staging path moves a request byte-exact in chunks",
+TEST_CASE("A forced staging path moves a request byte-exact in slots",
           "[kv_staging]") {
   InProcessPair p;
   CHECK(*p.prefill.kv->PeerPath(p.to_decode) == KvPath::kStaging);
@@ -188,10 +188,10 @@ TEST_CASE("A forced staging path moves a request byte-exact in chunks",
   const uint64_t bytes = p.prefill.layout.total_bytes();
   CHECK(sent.staged_bytes_sent == bytes);
   CHECK(got.staged_bytes_received == bytes);
-  CHECK(sent.staged_chunks_sent == bytes / kSmallRing.chunk_bytes);
-  CHECK(got.staged_chunks_received == sent.staged_chunks_sent);
+  CHECK(sent.staged_slots_sent == bytes / kSmallRing.slot_bytes);
+  CHECK(got.staged_slots_received == sent.staged_slots_sent);
   // Credits: never more slots in use than the ring has; pipelined.
-  CHECK(sent.ring_slots == kSmallRing.ring_bytes / kSmallRing.chunk_bytes);
+  CHECK(sent.ring_slots == kSmallRing.ring_bytes / kSmallRing.slot_bytes);
   CHECK(sent.ring_slots_max_in_use <= sent.ring_slots / 2);
   CHECK(sent.ring_slots_max_in_use > 1);
   CHECK(got.ring_slots_max_in_use <= got.ring_slots / 2);
@@ -243,7 +243,7 @@ TEST_CASE("Each side names the path it takes, or why there is none",
     CHECK(released.Released("ipc-pull")->status.ok());
     CHECK(a.kv->Stats().ipc_copies > 0);
     CHECK(b.kv->Stats().ipc_copies > 0);
-    CHECK(a.kv->Stats().staged_chunks_sent == 0);
+    CHECK(a.kv->Stats().staged_slots_sent == 0);
   }
   {
     // A shared pool and engine regions without a ring: no path; the error
@@ -287,51 +287,51 @@ TEST_CASE("Each side names the path it takes, or why there is none",
 TEST_CASE("A ready event with a host pool is refused", "[kv_staging]") {
   InProcessPair p;
   int event = 0;
-  KvSendRequest r = WholeRequest(Pair(0));
+  KvPiece r = WholeRequest(Pair(0));
   r.ready_event = &event;
   CHECK(p.prefill.kv->Send("event", p.to_decode, r).Wait().code() ==
         absl::StatusCode::kInvalidArgument);
   Seen seen;
   REQUIRE(PollUntil(*p.decode.kv, seen, kSoon,
                     [](const Seen& s) { return s.Failed("event"); }));
-  CHECK(p.decode.kv->Stats().staged_chunks_received == 0);
+  CHECK(p.decode.kv->Stats().staged_slots_received == 0);
 }
 
-TEST_CASE("A chunk naming runs outside the pool is refused, nothing written",
+TEST_CASE("A slot naming runs outside the pool is refused, nothing written",
           "[kv_staging]") {
   InProcessPair p;
   const uint64_t pool_bytes = p.decode.layout.total_bytes();
   for (uint64_t offset : {pool_bytes - 10, pool_bytes, uint64_t{1} << 62}) {
     INFO(offset);
-    internal::KvNotice chunk;
-    chunk.kind = internal::KvNoticeKind::kChunk;
-    chunk.request_id = "evil-" + std::to_string(offset);
-    chunk.slot = 0;
-    chunk.runs = {{.region = 0, .offset = 0, .length = 64},
-                  {.region = 0, .offset = offset, .length = 64}};
+    internal::KvNotice incoming;
+    incoming.kind = internal::KvNoticeKind::kSlot;
+    incoming.request_id = "evil-" + std::to_string(offset);
+    incoming.slot = 0;
+    incoming.runs = {{.region = 0, .offset = 0, .length = 64},
+                     {.region = 0, .offset = offset, .length = 64}};
     REQUIRE(testing::WriteNotice(*p.prefill.engine, p.to_decode,
-                                 internal::EncodeKvNotice(chunk))
+                                 internal::EncodeKvNotice(incoming))
                 .ok());
     Seen seen;
     REQUIRE(PollUntil(*p.decode.kv, seen, kSoon, [&](const Seen& s) {
-      return s.Failed(chunk.request_id);
+      return s.Failed(incoming.request_id);
     }));
-    CHECK(seen.Failed(chunk.request_id)->status.code() ==
+    CHECK(seen.Failed(incoming.request_id)->status.code() ==
           absl::StatusCode::kInvalidArgument);
   }
   // A region the pool does not have.
-  internal::KvNotice chunk;
-  chunk.kind = internal::KvNoticeKind::kChunk;
-  chunk.request_id = "evil-region";
-  chunk.runs = {{.region = 1, .offset = 0, .length = 64}};
+  internal::KvNotice incoming;
+  incoming.kind = internal::KvNoticeKind::kSlot;
+  incoming.request_id = "evil-region";
+  incoming.runs = {{.region = 1, .offset = 0, .length = 64}};
   REQUIRE(testing::WriteNotice(*p.prefill.engine, p.to_decode,
-                               internal::EncodeKvNotice(chunk))
+                               internal::EncodeKvNotice(incoming))
               .ok());
   Seen seen;
   REQUIRE(PollUntil(*p.decode.kv, seen, kSoon,
                     [](const Seen& s) { return s.Failed("evil-region"); }));
-  CHECK(p.decode.kv->Stats().chunks_refused == 4);
-  CHECK(p.decode.kv->Stats().staged_chunks_received == 0);
+  CHECK(p.decode.kv->Stats().slots_refused == 4);
+  CHECK(p.decode.kv->Stats().staged_slots_received == 0);
   for (uint64_t i = 0; i < pool_bytes; ++i) REQUIRE(p.decode.data[i] == 0);
   CHECK(RingFree(*p.decode.kv, kSoon));
 }
@@ -354,7 +354,7 @@ TEST_CASE("Staged transfers between two processes are byte-exact",
     REQUIRE(child->ReadLine(kSoon) == "sent 0 0");
     REQUIRE(child->ReadLine(kSoon) == "sent 1 0");
     const KvTransferStats stats = decode.kv->Stats();
-    CHECK(stats.staged_chunks_received >= 2 * 100);
+    CHECK(stats.staged_slots_received >= 2 * 100);
     CHECK(stats.ring_slots_max_in_use <= stats.ring_slots / 2);
     CHECK(RingFree(*decode.kv, kSoon));
   }
@@ -377,7 +377,7 @@ TEST_CASE("IPC between two processes sharing host pools is byte-exact",
   CHECK(copies.rfind("ipc_copies ", 0) == 0);
   CHECK(copies != "ipc_copies 0");
   // Nothing went through the ring.
-  CHECK(decode.kv->Stats().staged_chunks_received == 0);
+  CHECK(decode.kv->Stats().staged_slots_received == 0);
 }
 
 }  // namespace

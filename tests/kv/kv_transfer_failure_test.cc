@@ -43,7 +43,7 @@ TEST_CASE("Bad sends fail through the handle and write nothing",
   const BlockList one({{0, 1}});
   struct Case {
     std::string id;
-    KvSendRequest request;
+    KvPiece request;
     absl::StatusCode code;
   };
   std::vector<Case> cases = {
@@ -82,8 +82,7 @@ TEST_CASE("Bad sends fail through the handle and write nothing",
           c.code);
   }
   // Arguments no notice can name.
-  const KvSendRequest fine = {
-      .src_blocks = one, .dst_blocks = one, .num_tokens = 16};
+  const KvPiece fine = {.src_blocks = one, .dst_blocks = one, .num_tokens = 16};
   CHECK(
       f.prefill.kv
           ->Send(std::string(kMaxKvRequestIdBytes + 1, 'i'), f.to_decode, fine)
@@ -91,7 +90,7 @@ TEST_CASE("Bad sends fail through the handle and write nothing",
           .code() == absl::StatusCode::kInvalidArgument);
   CHECK(f.prefill.kv->Send("", f.to_decode, fine).Wait().code() ==
         absl::StatusCode::kInvalidArgument);
-  KvSendRequest bad_rank = fine;
+  KvPiece bad_rank = fine;
   bad_rank.sender_rank = 2;
   bad_rank.num_senders = 2;
   CHECK(f.prefill.kv->Send("rank", f.to_decode, bad_rank).Wait().code() ==
@@ -140,13 +139,13 @@ TEST_CASE("A Send past its deadline reaches the receiver as a failure",
           "[kv_transfer]") {
   Fixture f;
   const BlockList blocks({{0, 2}});
-  const KvSendRequest layer0 = {.src_blocks = blocks,
-                                .dst_blocks = blocks,
-                                .num_tokens = 32,
-                                .layer_begin = 0,
-                                .layer_end = 1};
+  const KvPiece layer0 = {.src_blocks = blocks,
+                          .dst_blocks = blocks,
+                          .num_tokens = 32,
+                          .layer_begin = 0,
+                          .layer_end = 1};
   REQUIRE(f.prefill.kv->Send("late", f.to_decode, layer0).Wait().ok());
-  KvSendRequest layer1 = layer0;
+  KvPiece layer1 = layer0;
   layer1.layer_begin = 1;
   layer1.layer_end = 2;
   layer1.timeout = absl::Nanoseconds(1);
@@ -172,11 +171,11 @@ TEST_CASE("A cancelled Send reaches the receiver as a failure",
   big.head_dim = 256;
   Fixture f({}, {.geometry = big}, {.geometry = big});
   const BlockList blocks({{0, 32}});
-  KvSendRequest piece = {.src_blocks = blocks,
-                         .dst_blocks = BlockList({{32, 32}}),
-                         .num_tokens = 32 * 16,
-                         .layer_begin = 0,
-                         .layer_end = 1};
+  KvPiece piece = {.src_blocks = blocks,
+                   .dst_blocks = BlockList({{32, 32}}),
+                   .num_tokens = 32 * 16,
+                   .layer_begin = 0,
+                   .layer_end = 1};
   REQUIRE(f.prefill.kv->Send("cancel", f.to_decode, piece).Wait().ok());
   piece.layer_begin = 1;
   piece.layer_end = kGeometry.num_layers;
@@ -332,11 +331,11 @@ TEST_CASE("Forget drops a request and its late notices", "[kv_transfer]") {
   Fixture f;
   const BlockList blocks({{4, 2}});
   auto layer = [&](uint32_t l) {
-    return KvSendRequest{.src_blocks = blocks,
-                         .dst_blocks = blocks,
-                         .num_tokens = 32,
-                         .layer_begin = l,
-                         .layer_end = l + 1};
+    return KvPiece{.src_blocks = blocks,
+                   .dst_blocks = blocks,
+                   .num_tokens = 32,
+                   .layer_begin = l,
+                   .layer_end = l + 1};
   };
   REQUIRE(f.prefill.kv->Send("gone", f.to_decode, layer(0)).Wait().ok());
   Seen seen;

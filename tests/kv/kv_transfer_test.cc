@@ -127,15 +127,15 @@ TEST_CASE("Fan-in from several ranks finishes exactly once", "[kv_transfer]") {
   const uint64_t tokens = 40;
   const uint32_t heads = kGeometry.kv_heads / ranks;
   auto piece = [&](uint32_t r) {
-    return KvSendRequest{.src_blocks = src,
-                         .dst_blocks = dst,
-                         .num_tokens = tokens,
-                         .src_head_begin = r * heads,
-                         .dst_head_begin = r * heads,
-                         .num_heads = heads,
-                         .sender_rank = r,
-                         .num_senders = ranks,
-                         .payload = "aux"};
+    return KvPiece{.src_blocks = src,
+                   .dst_blocks = dst,
+                   .num_tokens = tokens,
+                   .src_head_begin = r * heads,
+                   .dst_head_begin = r * heads,
+                   .num_heads = heads,
+                   .sender_rank = r,
+                   .num_senders = ranks,
+                   .payload = "aux"};
   };
   Seen seen;
   for (uint32_t r = 0; r < ranks; ++r) {

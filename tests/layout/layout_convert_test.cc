@@ -354,11 +354,11 @@ TEST_CASE("ConvertBlocks between every pair of one-part (MLA) layouts",
   }
 }
 
-TEST_CASE("StagingLayout is block-major with the pool's block order",
+TEST_CASE("PackedLayout is block-major with the pool's block order",
           "[layout]") {
   const KvLayout vllm = MakeLayout(kSmall, PoolOrder::kLayerMajor,
                                    BlockOrder::kHND, RegionSplit::kOnePerLayer);
-  const absl::StatusOr<KvLayout> staged = StagingLayout(vllm, 3);
+  const absl::StatusOr<KvLayout> staged = PackedLayout(vllm, 3);
   REQUIRE(staged.ok());
   CHECK(*staged ==
         *KvLayout::FlowKvBlockMajor(staged->geometry(), BlockOrder::kHND));
@@ -366,8 +366,8 @@ TEST_CASE("StagingLayout is block-major with the pool's block order",
   CHECK(staged->num_regions() == 1);
   CHECK(staged->geometry().num_blocks == 3);
   CHECK(staged->total_bytes() == 3 * vllm.block_bytes());
-  CHECK(StagingBytes(vllm, Runs({{4, 3}})) == 3 * vllm.block_bytes());
-  CHECK(StagingLayout(vllm, 0).status().code() ==
+  CHECK(PackedBytes(vllm, Runs({{4, 3}})) == 3 * vllm.block_bytes());
+  CHECK(PackedLayout(vllm, 0).status().code() ==
         absl::StatusCode::kInvalidArgument);
 }
 
@@ -378,13 +378,13 @@ TEST_CASE("PackBlocks and UnpackBlocks round trip through a staging buffer",
     INFO(layout.ToString());
     const Pool src(layout, rng);
     const BlockList blocks = RandomBlocks(7, 5, rng);
-    std::vector<std::byte> staging(StagingBytes(layout, blocks) + 3,
+    std::vector<std::byte> staging(PackedBytes(layout, blocks) + 3,
                                    std::byte{0x5a});
     REQUIRE(PackBlocks(layout, src.ConstBases(), blocks, staging.data(),
                        staging.size())
                 .ok());
     // Block i of the buffer is position i of the list, element by element.
-    const absl::StatusOr<KvLayout> staged = StagingLayout(layout, 5);
+    const absl::StatusOr<KvLayout> staged = PackedLayout(layout, 5);
     REQUIRE(staged.ok());
     Pool staged_pool(*staged, rng);
     std::copy_n(staging.begin(), staged->total_bytes(),
@@ -410,7 +410,7 @@ TEST_CASE("PackBlocks rejects a short or null staging buffer", "[layout]") {
                  RegionSplit::kOnePerPool);
   Pool pool(layout, rng);
   const BlockList blocks = Runs({{1, 2}});
-  std::vector<std::byte> staging(StagingBytes(layout, blocks) - 1);
+  std::vector<std::byte> staging(PackedBytes(layout, blocks) - 1);
   absl::Status st = PackBlocks(layout, pool.ConstBases(), blocks,
                                staging.data(), staging.size());
   CHECK(st.code() == absl::StatusCode::kInvalidArgument);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// SharedHostPoolMemory's share descriptor (lib/pool/host_share_descriptor.h):
+// MakeSharedHostPool's share descriptor (lib/pool/host_share_descriptor.h):
 // its bytes as the header specifies them, round trips, and refusal of every
 // truncation, bad field and trailing byte with InvalidArgument.
 

@@ -86,7 +86,7 @@ uint64_t EnvOr(const char* name, uint64_t fallback) {
 void WriteDataOnly(StreamSenderSide& side, uint32_t stream, uint64_t index,
                    uint32_t layer) {
   const KvLayout decode = *KvLayout::Create(kv_fixture::kDecodeSpec);
-  const KvSendRequest piece = testing::StreamPiece(stream, index, layer);
+  const KvPiece piece = testing::StreamPiece(stream, index, layer);
   auto ops = PlanTransfer({.src_layout = &side.layout,
                            .src_blocks = piece.src_blocks,
                            .dst_layout = &decode,
@@ -145,7 +145,7 @@ TEST_CASE("victim child", "[.victim_child]") {
       sender.Settle();
       for (uint32_t layer = 0; layer < kStreamLayers; ++layer) {
         const std::string id = testing::StreamRequestId(stream, index);
-        const KvSendRequest piece = testing::StreamPiece(stream, index, layer);
+        const KvPiece piece = testing::StreamPiece(stream, index, layer);
         if (layer != plan.layer) {
           if (!side.kv->Send(id, side.peer, piece).Wait().ok()) {
             StreamSenderSide::Exit("piece failed");
@@ -376,8 +376,7 @@ TEST_CASE("A receiver killed between pieces fails them at the sender",
     const std::string id = testing::StreamRequestId(VictimStream(k), asked);
     for (uint32_t layer = 0; layer < kStreamLayers; ++layer) {
       if (layer == plan.layer) victim->Kill();
-      const KvSendRequest piece =
-          testing::StreamPiece(VictimStream(k), asked, layer);
+      const KvPiece piece = testing::StreamPiece(VictimStream(k), asked, layer);
       (layer < plan.layer ? before : after)
           .push_back(sending.kv->Send(id, to_victim->peer(), piece));
     }

@@ -120,7 +120,7 @@ TEST_CASE("netns engine child", "[.netns_child]") {
   options.cluster_token = "secret";
   options.peer_failure_timeout = kPeerFailureTimeout;
   options.connect_timeout = 2 * kPeerFailureTimeout;
-  options.max_piece_bytes = 256 << 10;
+  options.max_window_bytes = 256 << 10;
   options.ucx_config = {{"TLS", "tcp"}, {"NET_DEVICES", device}};
   auto engine = testing::MakeEngine(options);
   auto local = engine->AllocateMemory(kBytes);

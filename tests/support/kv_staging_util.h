@@ -33,9 +33,9 @@ using kv_fixture::kGeometry;
 using kv_fixture::kSoon;
 
 // A ring of 16 slots of 4 KiB (8 to send, 8 to receive): a 2 MiB request
-// moves in 512 chunks.
+// moves in 512 slots.
 inline constexpr KvStagingOptions kSmallRing = {.ring_bytes = 64 << 10,
-                                                .chunk_bytes = 4 << 10};
+                                                .slot_bytes = 4 << 10};
 inline constexpr uint64_t kSeed = 7;
 
 // Sender and receiver layouts: 0 block-major -> block-major; 1 layer-major
@@ -71,7 +71,7 @@ inline BlockList DstBlocks() {
   }
   return BlockList::FromIds(ids);
 }
-inline KvSendRequest WholeRequest(const LayoutPair& pair) {
+inline KvPiece WholeRequest(const LayoutPair& pair) {
   return {.src_blocks = SrcBlocks(),
           .dst_blocks = DstBlocks(),
           .num_tokens = uint64_t{kGeometry.num_blocks} * kGeometry.block_tokens,
@@ -94,7 +94,7 @@ inline bool Arrived(const LayoutPair& pair, const uint8_t* dst_data) {
 
 // One side: an engine and a KvTransfer over a pool of `spec`, either engine
 // memory (`shared` false; staging forced unless options say otherwise) or
-// a SharedHostPoolMemory.
+// a MakeSharedHostPool.
 struct StagingSide {
   std::unique_ptr<TransferEngine> engine;
   KvLayout layout;
@@ -106,7 +106,7 @@ struct StagingSide {
               KvTransferOptions options)
       : engine(testing::MakeKvEngine(name)), layout(*KvLayout::Create(spec)) {
     if (use_shm) {
-      auto pool = SharedHostPoolMemory({layout.total_bytes()});
+      auto pool = MakeSharedHostPool({layout.total_bytes()});
       REQUIRE(pool.ok());
       shared = *std::move(pool);
       data = static_cast<uint8_t*>(shared->region_base(0));
@@ -189,7 +189,7 @@ struct InProcessPair {
 //   send     connects to <address>, announces its pool, fills it with
 //            FillRandom(kSeed) and sends "req-<i>" for i < count (count 0:
 //            forever), each awaited; writes "sent <i> <code>" per send;
-//   ipc      as send with one request over a SharedHostPoolMemory pool,
+//   ipc      as send with one request over a MakeSharedHostPool pool,
 //            also writing "path <KvPath>" and "ipc_copies <n>";
 //   receive  listens (writes "listen <address>") and polls forever,
 //            writing "finished <id>" and "failed <id> <code>".
@@ -220,7 +220,7 @@ inline void RunStagingChild(const char* config) {
   uint8_t* data = nullptr;
   absl::StatusOr<std::unique_ptr<KvTransfer>> kv;
   if (ipc) {
-    auto shared = SharedHostPoolMemory({layout.total_bytes()});
+    auto shared = MakeSharedHostPool({layout.total_bytes()});
     if (!shared.ok()) fail(shared.status().ToString());
     pool = *std::move(shared);
     data = static_cast<uint8_t*>(pool->region_base(0));

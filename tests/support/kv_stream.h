@@ -78,8 +78,7 @@ inline BlockList StreamDstBlocks(uint32_t stream) {
 }
 
 // The piece of request `index` of `stream` that moves layer `layer`.
-inline KvSendRequest StreamPiece(uint32_t stream, uint64_t index,
-                                 uint32_t layer) {
+inline KvPiece StreamPiece(uint32_t stream, uint64_t index, uint32_t layer) {
   return {.src_blocks = StreamSrcBlocks(index),
           .dst_blocks = StreamDstBlocks(stream),
           .num_tokens = kStreamTokens,

@@ -77,7 +77,7 @@ typedef struct flowkv_engine_options {
   /* Queued messages beyond this are dropped. Default: 1 << 20. */
   uint64_t max_queued_notifications;
   /* Ops are posted in pieces of at most this. Default: 4 MiB. */
-  uint64_t max_piece_bytes;
+  uint64_t max_window_bytes;
   /* Cap on registered + allocated bytes; 0: none. Default: 0. */
   uint64_t max_registered_bytes;
   /* UCX settings on top of the environment. Default: none. */

@@ -28,7 +28,7 @@ typedef struct flowkv_kv_transfer flowkv_kv_transfer_t;
 typedef struct flowkv_kv_results flowkv_kv_results_t;
 
 /* ---- KV transfer -------------------------------------------------------- */
-/* KvSendRequest; flowkv_kv_request_init sets the defaults (one sender,
+/* KvPiece; flowkv_kv_request_init sets the defaults (one sender,
  * final chunk, every layer and head). */
 typedef struct flowkv_kv_request {
   flowkv_blocks_t src_blocks;

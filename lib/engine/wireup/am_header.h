@@ -7,7 +7,7 @@
 // All integers little-endian, no padding, no version (the handshake's
 // protocol version, wire_format.h, covers these too).
 //
-//   AmHeader (16 bytes; every id but the data path's three):
+//   AmHeader (16 bytes; every id but the data method's three):
 //     u64 conn_id       the receiver's id for the connection (its
 //                       Peer::wire_id; kAmHello: 0)
 //     u64 transfer_id   kAmNotify with an acknowledgement requested, kAmAck,
@@ -24,7 +24,7 @@
 //     u64 reply_offset
 //
 // The message's data (UCX's, after the header) is the handshake message
-// (wire_format.h), the notification or message bytes, or the data path's
+// (wire_format.h), the notification or message bytes, or the data method's
 // bytes. The receiver drops a message whose header has the wrong length for
 // its id (UCX may hand a handler messages that are not ours).
 //
@@ -44,7 +44,7 @@
 namespace flowkv::internal {
 
 // Active message ids (ucp_am_send_nbx's id). Every message carries an
-// AmHeader, except the data path's, which carry a DataHeader.
+// AmHeader, except the data method's, which carry a DataHeader.
 enum AmId : unsigned {
   kAmHello = 0x4b01,
   kAmWelcome = 0x4b02,
@@ -53,7 +53,7 @@ enum AmId : unsigned {
   kAmMessage = 0x4b05,
   kAmPing = 0x4b06,
   kAmAck = 0x4b07,  // acknowledges a notification (transfer_id)
-  // The message data path (message_path.cc); these carry a DataHeader.
+  // The active-message data method (am_data.cc); these carry a DataHeader.
   kAmData = 0x4b08,         // a Write's bytes
   kAmReadRequest = 0x4b09,  // asks for a Read's bytes
   kAmReadData = 0x4b0a,     // a Read's bytes (or why not)

@@ -14,9 +14,9 @@
 #include "absl/strings/str_format.h"
 #include "lib/common/tsan_lock.h"
 #include "lib/engine/fault_injection.h"
-#include "lib/engine/wireup/sock_addr.h"
 #include "lib/engine/transfer_engine_impl.h"
 #include "lib/engine/ucx_status.h"
+#include "lib/engine/wireup/sock_addr.h"
 
 namespace flowkv::internal {
 namespace {

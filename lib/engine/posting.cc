@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// The data path: Submit (checks on the caller's thread), then on the
+// Posting: Submit (checks on the caller's thread), then on the
 // progress thread posting each transfer's ops in windows of at most
-// max_piece_bytes, each window closed by a flush; then the notification and,
+// max_window_bytes, each window closed by a flush; then the notification and,
 // when asked for, the peer's acknowledgement; cancel and deadlines that stop
 // one transfer and fence it without touching the peer's other transfers.
 // It may call UCX put/get/flush/active-message sends, the region table and
@@ -189,9 +189,9 @@ void TransferEngineImpl::PostReady() {
 void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
   const uint64_t id = active->record->id();
   const bool write = active->kind == TransferKind::kWrite;
-  // One-sided where the endpoint has it; else the message data path.
+  // One-sided where the endpoint has it; else the active-message data method.
   const bool rma = write ? peer->rma_put : peer->rma_get;
-  const uint64_t budget = options_.max_piece_bytes;
+  const uint64_t budget = options_.max_window_bytes;
   uint64_t posted = 0;
   ucp_request_param_t param{};
   param.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
@@ -221,7 +221,7 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
       FinishTransfer(id, absl::InternalError("a region vanished"));
       return;
     }
-    const uint64_t piece =
+    const uint64_t part =
         std::min(op.length - active->op_posted, budget - posted);
     const uint64_t local_offset =
         (write ? op.src_offset : op.dst_offset) + active->op_posted;
@@ -229,19 +229,19 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
         (write ? op.dst_offset : op.src_offset) + active->op_posted;
     if (!rma) {
       const bool posted_ok =
-          write ? PostDataMessage(peer, op, active->op_posted, piece,
+          write ? PostDataMessage(peer, op, active->op_posted, part,
                                   local_base + local_offset)
-                : PostReadRequest(active, peer, op, active->op_posted, piece);
+                : PostReadRequest(active, peer, op, active->op_posted, part);
       if (!posted_ok) return;  // the peer is failing
     } else {
       const ucs_status_t injected =
           FaultInjector::Inject(write ? FaultPoint::kPut : FaultPoint::kGet);
       ucs_status_ptr_t request =
           injected != UCS_OK ? UCS_STATUS_PTR(injected)
-          : write ? ucp_put_nbx(peer->ep, local_base + local_offset, piece,
+          : write ? ucp_put_nbx(peer->ep, local_base + local_offset, part,
                                 remote->info.base + remote_offset, remote->rkey,
                                 &param)
-                  : ucp_get_nbx(peer->ep, local_base + local_offset, piece,
+                  : ucp_get_nbx(peer->ep, local_base + local_offset, part,
                                 remote->info.base + remote_offset, remote->rkey,
                                 &param);
       if (UCS_PTR_IS_ERR(request)) {
@@ -254,9 +254,9 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
       }
       if (request != nullptr) ucp_request_free(request);
     }
-    posted += piece;
-    iteration_posted_ += piece;
-    active->op_posted += piece;
+    posted += part;
+    iteration_posted_ += part;
+    active->op_posted += part;
     if (active->op_posted == op.length) {
       ++active->next_op;
       active->op_posted = 0;
@@ -409,7 +409,7 @@ void TransferEngineImpl::Abort(Active* active, absl::Status status,
     return;
   }
   active->abort_status = std::move(status);
-  // A fence (the outstanding window, then over the message path the fence
+  // A fence (the outstanding window, then over active messages the fence
   // message) that does not complete in time fails the peer.
   active->fence_deadline = now + options_.peer_failure_timeout;
   if (!active->flush_in_flight) FinishAborted(active);

@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-// The message data path: a transfer's bytes as active messages, for peers
-// whose endpoint has no one-sided put or get (tcp in UCX 1.13). UCX would
+// The active-message data method: a transfer's bytes as active messages, for
+// peers whose endpoint has no one-sided put or get (tcp in UCX 1.13). UCX would
 // emulate those with its own messages, and its emulation aborts the
 // receiving process when the sender dies in the middle of a put (the put
 // handler cannot send its completion and UCX treats that as fatal). Here
 // the receiving engine's own handler copies the bytes into its region
 // after checking the region and the bounds, so a dead sender only fails
 // its peer. May call UCX active-message sends, the region table, the peer
-// state machine and the transfer path (AfterFlush, FinishTransfer).
+// state machine and posting (posting.cc) (AfterFlush, FinishTransfer).
 //
-//   Write: kAmData {region, offset, length} + bytes, one per piece; the
+//   Write: kAmData {region, offset, length} + bytes, one per window; the
 //          window's flush and the notification follow on the same
 //          endpoint, whose messages arrive in order.
 //   Read:  kAmReadRequest {the peer's region, offset, length, where the
