@@ -7,7 +7,7 @@ install(FILES ${PROJECT_BINARY_DIR}/include/flowkv/export.h
               ${PROJECT_BINARY_DIR}/include/flowkv/version.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/flowkv)
 
-set(FLOWKV_INSTALL_TARGETS flowkv)
+set(FLOWKV_INSTALL_TARGETS flowkv flowkv_scheduler_lib flowkv_sim_lib)
 if(FLOWKV_CUDA_ENABLED)
   list(APPEND FLOWKV_INSTALL_TARGETS flowkv_cuda)
 endif()
