@@ -405,8 +405,9 @@ class FLOWKV_EXPORT KvTransfer {
   void Forget(std::string_view request_id);
 
   // Takes the engine's notifications, waiting up to `wait` for the first
-  // (not at all when results are already pending), acts on them, applies
-  // deadlines and returns everything that happened since the last call.
+  // (not at all when results are already pending), acts on them, then
+  // applies deadlines (so a piece queued before its request's deadline
+  // counts) and returns everything that happened since the last call.
   // Requires that the engine was created without on_notification (else
   // use HandleNotification and TakeResults).
   KvPollResult Poll(absl::Duration wait = absl::ZeroDuration());

@@ -133,11 +133,14 @@ KvPollResult KvTransfer::Impl::TakeResults() {
 }
 
 KvPollResult KvTransfer::Impl::Poll(absl::Duration wait) {
+  // Deadlines are applied only after the queued notifications were handled
+  // (in TakeResults): a piece or notice that arrived before a request's
+  // deadline counts even when Poll comes after it.
   {
     TsanMutexLock lock(&mu_);
     const absl::Time now = absl::Now();
-    tracker_.ApplyDeadlines(now);
-    if (tracker_.HasResults() || !released_.empty() || !other_.empty()) {
+    if (tracker_.HasResults() || !released_.empty() || !other_.empty() ||
+        tracker_.NextDeadline() <= now) {
       wait = absl::ZeroDuration();
     } else {
       wait = std::min(wait, tracker_.NextDeadline() - now);

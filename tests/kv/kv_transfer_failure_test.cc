@@ -17,6 +17,7 @@
 #include "tests/support/kv_fixture.h"
 #include "tests/support/kv_test_util.h"
 #include "tests/support/transfer_test_util.h"
+#include "tests/support/wait_until.h"
 
 namespace flowkv {
 namespace {
@@ -277,6 +278,104 @@ TEST_CASE("A sender that dies fails its unfinished incoming requests",
                       return n.kind == Notification::Kind::kPeerDisconnected;
                     }));
   CHECK(decode.kv->Stats().requests_active == 0);
+}
+
+// --- A request that arrived in time, polled late --------------------------
+
+// The child side of the test below: connects to FLOWKV_KV_TEST_DECODE,
+// sends layer 0 of request "late-poll", reports "first", waits for the
+// parent's Continue(), sends layers [1, num_layers), reports "sent" (both
+// acknowledged) and waits to be killed. Hidden: runs only when started by
+// name.
+TEST_CASE("kv late poll child", "[.kv_late_poll_child]") {
+  const char* address = std::getenv("FLOWKV_KV_TEST_DECODE");
+  if (address == nullptr) return;
+  auto fail = [](const std::string& what) {
+    std::fprintf(stderr, "kv late poll child: %s\n", what.c_str());
+    _exit(1);
+  };
+  auto engine = TransferEngine::Create(testing::KvEngineOptions("late-poll"));
+  if (!engine.ok()) fail(engine.status().ToString());
+  const KvLayout layout = *KvLayout::Create(kPrefillSpec);
+  const KvLayout decode_layout = *KvLayout::Create(kDecodeSpec);
+  auto region = (*engine)->AllocateMemory(layout.total_bytes());
+  if (!region.ok()) fail(region.status().ToString());
+  auto kv = KvTransfer::Create(engine->get(), layout, {region->id});
+  auto peer = (*engine)->Connect(address);
+  if (!kv.ok() || !peer.ok()) fail(peer.status().ToString());
+  const RegionId decode_region = (*engine)->GetPeer(*peer)->regions.at(0).id;
+  if (!(*kv)->AddPeerPool(*peer, decode_layout, {decode_region}).ok()) {
+    fail("AddPeerPool");
+  }
+  KvPiece piece = {.src_blocks = BlockList({{0, 2}}),
+                   .dst_blocks = BlockList({{0, 2}}),
+                   .num_tokens = 32,
+                   .layer_begin = 0,
+                   .layer_end = 1};
+  absl::Status sent = (*kv)->Send("late-poll", *peer, piece).Wait();
+  if (!sent.ok()) fail(sent.ToString());
+  if (!testing::WriteParentLine("first")) fail("write");
+  if (!testing::WaitForParentByte()) _exit(0);
+  piece.layer_begin = 1;
+  piece.layer_end = kGeometry.num_layers;
+  sent = (*kv)->Send("late-poll", *peer, piece).Wait();
+  if (!sent.ok()) fail(sent.ToString());
+  if (!testing::WriteParentLine("sent")) fail("write");
+  testing::WaitForParentThenExit();
+}
+
+// Issue 16 B1: Poll used to apply deadlines before the notifications
+// already queued, so a request whose every piece arrived (and was
+// acknowledged) before its deadline was reported failed by a later Poll.
+TEST_CASE("A request that arrived in time finishes when polled late",
+          "[kv_transfer]") {
+  const absl::Duration bound = absl::Seconds(1);
+  const bool by_expect = GENERATE(true, false);
+  INFO((by_expect ? "Expect deadline" : "incomplete_request_timeout"));
+  KvTransferOptions options;
+  if (!by_expect) options.incomplete_request_timeout = bound;
+  Side decode("decode", kDecodeSpec, options);
+  auto address = decode.engine->Listen("127.0.0.1:0");
+  REQUIRE(address.ok());
+  ChildProcess child("kv late poll child",
+                     {"FLOWKV_KV_TEST_DECODE=" + *address});
+  REQUIRE(child.ReadLine(kSoon + kSoon) == "first");
+  Seen seen;
+  // The piece must arrive before `deadline`; the request's deadline has
+  // passed by `late`.
+  absl::Time deadline;
+  absl::Time late;
+  if (by_expect) {
+    // Layer 0 waits in the engine's queue, not yet polled.
+    deadline = absl::Now() + bound;
+    late = deadline;
+    REQUIRE(decode.kv->Expect("late-poll", deadline).ok());
+  } else {
+    // Layer 0 handled: the request's inactivity clock runs from here.
+    const absl::Time before = absl::Now();
+    REQUIRE(PollUntil(*decode.kv, seen, kSoon, [&](const Seen&) {
+      return decode.kv->Stats().requests_active == 1;
+    }));
+    deadline = before + bound;
+    late = absl::Now() + bound;
+  }
+  REQUIRE(child.Continue());
+  REQUIRE(child.ReadLine(kSoon) == "sent");
+  // The rest arrived and was acknowledged before the deadline (a loaded
+  // machine that took longer proves nothing).
+  if (absl::Now() >= deadline) {
+    WARN("the second piece took longer than " << bound);
+    return;
+  }
+  REQUIRE(
+      testing::WaitUntil([&] { return absl::Now() > late; }, bound + kSoon));
+  seen.Add(decode.kv->Poll());
+  std::string failures;
+  for (const KvFailed& failed : seen.failed) {
+    failures += failed.status.ToString() + "\n";
+  }
+  CHECK(failures.empty());
+  CHECK(seen.Finished("late-poll") == 1);
 }
 
 // --- Receiver-side deadlines, Forget, malformed notices -------------------
