@@ -167,7 +167,8 @@ struct KvTransferOptions {
 struct KvPiece {
   // The request's blocks in the source pool and in the destination pool, in
   // token order, from the request's token 0 (the whole block table, also
-  // for a later chunk). Both must hold token_begin + num_tokens tokens.
+  // for a later chunk). Both must hold token_begin + num_tokens tokens;
+  // the destination blocks must be distinct (InvalidArgument otherwise).
   // Send: source = local pool, destination = the peer's. Fetch: source =
   // the peer's pool, destination = local.
   BlockList src_blocks = {};
@@ -366,7 +367,8 @@ class FLOWKV_EXPORT KvTransfer {
   // InvalidArgument (a request id that is empty or over
   // kMaxKvRequestIdBytes, no blocks, num_tokens 0, a payload over
   // kMaxKvPayloadBytes, sender_rank >= num_senders, num_senders 0 or over
-  // kMaxKvSenders, token range overflow; the refusal of the peer's pool
+  // kMaxKvSenders, token range overflow, a destination block named
+  // twice; the refusal of the peer's pool
   // descriptor; and the planner's), OutOfRange (the planner's),
   // FailedPrecondition (no pool known for the peer: call AnnouncePool on
   // either side, or AddPeerPool), and

@@ -76,6 +76,23 @@ TEST_CASE("Bad sends fail through the handle and write nothing",
         .layer_begin = 2,
         .layer_end = 9},
        absl::StatusCode::kInvalidArgument},
+      // A destination block named twice (issue 16 B2: one copy used to
+      // overwrite the other), as [3, 3], overlapping runs, unordered runs.
+      {"repeated-block",
+       {.src_blocks = BlockList({{0, 2}}),
+        .dst_blocks = BlockList({{3, 1}, {3, 1}}),
+        .num_tokens = 32},
+       absl::StatusCode::kInvalidArgument},
+      {"overlapping-runs",
+       {.src_blocks = BlockList({{0, 4}}),
+        .dst_blocks = BlockList({{2, 3}, {4, 1}}),
+        .num_tokens = 64},
+       absl::StatusCode::kInvalidArgument},
+      {"unordered-runs",
+       {.src_blocks = BlockList({{0, 7}}),
+        .dst_blocks = BlockList({{7, 1}, {2, 6}}),
+        .num_tokens = 112},
+       absl::StatusCode::kInvalidArgument},
   };
   for (const Case& c : cases) {
     INFO(c.id);
