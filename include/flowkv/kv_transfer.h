@@ -371,7 +371,10 @@ class FLOWKV_EXPORT KvTransfer {
   // twice; the refusal of the peer's pool
   // descriptor; and the planner's), OutOfRange (the planner's),
   // FailedPrecondition (no pool known for the peer: call AnnouncePool on
-  // either side, or AddPeerPool), and
+  // either side, or AddPeerPool; or the peer refused the piece because it
+  // had already finished, failed or forgotten the request and did not
+  // Expect the id again — the refusal comes back in the acknowledgement of
+  // the notice, whose bytes may have landed in the peer's blocks), and
   // the engine's (Unavailable, DeadlineExceeded, Cancelled through
   // handle.Cancel()). On any failure with a valid request id and rank, a
   // failure notice goes to the peer (best effort). A failed handle does not

@@ -115,6 +115,24 @@ bool KvTransfer::Impl::HandleNotification(const Notification& n) {
   return true;
 }
 
+absl::Status KvTransfer::Impl::CheckNotice(const Notification& n) const {
+  if (n.kind != Notification::Kind::kTransfer ||
+      !internal::IsKvNotice(n.bytes)) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<KvNotice> notice = internal::ParseKvNotice(n.bytes);
+  // A malformed notice is counted when it is handled.
+  if (!notice.ok() || notice->kind != KvNoticeKind::kData) {
+    return absl::OkStatus();
+  }
+  TsanMutexLock lock(&mu_);
+  if (tracker_.Accepts(notice->request_id)) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "KvTransfer: request '%s' (sender rank %d) was already finished, "
+      "failed or forgotten by the receiver, which did not Expect it again",
+      notice->request_id, notice->sender_rank));
+}
+
 KvPollResult KvTransfer::Impl::TakeResults() {
   KvPollResult result;
   TsanMutexLock lock(&mu_);

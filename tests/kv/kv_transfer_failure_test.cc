@@ -395,6 +395,86 @@ TEST_CASE("A request that arrived in time finishes when polled late",
   CHECK(seen.Finished("late-poll") == 1);
 }
 
+// --- A finished or forgotten request sent again ---------------------------
+
+// The child side of the test below: connects to FLOWKV_KV_TEST_DECODE and,
+// at each Continue() of the parent (the first time at once), sends the
+// whole request "again" and, from the second round on, "forgotten" too,
+// reporting each handle's status code ("OK", "FAILED_PRECONDITION", ...)
+// on one line. Hidden: runs only when started by name.
+TEST_CASE("kv resend child", "[.kv_resend_child]") {
+  const char* address = std::getenv("FLOWKV_KV_TEST_DECODE");
+  if (address == nullptr) return;
+  auto fail = [](const std::string& what) {
+    std::fprintf(stderr, "kv resend child: %s\n", what.c_str());
+    _exit(1);
+  };
+  auto engine = TransferEngine::Create(testing::KvEngineOptions("resend"));
+  if (!engine.ok()) fail(engine.status().ToString());
+  const KvLayout layout = *KvLayout::Create(kPrefillSpec);
+  const KvLayout decode_layout = *KvLayout::Create(kDecodeSpec);
+  auto region = (*engine)->AllocateMemory(layout.total_bytes());
+  if (!region.ok()) fail(region.status().ToString());
+  auto kv = KvTransfer::Create(engine->get(), layout, {region->id});
+  auto peer = (*engine)->Connect(address);
+  if (!kv.ok() || !peer.ok()) fail(peer.status().ToString());
+  const RegionId decode_region = (*engine)->GetPeer(*peer)->regions.at(0).id;
+  if (!(*kv)->AddPeerPool(*peer, decode_layout, {decode_region}).ok()) {
+    fail("AddPeerPool");
+  }
+  const KvPiece piece = {.src_blocks = BlockList({{0, 2}}),
+                         .dst_blocks = BlockList({{0, 2}}),
+                         .num_tokens = 32};
+  auto code = [&](const char* id) {
+    return absl::StatusCodeToString(
+        (*kv)->Send(id, *peer, piece).Wait().code());
+  };
+  std::string line = code("again");
+  if (!testing::WriteParentLine(line)) fail("write");
+  while (testing::WaitForParentByte()) {
+    line = code("again");
+    line += " " + code("forgotten");
+    if (!testing::WriteParentLine(line)) fail("write");
+  }
+  _exit(0);
+}
+
+// Issue 16 B3: a request id sent again after the receiver finished (or
+// forgot) it, without a new Expect, used to end OK on the sender while the
+// receiver ignored the notice. The receiver's engine now refuses the
+// notice, and its acknowledgement carries the refusal to the sender.
+TEST_CASE("A finished or forgotten request sent again fails on the sender",
+          "[kv_transfer]") {
+  Side decode("decode", kDecodeSpec);
+  auto address = decode.engine->Listen("127.0.0.1:0");
+  REQUIRE(address.ok());
+  ChildProcess child("kv resend child", {"FLOWKV_KV_TEST_DECODE=" + *address});
+  REQUIRE(child.ReadLine(kSoon + kSoon) == "OK");
+  Seen seen;
+  REQUIRE(PollUntil(*decode.kv, seen, kSoon,
+                    [](const Seen& s) { return s.Finished("again") == 1; }));
+  decode.kv->Forget("forgotten");
+  REQUIRE(child.Continue());
+  CHECK(child.ReadLine(kSoon) == "FAILED_PRECONDITION FAILED_PRECONDITION");
+  // Neither is reported again; the sender's failure notices that follow are
+  // late ones.
+  REQUIRE(PollUntil(*decode.kv, seen, kSoon, [&](const Seen&) {
+    return decode.kv->Stats().late_notices >= 2;
+  }));
+  CHECK(seen.Finished("again") == 1);
+  CHECK(seen.Finished("forgotten") == 0);
+  CHECK(seen.failed.empty());
+  // Expect makes the ids usable again.
+  REQUIRE(decode.kv->Expect("again", absl::InfiniteFuture()).ok());
+  REQUIRE(decode.kv->Expect("forgotten", absl::InfiniteFuture()).ok());
+  REQUIRE(child.Continue());
+  CHECK(child.ReadLine(kSoon) == "OK OK");
+  REQUIRE(PollUntil(*decode.kv, seen, kSoon, [](const Seen& s) {
+    return s.Finished("again") == 2 && s.Finished("forgotten") == 1;
+  }));
+  CHECK(seen.failed.empty());
+}
+
 // --- Receiver-side deadlines, Forget, malformed notices -------------------
 
 TEST_CASE("Expect fails a request that is not finished by its deadline",
@@ -460,8 +540,11 @@ TEST_CASE("Forget drops a request and its late notices", "[kv_transfer]") {
   }));
   f.decode.kv->Forget("gone");
   CHECK(f.decode.kv->Stats().requests_active == 0);
+  // The later pieces are refused (the receiver's acknowledgement says so);
+  // their failure notices are late ones.
   for (uint32_t l = 1; l < kGeometry.num_layers; ++l) {
-    REQUIRE(f.prefill.kv->Send("gone", f.to_decode, layer(l)).Wait().ok());
+    REQUIRE(f.prefill.kv->Send("gone", f.to_decode, layer(l)).Wait().code() ==
+            absl::StatusCode::kFailedPrecondition);
   }
   REQUIRE(PollUntil(*f.decode.kv, seen, kSoon, [&](const Seen&) {
     return f.decode.kv->Stats().late_notices >= kGeometry.num_layers - 1;
