@@ -167,7 +167,8 @@ struct KvTransferOptions {
 struct KvPiece {
   // The request's blocks in the source pool and in the destination pool, in
   // token order, from the request's token 0 (the whole block table, also
-  // for a later chunk). Both must hold token_begin + num_tokens tokens.
+  // for a later chunk). Both must hold token_begin + num_tokens tokens;
+  // the destination blocks must be distinct (InvalidArgument otherwise).
   // Send: source = local pool, destination = the peer's. Fetch: source =
   // the peer's pool, destination = local.
   BlockList src_blocks = {};
@@ -366,10 +367,14 @@ class FLOWKV_EXPORT KvTransfer {
   // InvalidArgument (a request id that is empty or over
   // kMaxKvRequestIdBytes, no blocks, num_tokens 0, a payload over
   // kMaxKvPayloadBytes, sender_rank >= num_senders, num_senders 0 or over
-  // kMaxKvSenders, token range overflow; the refusal of the peer's pool
+  // kMaxKvSenders, token range overflow, a destination block named
+  // twice; the refusal of the peer's pool
   // descriptor; and the planner's), OutOfRange (the planner's),
   // FailedPrecondition (no pool known for the peer: call AnnouncePool on
-  // either side, or AddPeerPool), and
+  // either side, or AddPeerPool; or the peer refused the piece because it
+  // had already finished, failed or forgotten the request and did not
+  // Expect the id again — the refusal comes back in the acknowledgement of
+  // the notice, whose bytes may have landed in the peer's blocks), and
   // the engine's (Unavailable, DeadlineExceeded, Cancelled through
   // handle.Cancel()). On any failure with a valid request id and rank, a
   // failure notice goes to the peer (best effort). A failed handle does not
@@ -405,8 +410,9 @@ class FLOWKV_EXPORT KvTransfer {
   void Forget(std::string_view request_id);
 
   // Takes the engine's notifications, waiting up to `wait` for the first
-  // (not at all when results are already pending), acts on them, applies
-  // deadlines and returns everything that happened since the last call.
+  // (not at all when results are already pending), acts on them, then
+  // applies deadlines (so a piece queued before its request's deadline
+  // counts) and returns everything that happened since the last call.
   // Requires that the engine was created without on_notification (else
   // use HandleNotification and TakeResults).
   KvPollResult Poll(absl::Duration wait = absl::ZeroDuration());

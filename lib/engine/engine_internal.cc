@@ -41,6 +41,16 @@ void EngineInternal::RemoveNotificationTap(TransferEngine& engine,
   engine.impl_->RemoveNotificationTap(id);
 }
 
+uint64_t EngineInternal::AddNotificationCheck(TransferEngine& engine,
+                                              NotificationCheck check) {
+  return engine.impl_->AddNotificationCheck(std::move(check));
+}
+
+void EngineInternal::RemoveNotificationCheck(TransferEngine& engine,
+                                             uint64_t id) {
+  engine.impl_->RemoveNotificationCheck(id);
+}
+
 const RegionInfo* EngineInternal::FindRegion(
     const std::vector<RegionInfo>& regions, RegionId id) {
   return internal::FindRegion(absl::MakeConstSpan(regions), id);

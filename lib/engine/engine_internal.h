@@ -6,6 +6,9 @@
 //
 //   * a notification tap: KvTransfer's staging sees its notices on the
 //     progress thread, before they are queued for the user;
+//   * a notification check: KvTransfer refuses an acknowledged notice
+//     (a data notice for a request it no longer accepts), and the
+//     acknowledgement carries the refusal to the sender's handle;
 //   * caller-driven transfers (LocalTransfer): a TransferHandle no engine
 //     posts (a staged or IPC Send, a refusal) and the completer that ends it;
 //   * a region lookup in a peer's or the engine's region list;
@@ -74,6 +77,19 @@ class EngineInternal {
   static uint64_t AddNotificationTap(TransferEngine& engine,
                                      NotificationTap tap);
   static void RemoveNotificationTap(TransferEngine& engine, uint64_t id);
+
+  // Decides, on the progress thread, whether an acknowledged transfer's
+  // notification (kind kTransfer, TransferOptions::acknowledged) is
+  // refused: a non-OK status keeps it from taps and the queue, and the
+  // acknowledgement carries the status back, so that the sender's handle
+  // ends with it (code and message). The first non-OK check wins. A check
+  // must not block or call the check or tap functions.
+  // RemoveNotificationCheck returns once the check is not running and will
+  // not run again.
+  using NotificationCheck = std::function<absl::Status(const Notification&)>;
+  static uint64_t AddNotificationCheck(TransferEngine& engine,
+                                       NotificationCheck check);
+  static void RemoveNotificationCheck(TransferEngine& engine, uint64_t id);
 
   // The region `id` of `regions` (a PeerInfo's or Regions()), or null.
   static const RegionInfo* FindRegion(const std::vector<RegionInfo>& regions,

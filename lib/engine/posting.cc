@@ -380,7 +380,8 @@ void TransferEngineImpl::AfterNotification(uint64_t id, PeerId peer_id,
   FinishTransfer(id, absl::OkStatus());
 }
 
-void TransferEngineImpl::HandleAck(Peer* peer, uint64_t transfer_id) {
+void TransferEngineImpl::HandleAck(Peer* peer, uint64_t transfer_id,
+                                   absl::Status status) {
   auto it = active_.find(transfer_id);
   if (it == active_.end()) return;
   Active* active = it->second.get();
@@ -394,7 +395,14 @@ void TransferEngineImpl::HandleAck(Peer* peer, uint64_t transfer_id) {
   if (!active->acknowledged || active->phase == TransferPhase::kPosting) {
     return;
   }
-  FinishTransfer(transfer_id, absl::OkStatus());
+  if (!status.ok()) {
+    status = absl::Status(
+        status.code(),
+        absl::StrFormat("transfer %d: peer %d (%s) refused the notification: "
+                        "%s",
+                        transfer_id, peer->id, peer->name, status.message()));
+  }
+  FinishTransfer(transfer_id, std::move(status));
 }
 
 void TransferEngineImpl::Abort(Active* active, absl::Status status,

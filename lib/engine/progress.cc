@@ -338,7 +338,16 @@ ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,
       break;
     case kAmAck:
       if (peer != nullptr && peer->state == PeerState::kReady) {
-        self->HandleAck(peer, header.transfer_id);
+        // No data: the notification was delivered; else the refusal.
+        absl::Status refusal;
+        if (!bytes.empty()) {
+          if (absl::Status s = ParseAckRefusal(bytes, &refusal); !s.ok()) {
+            refusal = absl::InternalError(absl::StrFormat(
+                "peer %d (%s) sent a malformed acknowledgement: %s", peer->id,
+                peer->name, s.message()));
+          }
+        }
+        self->HandleAck(peer, header.transfer_id, std::move(refusal));
       }
       break;
     case kAmStop:
@@ -349,6 +358,11 @@ ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,
     case kAmStopAck:
       if (peer != nullptr && peer->state == PeerState::kReady) {
         self->HandleStopAck(peer);
+      }
+      break;
+    case kAmGoodbye:
+      if (peer != nullptr && peer->state == PeerState::kReady) {
+        self->HandleGoodbye(peer);
       }
       break;
     case kAmFence:
@@ -390,9 +404,28 @@ void TransferEngineImpl::HandleDataPath(unsigned am_id,
 void TransferEngineImpl::HandleNotification(Peer* peer, const AmHeader& header,
                                             Notification::Kind kind,
                                             const void* data, size_t length) {
-  Deliver(Notification{peer->id, kind,
-                       std::string(static_cast<const char*>(data), length)});
-  if (kind == Notification::Kind::kTransfer && header.transfer_id != 0) {
+  Notification notification{
+      peer->id, kind, std::string(static_cast<const char*>(data), length)};
+  const bool acknowledged =
+      kind == Notification::Kind::kTransfer && header.transfer_id != 0;
+  if (acknowledged) {
+    absl::Status refusal;
+    {
+      TsanMutexLock lock(&taps_mu_);
+      for (const auto& [id, check] : checks_) {
+        refusal = check(notification);
+        if (!refusal.ok()) break;
+      }
+    }
+    if (!refusal.ok()) {
+      // Not delivered: the acknowledgement carries the refusal.
+      SendControl(peer, kAmAck, {peer->remote_conn_id, header.transfer_id},
+                  EncodeAckRefusal(refusal), false);
+      return;
+    }
+  }
+  Deliver(std::move(notification));
+  if (acknowledged) {
     // Queued (or handed to the callback): acknowledge it.
     SendControl(peer, kAmAck, {peer->remote_conn_id, header.transfer_id}, {},
                 false);
@@ -409,6 +442,18 @@ uint64_t TransferEngineImpl::AddNotificationTap(NotificationTap tap) {
 void TransferEngineImpl::RemoveNotificationTap(uint64_t id) {
   TsanMutexLock lock(&taps_mu_);
   std::erase_if(taps_, [id](const auto& tap) { return tap.first == id; });
+}
+
+uint64_t TransferEngineImpl::AddNotificationCheck(NotificationCheck check) {
+  TsanMutexLock lock(&taps_mu_);
+  const uint64_t id = next_tap_id_++;
+  checks_.emplace_back(id, std::move(check));
+  return id;
+}
+
+void TransferEngineImpl::RemoveNotificationCheck(uint64_t id) {
+  TsanMutexLock lock(&taps_mu_);
+  std::erase_if(checks_, [id](const auto& check) { return check.first == id; });
 }
 
 void TransferEngineImpl::Deliver(Notification notification) {

@@ -125,6 +125,7 @@ void TransferEngineImpl::Shutdown() {
         }
       });
       for (Peer* peer : open) {
+        SayGoodbye(peer);
         FailPeer(peer,
                  absl::CancelledError("TransferEngine: the engine shut down"));
       }

@@ -184,6 +184,10 @@ class TransferEngineImpl {
   using NotificationTap = std::function<bool(const Notification&)>;
   uint64_t AddNotificationTap(NotificationTap tap);
   void RemoveNotificationTap(uint64_t id);
+  // Internal notification checks (EngineInternal::NotificationCheck).
+  using NotificationCheck = std::function<absl::Status(const Notification&)>;
+  uint64_t AddNotificationCheck(NotificationCheck check);
+  void RemoveNotificationCheck(uint64_t id);
   const std::string& name() const { return options_.name; }
   bool SupportsCudaMemory() const { return worker_->cuda_supported(); }
   std::string UcxInfo() const { return worker_->transports(); }
@@ -281,6 +285,14 @@ class TransferEngineImpl {
   void HandleStop(Peer* peer);
   void ConfirmStops();
   void HandleStopAck(Peer* peer);
+  // The peer is closing its end (kAmGoodbye): close ours now rather than
+  // when the transport or the heartbeats notice (over shared memory, only
+  // at peer_failure_timeout).
+  void HandleGoodbye(Peer* peer);
+  // Tells a connected peer that this engine closes its end (best effort:
+  // the close that follows may overtake it; the peer then notices the
+  // close as before).
+  void SayGoodbye(Peer* peer);
 
   // posting.cc
   void StartTransfer(std::unique_ptr<Active> active);
@@ -291,7 +303,8 @@ class TransferEngineImpl {
   void SendNotification(Active* active, Peer* peer);
   void AfterNotification(uint64_t transfer_id, PeerId peer_id,
                          ucs_status_t status);
-  void HandleAck(Peer* peer, uint64_t transfer_id);
+  // `status`: OK, or the receiver's refusal of the notification.
+  void HandleAck(Peer* peer, uint64_t transfer_id, absl::Status status);
 
   // am_data.cc: bytes as active messages, for peers whose endpoint
   // has no one-sided put or get (UCX would emulate them; see there).
@@ -368,6 +381,8 @@ class TransferEngineImpl {
   std::vector<std::pair<uint64_t, NotificationTap>> taps_
       ABSL_GUARDED_BY(taps_mu_);
   uint64_t next_tap_id_ ABSL_GUARDED_BY(taps_mu_) = 1;
+  std::vector<std::pair<uint64_t, NotificationCheck>> checks_
+      ABSL_GUARDED_BY(taps_mu_);
   bool queue_full_logged_ ABSL_GUARDED_BY(mu_) = false;
   std::string listen_address_ ABSL_GUARDED_BY(mu_);
 };

@@ -115,6 +115,24 @@ bool KvTransfer::Impl::HandleNotification(const Notification& n) {
   return true;
 }
 
+absl::Status KvTransfer::Impl::CheckNotice(const Notification& n) const {
+  if (n.kind != Notification::Kind::kTransfer ||
+      !internal::IsKvNotice(n.bytes)) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<KvNotice> notice = internal::ParseKvNotice(n.bytes);
+  // A malformed notice is counted when it is handled.
+  if (!notice.ok() || notice->kind != KvNoticeKind::kData) {
+    return absl::OkStatus();
+  }
+  TsanMutexLock lock(&mu_);
+  if (tracker_.Accepts(notice->request_id)) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "KvTransfer: request '%s' (sender rank %d) was already finished, "
+      "failed or forgotten by the receiver, which did not Expect it again",
+      notice->request_id, notice->sender_rank));
+}
+
 KvPollResult KvTransfer::Impl::TakeResults() {
   KvPollResult result;
   TsanMutexLock lock(&mu_);
@@ -133,11 +151,14 @@ KvPollResult KvTransfer::Impl::TakeResults() {
 }
 
 KvPollResult KvTransfer::Impl::Poll(absl::Duration wait) {
+  // Deadlines are applied only after the queued notifications were handled
+  // (in TakeResults): a piece or notice that arrived before a request's
+  // deadline counts even when Poll comes after it.
   {
     TsanMutexLock lock(&mu_);
     const absl::Time now = absl::Now();
-    tracker_.ApplyDeadlines(now);
-    if (tracker_.HasResults() || !released_.empty() || !other_.empty()) {
+    if (tracker_.HasResults() || !released_.empty() || !other_.empty() ||
+        tracker_.NextDeadline() <= now) {
       wait = absl::ZeroDuration();
     } else {
       wait = std::min(wait, tracker_.NextDeadline() - now);

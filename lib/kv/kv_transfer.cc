@@ -142,6 +142,35 @@ absl::Status CheckList(const char* caller, const char* side,
   return absl::OkStatus();
 }
 
+// InvalidArgument when `list` names a block twice (two of its runs
+// overlap): the later copy would silently overwrite the earlier one. Runs
+// in ascending order (a contiguous or sorted block table) are checked in
+// one pass; other lists sort a copy of their runs (never of their blocks).
+absl::Status CheckDistinctBlocks(const char* caller, const char* side,
+                                 const BlockList& list) {
+  absl::Span<const BlockRun> runs = list.runs();
+  std::vector<BlockRun> sorted;
+  for (size_t i = 1; i < runs.size(); ++i) {
+    if (runs[i].first < runs[i - 1].first) {
+      sorted.assign(runs.begin(), runs.end());
+      std::sort(sorted.begin(), sorted.end(),
+                [](const BlockRun& a, const BlockRun& b) {
+                  return a.first < b.first;
+                });
+      runs = sorted;
+      break;
+    }
+  }
+  for (size_t i = 1; i < runs.size(); ++i) {
+    if (runs[i].first < runs[i - 1].end()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: the %s blocks name block %d more than once",
+                          caller, side, runs[i].first));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 TransferHandle KvTransfer::Impl::SendOrFetch(Direction direction,
@@ -263,6 +292,10 @@ absl::Status KvTransfer::Impl::Plan(Direction direction,
   }
   if (absl::Status s =
           CheckList(caller, "destination", dst, r.dst_blocks, token_end);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckDistinctBlocks(caller, "destination", r.dst_blocks);
       !s.ok()) {
     return s;
   }

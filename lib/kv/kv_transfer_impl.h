@@ -106,6 +106,12 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl
   absl::Status Expect(std::string_view request_id, absl::Time deadline);
   void Forget(std::string_view request_id);
   bool HandleNotification(const Notification& notification);
+  // The engine's notification check (on its progress thread): refuses a
+  // data notice for a request this side no longer accepts (finished,
+  // failed or forgotten, and not expected again), so that the sender's
+  // acknowledged Send fails with FailedPrecondition instead of reporting
+  // OK for bytes nobody counts.
+  absl::Status CheckNotice(const Notification& notification) const;
   KvPollResult TakeResults();
   KvPollResult Poll(absl::Duration wait);
   uint32_t LayersArrived(std::string_view request_id) const;
@@ -239,6 +245,10 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl
   absl::flat_hash_map<PeerId, uint32_t> scattering_peers_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<PeerId> dead_peers_ ABSL_GUARDED_BY(mu_);
   absl::CondVar scatter_cv_;
+
+  // The engine's notification check (CheckNotice); 0 once removed. Set by
+  // Start, removed by Detach.
+  uint64_t check_id_ = 0;
 
   // The staging path: null unless this side has a ring. Set by Start,
   // before any other thread sees this object; stopped by Detach.

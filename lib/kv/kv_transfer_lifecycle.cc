@@ -5,8 +5,8 @@
 // KvTransfer's own constructor and destructor. What exists when: the
 // staging path (KvStaging: its worker thread and its notification tap)
 // only when this side has a staging ring. Calls the engine's public API
-// (AllocateMemory, Regions), FindRegion through lib/engine/engine_internal.h,
-// and KvStaging's Start and Stop.
+// (AllocateMemory, Regions), FindRegion and the notification check through
+// lib/engine/engine_internal.h, and KvStaging's Start and Stop.
 #include <memory>
 #include <utility>
 
@@ -120,6 +120,9 @@ KvTransfer::Impl::Impl(TransferEngine* engine, const KvLayout& layout,
 KvTransfer::Impl::~Impl() { Detach(); }
 
 void KvTransfer::Impl::Start() {
+  // Detach removes it before this object goes.
+  check_id_ = internal::EngineInternal::AddNotificationCheck(
+      *engine_, [this](const Notification& n) { return CheckNotice(n); });
   if (ring_.slot_count == 0) return;
   staging_ = internal::KvStaging::Start(
       engine_, layout_, ring_, pool_, log_,
@@ -130,6 +133,10 @@ void KvTransfer::Impl::Detach() {
   {
     TsanMutexLock lock(&engine_mu_);
     notice_engine_ = nullptr;
+  }
+  if (check_id_ != 0) {
+    internal::EngineInternal::RemoveNotificationCheck(*engine_, check_id_);
+    check_id_ = 0;
   }
   if (staging_ != nullptr) staging_->Stop();
 }

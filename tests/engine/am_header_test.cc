@@ -70,6 +70,29 @@ TEST_CASE("DataHeader: 52 bytes in the documented order", "[am_header]") {
   CHECK(*back == full);
 }
 
+TEST_CASE("AckRefusal: code then message, round trip and refusals",
+          "[am_header]") {
+  const std::string bytes =
+      EncodeAckRefusal(absl::FailedPreconditionError("done"));
+  CHECK(bytes == std::string("\x09\0\0\0\x04\0\0\0done", 12));
+  absl::Status refusal;
+  REQUIRE(ParseAckRefusal(Span(bytes), &refusal).ok());
+  CHECK(refusal == absl::FailedPreconditionError("done"));
+  // A long message is cut to the limit.
+  REQUIRE(ParseAckRefusal(Span(EncodeAckRefusal(absl::InternalError(std::string(
+                              kMaxAckRefusalMessageBytes + 9, 'm')))),
+                          &refusal)
+              .ok());
+  CHECK(refusal.message().size() == kMaxAckRefusalMessageBytes);
+  // OK, unknown codes, truncation and trailing bytes are refused.
+  for (const std::string& bad : {std::string("\0\0\0\0\0\0\0\0", 8),
+                                 std::string("\x11\0\0\0\0\0\0\0", 8),
+                                 bytes.substr(0, 10), bytes + "x"}) {
+    CHECK(ParseAckRefusal(Span(bad), &refusal).code() ==
+          absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST_CASE("Headers of any other length are refused", "[am_header]") {
   const std::string am = EncodeAmHeader({.conn_id = 1, .transfer_id = 2});
   const std::string data = EncodeDataHeader({.conn_id = 1, .length = 8});

@@ -256,6 +256,34 @@ TEST_CASE("Tracker: Expect deadlines and the incomplete-request timeout",
   CHECK(t.NextDeadline() == absl::InfiniteFuture());
 }
 
+// KvTransfer::Poll hands the tracker the notices it found queued before it
+// applies deadlines: a piece handled after its deadline passed, but before
+// ApplyDeadlines, counts.
+TEST_CASE("Tracker: pieces handled before ApplyDeadlines count when late",
+          "[kv_transfer]") {
+  KvRequestTracker t = MakeTracker();
+  t.Expect("e", kT0 + absl::Seconds(5));
+  t.AddPiece(Piece("e", 0, 1, 0, 10, true), 1, kT0 + absl::Seconds(6));
+  // The inactivity clock: the last piece came 1 s in, the Poll 30 s in.
+  t.AddPiece(Piece("i", 0, 1, 0, 10, true, 0, 1), 1, kT0 + absl::Seconds(1));
+  t.AddPiece(Piece("i", 0, 1, 0, 10, true, 1, kLayers), 1,
+             kT0 + absl::Seconds(30));
+  t.ApplyDeadlines(kT0 + absl::Seconds(30));
+  Results r = Take(t);
+  CHECK(r.failed.empty());
+  REQUIRE(r.finished.size() == 2);
+  CHECK(r.finished[0].request_id == "e");
+  CHECK(r.finished[1].request_id == "i");
+  // The other order fails them.
+  t.Expect("e2", kT0 + absl::Seconds(5));
+  t.ApplyDeadlines(kT0 + absl::Seconds(6));
+  CHECK(t.AddPiece(Piece("e2", 0, 1, 0, 10, true), 1, kT0 + absl::Seconds(6))
+            .late);
+  r = Take(t);
+  REQUIRE(r.failed.size() == 1);
+  CHECK(r.finished.empty());
+}
+
 TEST_CASE("Tracker: Forget drops state and ignores late notices",
           "[kv_transfer]") {
   KvRequestTracker t = MakeTracker();

@@ -17,6 +17,7 @@
 #include "tests/support/kv_fixture.h"
 #include "tests/support/kv_test_util.h"
 #include "tests/support/transfer_test_util.h"
+#include "tests/support/wait_until.h"
 
 namespace flowkv {
 namespace {
@@ -74,6 +75,23 @@ TEST_CASE("Bad sends fail through the handle and write nothing",
         .num_tokens = 16,
         .layer_begin = 2,
         .layer_end = 9},
+       absl::StatusCode::kInvalidArgument},
+      // A destination block named twice (issue 16 B2: one copy used to
+      // overwrite the other), as [3, 3], overlapping runs, unordered runs.
+      {"repeated-block",
+       {.src_blocks = BlockList({{0, 2}}),
+        .dst_blocks = BlockList({{3, 1}, {3, 1}}),
+        .num_tokens = 32},
+       absl::StatusCode::kInvalidArgument},
+      {"overlapping-runs",
+       {.src_blocks = BlockList({{0, 4}}),
+        .dst_blocks = BlockList({{2, 3}, {4, 1}}),
+        .num_tokens = 64},
+       absl::StatusCode::kInvalidArgument},
+      {"unordered-runs",
+       {.src_blocks = BlockList({{0, 7}}),
+        .dst_blocks = BlockList({{7, 1}, {2, 6}}),
+        .num_tokens = 112},
        absl::StatusCode::kInvalidArgument},
   };
   for (const Case& c : cases) {
@@ -279,6 +297,184 @@ TEST_CASE("A sender that dies fails its unfinished incoming requests",
   CHECK(decode.kv->Stats().requests_active == 0);
 }
 
+// --- A request that arrived in time, polled late --------------------------
+
+// The child side of the test below: connects to FLOWKV_KV_TEST_DECODE,
+// sends layer 0 of request "late-poll", reports "first", waits for the
+// parent's Continue(), sends layers [1, num_layers), reports "sent" (both
+// acknowledged) and waits to be killed. Hidden: runs only when started by
+// name.
+TEST_CASE("kv late poll child", "[.kv_late_poll_child]") {
+  const char* address = std::getenv("FLOWKV_KV_TEST_DECODE");
+  if (address == nullptr) return;
+  auto fail = [](const std::string& what) {
+    std::fprintf(stderr, "kv late poll child: %s\n", what.c_str());
+    _exit(1);
+  };
+  auto engine = TransferEngine::Create(testing::KvEngineOptions("late-poll"));
+  if (!engine.ok()) fail(engine.status().ToString());
+  const KvLayout layout = *KvLayout::Create(kPrefillSpec);
+  const KvLayout decode_layout = *KvLayout::Create(kDecodeSpec);
+  auto region = (*engine)->AllocateMemory(layout.total_bytes());
+  if (!region.ok()) fail(region.status().ToString());
+  auto kv = KvTransfer::Create(engine->get(), layout, {region->id});
+  auto peer = (*engine)->Connect(address);
+  if (!kv.ok() || !peer.ok()) fail(peer.status().ToString());
+  const RegionId decode_region = (*engine)->GetPeer(*peer)->regions.at(0).id;
+  if (!(*kv)->AddPeerPool(*peer, decode_layout, {decode_region}).ok()) {
+    fail("AddPeerPool");
+  }
+  KvPiece piece = {.src_blocks = BlockList({{0, 2}}),
+                   .dst_blocks = BlockList({{0, 2}}),
+                   .num_tokens = 32,
+                   .layer_begin = 0,
+                   .layer_end = 1};
+  absl::Status sent = (*kv)->Send("late-poll", *peer, piece).Wait();
+  if (!sent.ok()) fail(sent.ToString());
+  if (!testing::WriteParentLine("first")) fail("write");
+  if (!testing::WaitForParentByte()) _exit(0);
+  piece.layer_begin = 1;
+  piece.layer_end = kGeometry.num_layers;
+  sent = (*kv)->Send("late-poll", *peer, piece).Wait();
+  if (!sent.ok()) fail(sent.ToString());
+  if (!testing::WriteParentLine("sent")) fail("write");
+  testing::WaitForParentThenExit();
+}
+
+// Issue 16 B1: Poll used to apply deadlines before the notifications
+// already queued, so a request whose every piece arrived (and was
+// acknowledged) before its deadline was reported failed by a later Poll.
+TEST_CASE("A request that arrived in time finishes when polled late",
+          "[kv_transfer]") {
+  const absl::Duration bound = absl::Seconds(1);
+  const bool by_expect = GENERATE(true, false);
+  INFO((by_expect ? "Expect deadline" : "incomplete_request_timeout"));
+  KvTransferOptions options;
+  if (!by_expect) options.incomplete_request_timeout = bound;
+  Side decode("decode", kDecodeSpec, options);
+  auto address = decode.engine->Listen("127.0.0.1:0");
+  REQUIRE(address.ok());
+  ChildProcess child("kv late poll child",
+                     {"FLOWKV_KV_TEST_DECODE=" + *address});
+  REQUIRE(child.ReadLine(kSoon + kSoon) == "first");
+  Seen seen;
+  // The piece must arrive before `deadline`; the request's deadline has
+  // passed by `late`.
+  absl::Time deadline;
+  absl::Time late;
+  if (by_expect) {
+    // Layer 0 waits in the engine's queue, not yet polled.
+    deadline = absl::Now() + bound;
+    late = deadline;
+    REQUIRE(decode.kv->Expect("late-poll", deadline).ok());
+  } else {
+    // Layer 0 handled: the request's inactivity clock runs from here.
+    const absl::Time before = absl::Now();
+    REQUIRE(PollUntil(*decode.kv, seen, kSoon, [&](const Seen&) {
+      return decode.kv->Stats().requests_active == 1;
+    }));
+    deadline = before + bound;
+    late = absl::Now() + bound;
+  }
+  REQUIRE(child.Continue());
+  REQUIRE(child.ReadLine(kSoon) == "sent");
+  // The rest arrived and was acknowledged before the deadline (a loaded
+  // machine that took longer proves nothing).
+  if (absl::Now() >= deadline) {
+    WARN("the second piece took longer than " << bound);
+    return;
+  }
+  REQUIRE(
+      testing::WaitUntil([&] { return absl::Now() > late; }, bound + kSoon));
+  seen.Add(decode.kv->Poll());
+  std::string failures;
+  for (const KvFailed& failed : seen.failed) {
+    failures += failed.status.ToString() + "\n";
+  }
+  CHECK(failures.empty());
+  CHECK(seen.Finished("late-poll") == 1);
+}
+
+// --- A finished or forgotten request sent again ---------------------------
+
+// The child side of the test below: connects to FLOWKV_KV_TEST_DECODE and,
+// at each Continue() of the parent (the first time at once), sends the
+// whole request "again" and, from the second round on, "forgotten" too,
+// reporting each handle's status code ("OK", "FAILED_PRECONDITION", ...)
+// on one line. Hidden: runs only when started by name.
+TEST_CASE("kv resend child", "[.kv_resend_child]") {
+  const char* address = std::getenv("FLOWKV_KV_TEST_DECODE");
+  if (address == nullptr) return;
+  auto fail = [](const std::string& what) {
+    std::fprintf(stderr, "kv resend child: %s\n", what.c_str());
+    _exit(1);
+  };
+  auto engine = TransferEngine::Create(testing::KvEngineOptions("resend"));
+  if (!engine.ok()) fail(engine.status().ToString());
+  const KvLayout layout = *KvLayout::Create(kPrefillSpec);
+  const KvLayout decode_layout = *KvLayout::Create(kDecodeSpec);
+  auto region = (*engine)->AllocateMemory(layout.total_bytes());
+  if (!region.ok()) fail(region.status().ToString());
+  auto kv = KvTransfer::Create(engine->get(), layout, {region->id});
+  auto peer = (*engine)->Connect(address);
+  if (!kv.ok() || !peer.ok()) fail(peer.status().ToString());
+  const RegionId decode_region = (*engine)->GetPeer(*peer)->regions.at(0).id;
+  if (!(*kv)->AddPeerPool(*peer, decode_layout, {decode_region}).ok()) {
+    fail("AddPeerPool");
+  }
+  const KvPiece piece = {.src_blocks = BlockList({{0, 2}}),
+                         .dst_blocks = BlockList({{0, 2}}),
+                         .num_tokens = 32};
+  auto code = [&](const char* id) {
+    return absl::StatusCodeToString(
+        (*kv)->Send(id, *peer, piece).Wait().code());
+  };
+  std::string line = code("again");
+  if (!testing::WriteParentLine(line)) fail("write");
+  while (testing::WaitForParentByte()) {
+    line = code("again");
+    line += " " + code("forgotten");
+    if (!testing::WriteParentLine(line)) fail("write");
+  }
+  _exit(0);
+}
+
+// Issue 16 B3: a request id sent again after the receiver finished (or
+// forgot) it, without a new Expect, used to end OK on the sender while the
+// receiver ignored the notice. The receiver's engine now refuses the
+// notice, and its acknowledgement carries the refusal to the sender.
+TEST_CASE("A finished or forgotten request sent again fails on the sender",
+          "[kv_transfer]") {
+  Side decode("decode", kDecodeSpec);
+  auto address = decode.engine->Listen("127.0.0.1:0");
+  REQUIRE(address.ok());
+  ChildProcess child("kv resend child", {"FLOWKV_KV_TEST_DECODE=" + *address});
+  REQUIRE(child.ReadLine(kSoon + kSoon) == "OK");
+  Seen seen;
+  REQUIRE(PollUntil(*decode.kv, seen, kSoon,
+                    [](const Seen& s) { return s.Finished("again") == 1; }));
+  decode.kv->Forget("forgotten");
+  REQUIRE(child.Continue());
+  CHECK(child.ReadLine(kSoon) == "FAILED_PRECONDITION FAILED_PRECONDITION");
+  // Neither is reported again; the sender's failure notices that follow are
+  // late ones.
+  REQUIRE(PollUntil(*decode.kv, seen, kSoon, [&](const Seen&) {
+    return decode.kv->Stats().late_notices >= 2;
+  }));
+  CHECK(seen.Finished("again") == 1);
+  CHECK(seen.Finished("forgotten") == 0);
+  CHECK(seen.failed.empty());
+  // Expect makes the ids usable again.
+  REQUIRE(decode.kv->Expect("again", absl::InfiniteFuture()).ok());
+  REQUIRE(decode.kv->Expect("forgotten", absl::InfiniteFuture()).ok());
+  REQUIRE(child.Continue());
+  CHECK(child.ReadLine(kSoon) == "OK OK");
+  REQUIRE(PollUntil(*decode.kv, seen, kSoon, [](const Seen& s) {
+    return s.Finished("again") == 2 && s.Finished("forgotten") == 1;
+  }));
+  CHECK(seen.failed.empty());
+}
+
 // --- Receiver-side deadlines, Forget, malformed notices -------------------
 
 TEST_CASE("Expect fails a request that is not finished by its deadline",
@@ -344,8 +540,11 @@ TEST_CASE("Forget drops a request and its late notices", "[kv_transfer]") {
   }));
   f.decode.kv->Forget("gone");
   CHECK(f.decode.kv->Stats().requests_active == 0);
+  // The later pieces are refused (the receiver's acknowledgement says so);
+  // their failure notices are late ones.
   for (uint32_t l = 1; l < kGeometry.num_layers; ++l) {
-    REQUIRE(f.prefill.kv->Send("gone", f.to_decode, layer(l)).Wait().ok());
+    REQUIRE(f.prefill.kv->Send("gone", f.to_decode, layer(l)).Wait().code() ==
+            absl::StatusCode::kFailedPrecondition);
   }
   REQUIRE(PollUntil(*f.decode.kv, seen, kSoon, [&](const Seen&) {
     return f.decode.kv->Stats().late_notices >= kGeometry.num_layers - 1;

@@ -155,9 +155,10 @@ TEST_CASE("Fan-in from several ranks finishes exactly once", "[kv_transfer]") {
     CHECK(SameKv(*senders[r], src, decode, dst, tokens, 0, kGeometry.num_layers,
                  r * heads, heads));
   }
-  // A repeated piece after the finish is ignored: no second finish, no
-  // failure.
-  REQUIRE(senders[0]->kv->Send("fan", peers[0], piece(0)).Wait().ok());
+  // A repeated piece after the finish is refused (the sender's handle says
+  // so) and its failure notice ignored: no second finish, no failure.
+  REQUIRE(senders[0]->kv->Send("fan", peers[0], piece(0)).Wait().code() ==
+          absl::StatusCode::kFailedPrecondition);
   REQUIRE(PollUntil(*decode.kv, seen, kSoon, [&](const Seen&) {
     return decode.kv->Stats().late_notices >= 1;
   }));

@@ -179,6 +179,9 @@ class ChildProcess {
     }
   }
 
+  // Wakes a child blocked in WaitForParentByte (one byte on its stdin).
+  bool Continue() { return write(hold_fd_, "c", 1) == 1; }
+
   // Whether the child has ended (reaped without blocking); `*signal` is the
   // signal that ended it (0 when it exited), `*exit_code` its exit status.
   bool Ended(int* signal = nullptr, int* exit_code = nullptr) {
@@ -223,6 +226,13 @@ inline bool WriteParentLine(std::string line) {
   line.push_back('\n');
   return write(3, line.data(), line.size()) ==
          static_cast<ssize_t>(line.size());
+}
+
+// The child side of ChildProcess: blocks until the parent calls Continue()
+// (true) or goes away (false).
+inline bool WaitForParentByte() {
+  char byte;
+  return read(STDIN_FILENO, &byte, 1) == 1;
 }
 
 // The child side of ChildProcess: blocks until the parent goes away (or

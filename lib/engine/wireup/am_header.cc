@@ -4,6 +4,7 @@
 
 #include "lib/engine/wireup/am_header.h"
 
+#include "absl/strings/str_format.h"
 #include "lib/common/byte_io.h"
 
 namespace flowkv::internal {
@@ -52,6 +53,31 @@ absl::StatusOr<DataHeader> ParseDataHeader(absl::Span<const uint8_t> bytes) {
   r.U64("reply_offset", &header.reply_offset);
   if (absl::Status s = r.End(); !s.ok()) return s;
   return header;
+}
+
+std::string EncodeAckRefusal(const absl::Status& refusal) {
+  const absl::string_view message = refusal.message();
+  ByteWriter w;
+  w.U32(static_cast<uint32_t>(refusal.code()));
+  const absl::string_view head = message.substr(0, kMaxAckRefusalMessageBytes);
+  w.Bytes(std::string_view(head.data(), head.size()));
+  return std::move(w).Take();
+}
+
+absl::Status ParseAckRefusal(absl::Span<const uint8_t> bytes,
+                             absl::Status* refusal) {
+  ByteReader r(bytes, "AckRefusal");
+  uint32_t code = 0;
+  std::string message;
+  r.U32("code", &code);
+  r.Bytes("message", kMaxAckRefusalMessageBytes, &message);
+  if (absl::Status s = r.End(); !s.ok()) return s;
+  if (code < 1 || code > 16) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("AckRefusal: code %d is not in [1, 16]", code));
+  }
+  *refusal = absl::Status(static_cast<absl::StatusCode>(code), message);
+  return absl::OkStatus();
 }
 
 }  // namespace flowkv::internal

@@ -24,8 +24,15 @@
 //     u64 reply_offset
 //
 // The message's data (UCX's, after the header) is the handshake message
-// (wire_format.h), the notification or message bytes, or the data method's
-// bytes. The receiver drops a message whose header has the wrong length for
+// (wire_format.h), the notification or message bytes, the data method's
+// bytes, or kAmAck's: none (the notification was delivered, or the fence
+// held) or an AckRefusal (the receiver refused the notification, which it
+// did not deliver):
+//
+//   AckRefusal:
+//     u32 code          absl::StatusCode, 1..16
+//     bytes message     u32 length (0..kMaxAckRefusalMessageBytes) + bytes
+// The receiver drops a message whose header has the wrong length for
 // its id (UCX may hand a handler messages that are not ours).
 //
 // Thread safety: thread-safe (pure functions and value types).
@@ -37,6 +44,7 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "flowkv/transfer_types.h"
@@ -62,11 +70,12 @@ enum AmId : unsigned {
   kAmStopAck = 0x4b0d,      // every transfer to you is fenced; closing
   kAmChallenge = 0x4b0e,    // the handshake's server nonce
   kAmProof = 0x4b0f,        // the client's proof and engine info
+  kAmGoodbye = 0x4b10,      // closing now (Disconnect, shutdown): a departure
 };
 inline constexpr unsigned kAllAmIds[] = {
-    kAmHello, kAmWelcome, kAmReject,  kAmNotify,      kAmMessage,
-    kAmPing,  kAmAck,     kAmData,    kAmReadRequest, kAmReadData,
-    kAmFence, kAmStop,    kAmStopAck, kAmChallenge,   kAmProof};
+    kAmHello,   kAmWelcome,   kAmReject,      kAmNotify,   kAmMessage, kAmPing,
+    kAmAck,     kAmData,      kAmReadRequest, kAmReadData, kAmFence,   kAmStop,
+    kAmStopAck, kAmChallenge, kAmProof,       kAmGoodbye};
 
 // Whether messages with this id carry a DataHeader (else an AmHeader).
 inline bool CarriesDataHeader(unsigned am_id) {
@@ -96,6 +105,17 @@ inline constexpr size_t kDataHeaderBytes = 8 + 8 + 4 + 4 + 8 + 8 + 4 + 8;
 // The header's kAmHeaderBytes / kDataHeaderBytes bytes.
 std::string EncodeAmHeader(const AmHeader& header);
 std::string EncodeDataHeader(const DataHeader& header);
+
+// An AckRefusal's bytes. REQUIRES: !refusal.ok(); a longer message is
+// truncated to kMaxAckRefusalMessageBytes.
+inline constexpr size_t kMaxAckRefusalMessageBytes = 1024;
+std::string EncodeAckRefusal(const absl::Status& refusal);
+// OK and the refusal (never OK) in `*refusal`, or InvalidArgument naming
+// the bad field (a code out of range, a message over the limit,
+// truncation, trailing bytes) and `*refusal` untouched. (Not a
+// StatusOr<Status>, whose error and value would look alike.)
+absl::Status ParseAckRefusal(absl::Span<const uint8_t> bytes,
+                             absl::Status* refusal);
 
 // InvalidArgument, naming the field, unless `bytes` is exactly one header
 // (any values are valid: the receiver checks them against its state).
