@@ -258,7 +258,8 @@ class TransferHandle:
     @property
     def state(self) -> TransferState: ...
     @property
-    def status(self) -> Optional[Error]: ...
+    def status(self) -> Optional[Error]:
+        """None until done and when it succeeded; else the failure."""
     @property
     def stats(self) -> TransferStats: ...
     @property
