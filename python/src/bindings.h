@@ -138,6 +138,10 @@ std::vector<TransferOp> ToOps(py::handle ops);
 
 // ---- Time ----
 
+// `value` as a float (any real number); InvalidArgumentError naming `name`
+// for anything else. REQUIRES: the GIL.
+double ToDouble(py::handle value, const char* name);
+
 // Seconds as a Duration; InvalidArgumentError naming `field` for NaN.
 absl::Duration SecondsToDuration(double seconds, const char* field);
 // None -> nullopt.

@@ -352,10 +352,15 @@ TransferOptions MakeTransferOptions(const py::object& notification,
                                     bool acknowledged,
                                     const py::object& on_complete) {
   TransferOptions o;
-  if (!notification.is_none()) {
-    o.notification = py::isinstance<py::bytes>(notification)
-                         ? std::string(notification.cast<py::bytes>())
-                         : notification.cast<std::string>();
+  if (py::isinstance<py::bytes>(notification)) {
+    o.notification = std::string(notification.cast<py::bytes>());
+  } else if (py::isinstance<py::str>(notification)) {
+    o.notification = notification.cast<std::string>();
+  } else if (!notification.is_none()) {
+    ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
+        "notification: expected bytes, str or None, got ",
+        std::string(
+            py::str(py::type::handle_of(notification).attr("__name__"))))));
   }
   o.timeout = OptionalSeconds(timeout, "timeout");
   o.acknowledged = acknowledged;

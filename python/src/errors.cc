@@ -167,17 +167,21 @@ absl::Duration SecondsToDuration(double seconds, const char* field) {
   return absl::Seconds(seconds);
 }
 
+double ToDouble(py::handle value, const char* name) {
+  const double v = PyFloat_AsDouble(value.ptr());
+  if (v == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
+        name, ": expected a number, got ",
+        std::string(py::str(py::type::handle_of(value).attr("__name__"))))));
+  }
+  return v;
+}
+
 std::optional<absl::Duration> OptionalSeconds(const py::object& seconds,
                                               const char* field) {
   if (seconds.is_none()) return std::nullopt;
-  const double value = PyFloat_AsDouble(seconds.ptr());
-  if (value == -1.0 && PyErr_Occurred()) {
-    PyErr_Clear();
-    ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
-        field, ": expected seconds (a number) or None, got ",
-        std::string(py::str(py::type::handle_of(seconds).attr("__name__"))))));
-  }
-  return SecondsToDuration(value, field);
+  return SecondsToDuration(ToDouble(seconds, field), field);
 }
 
 double DurationToSeconds(absl::Duration duration) {

@@ -39,7 +39,7 @@ void KeywordInit(py::class_<T, Extra...>& cls) {
 }
 
 absl::Time NowOr(const py::object& now) {
-  return now.is_none() ? absl::Now() : SecondsToTime(now.cast<double>());
+  return now.is_none() ? absl::Now() : SecondsToTime(ToDouble(now, "now"));
 }
 
 // The status of the Python exception a policy raised. Exceptions that are

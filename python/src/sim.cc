@@ -173,11 +173,19 @@ void InitSim(py::module_& parent) {
          double call_overhead_us, double fixed_ms, bool keep_requests) {
         const std::vector<SimNodeSpec> nodes =
             Unwrap(ParseClusterSpec(cluster));
-        std::vector<SimRequest> reqs =
-            py::isinstance<py::str>(workload)
-                ? Workload(workload.cast<std::string>(), rate, requests, seed,
-                           time_scale)
-                : workload.cast<std::vector<SimRequest>>();
+        std::vector<SimRequest> reqs;
+        if (py::isinstance<py::str>(workload)) {
+          reqs = Workload(workload.cast<std::string>(), rate, requests, seed,
+                          time_scale);
+        } else {
+          try {
+            reqs = workload.cast<std::vector<SimRequest>>();
+          } catch (const py::cast_error&) {
+            ThrowStatus(absl::InvalidArgumentError(
+                "workload: expected a spec string or a list of "
+                "flowkv.sim.SimRequest"));
+          }
+        }
         SimOptions so;
         so.policy = policy;
         so.scheduler_options.params = policy_params;

@@ -18,8 +18,7 @@ namespace {
 bool WaitInterruptibly(const TransferHandle& handle,
                        const py::object& timeout) {
   const absl::Duration total =
-      timeout.is_none() ? absl::InfiniteDuration()
-                        : SecondsToDuration(timeout.cast<double>(), "timeout");
+      OptionalSeconds(timeout, "timeout").value_or(absl::InfiniteDuration());
   const absl::Time deadline = absl::Now() + total;
   constexpr absl::Duration kSlice = absl::Milliseconds(100);
   while (true) {

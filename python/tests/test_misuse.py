@@ -442,6 +442,21 @@ def test_timeouts_of_the_wrong_type_raise_invalid_argument(engine):
     kv.close()
 
 
+def test_arguments_that_failed_a_cast_raise_invalid_argument(engine):
+    # These raised RuntimeError ("Unable to cast Python instance ...").
+    handle = engine.send(98765, b"x")
+    calls = {"timeout": [lambda: handle.wait("soon"),
+                         lambda: handle.result([1])],
+             "notification": [lambda: engine.write(1, [], notification=12)],
+             "now": [lambda: flowkv.ClusterView().report_load(
+                 0, flowkv.NodeLoad(), now="today")],
+             "workload": [lambda: flowkv.sim.simulate(workload=[1, 2])]}
+    for argument, tries in calls.items():
+        for call in tries:
+            with pytest.raises(flowkv.InvalidArgumentError, match=argument):
+                call()
+
+
 # ---- Tensors resized after registration ----------------------------------------
 
 
