@@ -115,6 +115,13 @@ struct Int {
   T value{};
   operator T() const { return value; }
 };
+// A float parameter checked by ToDouble (seconds, mostly): a real number
+// or InvalidArgumentError naming it, where pybind11 raises TypeError.
+template <ArgName name>
+struct Real {
+  double value = 0;
+  operator double() const { return value; }
+};
 template <ArgName name>
 using U32 = Int<uint32_t, name>;
 template <ArgName name>
@@ -231,6 +238,20 @@ struct type_caster<flowkv::python::Int<T, arg_name>> {
   }
   static handle cast(const Value& v, return_value_policy, handle) {
     return pybind11::cast(v.value).release();
+  }
+};
+
+template <flowkv::python::ArgName arg_name>
+struct type_caster<flowkv::python::Real<arg_name>> {
+  using Value = flowkv::python::Real<arg_name>;
+  PYBIND11_TYPE_CASTER(Value, const_name("float"));
+
+  bool load(handle src, bool /*convert*/) {
+    value.value = flowkv::python::ToDouble(src, arg_name.text);
+    return true;
+  }
+  static handle cast(const Value& v, return_value_policy, handle) {
+    return PyFloat_FromDouble(v.value);
   }
 };
 

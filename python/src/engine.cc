@@ -587,7 +587,7 @@ void InitEngine(py::module_& m) {
           "of kind MESSAGE.")
       .def(
           "take_notifications",
-          [](PyEngine& self, double wait) {
+          [](PyEngine& self, Real<"wait"> wait) {
             const absl::Duration d = SecondsToDuration(wait, "wait");
             return OnEngine(self, [&](TransferEngine& e) {
               return e.TakeNotifications(d);

@@ -363,8 +363,8 @@ std::unique_ptr<PyKvTransfer> MakeKvTransfer(
     const py::object& region_ids, const py::object& pool,
     U64<"staging_ring_bytes"> staging_ring_bytes,
     U64<"staging_slot_bytes"> staging_slot_bytes, const py::object& path_policy,
-    double timeout_s, Int<size_t, "max_tombstones"> max_tombstones,
-    const py::object& log) {
+    Real<"incomplete_request_timeout"> timeout_s,
+    Int<size_t, "max_tombstones"> max_tombstones, const py::object& log) {
   std::optional<std::vector<RegionId>> regions;
   if (!region_ids.is_none()) {
     regions = ToIntVector<RegionId>(region_ids, "regions");
@@ -532,7 +532,7 @@ void InitKvTransfer(py::module_& m) {
            piece_doc)
       .def(
           "poll",
-          [](PyKvTransfer& self, double wait) {
+          [](PyKvTransfer& self, Real<"wait"> wait) {
             const KvCall kv = self.Call();
             const absl::Duration d = SecondsToDuration(wait, "wait");
             KvPollResult r;
@@ -559,7 +559,8 @@ void InitKvTransfer(py::module_& m) {
            })
       .def(
           "expect",
-          [](PyKvTransfer& self, py::handle request_id, double timeout) {
+          [](PyKvTransfer& self, py::handle request_id,
+             Real<"timeout"> timeout) {
             const KvCall kv = self.Call();
             const absl::Time deadline =
                 absl::Now() + SecondsToDuration(timeout, "timeout");
@@ -596,7 +597,8 @@ void InitKvTransfer(py::module_& m) {
           "engine's acknowledgement.")
       .def(
           "wait_for_peer_pool",
-          [](PyKvTransfer& self, Int<PeerId, "peer"> peer, double timeout) {
+          [](PyKvTransfer& self, Int<PeerId, "peer"> peer,
+             Real<"timeout"> timeout) {
             const KvCall kv = self.Call();
             const absl::Duration d = SecondsToDuration(timeout, "timeout");
             absl::Status s;

@@ -450,7 +450,17 @@ def test_arguments_that_failed_a_cast_raise_invalid_argument(engine):
              "notification": [lambda: engine.write(1, [], notification=12)],
              "now": [lambda: flowkv.ClusterView().report_load(
                  0, flowkv.NodeLoad(), now="today")],
-             "workload": [lambda: flowkv.sim.simulate(workload=[1, 2])]}
+             "workload": [lambda: flowkv.sim.simulate(workload=[1, 2])],
+             "wait": [lambda: engine.take_notifications(wait=None)],
+             "incomplete_request_timeout": [lambda: flowkv.KvTransfer(
+                 engine, block_major(), [pool_for(block_major())],
+                 incomplete_request_timeout="1")]}
+    # (and TypeError before: seconds that are not numbers)
+    layout = block_major()
+    kv = flowkv.KvTransfer(engine, layout, [pool_for(layout)])
+    calls["wait"].append(lambda: kv.poll(wait="0.1"))
+    calls["timeout"] += [lambda: kv.expect("r", "1"),
+                         lambda: kv.wait_for_peer_pool(1, None)]
     for argument, tries in calls.items():
         for call in tries:
             with pytest.raises(flowkv.InvalidArgumentError, match=argument):
