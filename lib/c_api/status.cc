@@ -145,6 +145,14 @@ absl::StatusOr<BlockList> BlocksFromC(const char* function,
     }
     list.Append(run.first, run.count);
   }
+  for (size_t i = 0; i < blocks.num_ids; ++i) {
+    // The same rule as for runs: a block id is at most UINT32_MAX - 1.
+    const std::string id_name = absl::StrCat(ids_name, "[", i, "]");
+    if (absl::Status s = CheckRun(function, blocks.ids[i], 1, id_name.c_str());
+        !s.ok()) {
+      return s;
+    }
+  }
   if (blocks.num_ids != 0) {
     list = BlockList::FromIds(absl::MakeConstSpan(blocks.ids, blocks.num_ids));
   }

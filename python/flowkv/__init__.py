@@ -142,7 +142,10 @@ class KvTransfer(_flowkv._KvTransfer):
     The pool is given one of two ways:
       regions  `regions[i]` holds region i of `layout`: either an engine
                region id (int), or a tensor / array / buffer, which is
-               checked against the layout (contiguous, element size 1 or
+               checked against the layout (its elements covering one
+               contiguous range: contiguous, or a permuted view of a
+               contiguous tensor such as vLLM's HND caches, registered in
+               memory order; element size 1 or
                layout.geometry.dtype_bytes, at least layout.region_bytes(i)
                bytes) and registered with the engine in place (see
                register_pool). Bytes move directly (UCX) unless the policy
@@ -198,6 +201,23 @@ def _element_size(buffer: Any) -> int:
     return 1
 
 
+def _covers_dense_range(tensor: Any) -> bool:
+    # As ExtentOf (python/src/engine.cc): the dimensions sorted by stride,
+    # each stride is the product of the sizes below it.
+    if tensor.is_contiguous():
+        return True
+    dims = sorted((stride, size) for size, stride
+                  in zip(tensor.shape, tensor.stride()) if size != 1)
+    if any(size == 0 for _, size in dims):
+        return True
+    expected = 1
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
 def _nbytes(buffer: Any) -> int:
     if hasattr(buffer, "element_size") and hasattr(buffer, "numel"):
         return int(buffer.numel()) * int(buffer.element_size())
@@ -225,8 +245,11 @@ def register_pool(engine: TransferEngine, layout: KvLayout,
             raise InvalidArgumentError(
                 f"regions[{i}]: elements of {size} bytes, but the layout's "
                 f"dtype_bytes is {dtype_bytes}")
-        if hasattr(buffer, "is_contiguous") and not buffer.is_contiguous():
-            raise InvalidArgumentError(f"regions[{i}]: the tensor is not contiguous")
+        if hasattr(buffer, "is_contiguous") and not _covers_dense_range(buffer):
+            raise InvalidArgumentError(
+                f"regions[{i}]: the tensor does not cover one contiguous "
+                f"range of memory (a permutation of a contiguous tensor's "
+                f"dimensions does)")
         try:
             nbytes = _nbytes(buffer)
         except (TypeError, ValueError) as e:

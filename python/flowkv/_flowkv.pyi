@@ -258,7 +258,8 @@ class TransferHandle:
     @property
     def state(self) -> TransferState: ...
     @property
-    def status(self) -> Optional[Error]: ...
+    def status(self) -> Optional[Error]:
+        """None until done and when it succeeded; else the failure."""
     @property
     def stats(self) -> TransferStats: ...
     @property
@@ -382,10 +383,14 @@ MAX_KV_REQUEST_ID_BYTES: int
 MAX_KV_PAYLOAD_BYTES: int
 MAX_KV_SENDERS: int
 
+# A request id in a result: str; bytes for an id that is not UTF-8 (only a
+# C or C++ sender can send one).
+ResultId = Union[str, bytes]
+
 class KvPollResult:
-    finished: List[Tuple[str, bytes]]
-    failed: List[Tuple[str, Error]]
-    released: List[Tuple[str, int, Optional[Error]]]
+    finished: List[Tuple[ResultId, bytes]]
+    failed: List[Tuple[ResultId, Error]]
+    released: List[Tuple[ResultId, int, Optional[Error]]]
     other: List[Notification]
     def __bool__(self) -> bool: ...
 

@@ -37,7 +37,8 @@ void InitAllocator(py::module_& m) {
       "Hands out KV blocks of a pool [0, num_blocks) as few contiguous runs "
       "as possible. Thread-safe. Failed calls raise (ResourceExhaustedError, "
       "InvalidArgumentError) and change nothing.")
-      .def(py::init([](uint32_t num_blocks, uint32_t growth_slack_blocks) {
+      .def(py::init([](U32<"num_blocks"> num_blocks,
+                       U32<"growth_slack_blocks"> growth_slack_blocks) {
              return Unwrap(BlockAllocator::Create(
                  {.num_blocks = num_blocks,
                   .growth_slack_blocks = growth_slack_blocks}));
@@ -47,11 +48,17 @@ void InitAllocator(py::module_& m) {
                BlockAllocatorOptions{}.growth_slack_blocks)
       .def(
           "allocate",
-          [](BlockAllocator& a, uint32_t n,
-             std::optional<std::pair<BlockId, uint32_t>> after) {
-            if (after) {
-              return Unwrap(
-                  a.Allocate(n, BlockRun{after->first, after->second}));
+          [](BlockAllocator& a, U32<"n"> n, const py::object& after) {
+            if (!after.is_none()) {
+              if (!PySequence_Check(after.ptr()) || py::len(after) != 2) {
+                ThrowStatus(absl::InvalidArgumentError(
+                    "allocate: after: expected None or a (first, count) "
+                    "pair"));
+              }
+              return Unwrap(a.Allocate(
+                  n, BlockRun{
+                         ToInt<BlockId>(after[py::int_(0)], "after.first"),
+                         ToInt<uint32_t>(after[py::int_(1)], "after.count")}));
             }
             return Unwrap(a.Allocate(n));
           },
@@ -61,7 +68,7 @@ void InitAllocator(py::module_& m) {
           "run (prefix continuation).")
       .def(
           "extend",
-          [](BlockAllocator& a, BlockList& list, uint32_t n) {
+          [](BlockAllocator& a, BlockList& list, U32<"n"> n) {
             ThrowIfError(a.Extend(&list, n));
           },
           py::arg("blocks"), py::arg("n"),
@@ -83,7 +90,12 @@ void InitAllocator(py::module_& m) {
           py::arg("blocks"),
           "Adds a reference to each (allocated) block; each share needs its "
           "own free.")
-      .def("ref_count", &BlockAllocator::RefCount, py::arg("block"))
+      .def(
+          "ref_count",
+          [](const BlockAllocator& a, Int<BlockId, "block"> block) {
+            return a.RefCount(block);
+          },
+          py::arg("block"))
       .def("stats", &BlockAllocator::Stats)
       .def_property_readonly("num_blocks", &BlockAllocator::num_blocks)
       .def_property_readonly("free_blocks", &BlockAllocator::free_blocks)

@@ -102,6 +102,28 @@ void InitBench(py::module_& parent) {
       },
       py::arg("kv"), py::arg("iterations"),
       "Seconds for `iterations` calls of Poll() with nothing to report.");
+  m.def(
+      "send_as_cxx",
+      [](py::handle kv_object, const py::bytes& request_id, PeerId peer,
+         py::handle src_blocks, py::handle dst_blocks, uint64_t num_tokens) {
+        KvTransfer& kv = GetKvTransfer(kv_object);
+        KvPiece request;
+        request.src_blocks = ToBlockList(src_blocks);
+        request.dst_blocks = ToBlockList(dst_blocks);
+        request.num_tokens = num_tokens;
+        const std::string id = request_id;
+        absl::Status status;
+        {
+          py::gil_scoped_release release;
+          status = kv.Send(id, peer, request).Wait();
+        }
+        ThrowIfError(status);
+      },
+      py::arg("kv"), py::arg("request_id"), py::arg("peer"),
+      py::arg("src_blocks"), py::arg("dst_blocks"), py::arg("num_tokens"),
+      "One KvTransfer::Send from C++ with a request id of any bytes (as a C "
+      "or C++ sender may give, which Python's send refuses unless UTF-8), "
+      "waited for; raises its error. For the tests.");
 }
 
 }  // namespace flowkv::python

@@ -13,9 +13,15 @@
 #ifndef FLOWKV_PYTHON_SRC_BINDINGS_H_
 #define FLOWKV_PYTHON_SRC_BINDINGS_H_
 
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <pybind11/pybind11.h>
+#include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -64,6 +70,70 @@ py::object StatusToException(const absl::Status& status);
 // and message; any other exception is Internal with "Type: message".
 absl::Status StatusFromPythonError(const py::error_already_set& error);
 
+// ---- Integer arguments (errors.cc) ----
+//
+// An integer parameter is declared Int<T, "name"> (or U32<"name">, ...)
+// instead of T: it takes any Python int (or object with __index__) and
+// raises InvalidArgumentError naming the argument and T's range for one
+// outside it, or for a non-integer, where pybind11 would raise TypeError
+// ("incompatible function arguments"). Only for functions without
+// overloads: the check raises instead of trying the next overload.
+
+// The value of `value` as an integer in [min, max]; InvalidArgumentError
+// naming `name` otherwise. REQUIRES: the GIL.
+int64_t ToSignedArg(py::handle value, const char* name, int64_t min,
+                    int64_t max);
+uint64_t ToUnsignedArg(py::handle value, const char* name, uint64_t max);
+
+template <typename T>
+T ToInt(py::handle value, const char* name) {
+  static_assert(std::is_integral_v<T> && sizeof(T) <= 8);
+  if constexpr (std::is_signed_v<T>) {
+    return static_cast<T>(ToSignedArg(value, name,
+                                      std::numeric_limits<T>::min(),
+                                      std::numeric_limits<T>::max()));
+  } else {
+    return static_cast<T>(
+        ToUnsignedArg(value, name, std::numeric_limits<T>::max()));
+  }
+}
+
+// A sequence of integers, each checked as ToInt (named "name[i]");
+// InvalidArgumentError when `values` is not a sequence.
+template <typename T>
+std::vector<T> ToIntVector(py::handle values, const char* name);
+
+// A string literal as a template argument.
+template <size_t N>
+struct ArgName {
+  constexpr ArgName(const char (&name)[N]) { std::copy_n(name, N, text); }
+  char text[N] = {};
+};
+
+template <typename T, ArgName name>
+struct Int {
+  T value{};
+  operator T() const { return value; }
+};
+// A float parameter checked by ToDouble (seconds, mostly): a real number
+// or InvalidArgumentError naming it, where pybind11 raises TypeError.
+template <ArgName name>
+struct Real {
+  double value = 0;
+  operator double() const { return value; }
+};
+template <ArgName name>
+using U32 = Int<uint32_t, name>;
+template <ArgName name>
+using U64 = Int<uint64_t, name>;
+
+// The getter and setter of an integer field, for def_property: the setter
+// checks as ToInt, naming the field (def_readwrite raises TypeError).
+#define FLOWKV_INT_FIELD(Type, field)                                        \
+  [](const Type& o) { return o.field; }, [](Type& o, py::handle value) {     \
+    o.field = ::flowkv::python::ToInt<decltype(Type::field)>(value, #field); \
+  }
+
 // ---- Arguments (layout.cc) ----
 
 // A flowkv.BlockList, or a sequence of block ids; InvalidArgumentError
@@ -74,6 +144,10 @@ BlockList ToBlockList(py::handle blocks);
 std::vector<TransferOp> ToOps(py::handle ops);
 
 // ---- Time ----
+
+// `value` as a float (any real number); InvalidArgumentError naming `name`
+// for anything else. REQUIRES: the GIL.
+double ToDouble(py::handle value, const char* name);
 
 // Seconds as a Duration; InvalidArgumentError naming `field` for NaN.
 absl::Duration SecondsToDuration(double seconds, const char* field);
@@ -129,6 +203,58 @@ class PyRef {
 // (sys.unraisablehook, which prints it by default). REQUIRES: the GIL.
 void ReportCallbackError(py::error_already_set& error, py::handle where);
 
+template <typename T>
+std::vector<T> ToIntVector(py::handle values, const char* name) {
+  if (!PySequence_Check(values.ptr()) || py::isinstance<py::str>(values) ||
+      py::isinstance<py::bytes>(values)) {
+    ThrowStatus(absl::InvalidArgumentError(
+        std::string(name) + ": expected a sequence of ints, got " +
+        std::string(py::str(py::type::handle_of(values).attr("__name__")))));
+  }
+  const py::sequence seq = py::reinterpret_borrow<py::sequence>(values);
+  std::vector<T> out;
+  out.reserve(seq.size());
+  for (size_t i = 0; i < seq.size(); ++i) {
+    const std::string element =
+        std::string(name) + "[" + std::to_string(i) + "]";
+    out.push_back(ToInt<T>(seq[i], element.c_str()));
+  }
+  return out;
+}
+
 }  // namespace flowkv::python
+
+namespace pybind11::detail {
+
+// Int<T, name>: see "Integer arguments" above.
+template <typename T, flowkv::python::ArgName arg_name>
+struct type_caster<flowkv::python::Int<T, arg_name>> {
+  using Value = flowkv::python::Int<T, arg_name>;
+  PYBIND11_TYPE_CASTER(Value, const_name("int"));
+
+  bool load(handle src, bool /*convert*/) {
+    value.value = flowkv::python::ToInt<T>(src, arg_name.text);
+    return true;
+  }
+  static handle cast(const Value& v, return_value_policy, handle) {
+    return pybind11::cast(v.value).release();
+  }
+};
+
+template <flowkv::python::ArgName arg_name>
+struct type_caster<flowkv::python::Real<arg_name>> {
+  using Value = flowkv::python::Real<arg_name>;
+  PYBIND11_TYPE_CASTER(Value, const_name("float"));
+
+  bool load(handle src, bool /*convert*/) {
+    value.value = flowkv::python::ToDouble(src, arg_name.text);
+    return true;
+  }
+  static handle cast(const Value& v, return_value_policy, handle) {
+    return PyFloat_FromDouble(v.value);
+  }
+};
+
+}  // namespace pybind11::detail
 
 #endif  // FLOWKV_PYTHON_SRC_BINDINGS_H_

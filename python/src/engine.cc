@@ -10,6 +10,7 @@
 
 #include "engine.h"
 
+#include <algorithm>
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 #include <string>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "bindings.h"
 
 namespace flowkv::python {
@@ -62,11 +64,16 @@ const CoreRef& PyEngine::core() const {
 
 namespace {
 
-// Runs `f` on the engine with the GIL released.
+// Runs `f(engine)` with the GIL released. The one check of every method
+// that reaches the engine: FailedPreconditionError once closed, raised
+// while the GIL is still held (raising without it crashes). The core is
+// held for the call, so a close() on another thread cannot destroy the
+// engine under it.
 template <typename F>
-auto Released(F&& f) {
+auto OnEngine(const PyEngine& self, F&& f) {
+  const CoreRef core = self.core();
   py::gil_scoped_release release;
-  return f();
+  return f(*core->engine);
 }
 
 TransferEngineOptions ParseOptions(const py::kwargs& kwargs, PyRef* log) {
@@ -101,11 +108,11 @@ TransferEngineOptions ParseOptions(const py::kwargs& kwargs, PyRef* log) {
       } else if (name == "idle_spin") {
         o.idle_spin = SecondsToDuration(v.cast<double>(), name.c_str());
       } else if (name == "max_queued_notifications") {
-        o.max_queued_notifications = v.cast<size_t>();
+        o.max_queued_notifications = ToInt<size_t>(v, name.c_str());
       } else if (name == "max_window_bytes") {
-        o.max_window_bytes = v.cast<uint64_t>();
+        o.max_window_bytes = ToInt<uint64_t>(v, name.c_str());
       } else if (name == "max_registered_bytes") {
-        o.max_registered_bytes = v.cast<uint64_t>();
+        o.max_registered_bytes = ToInt<uint64_t>(v, name.c_str());
       } else if (name == "log") {
         if (v.is_none()) continue;
         if (!PyCallable_Check(v.ptr())) {
@@ -143,7 +150,52 @@ TransferEngineOptions ParseOptions(const py::kwargs& kwargs, PyRef* log) {
   return o;
 }
 
+// True when elements of these (size, stride) dimensions, strides in
+// elements, cover one dense range exactly once: sorted by stride, each
+// stride is the product of the sizes below it (a permutation of a
+// contiguous array's dimensions). Dimensions of size 1 do not matter;
+// an empty array is dense.
+bool CoversDenseRange(std::vector<std::pair<int64_t, int64_t>> dims) {
+  for (const auto& [size, stride] : dims) {
+    if (size == 0) return true;
+  }
+  std::erase_if(dims, [](const auto& d) { return d.first == 1; });
+  std::sort(dims.begin(), dims.end(),
+            [](const auto& a, const auto& b) { return a.second < b.second; });
+  int64_t expected = 1;
+  for (const auto& [size, stride] : dims) {
+    if (stride != expected) return false;
+    expected *= size;
+  }
+  return true;
+}
+
+// Where a tensor's bytes are now: (data_ptr, numel * element_size).
+std::pair<uintptr_t, uint64_t> TensorBytes(const py::handle& tensor) {
+  return {tensor.attr("data_ptr")().cast<uintptr_t>(),
+          tensor.attr("numel")().cast<uint64_t>() *
+              tensor.attr("element_size")().cast<uint64_t>()};
+}
+
 }  // namespace
+
+void CheckTensorsInPlace(const EngineCore& core,
+                         const std::vector<RegionId>& regions,
+                         const char* what) {
+  for (const RegionId region : regions) {
+    const auto it = core.holds.find(region);
+    if (it == core.holds.end() || !it->second->is_tensor) continue;
+    const EngineCore::Hold& hold = *it->second;
+    const auto [base, bytes] = TensorBytes(hold.object);
+    if (base == hold.tensor_base && bytes == hold.tensor_bytes) continue;
+    ThrowStatus(absl::FailedPreconditionError(absl::StrFormat(
+        "%s: region %u is a torch.Tensor whose memory changed since "
+        "register_memory (%#x, %u bytes then; %#x, %u bytes now: resize_ "
+        "or set_); nothing was posted. Deregister the region and register "
+        "the tensor again",
+        what, region, hold.tensor_base, hold.tensor_bytes, base, bytes)));
+  }
+}
 
 BufferExtent ExtentOf(const py::object& object, EngineCore::Hold* hold,
                       const std::string& what) {
@@ -162,10 +214,23 @@ BufferExtent ExtentOf(const py::object& object, EngineCore::Hold* hold,
           what + ": the " + type +
           " is read-only; the engine writes into registered memory"));
     }
-    if (!PyBuffer_IsContiguous(&hold->view, 'A')) {
+    bool dense = PyBuffer_IsContiguous(&hold->view, 'A') != 0;
+    if (!dense && hold->view.strides != nullptr && hold->view.itemsize > 0) {
+      std::vector<std::pair<int64_t, int64_t>> dims;
+      dense = true;
+      for (int d = 0; d < hold->view.ndim; ++d) {
+        const Py_ssize_t stride = hold->view.strides[d];
+        if (stride <= 0 || stride % hold->view.itemsize != 0) dense = false;
+        dims.emplace_back(hold->view.shape[d], stride / hold->view.itemsize);
+      }
+      dense = dense && hold->view.suboffsets == nullptr &&
+              CoversDenseRange(std::move(dims));
+    }
+    if (!dense) {
       ThrowStatus(absl::InvalidArgumentError(
           what + ": the " + type +
-          " is not contiguous; register a contiguous array (e.g. "
+          " does not cover one contiguous range of memory (gaps, overlaps "
+          "or negative strides); register a contiguous array (e.g. "
           "numpy.ascontiguousarray) and view it"));
     }
     e.base = hold->view.buf;
@@ -176,10 +241,19 @@ BufferExtent ExtentOf(const py::object& object, EngineCore::Hold* hold,
     // A torch.Tensor (no buffer protocol): its storage stays alive while we
     // hold the tensor.
     if (!object.attr("is_contiguous")().cast<bool>()) {
-      ThrowStatus(absl::InvalidArgumentError(
-          what +
-          ": the tensor is not contiguous (call "
-          ".contiguous() and register that tensor)"));
+      std::vector<std::pair<int64_t, int64_t>> dims;
+      const py::tuple shape = py::tuple(object.attr("shape"));
+      const py::tuple strides = py::tuple(object.attr("stride")());
+      for (size_t d = 0; d < shape.size(); ++d) {
+        dims.emplace_back(shape[d].cast<int64_t>(), strides[d].cast<int64_t>());
+      }
+      if (!CoversDenseRange(std::move(dims))) {
+        ThrowStatus(absl::InvalidArgumentError(
+            what +
+            ": the tensor does not cover one contiguous range of memory "
+            "(a permutation of a contiguous tensor's dimensions does); call "
+            ".contiguous() and register that tensor"));
+      }
     }
     const std::string device = py::str(object.attr("device").attr("type"));
     if (device == "cuda") {
@@ -189,11 +263,14 @@ BufferExtent ExtentOf(const py::object& object, EngineCore::Hold* hold,
           absl::InvalidArgumentError(what + ": tensors on device '" + device +
                                      "' cannot be registered (cpu or cuda)"));
     }
-    e.base =
-        reinterpret_cast<void*>(object.attr("data_ptr")().cast<uintptr_t>());
-    e.length = object.attr("numel")().cast<uint64_t>() *
-               object.attr("element_size")().cast<uint64_t>();
+    // With every stride positive, data_ptr() is the lowest address.
+    const auto [base, bytes] = TensorBytes(object);
+    e.base = reinterpret_cast<void*>(base);
+    e.length = bytes;
     hold->object = object;
+    hold->is_tensor = true;
+    hold->tensor_base = base;
+    hold->tensor_bytes = bytes;
     return e;
   }
   ThrowStatus(absl::InvalidArgumentError(
@@ -206,12 +283,13 @@ BufferExtent ExtentOf(const py::object& object, EngineCore::Hold* hold,
 namespace {
 
 RegionId RegisterMemory(PyEngine& self, const py::object& object) {
-  const CoreRef& core = self.core();
+  const CoreRef core = self.core();
   auto hold = std::make_unique<EngineCore::Hold>();
   hold->object = object;
   const BufferExtent e = ExtentOf(object, hold.get(), "register_memory");
-  const RegionId id = Unwrap(Released(
-      [&] { return core->engine->RegisterMemory(e.base, e.length, e.kind); }));
+  const RegionId id = Unwrap(OnEngine(self, [&](TransferEngine& engine) {
+    return engine.RegisterMemory(e.base, e.length, e.kind);
+  }));
   core->holds[id] = std::move(hold);
   return id;
 }
@@ -231,10 +309,13 @@ struct ArrayOwner {
   RegionId region;
 };
 
-AllocatedMemory AllocateMemory(PyEngine& self, uint64_t length) {
-  const CoreRef& core = self.core();
+AllocatedMemory AllocateMemory(PyEngine& self, U64<"length"> length_arg) {
+  const uint64_t length = length_arg;
+  const CoreRef core = self.core();
   const AllocatedRegion region =
-      Unwrap(Released([&] { return core->engine->AllocateMemory(length); }));
+      Unwrap(OnEngine(self, [&](TransferEngine& engine) {
+        return engine.AllocateMemory(length);
+      }));
   auto* owner = new ArrayOwner{core, region.id};
   ++core->live_arrays[region.id];
   py::capsule base(owner, [](void* p) {
@@ -251,16 +332,18 @@ AllocatedMemory AllocateMemory(PyEngine& self, uint64_t length) {
           std::move(array)};
 }
 
-void DeregisterMemory(PyEngine& self, RegionId region) {
-  const CoreRef& core = self.core();
+void DeregisterMemory(PyEngine& self, Int<RegionId, "region"> region_arg) {
+  const RegionId region = region_arg;
+  const CoreRef core = self.core();
   if (core->live_arrays.count(region) != 0) {
     ThrowStatus(absl::FailedPreconditionError(absl::StrCat(
         "deregister_memory: region ", region,
         " is engine memory still viewed by an array from allocate_memory; "
         "drop the array first")));
   }
-  ThrowIfError(
-      Released([&] { return core->engine->DeregisterMemory(region); }));
+  ThrowIfError(OnEngine(self, [&](TransferEngine& engine) {
+    return engine.DeregisterMemory(region);
+  }));
   core->holds.erase(region);  // the object may be freed now
 }
 
@@ -269,10 +352,15 @@ TransferOptions MakeTransferOptions(const py::object& notification,
                                     bool acknowledged,
                                     const py::object& on_complete) {
   TransferOptions o;
-  if (!notification.is_none()) {
-    o.notification = py::isinstance<py::bytes>(notification)
-                         ? std::string(notification.cast<py::bytes>())
-                         : notification.cast<std::string>();
+  if (py::isinstance<py::bytes>(notification)) {
+    o.notification = std::string(notification.cast<py::bytes>());
+  } else if (py::isinstance<py::str>(notification)) {
+    o.notification = notification.cast<std::string>();
+  } else if (!notification.is_none()) {
+    ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
+        "notification: expected bytes, str or None, got ",
+        std::string(
+            py::str(py::type::handle_of(notification).attr("__name__"))))));
   }
   o.timeout = OptionalSeconds(timeout, "timeout");
   o.acknowledged = acknowledged;
@@ -304,14 +392,22 @@ using OpsTransfer = TransferHandle (TransferEngine::*)(
 // write() and read(): the ops and options from Python, then `start` with
 // the GIL released; the handle wrapped for Python.
 template <OpsTransfer start>
-py::object StartOps(PyEngine& self, PeerId peer, py::handle ops,
+py::object StartOps(PyEngine& self, Int<PeerId, "peer"> peer, py::handle ops,
                     const py::object& notification, const py::object& timeout,
                     bool acknowledged, const py::object& on_complete) {
   std::vector<TransferOp> v = ToOps(ops);
   TransferOptions o =
       MakeTransferOptions(notification, timeout, acknowledged, on_complete);
-  return WrapHandle(
-      Released([&] { return (self.engine().*start)(peer, v, std::move(o)); }));
+  constexpr bool kWrite = start == &TransferEngine::Write;
+  std::vector<RegionId> local;  // the regions of this side the ops touch
+  local.reserve(v.size());
+  for (const TransferOp& op : v) {
+    local.push_back(kWrite ? op.src_region : op.dst_region);
+  }
+  CheckTensorsInPlace(*self.core(), local, kWrite ? "write" : "read");
+  return WrapHandle(OnEngine(self, [&](TransferEngine& engine) {
+    return (engine.*start)(peer, v, std::move(o));
+  }));
 }
 
 void InitTypes(py::module_& m) {
@@ -382,8 +478,12 @@ void InitEngine(py::module_& m) {
       .def(py::init([](const py::kwargs& kwargs) {
         auto core = std::make_shared<EngineCore>();
         const TransferEngineOptions options = ParseOptions(kwargs, &core->log);
-        core->engine =
-            Unwrap(Released([&] { return TransferEngine::Create(options); }));
+        absl::StatusOr<std::unique_ptr<TransferEngine>> made;
+        {
+          py::gil_scoped_release release;
+          made = TransferEngine::Create(options);
+        }
+        core->engine = Unwrap(std::move(made));
         return std::make_unique<PyEngine>(std::move(core));
       }))
       .def("register_memory", &RegisterMemory, py::arg("buffer"),
@@ -401,13 +501,14 @@ void InitEngine(py::module_& m) {
            "transfer uses it or an allocate_memory array views it.")
       .def("regions",
            [](PyEngine& self) {
-             return Released([&] { return self.engine().Regions(); });
+             return OnEngine(self,
+                             [&](TransferEngine& e) { return e.Regions(); });
            })
       .def(
           "listen",
           [](PyEngine& self, const std::string& address) {
-            return Unwrap(
-                Released([&] { return self.engine().Listen(address); }));
+            return Unwrap(OnEngine(
+                self, [&](TransferEngine& e) { return e.Listen(address); }));
           },
           py::arg("address") = "127.0.0.1:0",
           "Accepts connections on 'ip:port' (port 0: any); returns the bound "
@@ -415,42 +516,43 @@ void InitEngine(py::module_& m) {
       .def(
           "connect",
           [](PyEngine& self, const std::string& address) {
-            return Unwrap(
-                Released([&] { return self.engine().Connect(address); }));
+            return Unwrap(OnEngine(
+                self, [&](TransferEngine& e) { return e.Connect(address); }));
           },
           py::arg("address"),
           "Connects to a listening engine and runs the handshake; returns "
           "the peer id.")
       .def("local_metadata",
            [](PyEngine& self) {
-             return py::bytes(Unwrap(
-                 Released([&] { return self.engine().LocalMetadata(); })));
+             return py::bytes(Unwrap(OnEngine(
+                 self, [&](TransferEngine& e) { return e.LocalMetadata(); })));
            })
       .def(
           "add_peer",
           [](PyEngine& self, py::bytes metadata) {
             std::string bytes = metadata;
-            return Unwrap(
-                Released([&] { return self.engine().AddPeer(bytes); }));
+            return Unwrap(OnEngine(
+                self, [&](TransferEngine& e) { return e.AddPeer(bytes); }));
           },
           py::arg("metadata"),
           "Connects to the engine whose local_metadata() this is.")
       .def(
           "disconnect",
-          [](PyEngine& self, PeerId peer) {
-            ThrowIfError(
-                Released([&] { return self.engine().Disconnect(peer); }));
+          [](PyEngine& self, Int<PeerId, "peer"> peer) {
+            ThrowIfError(OnEngine(
+                self, [&](TransferEngine& e) { return e.Disconnect(peer); }));
           },
           py::arg("peer"))
       .def("peers",
            [](PyEngine& self) {
-             return Released([&] { return self.engine().Peers(); });
+             return OnEngine(self,
+                             [&](TransferEngine& e) { return e.Peers(); });
            })
       .def(
           "get_peer",
-          [](PyEngine& self, PeerId peer) {
-            return Unwrap(
-                Released([&] { return self.engine().GetPeer(peer); }));
+          [](PyEngine& self, Int<PeerId, "peer"> peer) {
+            return Unwrap(OnEngine(
+                self, [&](TransferEngine& e) { return e.GetPeer(peer); }));
           },
           py::arg("peer"))
       .def("write", &StartOps<&TransferEngine::Write>, py::arg("peer"),
@@ -470,13 +572,13 @@ void InitEngine(py::module_& m) {
            "(dst). As write().")
       .def(
           "send",
-          [](PyEngine& self, PeerId peer, py::bytes data,
+          [](PyEngine& self, Int<PeerId, "peer"> peer, py::bytes data,
              const py::object& timeout, const py::object& on_complete) {
             std::string bytes = data;
             TransferOptions o =
                 MakeTransferOptions(py::none(), timeout, false, on_complete);
-            return WrapHandle(Released([&] {
-              return self.engine().Send(peer, std::move(bytes), std::move(o));
+            return WrapHandle(OnEngine(self, [&](TransferEngine& e) {
+              return e.Send(peer, std::move(bytes), std::move(o));
             }));
           },
           py::arg("peer"), py::arg("data"), py::kw_only(),
@@ -485,9 +587,11 @@ void InitEngine(py::module_& m) {
           "of kind MESSAGE.")
       .def(
           "take_notifications",
-          [](PyEngine& self, double wait) {
+          [](PyEngine& self, Real<"wait"> wait) {
             const absl::Duration d = SecondsToDuration(wait, "wait");
-            return Released([&] { return self.engine().TakeNotifications(d); });
+            return OnEngine(self, [&](TransferEngine& e) {
+              return e.TakeNotifications(d);
+            });
           },
           py::arg("wait") = 0.0,
           "Returns and removes the queued notifications; with wait > 0 blocks "
@@ -510,7 +614,8 @@ void InitEngine(py::module_& m) {
           "ucx_info", [](PyEngine& self) { return self.engine().UcxInfo(); })
       .def("stats",
            [](PyEngine& self) {
-             return Released([&] { return self.engine().Stats(); });
+             return OnEngine(self,
+                             [&](TransferEngine& e) { return e.Stats(); });
            })
       .def_property_readonly("closed", &PyEngine::closed)
       .def("close", &PyEngine::Close,

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "bindings.h"
 #include "flowkv/transfer_engine.h"
@@ -28,6 +29,11 @@ struct EngineCore {
     py::object object;
     Py_buffer view{};
     bool has_view = false;
+    // A torch.Tensor (no buffer export keeps it in place): where its bytes
+    // were when it was registered (CheckTensorsInPlace).
+    bool is_tensor = false;
+    uintptr_t tensor_base = 0;
+    uint64_t tensor_bytes = 0;
     ~Hold() {
       if (has_view) PyBuffer_Release(&view);
     }
@@ -64,11 +70,15 @@ class PyEngine {
   CoreRef core_;
 };
 
-// Where a Python object's bytes are, for using them in place: a contiguous,
-// writable buffer (numpy array, bytearray, memoryview) or a contiguous
-// torch.Tensor (cpu: kHost, cuda: kCudaDevice). Fills `hold`, which keeps the
-// object referenced and its buffer exported while it lives.
-// InvalidArgumentError, its message starting with `what`, for anything else.
+// Where a Python object's bytes are, for using them in place: a writable
+// buffer (numpy array, bytearray, memoryview) or a torch.Tensor (cpu:
+// kHost, cuda: kCudaDevice) whose elements densely cover one range of
+// memory: contiguous, or any permutation of a contiguous one's dimensions
+// (e.g. vLLM's HND caches, handed out as permuted views); the range is
+// registered in memory order. Fills `hold`, which keeps the object
+// referenced and its buffer exported while it lives. InvalidArgumentError,
+// its message starting with `what`, for anything else (gaps, overlaps,
+// negative strides, read-only memory).
 struct BufferExtent {
   void* base = nullptr;
   uint64_t length = 0;
@@ -76,6 +86,15 @@ struct BufferExtent {
 };
 BufferExtent ExtentOf(const py::object& object, EngineCore::Hold* hold,
                       const std::string& what);
+
+// FailedPreconditionError, naming `what` and the region, when a
+// torch.Tensor registered as one of `regions` no longer has the bytes it
+// was registered with (resize_, set_ gave it new storage): the engine would
+// move bytes of freed memory. Regions of other objects pass (their buffer
+// export keeps them in place). REQUIRES: the GIL.
+void CheckTensorsInPlace(const EngineCore& core,
+                         const std::vector<RegionId>& regions,
+                         const char* what);
 
 // Wraps a TransferHandle for Python (engine.cc).
 py::object WrapHandle(TransferHandle handle);

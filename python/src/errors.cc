@@ -100,6 +100,62 @@ void ReportCallbackError(py::error_already_set& error, py::handle where) {
   PyErr_WriteUnraisable(where.ptr());
 }
 
+namespace {
+
+// `value` as a Python int (its __index__); InvalidArgumentError naming
+// `name` for anything without one (float, str, None, ...).
+py::object IndexOf(py::handle value, const char* name) {
+  if (value.ptr() == nullptr || !PyIndex_Check(value.ptr())) {
+    ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
+        name, ": expected an int, got ",
+        value.ptr() == nullptr
+            ? std::string("nothing")
+            : std::string(
+                  py::str(py::type::handle_of(value).attr("__name__"))))));
+  }
+  PyObject* index = PyNumber_Index(value.ptr());
+  if (index == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(index);
+}
+
+[[noreturn]] void ThrowOutOfRange(const py::object& index, const char* name,
+                                  const std::string& min,
+                                  const std::string& max) {
+  PyErr_Clear();
+  std::string shown = py::repr(index);
+  if (shown.size() > 40) shown = shown.substr(0, 37) + "...";
+  ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
+      name, ": ", shown, " is out of range [", min, ", ", max, "]")));
+}
+
+}  // namespace
+
+int64_t ToSignedArg(py::handle value, const char* name, int64_t min,
+                    int64_t max) {
+  const py::object index = IndexOf(value, name);
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+  if (overflow != 0 || (v == -1 && PyErr_Occurred()) || v < min || v > max) {
+    ThrowOutOfRange(index, name, absl::StrCat(min), absl::StrCat(max));
+  }
+  return v;
+}
+
+uint64_t ToUnsignedArg(py::handle value, const char* name, uint64_t max) {
+  const py::object index = IndexOf(value, name);
+  int overflow = 0;
+  const long long small = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+  if (overflow < 0 || (overflow == 0 && small < 0)) {
+    ThrowOutOfRange(index, name, "0", absl::StrCat(max));
+  }
+  const unsigned long long v = PyLong_AsUnsignedLongLong(index.ptr());
+  if ((v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) ||
+      v > max) {
+    ThrowOutOfRange(index, name, "0", absl::StrCat(max));
+  }
+  return v;
+}
+
 absl::Duration SecondsToDuration(double seconds, const char* field) {
   if (std::isnan(seconds)) {
     ThrowStatus(absl::InvalidArgumentError(
@@ -111,10 +167,21 @@ absl::Duration SecondsToDuration(double seconds, const char* field) {
   return absl::Seconds(seconds);
 }
 
+double ToDouble(py::handle value, const char* name) {
+  const double v = PyFloat_AsDouble(value.ptr());
+  if (v == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
+        name, ": expected a number, got ",
+        std::string(py::str(py::type::handle_of(value).attr("__name__"))))));
+  }
+  return v;
+}
+
 std::optional<absl::Duration> OptionalSeconds(const py::object& seconds,
                                               const char* field) {
   if (seconds.is_none()) return std::nullopt;
-  return SecondsToDuration(seconds.cast<double>(), field);
+  return SecondsToDuration(ToDouble(seconds, field), field);
 }
 
 double DurationToSeconds(absl::Duration duration) {

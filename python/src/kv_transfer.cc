@@ -27,26 +27,60 @@
 
 namespace flowkv::python {
 
+// One call's hold on a KvTransfer and its engine (PyKvTransfer::Call): a
+// close() on another thread during the call destroys neither under it; the
+// last holder destroys the KvTransfer with the GIL released (its threads
+// may be waiting for the GIL in a callback). Every change of the
+// KvTransfer's reference count but that last one happens with the GIL.
+class KvCall {
+ public:
+  KvCall(CoreRef core, std::shared_ptr<KvTransfer> kv)
+      : core_(std::move(core)), kv_(std::move(kv)) {}
+  KvCall(const KvCall&) = delete;
+  KvCall& operator=(const KvCall&) = delete;
+  ~KvCall() {
+    if (kv_.use_count() == 1) {
+      py::gil_scoped_release release;
+      kv_.reset();
+    }
+  }
+  KvTransfer* operator->() const { return kv_.get(); }
+  KvTransfer& operator*() const { return *kv_; }
+
+ private:
+  CoreRef core_;  // destroyed after kv_, with the GIL
+  std::shared_ptr<KvTransfer> kv_;
+};
+
 // The Python KvTransfer object.
 struct PyKvTransfer {
   CoreRef core;
   // (handle, event) of each send given a ready_event object, kept until the
   // handle is done: the library may wait on the event until then. GIL.
   std::vector<std::pair<PyRef, PyRef>> events;
-  std::unique_ptr<KvTransfer> kv;
+  std::shared_ptr<KvTransfer> kv;
   PyRef log;
+  // The engine regions of the pool (regions form; empty for a PoolMemory):
+  // checked before each send and fetch (CheckTensorsInPlace).
+  std::vector<RegionId> regions;
 
-  KvTransfer& get() const {
+  // The one check of every method: FailedPreconditionError once closed.
+  // REQUIRES: the GIL.
+  KvCall Call() const {
     if (kv == nullptr) {
       ThrowStatus(absl::FailedPreconditionError("KvTransfer: closed"));
     }
-    return *kv;
+    return KvCall(core, kv);
   }
+  KvTransfer& get() const { return *Call(); }
   void Close() {
-    if (kv != nullptr) {
+    std::shared_ptr<KvTransfer> closing = std::move(kv);
+    if (closing != nullptr && closing.use_count() == 1) {
       py::gil_scoped_release release;
-      kv.reset();
+      closing.reset();
     }
+    // Else calls in flight hold it; the last of them destroys it.
+    closing.reset();
     events.clear();
     core.reset();
   }
@@ -96,9 +130,52 @@ auto Released(F&& f) {
   return f();
 }
 
-std::string RequestId(py::handle id) {
-  if (py::isinstance<py::bytes>(id)) return std::string(id.cast<py::bytes>());
-  return id.cast<std::string>();
+// A request id is UTF-8 text: a str, or bytes that hold UTF-8. `what`
+// names the call in the InvalidArgumentError for anything else (bytes that
+// are not UTF-8, a str with lone surrogates, another type), so a receiver
+// never sees an id from Python that it cannot decode.
+std::string RequestId(py::handle id, const char* what) {
+  const auto refuse = [&](const std::string& why) {
+    PyErr_Clear();
+    std::string shown = py::repr(id);
+    if (shown.size() > 80) shown = shown.substr(0, 77) + "...";
+    ThrowStatus(absl::InvalidArgumentError(
+        absl::StrCat(what, ": request_id ", shown, " ", why)));
+  };
+  if (py::isinstance<py::str>(id)) {
+    Py_ssize_t size = 0;
+    const char* data = PyUnicode_AsUTF8AndSize(id.ptr(), &size);
+    if (data == nullptr) refuse("cannot be encoded as UTF-8");
+    return std::string(data, static_cast<size_t>(size));
+  }
+  if (py::isinstance<py::bytes>(id)) {
+    std::string bytes = id.cast<py::bytes>();
+    PyObject* text = PyUnicode_DecodeUTF8(
+        bytes.data(), static_cast<Py_ssize_t>(bytes.size()), "strict");
+    if (text == nullptr) {
+      refuse("is not UTF-8 (a request id is UTF-8 text)");
+    }
+    Py_DECREF(text);
+    return bytes;
+  }
+  refuse(absl::StrCat(
+      "has type ",
+      std::string(py::str(py::type::handle_of(id).attr("__name__"))),
+      "; expected str (or bytes holding UTF-8)"));
+  return {};  // not reached
+}
+
+// A request id as poll() reports it: a str; bytes for an id that is not
+// UTF-8 (only a C or C++ sender can send one), so that no id can make a
+// poll raise and lose the other results it took.
+py::object RequestIdToPython(const std::string& id) {
+  PyObject* text = PyUnicode_DecodeUTF8(
+      id.data(), static_cast<Py_ssize_t>(id.size()), "strict");
+  if (text == nullptr) {
+    PyErr_Clear();
+    return py::bytes(id);
+  }
+  return py::reinterpret_steal<py::object>(text);
 }
 
 KvPiece MakeRequest(py::handle src_blocks, py::handle dst_blocks,
@@ -138,14 +215,14 @@ PyPollResult ToPython(KvPollResult r) {
   PyPollResult out;
   for (KvFinished& f : r.finished) {
     out.finished.append(
-        py::make_tuple(py::str(f.request_id), py::bytes(f.payload)));
+        py::make_tuple(RequestIdToPython(f.request_id), py::bytes(f.payload)));
   }
   for (KvFailed& f : r.failed) {
-    out.failed.append(
-        py::make_tuple(py::str(f.request_id), StatusToException(f.status)));
+    out.failed.append(py::make_tuple(RequestIdToPython(f.request_id),
+                                     StatusToException(f.status)));
   }
   for (KvReleased& f : r.released) {
-    out.released.append(py::make_tuple(py::str(f.request_id), f.peer,
+    out.released.append(py::make_tuple(RequestIdToPython(f.request_id), f.peer,
                                        StatusToException(f.status)));
   }
   for (Notification& n : r.other) out.other.append(py::cast(std::move(n)));
@@ -195,18 +272,21 @@ py::object SendOrFetch(PyKvTransfer& self, py::handle request_id, PeerId peer,
                        uint32_t num_senders, bool final_chunk,
                        const py::bytes& payload, const py::object& timeout,
                        const py::object& ready_event) {
-  KvTransfer& kv = self.get();
-  const std::string id = RequestId(request_id);
+  const KvCall kv = self.Call();
+  const std::string id =
+      RequestId(request_id, piece == &KvTransfer::Send ? "send" : "fetch");
   KvPiece r =
       MakeRequest(src_blocks, dst_blocks, num_tokens, token_begin, layer_begin,
                   layer_end, src_head_begin, dst_head_begin, num_heads,
                   sender_rank, num_senders, final_chunk, payload, timeout);
   r.ready_event = ReadyEvent(ready_event);
+  CheckTensorsInPlace(*self.core, self.regions,
+                      piece == &KvTransfer::Send ? "send" : "fetch");
   self.PruneEvents();
   TransferHandle h;
   {
     py::gil_scoped_release release;
-    h = (kv.*piece)(id, peer, r);
+    h = ((*kv).*piece)(id, peer, r);
   }
   py::object handle = WrapHandle(std::move(h));
   if (r.ready_event != nullptr && !py::isinstance<py::int_>(ready_event)) {
@@ -215,12 +295,15 @@ py::object SendOrFetch(PyKvTransfer& self, py::handle request_id, PeerId peer,
   return handle;
 }
 
-py::object Send(PyKvTransfer& self, py::handle request_id, PeerId peer,
-                py::handle src_blocks, py::handle dst_blocks,
-                uint64_t num_tokens, uint64_t token_begin, uint32_t layer_begin,
-                uint32_t layer_end, uint32_t src_head_begin,
-                uint32_t dst_head_begin, uint32_t num_heads,
-                uint32_t sender_rank, uint32_t num_senders, bool final_chunk,
+py::object Send(PyKvTransfer& self, py::handle request_id,
+                Int<PeerId, "peer"> peer, py::handle src_blocks,
+                py::handle dst_blocks, U64<"num_tokens"> num_tokens,
+                U64<"token_begin"> token_begin, U32<"layer_begin"> layer_begin,
+                U32<"layer_end"> layer_end,
+                U32<"src_head_begin"> src_head_begin,
+                U32<"dst_head_begin"> dst_head_begin,
+                U32<"num_heads"> num_heads, U32<"sender_rank"> sender_rank,
+                U32<"num_senders"> num_senders, bool final_chunk,
                 const py::bytes& payload, const py::object& timeout,
                 const py::object& ready_event) {
   return SendOrFetch<&KvTransfer::Send>(
@@ -229,14 +312,16 @@ py::object Send(PyKvTransfer& self, py::handle request_id, PeerId peer,
       sender_rank, num_senders, final_chunk, payload, timeout, ready_event);
 }
 
-py::object Fetch(PyKvTransfer& self, py::handle request_id, PeerId peer,
-                 py::handle src_blocks, py::handle dst_blocks,
-                 uint64_t num_tokens, uint64_t token_begin,
-                 uint32_t layer_begin, uint32_t layer_end,
-                 uint32_t src_head_begin, uint32_t dst_head_begin,
-                 uint32_t num_heads, uint32_t sender_rank, uint32_t num_senders,
-                 bool final_chunk, const py::bytes& payload,
-                 const py::object& timeout) {
+py::object Fetch(PyKvTransfer& self, py::handle request_id,
+                 Int<PeerId, "peer"> peer, py::handle src_blocks,
+                 py::handle dst_blocks, U64<"num_tokens"> num_tokens,
+                 U64<"token_begin"> token_begin, U32<"layer_begin"> layer_begin,
+                 U32<"layer_end"> layer_end,
+                 U32<"src_head_begin"> src_head_begin,
+                 U32<"dst_head_begin"> dst_head_begin,
+                 U32<"num_heads"> num_heads, U32<"sender_rank"> sender_rank,
+                 U32<"num_senders"> num_senders, bool final_chunk,
+                 const py::bytes& payload, const py::object& timeout) {
   return SendOrFetch<&KvTransfer::Fetch>(
       self, request_id, peer, src_blocks, dst_blocks, num_tokens, token_begin,
       layer_begin, layer_end, src_head_begin, dst_head_begin, num_heads,
@@ -275,12 +360,23 @@ std::function<void(LogSeverity, std::string_view)> LogTo(PyRef callback) {
 
 std::unique_ptr<PyKvTransfer> MakeKvTransfer(
     const py::object& engine, const KvLayout& layout,
-    std::optional<std::vector<RegionId>> regions, const py::object& pool,
-    uint64_t staging_ring_bytes, uint64_t staging_slot_bytes,
-    const py::object& path_policy, double timeout_s, size_t max_tombstones,
-    const py::object& log) {
+    const py::object& region_ids, const py::object& pool,
+    U64<"staging_ring_bytes"> staging_ring_bytes,
+    U64<"staging_slot_bytes"> staging_slot_bytes, const py::object& path_policy,
+    Real<"incomplete_request_timeout"> timeout_s,
+    Int<size_t, "max_tombstones"> max_tombstones, const py::object& log) {
+  std::optional<std::vector<RegionId>> regions;
+  if (!region_ids.is_none()) {
+    regions = ToIntVector<RegionId>(region_ids, "regions");
+  }
+  if (!py::isinstance<PyEngine>(engine)) {
+    ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
+        "KvTransfer: engine: expected a flowkv.TransferEngine, got ",
+        std::string(py::str(py::type::handle_of(engine).attr("__name__"))))));
+  }
   auto self = std::make_unique<PyKvTransfer>();
   self->core = engine.cast<PyEngine&>().core();
+  if (regions.has_value()) self->regions = *regions;
   KvTransferOptions o;
   o.incomplete_request_timeout =
       SecondsToDuration(timeout_s, "incomplete_request_timeout");
@@ -436,13 +532,13 @@ void InitKvTransfer(py::module_& m) {
            piece_doc)
       .def(
           "poll",
-          [](PyKvTransfer& self, double wait) {
-            KvTransfer& kv = self.get();
+          [](PyKvTransfer& self, Real<"wait"> wait) {
+            const KvCall kv = self.Call();
             const absl::Duration d = SecondsToDuration(wait, "wait");
             KvPollResult r;
             {
               py::gil_scoped_release release;
-              r = kv.Poll(d);
+              r = kv->Poll(d);
             }
             self.PruneEvents();
             return ToPython(std::move(r));
@@ -452,23 +548,24 @@ void InitKvTransfer(py::module_& m) {
           "for the first), applies deadlines, returns a KvPollResult.")
       .def("take_results",
            [](PyKvTransfer& self) {
-             KvTransfer& kv = self.get();
+             const KvCall kv = self.Call();
              KvPollResult r;
              {
                py::gil_scoped_release release;
-               r = kv.TakeResults();
+               r = kv->TakeResults();
              }
              self.PruneEvents();
              return ToPython(std::move(r));
            })
       .def(
           "expect",
-          [](PyKvTransfer& self, py::handle request_id, double timeout) {
-            KvTransfer& kv = self.get();
+          [](PyKvTransfer& self, py::handle request_id,
+             Real<"timeout"> timeout) {
+            const KvCall kv = self.Call();
             const absl::Time deadline =
                 absl::Now() + SecondsToDuration(timeout, "timeout");
-            const std::string id = RequestId(request_id);
-            ThrowIfError(Released([&] { return kv.Expect(id, deadline); }));
+            const std::string id = RequestId(request_id, "expect");
+            ThrowIfError(Released([&] { return kv->Expect(id, deadline); }));
           },
           py::arg("request_id"), py::arg("timeout"),
           "Declares the request expected within `timeout` seconds (else it "
@@ -476,22 +573,22 @@ void InitKvTransfer(py::module_& m) {
       .def(
           "forget",
           [](PyKvTransfer& self, py::handle request_id) {
-            KvTransfer& kv = self.get();
-            const std::string id = RequestId(request_id);
+            const KvCall kv = self.Call();
+            const std::string id = RequestId(request_id, "forget");
             Released([&] {
-              kv.Forget(id);
+              kv->Forget(id);
               return 0;
             });
           },
           py::arg("request_id"))
       .def(
           "announce_pool",
-          [](PyKvTransfer& self, PeerId peer) {
-            KvTransfer& kv = self.get();
+          [](PyKvTransfer& self, Int<PeerId, "peer"> peer) {
+            const KvCall kv = self.Call();
             absl::Status s;
             {
               py::gil_scoped_release release;
-              s = kv.AnnouncePool(peer);
+              s = kv->AnnouncePool(peer);
             }
             ThrowIfError(s);
           },
@@ -500,42 +597,45 @@ void InitKvTransfer(py::module_& m) {
           "engine's acknowledgement.")
       .def(
           "wait_for_peer_pool",
-          [](PyKvTransfer& self, PeerId peer, double timeout) {
-            KvTransfer& kv = self.get();
+          [](PyKvTransfer& self, Int<PeerId, "peer"> peer,
+             Real<"timeout"> timeout) {
+            const KvCall kv = self.Call();
             const absl::Duration d = SecondsToDuration(timeout, "timeout");
             absl::Status s;
             {
               py::gil_scoped_release release;
-              s = kv.WaitForPeerPool(peer, d);
+              s = kv->WaitForPeerPool(peer, d);
             }
             ThrowIfError(s);
           },
           py::arg("peer"), py::arg("timeout") = 10.0)
       .def(
           "peer_pool",
-          [](PyKvTransfer& self, PeerId peer) {
-            KvTransfer& kv = self.get();
-            return Unwrap(Released([&] { return kv.PeerPool(peer); }));
+          [](PyKvTransfer& self, Int<PeerId, "peer"> peer) {
+            const KvCall kv = self.Call();
+            return Unwrap(Released([&] { return kv->PeerPool(peer); }));
           },
           py::arg("peer"),
           "The peer's pool layout; NotFoundError while unknown, "
           "InvalidArgumentError when its descriptor was refused.")
       .def(
           "peer_path",
-          [](PyKvTransfer& self, PeerId peer) {
-            KvTransfer& kv = self.get();
-            return Unwrap(Released([&] { return kv.PeerPath(peer); }));
+          [](PyKvTransfer& self, Int<PeerId, "peer"> peer) {
+            const KvCall kv = self.Call();
+            return Unwrap(Released([&] { return kv->PeerPath(peer); }));
           },
           py::arg("peer"), path_doc)
       .def(
           "add_peer_pool",
-          [](PyKvTransfer& self, PeerId peer, const KvLayout& layout,
-             std::vector<RegionId> peer_regions) {
-            KvTransfer& kv = self.get();
+          [](PyKvTransfer& self, Int<PeerId, "peer"> peer,
+             const KvLayout& layout, const py::object& peer_region_ids) {
+            std::vector<RegionId> peer_regions =
+                ToIntVector<RegionId>(peer_region_ids, "peer_regions");
+            const KvCall kv = self.Call();
             absl::Status s;
             {
               py::gil_scoped_release release;
-              s = kv.AddPeerPool(peer, layout, std::move(peer_regions));
+              s = kv->AddPeerPool(peer, layout, std::move(peer_regions));
             }
             ThrowIfError(s);
           },
@@ -543,18 +643,18 @@ void InitKvTransfer(py::module_& m) {
       .def(
           "layers_arrived",
           [](PyKvTransfer& self, py::handle request_id) {
-            KvTransfer& kv = self.get();
-            const std::string id = RequestId(request_id);
-            return Released([&] { return kv.LayersArrived(id); });
+            const KvCall kv = self.Call();
+            const std::string id = RequestId(request_id, "layers_arrived");
+            return Released([&] { return kv->LayersArrived(id); });
           },
           py::arg("request_id"))
       .def("stats",
            [](PyKvTransfer& self) {
-             KvTransfer& kv = self.get();
-             return Released([&] { return kv.Stats(); });
+             const KvCall kv = self.Call();
+             return Released([&] { return kv->Stats(); });
            })
       .def_property_readonly(
-          "layout", [](PyKvTransfer& self) { return self.get().layout(); })
+          "layout", [](PyKvTransfer& self) { return self.Call()->layout(); })
       .def("close", &PyKvTransfer::Close,
            "Destroys the KvTransfer (pending transfers run on) and drops its "
            "hold on the engine. Idempotent.");

@@ -16,38 +16,77 @@
 
 namespace flowkv::python {
 
+namespace {
+
+// The largest block id: a run may not pass UINT32_MAX (as in the C API).
+constexpr uint64_t kLastBlockId = uint64_t{UINT32_MAX} - 1;
+
+// `count` blocks from `first`; InvalidArgumentError naming `name` for
+// values outside [0, 2**32) or a run past the last block id.
+BlockRun CheckedRun(py::handle first, py::handle count,
+                    const std::string& name) {
+  const uint32_t f = ToInt<uint32_t>(first, (name + ": first").c_str());
+  const uint32_t c = ToInt<uint32_t>(count, (name + ": count").c_str());
+  if (uint64_t{f} + c > kLastBlockId + 1) {
+    ThrowStatus(absl::InvalidArgumentError(
+        name + ": {first " + std::to_string(f) + ", count " +
+        std::to_string(c) + "} passes the last block id " +
+        std::to_string(kLastBlockId)));
+  }
+  return {f, c};
+}
+
+}  // namespace
+
 BlockList ToBlockList(py::handle blocks) {
   if (py::isinstance<BlockList>(blocks)) return blocks.cast<BlockList>();
-  try {
-    return BlockList::FromIds(blocks.cast<std::vector<BlockId>>());
-  } catch (const py::cast_error&) {
+  if (!PySequence_Check(blocks.ptr()) || py::isinstance<py::str>(blocks) ||
+      py::isinstance<py::bytes>(blocks)) {
     ThrowStatus(absl::InvalidArgumentError(
         "blocks: expected a flowkv.BlockList or a sequence of block ids "
-        "(ints in [0, 2**32)), got " +
+        "(ints in [0, 2**32 - 2]), got " +
         py::str(py::type::handle_of(blocks).attr("__name__"))
             .cast<std::string>()));
   }
+  std::vector<BlockId> ids = ToIntVector<BlockId>(blocks, "blocks");
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] > kLastBlockId) {
+      ThrowStatus(absl::InvalidArgumentError(
+          "blocks[" + std::to_string(i) + "]: " + std::to_string(ids[i]) +
+          " is out of range [0, " + std::to_string(kLastBlockId) + "]"));
+    }
+  }
+  return BlockList::FromIds(ids);
 }
 
 std::vector<TransferOp> ToOps(py::handle ops) {
+  const auto refuse = [](const std::string& where) {
+    ThrowStatus(absl::InvalidArgumentError(
+        where +
+        ": expected flowkv.TransferOp or (src_region, src_offset, "
+        "dst_region, dst_offset, length) tuples of non-negative ints"));
+  };
+  if (!PySequence_Check(ops.ptr()) || py::isinstance<py::str>(ops) ||
+      py::isinstance<py::bytes>(ops)) {
+    refuse("ops");
+  }
   std::vector<TransferOp> out;
-  py::sequence seq = py::reinterpret_borrow<py::sequence>(ops);
+  const py::sequence seq = py::reinterpret_borrow<py::sequence>(ops);
   out.reserve(seq.size());
-  for (py::handle op : seq) {
+  for (size_t i = 0; i < seq.size(); ++i) {
+    const py::object op = seq[i];
+    const std::string name = "ops[" + std::to_string(i) + "]";
     if (py::isinstance<TransferOp>(op)) {
       out.push_back(op.cast<TransferOp>());
       continue;
     }
-    try {
-      auto t = op.cast<
-          std::tuple<uint32_t, uint64_t, uint32_t, uint64_t, uint64_t>>();
-      out.push_back({std::get<0>(t), std::get<1>(t), std::get<2>(t),
-                     std::get<3>(t), std::get<4>(t)});
-    } catch (const py::cast_error&) {
-      ThrowStatus(absl::InvalidArgumentError(
-          "ops: expected flowkv.TransferOp or (src_region, src_offset, "
-          "dst_region, dst_offset, length) tuples of non-negative ints"));
-    }
+    if (!PySequence_Check(op.ptr()) || py::len(op) != 5) refuse(name);
+    const py::sequence t = py::reinterpret_borrow<py::sequence>(op);
+    out.push_back({ToInt<RegionId>(t[0], (name + ": src_region").c_str()),
+                   ToInt<uint64_t>(t[1], (name + ": src_offset").c_str()),
+                   ToInt<RegionId>(t[2], (name + ": dst_region").c_str()),
+                   ToInt<uint64_t>(t[3], (name + ": dst_offset").c_str()),
+                   ToInt<uint64_t>(t[4], (name + ": length").c_str())});
   }
   return out;
 }
@@ -82,24 +121,26 @@ void InitGeometry(py::module_& m) {
   py::class_<KvGeometry>(m, "KvGeometry",
                          "The sizes of a pool. Every field must be non-zero; "
                          "num_parts is 1 (MLA latent) or 2 (K and V).")
-      .def(py::init([](uint32_t num_layers, uint32_t num_blocks,
-                       uint32_t block_tokens, uint32_t kv_heads,
-                       uint32_t head_dim, uint32_t dtype_bytes,
-                       uint32_t num_parts) {
-             return KvGeometry{num_layers, num_blocks,  block_tokens, kv_heads,
-                               head_dim,   dtype_bytes, num_parts};
-           }),
+      .def(py::init(
+               [](U32<"num_layers"> num_layers, U32<"num_blocks"> num_blocks,
+                  U32<"block_tokens"> block_tokens, U32<"kv_heads"> kv_heads,
+                  U32<"head_dim"> head_dim, U32<"dtype_bytes"> dtype_bytes,
+                  U32<"num_parts"> num_parts) {
+                 return KvGeometry{num_layers, num_blocks, block_tokens,
+                                   kv_heads,   head_dim,   dtype_bytes,
+                                   num_parts};
+               }),
            py::kw_only(), py::arg("num_layers") = 0, py::arg("num_blocks") = 0,
            py::arg("block_tokens") = 0, py::arg("kv_heads") = 0,
            py::arg("head_dim") = 0, py::arg("dtype_bytes") = 0,
            py::arg("num_parts") = 2)
-      .def_readwrite("num_layers", &KvGeometry::num_layers)
-      .def_readwrite("num_blocks", &KvGeometry::num_blocks)
-      .def_readwrite("block_tokens", &KvGeometry::block_tokens)
-      .def_readwrite("kv_heads", &KvGeometry::kv_heads)
-      .def_readwrite("head_dim", &KvGeometry::head_dim)
-      .def_readwrite("dtype_bytes", &KvGeometry::dtype_bytes)
-      .def_readwrite("num_parts", &KvGeometry::num_parts)
+      .def_property("num_layers", FLOWKV_INT_FIELD(KvGeometry, num_layers))
+      .def_property("num_blocks", FLOWKV_INT_FIELD(KvGeometry, num_blocks))
+      .def_property("block_tokens", FLOWKV_INT_FIELD(KvGeometry, block_tokens))
+      .def_property("kv_heads", FLOWKV_INT_FIELD(KvGeometry, kv_heads))
+      .def_property("head_dim", FLOWKV_INT_FIELD(KvGeometry, head_dim))
+      .def_property("dtype_bytes", FLOWKV_INT_FIELD(KvGeometry, dtype_bytes))
+      .def_property("num_parts", FLOWKV_INT_FIELD(KvGeometry, num_parts))
       .def(py::self == py::self)
       .def("__repr__", [](const KvGeometry& g) {
         return "KvGeometry(num_layers=" + std::to_string(g.num_layers) +
@@ -115,19 +156,21 @@ void InitGeometry(py::module_& m) {
                        "Where one (layer, part) tensor lives: element (block, "
                        "token, head) starts at offset + block*block_stride + "
                        "token*token_stride + head*head_stride in `region`.")
-      .def(py::init([](uint32_t region, uint64_t offset, uint64_t block_stride,
-                       uint64_t token_stride, uint64_t head_stride) {
+      .def(py::init([](U32<"region"> region, U64<"offset"> offset,
+                       U64<"block_stride"> block_stride,
+                       U64<"token_stride"> token_stride,
+                       U64<"head_stride"> head_stride) {
              return KvTensor{region, offset, block_stride, token_stride,
                              head_stride};
            }),
            py::kw_only(), py::arg("region") = 0, py::arg("offset") = 0,
            py::arg("block_stride") = 0, py::arg("token_stride") = 0,
            py::arg("head_stride") = 0)
-      .def_readwrite("region", &KvTensor::region)
-      .def_readwrite("offset", &KvTensor::offset)
-      .def_readwrite("block_stride", &KvTensor::block_stride)
-      .def_readwrite("token_stride", &KvTensor::token_stride)
-      .def_readwrite("head_stride", &KvTensor::head_stride)
+      .def_property("region", FLOWKV_INT_FIELD(KvTensor, region))
+      .def_property("offset", FLOWKV_INT_FIELD(KvTensor, offset))
+      .def_property("block_stride", FLOWKV_INT_FIELD(KvTensor, block_stride))
+      .def_property("token_stride", FLOWKV_INT_FIELD(KvTensor, token_stride))
+      .def_property("head_stride", FLOWKV_INT_FIELD(KvTensor, head_stride))
       .def(py::self == py::self);
 
   py::class_<ByteRange>(m, "ByteRange")
@@ -152,17 +195,35 @@ void InitBlockList(py::module_& m) {
            py::arg("ids"), "A list from block ids in token order.")
       .def_static(
           "from_runs",
-          [](const std::vector<std::pair<BlockId, uint32_t>>& runs) {
+          [](py::handle runs) {
             std::vector<BlockRun> r;
-            r.reserve(runs.size());
-            for (const auto& [first, count] : runs) r.push_back({first, count});
+            if (!PySequence_Check(runs.ptr())) {
+              ThrowStatus(absl::InvalidArgumentError(
+                  "runs: expected a sequence of (first, count) pairs"));
+            }
+            const py::sequence seq = py::reinterpret_borrow<py::sequence>(runs);
+            r.reserve(seq.size());
+            for (size_t i = 0; i < seq.size(); ++i) {
+              const std::string name = "runs[" + std::to_string(i) + "]";
+              const py::handle run = seq[i];
+              if (!PySequence_Check(run.ptr()) || py::len(run) != 2) {
+                ThrowStatus(absl::InvalidArgumentError(
+                    name + ": expected a (first, count) pair"));
+              }
+              r.push_back(CheckedRun(run[py::int_(0)], run[py::int_(1)], name));
+            }
             return BlockList::FromRuns(r);
           },
           py::arg("runs"), "A list from (first, count) runs; merges adjacent.")
-      .def("append", py::overload_cast<BlockId, uint32_t>(&BlockList::Append),
-           py::arg("first"), py::arg("count"),
-           "Appends `count` blocks from `first` (extends the last run when "
-           "adjacent).")
+      .def(
+          "append",
+          [](BlockList& l, py::handle first, py::handle count) {
+            const BlockRun run = CheckedRun(first, count, "append");
+            l.Append(run.first, run.count);
+          },
+          py::arg("first"), py::arg("count"),
+          "Appends `count` blocks from `first` (extends the last run when "
+          "adjacent).")
       .def("append_list", &BlockList::AppendList, py::arg("other"))
       .def_property_readonly("runs",
                              [](const BlockList& l) {
@@ -179,12 +240,16 @@ void InitBlockList(py::module_& m) {
       .def("__len__", &BlockList::num_blocks)
       .def("__bool__", [](const BlockList& l) { return !l.empty(); })
       .def("__getitem__",
-           [](const BlockList& l, uint64_t index) {
-             if (index >= l.num_blocks()) {
+           [](const BlockList& l, Int<int64_t, "index"> index_arg) {
+             // Python's rules: negative indices count from the end.
+             const int64_t n = static_cast<int64_t>(l.num_blocks());
+             const int64_t index = index_arg < 0 ? index_arg + n : index_arg;
+             if (index < 0 || index >= n) {
                throw py::index_error("BlockList index " +
-                                     std::to_string(index) + " out of range");
+                                     std::to_string(index_arg) +
+                                     " out of range");
              }
-             return l.BlockAt(index);
+             return l.BlockAt(static_cast<uint64_t>(index));
            })
       .def("__repr__",
            [](const BlockList& l) { return "BlockList(" + l.ToString() + ")"; })
@@ -307,8 +372,12 @@ void InitLayoutClass(py::module_& m) {
       .def_property_readonly("bytes_per_token", &KvLayout::bytes_per_token)
       .def(
           "element_address",
-          [](const KvLayout& l, uint32_t layer, uint32_t part, BlockId block,
-             uint32_t token, uint32_t head) {
+          [](const KvLayout& l, U32<"layer"> layer_arg, U32<"part"> part_arg,
+             Int<BlockId, "block"> block_arg, U32<"token"> token_arg,
+             U32<"head"> head_arg) {
+            const uint32_t layer = layer_arg, part = part_arg,
+                           block = block_arg, token = token_arg,
+                           head = head_arg;
             const KvGeometry& g = l.geometry();
             if (layer >= g.num_layers || part >= g.num_parts ||
                 block >= g.num_blocks || token >= g.block_tokens ||
@@ -354,19 +423,20 @@ void InitPlan(py::module_& m) {
       m, "TransferOp",
       "One contiguous copy: `length` bytes from (src_region, "
       "src_offset) to (dst_region, dst_offset).")
-      .def(py::init([](uint32_t src_region, uint64_t src_offset,
-                       uint32_t dst_region, uint64_t dst_offset,
-                       uint64_t length) {
+      .def(py::init([](U32<"src_region"> src_region,
+                       U64<"src_offset"> src_offset,
+                       U32<"dst_region"> dst_region,
+                       U64<"dst_offset"> dst_offset, U64<"length"> length) {
              return TransferOp{src_region, src_offset, dst_region, dst_offset,
                                length};
            }),
            py::arg("src_region"), py::arg("src_offset"), py::arg("dst_region"),
            py::arg("dst_offset"), py::arg("length"))
-      .def_readwrite("src_region", &TransferOp::src_region)
-      .def_readwrite("src_offset", &TransferOp::src_offset)
-      .def_readwrite("dst_region", &TransferOp::dst_region)
-      .def_readwrite("dst_offset", &TransferOp::dst_offset)
-      .def_readwrite("length", &TransferOp::length)
+      .def_property("src_region", FLOWKV_INT_FIELD(TransferOp, src_region))
+      .def_property("src_offset", FLOWKV_INT_FIELD(TransferOp, src_offset))
+      .def_property("dst_region", FLOWKV_INT_FIELD(TransferOp, dst_region))
+      .def_property("dst_offset", FLOWKV_INT_FIELD(TransferOp, dst_offset))
+      .def_property("length", FLOWKV_INT_FIELD(TransferOp, length))
       .def(py::self == py::self)
       .def("__repr__", [](const TransferOp& op) {
         return "TransferOp(" + std::to_string(op.src_region) + ", " +
@@ -379,9 +449,10 @@ void InitPlan(py::module_& m) {
   m.def(
       "plan_transfer",
       [](const KvLayout& src_layout, py::handle src_blocks,
-         const KvLayout& dst_layout, py::handle dst_blocks, uint64_t num_tokens,
-         uint32_t layer_begin, uint32_t layer_end, uint32_t src_head_begin,
-         uint32_t dst_head_begin, uint32_t num_heads) {
+         const KvLayout& dst_layout, py::handle dst_blocks,
+         U64<"num_tokens"> num_tokens, U32<"layer_begin"> layer_begin,
+         U32<"layer_end"> layer_end, U32<"src_head_begin"> src_head_begin,
+         U32<"dst_head_begin"> dst_head_begin, U32<"num_heads"> num_heads) {
         TransferPlanRequest request{.src_layout = &src_layout,
                                     .src_blocks = ToBlockList(src_blocks),
                                     .dst_layout = &dst_layout,

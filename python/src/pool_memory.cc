@@ -106,7 +106,7 @@ py::object SharedHostPool(const py::object& sizes_or_layout) {
     }
   } else {
     try {
-      sizes = sizes_or_layout.cast<std::vector<uint64_t>>();
+      sizes = ToIntVector<uint64_t>(sizes_or_layout, "sizes");
     } catch (const py::cast_error&) {
       ThrowStatus(absl::InvalidArgumentError(
           "shared_host_pool: sizes: expected a KvLayout or a sequence of "
@@ -205,7 +205,8 @@ void InitPoolMemory(py::module_& m) {
           [](const PyPoolMemory& p) { return p.pool->num_regions(); })
       .def(
           "region_bytes",
-          [](const PyPoolMemory& p, uint32_t region) {
+          [](const PyPoolMemory& p, U32<"region"> region_arg) {
+            const uint32_t region = region_arg;
             if (region >= p.pool->num_regions()) {
               ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
                   "region_bytes: region ", region, " of a pool of ",
@@ -216,7 +217,8 @@ void InitPoolMemory(py::module_& m) {
           py::arg("region"))
       .def(
           "region_address",
-          [](const PyPoolMemory& p, uint32_t region) {
+          [](const PyPoolMemory& p, U32<"region"> region_arg) {
+            const uint32_t region = region_arg;
             if (region >= p.pool->num_regions()) {
               ThrowStatus(absl::InvalidArgumentError(absl::StrCat(
                   "region_address: region ", region, " of a pool of ",

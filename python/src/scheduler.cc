@@ -39,7 +39,7 @@ void KeywordInit(py::class_<T, Extra...>& cls) {
 }
 
 absl::Time NowOr(const py::object& now) {
-  return now.is_none() ? absl::Now() : SecondsToTime(now.cast<double>());
+  return now.is_none() ? absl::Now() : SecondsToTime(ToDouble(now, "now"));
 }
 
 // The status of the Python exception a policy raised. Exceptions that are
@@ -158,13 +158,14 @@ void InitModel(py::module_& m) {
 
   py::class_<NodeInfo> node(m, "NodeInfo", "A node as the scheduler sees it.");
   KeywordInit(node);
-  node.def_readwrite("id", &NodeInfo::id)
+  node.def_property("id", FLOWKV_INT_FIELD(NodeInfo, id))
       .def_readwrite("role", &NodeInfo::role)
       .def_readwrite("current_role", &NodeInfo::current_role)
-      .def_readwrite("role_cycles_left", &NodeInfo::role_cycles_left)
+      .def_property("role_cycles_left",
+                    FLOWKV_INT_FIELD(NodeInfo, role_cycles_left))
       .def_readwrite("cost", &NodeInfo::cost)
       .def_readwrite("kv_bytes_per_token", &NodeInfo::kv_bytes_per_token)
-      .def_readwrite("block_tokens", &NodeInfo::block_tokens)
+      .def_property("block_tokens", FLOWKV_INT_FIELD(NodeInfo, block_tokens))
       .def_readwrite("load", &NodeInfo::load)
       .def_property_readonly(
           "last_report",
@@ -173,15 +174,16 @@ void InitModel(py::module_& m) {
 
   py::class_<RequestInfo> request(m, "RequestInfo");
   KeywordInit(request);
-  request.def_readwrite("id", &RequestInfo::id)
-      .def_readwrite("input_tokens", &RequestInfo::input_tokens)
-      .def_readwrite("expected_output_tokens",
-                     &RequestInfo::expected_output_tokens);
+  request.def_property("id", FLOWKV_INT_FIELD(RequestInfo, id))
+      .def_property("input_tokens", FLOWKV_INT_FIELD(RequestInfo, input_tokens))
+      .def_property("expected_output_tokens",
+                    FLOWKV_INT_FIELD(RequestInfo, expected_output_tokens));
 
   py::class_<Placement> placement(m, "Placement");
   KeywordInit(placement);
-  placement.def_readwrite("prefill_node", &Placement::prefill_node)
-      .def_readwrite("decode_node", &Placement::decode_node)
+  placement
+      .def_property("prefill_node", FLOWKV_INT_FIELD(Placement, prefill_node))
+      .def_property("decode_node", FLOWKV_INT_FIELD(Placement, decode_node))
       .def_readwrite("predicted_ttft_ms", &Placement::predicted_ttft_ms)
       .def_readwrite("predicted_transfer_ms", &Placement::predicted_transfer_ms)
       .def_property_readonly("colocated", &Placement::colocated)
@@ -192,9 +194,9 @@ void InitModel(py::module_& m) {
 
   py::class_<RoleDirective> directive(m, "RoleDirective");
   KeywordInit(directive);
-  directive.def_readwrite("node", &RoleDirective::node)
+  directive.def_property("node", FLOWKV_INT_FIELD(RoleDirective, node))
       .def_readwrite("role", &RoleDirective::role)
-      .def_readwrite("cycles", &RoleDirective::cycles);
+      .def_property("cycles", FLOWKV_INT_FIELD(RoleDirective, cycles));
 
   py::class_<RebalancePlan> plan(m, "RebalancePlan");
   KeywordInit(plan);
@@ -229,25 +231,29 @@ void InitClusterView(py::module_& m) {
           py::arg("node"))
       .def(
           "remove_node",
-          [](ClusterView& c, NodeId id) { ThrowIfError(c.RemoveNode(id)); },
+          [](ClusterView& c, Int<NodeId, "id"> id) {
+            ThrowIfError(c.RemoveNode(id));
+          },
           py::arg("id"))
       .def(
           "report_load",
-          [](ClusterView& c, NodeId id, const NodeLoad& load,
+          [](ClusterView& c, Int<NodeId, "id"> id, const NodeLoad& load,
              const py::object& now) {
             ThrowIfError(c.ReportLoad(id, load, NowOr(now)));
           },
           py::arg("id"), py::arg("load"), py::arg("now") = py::none())
       .def(
           "set_role",
-          [](ClusterView& c, NodeId id, NodeRole role, uint32_t cycles) {
+          [](ClusterView& c, Int<NodeId, "id"> id, NodeRole role,
+             U32<"cycles"> cycles) {
             ThrowIfError(c.SetRole(id, role, cycles));
           },
           py::arg("id"), py::arg("role"), py::arg("cycles"))
       .def("tick_role_cycles", &ClusterView::TickRoleCycles)
       .def(
           "set_link",
-          [](ClusterView& c, NodeId from, NodeId to, const LinkModel& link) {
+          [](ClusterView& c, Int<NodeId, "src"> from, Int<NodeId, "dst"> to,
+             const LinkModel& link) {
             if (!(link.bandwidth_bytes_per_s > 0)) {
               ThrowStatus(absl::InvalidArgumentError(
                   "set_link: bandwidth_bytes_per_s must be > 0"));
@@ -255,11 +261,16 @@ void InitClusterView(py::module_& m) {
             c.SetLink(from, to, link);
           },
           py::arg("src"), py::arg("dst"), py::arg("link"))
-      .def("link", &ClusterView::Link, py::arg("src"), py::arg("dst"))
+      .def(
+          "link",
+          [](const ClusterView& c, Int<NodeId, "src"> from,
+             Int<NodeId, "dst"> to) { return c.Link(from, to); },
+          py::arg("src"), py::arg("dst"))
       .def_property_readonly("nodes", &ClusterView::nodes)
       .def(
           "find",
-          [](const ClusterView& c, NodeId id) -> std::optional<NodeInfo> {
+          [](const ClusterView& c,
+             Int<NodeId, "id"> id) -> std::optional<NodeInfo> {
             const NodeInfo* node = c.Find(id);
             if (node == nullptr) return std::nullopt;
             return *node;

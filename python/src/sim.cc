@@ -123,16 +123,18 @@ void InitSim(py::module_& parent) {
       "sim", "The discrete-event P/D cluster simulator (flowkv/sim/).");
 
   py::class_<SimRequest>(m, "SimRequest")
-      .def(py::init([](uint64_t id, double arrival_ms, uint32_t input_tokens,
-                       uint32_t output_tokens) {
+      .def(py::init([](U64<"id"> id, double arrival_ms,
+                       U32<"input_tokens"> input_tokens,
+                       U32<"output_tokens"> output_tokens) {
              return SimRequest{id, arrival_ms, input_tokens, output_tokens};
            }),
            py::arg("id"), py::arg("arrival_ms"), py::arg("input_tokens"),
            py::arg("output_tokens"))
-      .def_readwrite("id", &SimRequest::id)
+      .def_property("id", FLOWKV_INT_FIELD(SimRequest, id))
       .def_readwrite("arrival_ms", &SimRequest::arrival_ms)
-      .def_readwrite("input_tokens", &SimRequest::input_tokens)
-      .def_readwrite("output_tokens", &SimRequest::output_tokens);
+      .def_property("input_tokens", FLOWKV_INT_FIELD(SimRequest, input_tokens))
+      .def_property("output_tokens",
+                    FLOWKV_INT_FIELD(SimRequest, output_tokens));
 
   m.def("make_workload", &Workload, py::arg("spec") = "synthetic:1000:128",
         py::kw_only(), py::arg("rate") = 1.0, py::arg("requests") = 100,
@@ -160,21 +162,30 @@ void InitSim(py::module_& parent) {
   m.def(
       "simulate",
       [](const std::string& cluster, py::object workload, double rate,
-         uint64_t requests, uint64_t seed, double time_scale,
+         U64<"requests"> requests, U64<"seed"> seed, double time_scale,
          const std::string& policy,
          const std::map<std::string, double>& policy_params,
          const std::string& transfer, const std::string& batching,
          double slo_ttft_ms, double slo_tpot_ms, double rebalance_ms,
-         double heartbeat_ms, double smoothing, uint32_t prefill_budget,
-         uint32_t chunk_tokens, uint32_t max_batch, double bandwidth_gbps,
+         double heartbeat_ms, double smoothing,
+         U32<"prefill_budget"> prefill_budget, U32<"chunk_tokens"> chunk_tokens,
+         U32<"max_batch"> max_batch, double bandwidth_gbps,
          double call_overhead_us, double fixed_ms, bool keep_requests) {
         const std::vector<SimNodeSpec> nodes =
             Unwrap(ParseClusterSpec(cluster));
-        std::vector<SimRequest> reqs =
-            py::isinstance<py::str>(workload)
-                ? Workload(workload.cast<std::string>(), rate, requests, seed,
-                           time_scale)
-                : workload.cast<std::vector<SimRequest>>();
+        std::vector<SimRequest> reqs;
+        if (py::isinstance<py::str>(workload)) {
+          reqs = Workload(workload.cast<std::string>(), rate, requests, seed,
+                          time_scale);
+        } else {
+          try {
+            reqs = workload.cast<std::vector<SimRequest>>();
+          } catch (const py::cast_error&) {
+            ThrowStatus(absl::InvalidArgumentError(
+                "workload: expected a spec string or a list of "
+                "flowkv.sim.SimRequest"));
+          }
+        }
         SimOptions so;
         so.policy = policy;
         so.scheduler_options.params = policy_params;

@@ -18,8 +18,7 @@ namespace {
 bool WaitInterruptibly(const TransferHandle& handle,
                        const py::object& timeout) {
   const absl::Duration total =
-      timeout.is_none() ? absl::InfiniteDuration()
-                        : SecondsToDuration(timeout.cast<double>(), "timeout");
+      OptionalSeconds(timeout, "timeout").value_or(absl::InfiniteDuration());
   const absl::Time deadline = absl::Now() + total;
   constexpr absl::Duration kSlice = absl::Milliseconds(100);
   while (true) {
@@ -101,9 +100,13 @@ void InitTransferHandle(py::module_& m) {
       .def_property_readonly("state", &TransferHandle::state)
       .def_property_readonly(
           "status",
-          [](const TransferHandle& h) { return StatusToException(h.status()); },
-          "None when the transfer succeeded, else the exception instance "
-          "(FailedPreconditionError while not done).")
+          [](const TransferHandle& h) -> py::object {
+            // kDone is final and its status set before it: state first.
+            if (h.state() != TransferState::kDone) return py::none();
+            return StatusToException(h.status());
+          },
+          "None while the transfer is not done and when it succeeded, else "
+          "the exception instance of its failure.")
       .def_property_readonly("stats", &TransferHandle::stats)
       .def_property_readonly("valid", &TransferHandle::valid)
       .def("cancel", &TransferHandle::Cancel,

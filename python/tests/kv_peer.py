@@ -7,11 +7,18 @@ the receiver at --address, exchanges pools and sends one request
     kv_peer.py --address 127.0.0.1:PORT --transport shm|tcp
                [--pool tensors|shared_host] [--path-policy POLICY]
                [--staging-ring-bytes N] [--staging-slot-bytes N] [--report]
+               [--cxx-request-ids HEX,HEX,...] [--hnd-views]
 
 --pool tensors (default): torch tensors registered as engine regions;
 shared_host: a flowkv.shared_host_pool. --report prints, before "sent",
 "path <KvPath name>" once the pools are exchanged and "stats <json of
-KvTransfer.stats()>" after the send.
+KvTransfer.stats()>" after the send. --cxx-request-ids sends the request
+once per id instead, each id the bytes of its hex string, through the C++
+call (flowkv._flowkv._bench.send_as_cxx, as a C or C++ sender would: any
+bytes), one after the other, each acknowledged before the next.
+--hnd-views registers the layers as vLLM hands HND caches to connectors:
+views [2, N, T, H, D] (permute(0, 1, 3, 2, 4)) of memory in [2, N, H, T, D]
+order, with the layout vllm_flash_attn(geometry, BlockOrder.HND).
 
 Prints "sent" once the send completed (the receiver acknowledged it), then
 waits for a line on stdin before it exits (so the receiver decides when the
@@ -40,9 +47,13 @@ def main() -> int:
     parser.add_argument("--staging-ring-bytes", type=int)
     parser.add_argument("--staging-slot-bytes", type=int)
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--cxx-request-ids")
+    parser.add_argument("--hnd-views", action="store_true")
     args = parser.parse_args()
 
-    layout = flowkv.KvLayout.vllm_flash_attn(flowkv.KvGeometry(**GEOMETRY))
+    order = flowkv.BlockOrder.HND if args.hnd_views else flowkv.BlockOrder.NHD
+    layout = flowkv.KvLayout.vllm_flash_attn(flowkv.KvGeometry(**GEOMETRY),
+                                             order)
     options = {"path_policy": args.path_policy}
     if args.staging_ring_bytes is not None:
         options["staging_ring_bytes"] = args.staging_ring_bytes
@@ -59,12 +70,25 @@ def main() -> int:
         kv = flowkv.KvTransfer(engine, layout, pool=pool, **options)
     else:
         tensors = [layer_values(l, vllm_shape()) for l in layers]
+        if args.hnd_views:
+            # The same values, stored HND, handed out as NHD views.
+            tensors = [t.permute(0, 1, 3, 2, 4).contiguous()
+                       .permute(0, 1, 3, 2, 4) for t in tensors]
+            assert not any(t.is_contiguous() for t in tensors)
         kv = flowkv.KvTransfer(engine, layout, tensors, **options)
     peer = engine.connect(args.address)
     kv.announce_pool(peer)
     kv.wait_for_peer_pool(peer, OPTIONS_TIMEOUT_S)
     if args.report:
         print(f"path {kv.peer_path(peer).name}", flush=True)
+    if args.cxx_request_ids is not None:
+        for hex_id in args.cxx_request_ids.split(","):
+            flowkv._flowkv._bench.send_as_cxx(kv, bytes.fromhex(hex_id), peer,
+                                              SRC_BLOCKS, DST_BLOCKS,
+                                              NUM_TOKENS)
+        print("sent", flush=True)
+        sys.stdin.readline()
+        return 0
     handle = kv.send("req-1", peer, SRC_BLOCKS, DST_BLOCKS, NUM_TOKENS,
                      payload=b"aux-data")
     handle.result(timeout=3 * OPTIONS_TIMEOUT_S)

@@ -66,6 +66,24 @@ TEST_CASE("c_api: block lists refuse bad arguments and stay unchanged",
   REQUIRE_FAILS(flowkv_block_list_from_runs(past_end, 1, &untouched),
                 FLOWKV_INVALID_ARGUMENT, "runs[0]");
   REQUIRE(untouched == list);
+  // Every constructor takes block ids up to UINT32_MAX - 1, none beyond.
+  const uint32_t last_ids[] = {0xFFFFFFFEu};
+  const flowkv_block_run_t last_run[] = {{0xFFFFFFFEu, 1}};
+  const uint32_t past_ids[] = {3, 0xFFFFFFFFu};
+  const flowkv_block_run_t past_run[] = {{0xFFFFFFFFu, 1}};
+  flowkv_block_list_t* edge = nullptr;
+  REQUIRE_OK(flowkv_block_list_from_ids(last_ids, 1, &edge));
+  flowkv_block_list_destroy(edge);
+  edge = nullptr;
+  REQUIRE_OK(flowkv_block_list_from_runs(last_run, 1, &edge));
+  REQUIRE_OK(flowkv_block_list_append(edge, 0xFFFFFFFEu, 1));
+  flowkv_block_list_destroy(edge);
+  REQUIRE_FAILS(flowkv_block_list_from_ids(past_ids, 2, &untouched),
+                FLOWKV_INVALID_ARGUMENT,
+                "ids[1] {first 4294967295, count 1} passes the last block id");
+  REQUIRE_FAILS(flowkv_block_list_from_runs(past_run, 1, &untouched),
+                FLOWKV_INVALID_ARGUMENT, "passes the last block id");
+  REQUIRE(untouched == list);
 
   REQUIRE_FAILS(flowkv_block_list_append(nullptr, 1, 1),
                 FLOWKV_INVALID_ARGUMENT, "list is null");

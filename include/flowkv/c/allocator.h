@@ -37,6 +37,8 @@ flowkv_block_list_create(flowkv_block_list_t** list);
 FLOWKV_EXPORT flowkv_status_t
 flowkv_block_list_from_runs(const flowkv_block_run_t* runs, size_t num_runs,
                             flowkv_block_list_t** list);
+/* INVALID_ARGUMENT (naming the element) for an id of 2^32 - 1: block ids
+ * are at most 2^32 - 2, in every call that takes them. */
 FLOWKV_EXPORT flowkv_status_t flowkv_block_list_from_ids(
     const uint32_t* ids, size_t num_ids, flowkv_block_list_t** list);
 /* Appends `count` blocks from `first` (merged with the last run when
