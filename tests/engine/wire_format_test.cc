@@ -197,10 +197,10 @@ TEST_CASE("Version 1 metadata (without a MAC) is FailedPrecondition",
 }
 
 TEST_CASE("A blob too short for its MAC is InvalidArgument", "[wire_format]") {
-  // The magic, version 3, 20 more bytes and a valid checksum: 34 bytes, under
+  // The magic, version 4, 20 more bytes and a valid checksum: 34 bytes, under
   // the 46 that the magic, version, MAC and checksum take alone.
   std::string blob = "FKVM";
-  blob += std::string("\x03\x00", 2);
+  blob += std::string("\x04\x00", 2);
   blob += std::string(20 + kChecksumBytes, '\0');
   RecomputeChecksum(&blob);
   absl::Status status = ParseSignedEngineInfo(AsBytes(blob), "").status();

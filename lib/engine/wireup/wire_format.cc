@@ -39,9 +39,20 @@ ByteWriter StartBlob(const char* magic) {
   return w;
 }
 
-// Appends the HMAC-SHA256 of everything written, keyed by `key`.
-void AppendMac(std::string_view key, ByteWriter* w) {
-  const Sha256Digest mac = HmacSha256(key, AsBytes(w->bytes()));
+std::string_view AsChars(absl::Span<const uint8_t> bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+// HMAC-SHA256 of `message` under ClusterMacKey(token).
+Sha256Digest TokenMac(std::string_view token,
+                      absl::Span<const uint8_t> message) {
+  const Sha256Digest key = ClusterMacKey(token);
+  return HmacSha256(AsChars(key), message);
+}
+
+// Appends the MAC of everything written, keyed by the token.
+void AppendMac(std::string_view token, ByteWriter* w) {
+  const Sha256Digest mac = TokenMac(token, AsBytes(w->bytes()));
   w->Raw(
       std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
 }
@@ -95,10 +106,6 @@ absl::StatusOr<ByteReader> OpenBlob(absl::Span<const uint8_t> bytes,
   return r;
 }
 
-std::string_view AsChars(absl::Span<const uint8_t> bytes) {
-  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
-}
-
 void WriteEngineInfoBody(const EngineInfo& info, ByteWriter* w) {
   w->U64(info.instance_id);
   w->Bytes(info.name);
@@ -114,6 +121,14 @@ void WriteEngineInfoBody(const EngineInfo& info, ByteWriter* w) {
 }
 
 }  // namespace
+
+Sha256Digest ClusterMacKey(std::string_view token) {
+  ByteWriter w;
+  w.Raw("flowkv.cluster-token");
+  w.U64(token.size());
+  w.Raw(token);
+  return Sha256(AsBytes(w.bytes()));
+}
 
 bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   unsigned diff = a.size() == b.size() ? 0 : 1;
@@ -157,7 +172,7 @@ ByteWriter HelloBody(const Hello& hello) {
 Sha256Digest HelloMac(std::string_view token, const ByteWriter& body) {
   std::string input(Label(kHelloLabel));
   input += body.bytes();
-  return HmacSha256(token, AsBytes(input));
+  return TokenMac(token, AsBytes(input));
 }
 
 // A Proof or Welcome up to its proof field.
@@ -177,7 +192,7 @@ Sha256Digest ProofMac(ProofRole role, std::string_view token,
   input += AsChars(nonces.client);
   input += AsChars(nonces.server);
   input += body.bytes();
-  return HmacSha256(token, AsBytes(input));
+  return TokenMac(token, AsBytes(input));
 }
 
 }  // namespace
@@ -233,7 +248,7 @@ absl::StatusOr<EngineInfo> ParseEngineInfoWithKey(
   if (!opened.ok()) return opened.status();
   ByteReader& r = *opened;
   if (mac_key.has_value()) {
-    const Sha256Digest expected = HmacSha256(*mac_key, r.data());
+    const Sha256Digest expected = TokenMac(*mac_key, r.data());
     if (!ConstantTimeEquals(AsChars(mac), AsChars(expected))) {
       return absl::PermissionDeniedError(absl::StrFormat(
           "engine metadata: the metadata of engine (%d bytes) is not signed "

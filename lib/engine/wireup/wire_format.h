@@ -35,7 +35,10 @@
 // random wire ids (Peer::wire_id), which the active-message headers of the
 // connection then carry.
 //
-// MACs, all HMAC-SHA256 (lib/common/hmac.h) keyed by the cluster token:
+// MACs, all HMAC-SHA256 (lib/common/hmac.h) keyed by ClusterMacKey(token)
+// = SHA-256("flowkv.cluster-token" u64 length token), never by the token's
+// bytes: HMAC pads a short key with zeros, so "K" and "K\0" (and "" and
+// "\0") would be one key; the length in the derivation tells them apart.
 //   EngineInfo mac: over every byte before it (magic to the last region).
 //   Hello mac:      "flowkv/3 hello" NUL, then every byte before the mac.
 //                   It only gates the AddPeer connect-back (a worker address
@@ -51,7 +54,8 @@
 // checked, or the info of a Proof / Welcome whose proof checked.
 //
 // Version history: 1 had no mac; 2 added it and sent the token in the
-// hello; 3 is the challenge and response. Another version gives
+// hello; 3 is the challenge and response; 4 keys every MAC with
+// ClusterMacKey instead of the token's bytes. Another version gives
 // FailedPrecondition.
 //
 // Thread safety: thread-safe (pure functions and value types).
@@ -71,7 +75,7 @@
 
 namespace flowkv::internal {
 
-inline constexpr uint16_t kProtocolVersion = 3;
+inline constexpr uint16_t kProtocolVersion = 4;
 inline constexpr size_t kMaxNameBytes = 255;
 inline constexpr size_t kMaxTokenBytes = 4096;
 inline constexpr size_t kMaxWorkerAddressBytes = 64 * 1024;
@@ -179,6 +183,12 @@ bool ProofValid(ProofRole role, const HandshakeProof& proof,
 // (InvalidArgument).
 absl::StatusOr<EngineInfo> ParseSignedEngineInfo(
     absl::Span<const uint8_t> bytes, std::string_view mac_key);
+
+// The key every MAC of the wire format uses for `token`:
+// SHA-256("flowkv.cluster-token" || u64 little-endian length || token).
+// Distinct tokens give distinct keys, tokens that differ only by trailing
+// NULs included.
+Sha256Digest ClusterMacKey(std::string_view token);
 
 // Compares without an early exit (for tokens).
 bool ConstantTimeEquals(std::string_view a, std::string_view b);
