@@ -109,6 +109,8 @@ absl::StatusOr<ByteReader> OpenBlob(absl::Span<const uint8_t> bytes,
 void WriteEngineInfoBody(const EngineInfo& info, ByteWriter* w) {
   w->U64(info.instance_id);
   w->Bytes(info.name);
+  w->U32(info.ucx_version);
+  w->U8(info.address_format);
   w->Bytes(info.worker_address);
   w->U32(static_cast<uint32_t>(info.regions.size()));
   for (const WireRegion& r : info.regions) {
@@ -165,6 +167,8 @@ ByteWriter HelloBody(const Hello& hello) {
   w.U64(hello.sender_conn_id);
   w.Raw(AsChars(hello.client_nonce));
   w.Bytes(hello.name);
+  w.U32(hello.ucx_version);
+  w.U8(hello.address_format);
   w.Bytes(hello.worker_address);
   return w;
 }
@@ -260,6 +264,8 @@ absl::StatusOr<EngineInfo> ParseEngineInfoWithKey(
   uint32_t num_regions = 0;
   r.U64("instance_id", &info.instance_id);
   r.Bytes("name", kMaxNameBytes, &info.name);
+  r.U32("ucx_version", &info.ucx_version);
+  r.U8("address_format", &info.address_format);
   r.Bytes("worker_address", kMaxWorkerAddressBytes, &info.worker_address);
   if (r.U32("region count", &num_regions)) {
     // Each region takes at least 25 bytes: bound the count by what is left
@@ -347,6 +353,8 @@ absl::StatusOr<Hello> ParseHello(absl::Span<const uint8_t> bytes) {
   r.U64("sender_conn_id", &hello.sender_conn_id);
   ReadArray(r, "client_nonce", &hello.client_nonce);
   r.Bytes("name", kMaxNameBytes, &hello.name);
+  r.U32("ucx_version", &hello.ucx_version);
+  r.U8("address_format", &hello.address_format);
   r.Bytes("worker_address", kMaxWorkerAddressBytes, &hello.worker_address);
   if (absl::Status s = r.End(); !s.ok()) return s;
   if (via > 1) {
