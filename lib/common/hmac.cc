@@ -34,6 +34,19 @@ Sha256Digest HmacSha256(std::string_view key,
   return digest;
 }
 
+Sha256Digest Sha256(absl::Span<const uint8_t> message) {
+  static constexpr unsigned char kNoBytes[1] = {0};
+  Sha256Digest digest;
+  size_t digest_bytes = 0;
+  if (EVP_Q_digest(/*libctx=*/nullptr, "SHA256", /*propq=*/nullptr,
+                   message.empty() ? kNoBytes : message.data(), message.size(),
+                   digest.data(), &digest_bytes) != 1 ||
+      digest_bytes != digest.size()) {
+    std::abort();
+  }
+  return digest;
+}
+
 Nonce RandomNonce() {
   Nonce nonce;
   if (RAND_bytes(nonce.data(), static_cast<int>(nonce.size())) != 1) {

@@ -32,6 +32,9 @@ using Sha256Digest = std::array<uint8_t, kSha256DigestBytes>;
 Sha256Digest HmacSha256(std::string_view key,
                         absl::Span<const uint8_t> message);
 
+// SHA-256 of `message` (FIPS 180-4). Aborts like HmacSha256.
+Sha256Digest Sha256(absl::Span<const uint8_t> message);
+
 // A handshake nonce: 32 bytes from libcrypto's CSPRNG (RAND_bytes). Aborts
 // the process when the generator cannot be seeded, as HmacSha256 does when
 // it cannot allocate: a predictable nonce would make handshakes replayable.

@@ -238,6 +238,12 @@ class TransferEngineImpl {
       const std::string& what, std::function<absl::StatusOr<PeerId>(
                                    std::function<void(absl::StatusOr<PeerId>)>)>
                                    start);
+  // Whether a peer's worker address may reach ucp_ep_create: its UCX
+  // version and address format are readable here (FailedPrecondition) and
+  // its structure checks (InvalidArgument); wireup/ucx_address.h.
+  absl::Status CheckPeerWorkerAddress(uint32_t ucx_version,
+                                      uint8_t address_format,
+                                      const std::string& address) const;
   void HandleHello(const Hello& hello, ucp_ep_h reply_ep);
   void HandleChallenge(const Challenge& challenge);
   // `conn_id`: the AmHeader's (this engine's wire id for the connection).

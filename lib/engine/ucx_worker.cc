@@ -151,6 +151,11 @@ absl::Status UcxWorker::Init(const UcxWorkerOptions& options) {
   }
   address_.assign(reinterpret_cast<const char*>(address), address_length);
   ucp_worker_release_address(worker_, address);
+  unsigned major = 0;
+  unsigned minor = 0;
+  unsigned release = 0;
+  ucp_get_version(&major, &minor, &release);
+  ucx_version_ = (major & 0xff) << 16 | (minor & 0xff) << 8 | (release & 0xff);
   return absl::OkStatus();
 }
 

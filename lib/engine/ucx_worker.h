@@ -47,6 +47,9 @@ class UcxWorker {
   int event_fd() const { return efd_; }
   // The worker's address (ucp_worker_get_address bytes).
   const std::string& address() const { return address_; }
+  // The UCX library's version (ucp_get_version), packed as
+  // PackUcxVersion (wireup/ucx_address.h).
+  uint32_t ucx_version() const { return ucx_version_; }
   bool cuda_supported() const { return cuda_supported_; }
   // The transports the context enabled, comma-separated in UCX's order
   // without duplicates, e.g. "self,tcp,posix,cma".
@@ -63,6 +66,7 @@ class UcxWorker {
   ucp_worker_h worker_ = nullptr;
   int efd_ = -1;
   std::string address_;
+  uint32_t ucx_version_ = 0;
   bool cuda_supported_ = false;
   bool shared_memory_ = false;
   std::string transports_;

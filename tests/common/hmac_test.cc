@@ -77,5 +77,24 @@ TEST_CASE("The empty key and the empty message are valid", "[hmac]") {
   CHECK(Hmac("", "Hi There") != Hmac("", "Hi there"));
 }
 
+TEST_CASE("SHA-256 matches FIPS 180-4", "[hmac]") {
+  CHECK(Hex(Sha256(AsBytes("abc"))) ==
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(Hex(Sha256(AsBytes(""))) ==
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+TEST_CASE("HMAC pads a short key with zeros (why tokens are not keys)",
+          "[hmac]") {
+  // RFC 2104: K and K followed by NULs are the same key. The engine
+  // therefore never keys a MAC with the token itself (ClusterMacKey).
+  using namespace std::string_literals;
+  CHECK(Hmac("k"s, "m") == Hmac("k\0"s, "m"));
+  CHECK(Hmac(""s, "m") == Hmac("\0"s, "m"));
+  CHECK(ClusterMacKey("k"s) != ClusterMacKey("k\0"s));
+  CHECK(ClusterMacKey(""s) != ClusterMacKey("\0"s));
+  CHECK(ClusterMacKey(""s) != ClusterMacKey("\0\0"s));
+}
+
 }  // namespace
 }  // namespace flowkv::internal

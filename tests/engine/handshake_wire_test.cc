@@ -52,6 +52,8 @@ Transcript RunHandshake(bool via_sockaddr) {
   t.hello.client_nonce = t.nonces.client;
   t.hello.name = "client";
   if (!via_sockaddr) t.hello.worker_address = std::string(40, '\x07');
+  t.hello.ucx_version = 0x010d01;
+  t.hello.address_format = 1;
   t.challenge = {.sender_conn_id = 9,
                  .receiver_conn_id = 3,
                  .server_nonce = t.nonces.server};
@@ -95,6 +97,8 @@ TEST_CASE("Handshake messages round-trip and check with the right token",
   CHECK(hello->client_nonce == t.nonces.client);
   CHECK(hello->name == "client");
   CHECK(hello->worker_address == t.hello.worker_address);
+  CHECK(hello->ucx_version == t.hello.ucx_version);
+  CHECK(hello->address_format == t.hello.address_format);
   CHECK(HelloSignedWith(*hello, kToken));
   CHECK(!HelloSignedWith(*hello, "another token"));
   CHECK(!HelloSignedWith(*hello, ""));

@@ -258,14 +258,15 @@ TEST_CASE("Tampered metadata of a live peer is refused before UCX sees it",
   const std::string& good = process.metadata();
   std::mt19937_64 rng(7);
   // Where the worker address lies: magic (4), version (2), instance id (8),
-  // name (u32 length + bytes), then the address (u32 length + bytes).
+  // name (u32 length + bytes), UCX version (4), address format (1), then
+  // the address (u32 length + bytes).
   auto u32_at = [&](size_t at) {
     uint32_t v = 0;
     for (int i = 0; i < 4; ++i) v |= uint32_t{uint8_t(good[at + i])} << (8 * i);
     return v;
   };
   const size_t name_at = 4 + 2 + 8;
-  const size_t address_at = name_at + 4 + u32_at(name_at);
+  const size_t address_at = name_at + 4 + u32_at(name_at) + 4 + 1;
   const size_t address_bytes = u32_at(address_at);
   REQUIRE(address_at + 4 + address_bytes < good.size());
   for (int round = 0; round < 50; ++round) {

@@ -34,6 +34,7 @@ using flowkv::testing::kPeerFailureTimeout;
 using flowkv::testing::LinkToProcess;
 using flowkv::testing::MakeEngine;
 using flowkv::testing::PeerProcess;
+using flowkv::testing::PeerProcessOptions;
 using flowkv::testing::ProcessLink;
 using flowkv::testing::RandomBlocks;
 using flowkv::testing::Replies;
@@ -156,6 +157,38 @@ TEST_CASE("A peer process with another token is refused",
   CHECK(engine->AddPeer(process.metadata()).status().code() ==
         absl::StatusCode::kPermissionDenied);
   CHECK(engine->Peers().empty());
+}
+
+TEST_CASE("A token differing only by a trailing NUL is another token",
+          "[transfer_engine][process]") {
+  // HMAC pads a short key with zeros: keyed by the token's bytes, "K" and
+  // "K\0" (and "" and "\0") signed and proved alike.
+  using namespace std::string_literals;
+  const std::pair<std::string, std::string> pairs[] = {{"secret"s, "secret\0"s},
+                                                       {"secret\0"s, "secret"s},
+                                                       {""s, "\0"s},
+                                                       {"\0"s, ""s},
+                                                       {"\0"s, "\0\0"s}};
+  for (const auto& [theirs, ours] : pairs) {
+    INFO("peer token of " << theirs.size() << " bytes, ours of "
+                          << ours.size());
+    PeerProcessOptions options;
+    options.token = theirs;
+    PeerProcess process(options);
+    auto engine = MakeEngine("process_test", ours);
+    CHECK(engine->Connect(process.address()).status().code() ==
+          absl::StatusCode::kPermissionDenied);
+    CHECK(engine->AddPeer(process.metadata()).status().code() ==
+          absl::StatusCode::kPermissionDenied);
+    CHECK(engine->Peers().empty());
+  }
+  // A token with a NUL in it is a token like any other.
+  PeerProcessOptions options;
+  options.token = "secret\0"s;
+  PeerProcess process(options);
+  auto engine = MakeEngine("process_test", "secret\0"s);
+  CHECK(engine->Connect(process.address()).ok());
+  CHECK(engine->AddPeer(process.metadata()).ok());
 }
 
 TEST_CASE("A peer killed mid-transfer fails transfers with Unavailable",

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // transfer_peer: the remote side of transfer_engine_process_test.
 //
-//   transfer_peer --token T --pool_bytes N [--heartbeat]
+//   transfer_peer --token T | --token_hex HEX  --pool_bytes N [--heartbeat]
 //                 [--listen IP:PORT] [--net_devices DEVICES]
 //
+// --token_hex gives the token as hex, for tokens with NUL bytes.
 // Creates a TransferEngine (UCX transports from the environment, network
 // devices from --net_devices, default lo), allocates one pool of N bytes
 // (region 0), listens on --listen (default 127.0.0.1:0, a free port) and
@@ -78,6 +79,17 @@ int main(int argc, char** argv) {
     const std::string arg = argv[i];
     if (arg == "--token" && i + 1 < argc) {
       token = argv[++i];
+    } else if (arg == "--token_hex" && i + 1 < argc) {
+      const std::string hex = argv[++i];
+      if (hex.size() % 2 != 0) return Fail("bad --token_hex");
+      token.clear();
+      for (size_t k = 0; k < hex.size(); k += 2) {
+        char* end = nullptr;
+        const std::string digits = hex.substr(k, 2);
+        const long byte = std::strtol(digits.c_str(), &end, 16);
+        if (end != digits.c_str() + 2) return Fail("bad --token_hex");
+        token.push_back(static_cast<char>(byte));
+      }
     } else if (arg == "--pool_bytes" && i + 1 < argc) {
       if (!absl::SimpleAtoi(argv[++i], &pool_bytes) || pool_bytes == 0) {
         return Fail("bad --pool_bytes");

@@ -29,6 +29,8 @@ EngineInfo MakeInfo() {
   EngineInfo info;
   info.instance_id = 0x0123456789abcdefull;
   info.name = "prefill-0";
+  info.ucx_version = 0x010d01;  // 1.13.1
+  info.address_format = 1;
   for (int i = 0; i < 80; ++i) {
     info.worker_address.push_back(static_cast<char>(i * 7 + 1));
   }
@@ -107,9 +109,10 @@ TEST_CASE("Random worker-address bytes with a recomputed checksum never verify",
   const EngineInfo info = MakeInfo();
   const std::string key = "cluster-a";
   const std::string signed_blob = EncodeEngineInfo(info, key);
-  // The worker address follows the magic, the version, the instance id and
-  // the name: u32 length + bytes.
-  const size_t address_at = kVersionEnd + 8 + 4 + info.name.size();
+  // The worker address follows the magic, the version, the instance id,
+  // the name, the UCX version (u32) and the address format (u8): u32
+  // length + bytes.
+  const size_t address_at = kVersionEnd + 8 + 4 + info.name.size() + 4 + 1;
   const size_t address_end = address_at + 4 + info.worker_address.size();
   for (uint64_t seed = 0; seed < 2000; ++seed) {
     INFO("seed " << seed);
@@ -197,10 +200,10 @@ TEST_CASE("Version 1 metadata (without a MAC) is FailedPrecondition",
 }
 
 TEST_CASE("A blob too short for its MAC is InvalidArgument", "[wire_format]") {
-  // The magic, version 3, 20 more bytes and a valid checksum: 34 bytes, under
+  // The magic, version 4, 20 more bytes and a valid checksum: 34 bytes, under
   // the 46 that the magic, version, MAC and checksum take alone.
   std::string blob = "FKVM";
-  blob += std::string("\x03\x00", 2);
+  blob += std::string("\x04\x00", 2);
   blob += std::string(20 + kChecksumBytes, '\0');
   RecomputeChecksum(&blob);
   absl::Status status = ParseSignedEngineInfo(AsBytes(blob), "").status();

@@ -44,6 +44,8 @@ KvLayout MustLayout(absl::StatusOr<KvLayout> layout) {
 EngineInfo SampleInfo(int regions) {
   EngineInfo info{.instance_id = 0x1234,
                   .name = "prefill-0",
+                  .ucx_version = 0x010d01,  // UCX 1.13.1
+                  .address_format = 0,
                   .worker_address = std::string(24, '\x11'),
                   .regions = {}};
   for (int i = 0; i < regions; ++i) {

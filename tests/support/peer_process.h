@@ -63,8 +63,15 @@ class PeerProcess {
     const std::string bytes = std::to_string(options.pool_bytes);
     std::vector<std::string> args = options.prefix;
     args.push_back(path);
+    // As hex: a token may hold NUL bytes, which argv cannot carry.
+    std::string token_hex;
+    for (unsigned char c : options.token) {
+      static constexpr char kDigits[] = "0123456789abcdef";
+      token_hex += kDigits[c >> 4];
+      token_hex += kDigits[c & 0xf];
+    }
     args.insert(args.end(),
-                {"--token", options.token, "--pool_bytes", bytes, "--listen",
+                {"--token_hex", token_hex, "--pool_bytes", bytes, "--listen",
                  options.listen, "--net_devices", options.net_devices});
     if (SharedMemoryMode()) args.push_back("--heartbeat");
     std::vector<char*> argv;

@@ -17,6 +17,7 @@
 #include "lib/engine/transfer_engine_impl.h"
 #include "lib/engine/ucx_status.h"
 #include "lib/engine/wireup/sock_addr.h"
+#include "lib/engine/wireup/ucx_address.h"
 
 namespace flowkv::internal {
 namespace {
@@ -39,9 +40,22 @@ EngineInfo TransferEngineImpl::BuildEngineInfo() const {
   EngineInfo info;
   info.instance_id = instance_id_;
   info.name = options_.name;
+  info.ucx_version = worker_->ucx_version();
+  info.address_format = UcxAddressFormat(AsBytes(worker_->address()));
   info.worker_address = worker_->address();
   info.regions = regions_.Wire();
   return info;
+}
+
+absl::Status TransferEngineImpl::CheckPeerWorkerAddress(
+    uint32_t ucx_version, uint8_t address_format,
+    const std::string& address) const {
+  if (absl::Status s = CheckUcxCompatible(worker_->ucx_version(), ucx_version,
+                                          address_format);
+      !s.ok()) {
+    return s;
+  }
+  return CheckUcxWorkerAddress(AsBytes(address), AsBytes(worker_->address()));
 }
 
 absl::StatusOr<PeerId> TransferEngineImpl::StartConnect(
@@ -73,6 +87,8 @@ absl::StatusOr<PeerId> TransferEngineImpl::StartConnect(
   hello.sender_conn_id = peer->wire_id;
   hello.client_nonce = peer->nonces.client;
   hello.name = options_.name;
+  hello.ucx_version = worker_->ucx_version();
+  hello.address_format = UcxAddressFormat(AsBytes(worker_->address()));
   if (!via_sockaddr) hello.worker_address = worker_->address();
   SendControl(peer, kAmHello, {}, EncodeHello(hello, options_.cluster_token),
               /*reply=*/via_sockaddr);
@@ -177,6 +193,16 @@ absl::StatusOr<PeerId> TransferEngineImpl::AddPeer(
   if (info.status().code() == absl::StatusCode::kPermissionDenied &&
       options_.secondary_cluster_token.has_value()) {
     info = ParseSignedEngineInfo(metadata, *options_.secondary_cluster_token);
+  }
+  // Signed is not well formed: a cluster member's bytes reach UCX only
+  // once the local UCX can read them.
+  if (info.ok()) {
+    if (absl::Status s = CheckPeerWorkerAddress(
+            info->ucx_version, info->address_format, info->worker_address);
+        !s.ok()) {
+      info = absl::Status(s.code(), absl::StrFormat("engine \"%s\": %s",
+                                                    info->name, s.message()));
+    }
   }
   if (!info.ok()) {
     // The caller gets the error; the log keeps a trace of the refusal.
@@ -330,6 +356,15 @@ void TransferEngineImpl::HandleHello(const Hello& hello, ucp_ep_h reply_ep) {
           absl::StrFormat("refused a hello from \"%s\": wrong cluster token "
                           "(no connection back)",
                           hello.name));
+      return;
+    }
+    if (absl::Status s = CheckPeerWorkerAddress(
+            hello.ucx_version, hello.address_format, hello.worker_address);
+        !s.ok()) {
+      Log(LogSeverity::kWarning,
+          absl::StrFormat("refused a hello from \"%s\" (no connection back): "
+                          "%s",
+                          hello.name, s.ToString()));
       return;
     }
     if (!AdmitHandshake("an AddPeer hello")) return;

@@ -39,9 +39,20 @@ ByteWriter StartBlob(const char* magic) {
   return w;
 }
 
-// Appends the HMAC-SHA256 of everything written, keyed by `key`.
-void AppendMac(std::string_view key, ByteWriter* w) {
-  const Sha256Digest mac = HmacSha256(key, AsBytes(w->bytes()));
+std::string_view AsChars(absl::Span<const uint8_t> bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+// HMAC-SHA256 of `message` under ClusterMacKey(token).
+Sha256Digest TokenMac(std::string_view token,
+                      absl::Span<const uint8_t> message) {
+  const Sha256Digest key = ClusterMacKey(token);
+  return HmacSha256(AsChars(key), message);
+}
+
+// Appends the MAC of everything written, keyed by the token.
+void AppendMac(std::string_view token, ByteWriter* w) {
+  const Sha256Digest mac = TokenMac(token, AsBytes(w->bytes()));
   w->Raw(
       std::string_view(reinterpret_cast<const char*>(mac.data()), mac.size()));
 }
@@ -95,13 +106,11 @@ absl::StatusOr<ByteReader> OpenBlob(absl::Span<const uint8_t> bytes,
   return r;
 }
 
-std::string_view AsChars(absl::Span<const uint8_t> bytes) {
-  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
-}
-
 void WriteEngineInfoBody(const EngineInfo& info, ByteWriter* w) {
   w->U64(info.instance_id);
   w->Bytes(info.name);
+  w->U32(info.ucx_version);
+  w->U8(info.address_format);
   w->Bytes(info.worker_address);
   w->U32(static_cast<uint32_t>(info.regions.size()));
   for (const WireRegion& r : info.regions) {
@@ -114,6 +123,14 @@ void WriteEngineInfoBody(const EngineInfo& info, ByteWriter* w) {
 }
 
 }  // namespace
+
+Sha256Digest ClusterMacKey(std::string_view token) {
+  ByteWriter w;
+  w.Raw("flowkv.cluster-token");
+  w.U64(token.size());
+  w.Raw(token);
+  return Sha256(AsBytes(w.bytes()));
+}
 
 bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   unsigned diff = a.size() == b.size() ? 0 : 1;
@@ -150,6 +167,8 @@ ByteWriter HelloBody(const Hello& hello) {
   w.U64(hello.sender_conn_id);
   w.Raw(AsChars(hello.client_nonce));
   w.Bytes(hello.name);
+  w.U32(hello.ucx_version);
+  w.U8(hello.address_format);
   w.Bytes(hello.worker_address);
   return w;
 }
@@ -157,7 +176,7 @@ ByteWriter HelloBody(const Hello& hello) {
 Sha256Digest HelloMac(std::string_view token, const ByteWriter& body) {
   std::string input(Label(kHelloLabel));
   input += body.bytes();
-  return HmacSha256(token, AsBytes(input));
+  return TokenMac(token, AsBytes(input));
 }
 
 // A Proof or Welcome up to its proof field.
@@ -177,7 +196,7 @@ Sha256Digest ProofMac(ProofRole role, std::string_view token,
   input += AsChars(nonces.client);
   input += AsChars(nonces.server);
   input += body.bytes();
-  return HmacSha256(token, AsBytes(input));
+  return TokenMac(token, AsBytes(input));
 }
 
 }  // namespace
@@ -233,7 +252,7 @@ absl::StatusOr<EngineInfo> ParseEngineInfoWithKey(
   if (!opened.ok()) return opened.status();
   ByteReader& r = *opened;
   if (mac_key.has_value()) {
-    const Sha256Digest expected = HmacSha256(*mac_key, r.data());
+    const Sha256Digest expected = TokenMac(*mac_key, r.data());
     if (!ConstantTimeEquals(AsChars(mac), AsChars(expected))) {
       return absl::PermissionDeniedError(absl::StrFormat(
           "engine metadata: the metadata of engine (%d bytes) is not signed "
@@ -245,6 +264,8 @@ absl::StatusOr<EngineInfo> ParseEngineInfoWithKey(
   uint32_t num_regions = 0;
   r.U64("instance_id", &info.instance_id);
   r.Bytes("name", kMaxNameBytes, &info.name);
+  r.U32("ucx_version", &info.ucx_version);
+  r.U8("address_format", &info.address_format);
   r.Bytes("worker_address", kMaxWorkerAddressBytes, &info.worker_address);
   if (r.U32("region count", &num_regions)) {
     // Each region takes at least 25 bytes: bound the count by what is left
@@ -332,6 +353,8 @@ absl::StatusOr<Hello> ParseHello(absl::Span<const uint8_t> bytes) {
   r.U64("sender_conn_id", &hello.sender_conn_id);
   ReadArray(r, "client_nonce", &hello.client_nonce);
   r.Bytes("name", kMaxNameBytes, &hello.name);
+  r.U32("ucx_version", &hello.ucx_version);
+  r.U8("address_format", &hello.address_format);
   r.Bytes("worker_address", kMaxWorkerAddressBytes, &hello.worker_address);
   if (absl::Status s = r.End(); !s.ok()) return s;
   if (via > 1) {

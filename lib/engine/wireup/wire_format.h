@@ -10,7 +10,8 @@
 // the active messages that carry these blobs: am_header.h.
 //
 //   EngineInfo  (LocalMetadata):
-//     "FKVM" u16 version  u64 instance_id  str name  bytes worker_address
+//     "FKVM" u16 version  u64 instance_id  str name  u32 ucx_version
+//     u8 address_format  bytes worker_address
 //     u32 n  n x { u32 id  u8 kind  u64 base  u64 length  bytes rkey }
 //     u8[32] mac  u64 checksum
 //
@@ -20,7 +21,8 @@
 // one handshake is accepted in another:
 //
 //   Hello     C->S  "FKVH" u16 version  u8 via_sockaddr  u64 sender_conn_id
-//                   u8[32] client_nonce  str name  bytes worker_address
+//                   u8[32] client_nonce  str name  u32 ucx_version
+//                   u8 address_format  bytes worker_address
 //                   u8[32] mac  u64 checksum
 //   Challenge S->C  "FKVC" u16 version  u64 sender_conn_id
 //                   u64 receiver_conn_id  u8[32] server_nonce  u64 checksum
@@ -31,11 +33,19 @@
 //   Reject    S->C  "FKVR" u16 version  u64 receiver_conn_id  u32 code
 //                   str reason  u64 checksum
 //
+// ucx_version: the sender's UCX library (ucp_get_version, major << 16 |
+// minor << 8 | release); address_format: its worker address's format (the
+// low 4 bits of the address's first byte; ucx_address.h). A worker address
+// reaches ucp_ep_create only when both say the local UCX reads it
+// (CheckUcxCompatible) and its structure checked (CheckUcxWorkerAddress).
 // str / bytes = u32 length + the bytes. Connection ids are each engine's
 // random wire ids (Peer::wire_id), which the active-message headers of the
 // connection then carry.
 //
-// MACs, all HMAC-SHA256 (lib/common/hmac.h) keyed by the cluster token:
+// MACs, all HMAC-SHA256 (lib/common/hmac.h) keyed by ClusterMacKey(token)
+// = SHA-256("flowkv.cluster-token" u64 length token), never by the token's
+// bytes: HMAC pads a short key with zeros, so "K" and "K\0" (and "" and
+// "\0") would be one key; the length in the derivation tells them apart.
 //   EngineInfo mac: over every byte before it (magic to the last region).
 //   Hello mac:      "flowkv/3 hello" NUL, then every byte before the mac.
 //                   It only gates the AddPeer connect-back (a worker address
@@ -51,7 +61,9 @@
 // checked, or the info of a Proof / Welcome whose proof checked.
 //
 // Version history: 1 had no mac; 2 added it and sent the token in the
-// hello; 3 is the challenge and response. Another version gives
+// hello; 3 is the challenge and response; 4 keys every MAC with
+// ClusterMacKey instead of the token's bytes and carries the UCX version
+// and address format. Another version gives
 // FailedPrecondition.
 //
 // Thread safety: thread-safe (pure functions and value types).
@@ -71,7 +83,7 @@
 
 namespace flowkv::internal {
 
-inline constexpr uint16_t kProtocolVersion = 3;
+inline constexpr uint16_t kProtocolVersion = 4;
 inline constexpr size_t kMaxNameBytes = 255;
 inline constexpr size_t kMaxTokenBytes = 4096;
 inline constexpr size_t kMaxWorkerAddressBytes = 64 * 1024;
@@ -92,6 +104,8 @@ struct WireRegion {
 struct EngineInfo {
   uint64_t instance_id = 0;
   std::string name;
+  uint32_t ucx_version = 0;
+  uint8_t address_format = 0;
   std::string worker_address;
   std::vector<WireRegion> regions;
   // Field by field: what the wire carries round-trips to an equal info.
@@ -103,6 +117,8 @@ struct Hello {
   uint64_t sender_conn_id = 0;
   Nonce client_nonce{};
   std::string name;            // for logs; not trusted
+  uint32_t ucx_version = 0;    // the sender's UCX (ucp_get_version)
+  uint8_t address_format = 0;  // of worker_address (ucx_address.h)
   std::string worker_address;  // AddPeer only: where to connect back
   Sha256Digest mac{};          // set by ParseHello
 };
@@ -179,6 +195,12 @@ bool ProofValid(ProofRole role, const HandshakeProof& proof,
 // (InvalidArgument).
 absl::StatusOr<EngineInfo> ParseSignedEngineInfo(
     absl::Span<const uint8_t> bytes, std::string_view mac_key);
+
+// The key every MAC of the wire format uses for `token`:
+// SHA-256("flowkv.cluster-token" || u64 little-endian length || token).
+// Distinct tokens give distinct keys, tokens that differ only by trailing
+// NULs included.
+Sha256Digest ClusterMacKey(std::string_view token);
 
 // Compares without an early exit (for tokens).
 bool ConstantTimeEquals(std::string_view a, std::string_view b);
