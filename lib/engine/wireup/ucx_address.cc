@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <ucs/algorithm/crc.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -291,20 +292,37 @@ absl::Status CheckUcxWorkerAddress(absl::Span<const uint8_t> address,
     return absl::InternalError(
         absl::StrCat("the local worker address: ", s.message()));
   }
+  // A transport packs its addresses at fixed lengths, except that tcp's
+  // device address holds an IPv4 or an IPv6 address (16 - 4 = 12 bytes
+  // apart): a remote interface must match one of this worker's interfaces
+  // of the same transport, tcp's device length up to the family.
+  const uint16_t tcp_csum = ucs_crc16_string("tcp");
+  constexpr size_t kIpv6MinusIpv4 = 12;
   for (const Walker::Iface& remote : w.ifaces) {
+    const bool tcp = remote.tl_name_csum == tcp_csum;
+    const Walker::Iface* same_transport = nullptr;
+    bool matched = false;
     for (const Walker::Iface& mine : local.ifaces) {
       if (mine.tl_name_csum != remote.tl_name_csum) continue;
-      if (mine.device_length != remote.device_length ||
-          mine.iface_length != remote.iface_length) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "UCX worker address (%d bytes): iface at offset %d (transport "
-            "checksum 0x%04x) has a %d-byte device and %d-byte iface address; "
-            "this UCX packs %d and %d for that transport",
-            address.size(), remote.at, remote.tl_name_csum,
-            remote.device_length, remote.iface_length, mine.device_length,
-            mine.iface_length));
+      same_transport = &mine;
+      const bool device_ok =
+          mine.device_length == remote.device_length ||
+          (tcp &&
+           (mine.device_length + kIpv6MinusIpv4 == remote.device_length ||
+            remote.device_length + kIpv6MinusIpv4 == mine.device_length));
+      if (device_ok && mine.iface_length == remote.iface_length) {
+        matched = true;
+        break;
       }
-      break;
+    }
+    if (same_transport != nullptr && !matched) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "UCX worker address (%d bytes): iface at offset %d (transport "
+          "checksum 0x%04x) has a %d-byte device and %d-byte iface address; "
+          "this UCX packs %d and %d for that transport",
+          address.size(), remote.at, remote.tl_name_csum, remote.device_length,
+          remote.iface_length, same_transport->device_length,
+          same_transport->iface_length));
     }
   }
   return absl::OkStatus();
