@@ -186,13 +186,10 @@ void TransferEngineImpl::FailPeer(Peer* peer, absl::Status cause,
   }
   const bool local = cause.code() == absl::StatusCode::kCancelled ||
                      absl::StrContains(cause.message(), "disconnected locally");
-  // A peer that said goodbye departed: no failure to report.
-  Log(local || peer->said_goodbye ? LogSeverity::kInfo : LogSeverity::kWarning,
+  Log(local ? LogSeverity::kInfo : LogSeverity::kWarning,
       absl::StrFormat("peer %d (%s) %s: %s", id,
                       peer->name.empty() ? "unnamed" : peer->name,
-                      peer->said_goodbye ? "departed"
-                      : peer->was_ready  ? "disconnected"
-                                         : "connection failed",
+                      peer->was_ready ? "disconnected" : "connection failed",
                       cause.ToString()));
   peer->state = PeerState::kClosing;
   peer->failure = cause;
@@ -322,21 +319,8 @@ void TransferEngineImpl::ConfirmStops() {
 void TransferEngineImpl::HandleStopAck(Peer* peer) {
   if (!peer->stopping) return;
   peer->stop_confirmed = true;
-  SayGoodbye(peer);
   FailPeer(peer, absl::UnavailableError(absl::StrFormat(
                      "peer %d: disconnected locally", peer->id)));
-}
-
-void TransferEngineImpl::SayGoodbye(Peer* peer) {
-  if (peer->state != PeerState::kReady || peer->said_goodbye) return;
-  SendControl(peer, kAmGoodbye, {peer->remote_conn_id, 0}, {}, false);
-}
-
-void TransferEngineImpl::HandleGoodbye(Peer* peer) {
-  peer->said_goodbye = true;
-  FailPeer(peer, absl::UnavailableError(absl::StrFormat(
-                     "peer %d (%s) said goodbye: it disconnected or shut down",
-                     peer->id, peer->name)));
 }
 
 absl::Status TransferEngineImpl::Disconnect(PeerId id) {

@@ -112,9 +112,6 @@ struct Peer {
   bool stop_confirmed = false;
   bool stop_requested = false;
   bool stop_ack_sent = false;
-  // The peer said goodbye (kAmGoodbye): it closes its end; its departure
-  // is logged as information, not as a failure.
-  bool said_goodbye = false;
 };
 
 class PeerTable {

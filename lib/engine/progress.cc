@@ -360,11 +360,6 @@ ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,
         self->HandleStopAck(peer);
       }
       break;
-    case kAmGoodbye:
-      if (peer != nullptr && peer->state == PeerState::kReady) {
-        self->HandleGoodbye(peer);
-      }
-      break;
     case kAmFence:
       // Everything this peer sent before the fence was handled.
       if (peer != nullptr && peer->state == PeerState::kReady) {

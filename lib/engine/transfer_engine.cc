@@ -125,7 +125,6 @@ void TransferEngineImpl::Shutdown() {
         }
       });
       for (Peer* peer : open) {
-        SayGoodbye(peer);
         FailPeer(peer,
                  absl::CancelledError("TransferEngine: the engine shut down"));
       }

@@ -291,14 +291,6 @@ class TransferEngineImpl {
   void HandleStop(Peer* peer);
   void ConfirmStops();
   void HandleStopAck(Peer* peer);
-  // The peer is closing its end (kAmGoodbye): close ours now rather than
-  // when the transport or the heartbeats notice (over shared memory, only
-  // at peer_failure_timeout).
-  void HandleGoodbye(Peer* peer);
-  // Tells a connected peer that this engine closes its end (best effort:
-  // the close that follows may overtake it; the peer then notices the
-  // close as before).
-  void SayGoodbye(Peer* peer);
 
   // posting.cc
   void StartTransfer(std::unique_ptr<Active> active);

@@ -9,9 +9,7 @@
 #include <csignal>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -173,58 +171,6 @@ TEST_CASE("A peer restarted under the same name is a new peer",
   CHECK(engine->Stats().peers_tracked == 1);
   CHECK(engine->Stats().peers_connected == 1);
   WriteByteExact(*engine, replies, *new_peer, *local, 2);
-}
-
-// Issue 16 C1: a peer that disconnects or shuts down cleanly says goodbye
-// before it closes, so the other side closes at once over every transport
-// (over shared memory it used to wait for the heartbeats, 2 s) and logs a
-// departure, not a failure ("Connection reset by remote peer", "Endpoint
-// timeout").
-TEST_CASE("A peer that leaves cleanly is noticed at once as a departure",
-          "[peer_lifecycle][process]") {
-  // Well under the heartbeats' (and a stop handshake's) bound.
-  const absl::Duration kAtOnce = kPeerFailureTimeout / 2;
-  PeerProcess process("secret", 4096);
-  std::mutex mu;
-  std::vector<std::pair<LogSeverity, std::string>> log;
-  TransferEngineOptions options =
-      testing::TestEngineOptions("lifecycle_test", "secret");
-  options.log = [&](LogSeverity severity, std::string_view line) {
-    std::lock_guard<std::mutex> lock(mu);
-    log.emplace_back(severity, std::string(line));
-  };
-  auto engine = testing::MakeEngine(options);
-  Replies replies(engine.get());
-  auto first = engine->Connect(process.address());
-  REQUIRE(first.ok());
-  // This side disconnects: the peer closes its end at once (a new
-  // connection finds it holding only that one).
-  REQUIRE(engine->Disconnect(*first).ok());
-  auto second = engine->Connect(process.address());
-  REQUIRE(second.ok());
-  std::string stats;
-  CHECK(WaitUntil(
-      [&] {
-        stats = PeerStats(*engine, replies, *second);
-        return stats == "stats 1 1";
-      },
-      kAtOnce));
-  INFO(stats);
-  // The peer's engine is destroyed cleanly: this side closes at once.
-  REQUIRE(engine->Send(*second, "exit").Wait().ok());
-  const absl::Time sent = absl::Now();
-  REQUIRE(WaitUntil([&] { return !engine->GetPeer(*second)->connected; },
-                    kAtOnce + kDetection));
-  CHECK(absl::Now() - sent < kAtOnce);
-  // ... and logs it as a departure.
-  std::lock_guard<std::mutex> lock(mu);
-  int departures = 0;
-  for (const auto& [severity, line] : log) {
-    INFO(line);
-    CHECK(severity == LogSeverity::kInfo);
-    departures += line.find("departed") != std::string::npos;
-  }
-  CHECK(departures == 1);
 }
 
 }  // namespace

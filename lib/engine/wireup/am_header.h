@@ -70,12 +70,11 @@ enum AmId : unsigned {
   kAmStopAck = 0x4b0d,      // every transfer to you is fenced; closing
   kAmChallenge = 0x4b0e,    // the handshake's server nonce
   kAmProof = 0x4b0f,        // the client's proof and engine info
-  kAmGoodbye = 0x4b10,      // closing now (Disconnect, shutdown): a departure
 };
 inline constexpr unsigned kAllAmIds[] = {
-    kAmHello,   kAmWelcome,   kAmReject,      kAmNotify,   kAmMessage, kAmPing,
-    kAmAck,     kAmData,      kAmReadRequest, kAmReadData, kAmFence,   kAmStop,
-    kAmStopAck, kAmChallenge, kAmProof,       kAmGoodbye};
+    kAmHello, kAmWelcome, kAmReject,  kAmNotify,      kAmMessage,
+    kAmPing,  kAmAck,     kAmData,    kAmReadRequest, kAmReadData,
+    kAmFence, kAmStop,    kAmStopAck, kAmChallenge,   kAmProof};
 
 // Whether messages with this id carry a DataHeader (else an AmHeader).
 inline bool CarriesDataHeader(unsigned am_id) {
