@@ -115,3 +115,39 @@ def assert_block_major_holds_request(pool) -> None:
                                src[:, s, :tokens].view(torch.int16)), (layer, i)
     untouched = [b for b in range(g["num_blocks"]) if b not in DST_BLOCKS]
     assert torch.count_nonzero(dst[untouched].view(torch.int16)) == 0
+
+
+def receive_request_from_peer(transport: str, *peer_args: str) -> None:
+    """Listens with a KvTransfer over a FlowKV block-major pool of GEOMETRY,
+    starts kv_peer.py (with `peer_args`) as the sender, and asserts that the
+    one request it sends finishes with its payload and lands byte for byte
+    (assert_block_major_holds_request)."""
+    import time
+
+    import flowkv
+    import torch
+    geometry = flowkv.KvGeometry(**GEOMETRY)
+    layout = flowkv.KvLayout.flowkv_block_major(geometry)
+    pool = torch.zeros(layout.total_bytes // 2, dtype=torch.float16)
+    engine = flowkv.TransferEngine(**engine_options(transport, "decode"))
+    kv = flowkv.KvTransfer(engine, layout, [pool])
+    address = engine.listen("127.0.0.1:0")
+    sender = start_peer("--address", address, "--transport", transport,
+                        *peer_args)
+    finished, failed = [], []
+    try:
+        deadline = time.monotonic() + 3 * OPTIONS_TIMEOUT_S
+        while not finished and not failed and sender.poll() is None \
+                and time.monotonic() < deadline:
+            result = kv.poll(wait=0.1)
+            finished += result.finished
+            failed += result.failed
+        assert sender.stdout.readline().strip() == "sent"
+    finally:
+        out, err = sender.communicate("bye\n", timeout=3 * OPTIONS_TIMEOUT_S)
+    assert sender.returncode == 0, err
+    assert failed == []
+    assert finished == [("req-1", b"aux-data")]
+    assert_block_major_holds_request(pool)
+    kv.close()
+    engine.close()

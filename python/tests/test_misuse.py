@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import flowkv
-from conftest import (DST_BLOCKS, GEOMETRY, NUM_TOKENS, OPTIONS_TIMEOUT_S,
-                      SRC_BLOCKS, assert_block_major_holds_request,
-                      engine_options, start_peer)
+from conftest import (GEOMETRY, OPTIONS_TIMEOUT_S,
+                      assert_block_major_holds_request, engine_options,
+                      receive_request_from_peer, start_peer)
 
 
 @pytest.fixture
@@ -535,31 +535,7 @@ def test_hnd_views_move_kv_across_processes(transport):
     # The sender registers vLLM's HND caches as the permuted views vLLM
     # gives connectors, with the HND layout; the receiver's block-major
     # pool gets the very tokens.
-    geometry = flowkv.KvGeometry(**GEOMETRY)
-    layout = flowkv.KvLayout.flowkv_block_major(geometry)
-    pool = torch.zeros(layout.total_bytes // 2, dtype=torch.float16)
-    engine = flowkv.TransferEngine(**engine_options(transport, "decode"))
-    kv = flowkv.KvTransfer(engine, layout, [pool])
-    address = engine.listen("127.0.0.1:0")
-    sender = start_peer("--address", address, "--transport", transport,
-                        "--hnd-views")
-    finished, failed = [], []
-    try:
-        deadline = time.monotonic() + 3 * OPTIONS_TIMEOUT_S
-        while not finished and not failed and sender.poll() is None \
-                and time.monotonic() < deadline:
-            result = kv.poll(wait=0.1)
-            finished += result.finished
-            failed += result.failed
-        assert sender.stdout.readline().strip() == "sent"
-    finally:
-        out, err = sender.communicate("bye\n", timeout=3 * OPTIONS_TIMEOUT_S)
-    assert sender.returncode == 0, err
-    assert failed == []
-    assert finished == [("req-1", b"aux-data")]
-    assert_block_major_holds_request(pool)
-    kv.close()
-    engine.close()
+    receive_request_from_peer(transport, "--hnd-views")
 
 
 # ---- Handles -----------------------------------------------------------------
