@@ -8,7 +8,7 @@
 //   BM_KvPath/staging   path_policy kForceStaging: gather into the ring,
 //                       read by the receiver, scatter (default ring: 64 MiB
 //                       of 4 MiB slots)
-//   BM_KvPath/ipc       MakeSharedHostPool pools: one memcpy per run
+//   BM_KvPath/ipc       pools from MakeSharedHostPool: one memcpy per run
 //
 // A Send is done when the decode side acknowledged the data notice (the
 // bytes are in its pool). Counters: bytes_per_second, slots per request

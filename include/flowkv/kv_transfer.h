@@ -300,8 +300,8 @@ class FLOWKV_EXPORT KvTransfer {
       std::vector<RegionId> regions, KvTransferOptions options = {});
 
   // A pool that KvTransfer reaches through `pool` (e.g. GPU memory that
-  // this UCX cannot register, or a MakeSharedHostPool): bytes move over
-  // IPC or the staging ring, never straight between engine regions.
+  // this UCX cannot register, or a pool from MakeSharedHostPool): bytes move
+  // over IPC or the staging ring, never straight between engine regions.
   // Allocates the ring from `engine`: create the KvTransfer before peers
   // connect (they learn the engine's regions when connecting).
   // InvalidArgument when the pool is null, its region count differs from

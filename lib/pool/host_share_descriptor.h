@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// The ShareDescriptor of a MakeSharedHostPool (include/flowkv/
+// The ShareDescriptor of a pool from MakeSharedHostPool (include/flowkv/
 // kv_pool_memory.h): what a process of the same host needs to map the
 // pool's POSIX shared-memory objects. It arrives from a peer (inside a
 // KvTransfer pool notice), so the parser checks everything before use.

@@ -94,7 +94,7 @@ inline bool Arrived(const LayoutPair& pair, const uint8_t* dst_data) {
 
 // One side: an engine and a KvTransfer over a pool of `spec`, either engine
 // memory (`shared` false; staging forced unless options say otherwise) or
-// a MakeSharedHostPool.
+// a pool from MakeSharedHostPool.
 struct StagingSide {
   std::unique_ptr<TransferEngine> engine;
   KvLayout layout;
@@ -189,7 +189,7 @@ struct InProcessPair {
 //   send     connects to <address>, announces its pool, fills it with
 //            FillRandom(kSeed) and sends "req-<i>" for i < count (count 0:
 //            forever), each awaited; writes "sent <i> <code>" per send;
-//   ipc      as send with one request over a MakeSharedHostPool pool,
+//   ipc      as send with one request over a pool from MakeSharedHostPool,
 //            also writing "path <KvPath>" and "ipc_copies <n>";
 //   receive  listens (writes "listen <address>") and polls forever,
 //            writing "finished <id>" and "failed <id> <code>".
