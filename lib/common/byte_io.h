@@ -33,6 +33,7 @@
 #ifndef FLOWKV_LIB_COMMON_BYTE_IO_H_
 #define FLOWKV_LIB_COMMON_BYTE_IO_H_
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -81,6 +82,26 @@ class ByteWriter {
   }
 
   std::string out_;
+};
+
+// ByteWriter's encoding into a fixed-size array, for the fixed-length
+// headers sent with every message (no allocation on that path).
+// REQUIRES: exactly N bytes are written before Take().
+template <size_t N>
+class FixedByteWriter {
+ public:
+  void U32(uint32_t v) { Le(v, 4); }
+  void U64(uint64_t v) { Le(v, 8); }
+  std::array<uint8_t, N> Take() && { return out_; }
+
+ private:
+  void Le(uint64_t v, int n) {
+    for (int i = 0; i < n; ++i)
+      out_[at_++] = static_cast<uint8_t>(v >> (8 * i));
+  }
+
+  std::array<uint8_t, N> out_{};
+  size_t at_ = 0;
 };
 
 // Reads fields from a borrowed span, front to back.

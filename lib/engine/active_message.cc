@@ -37,8 +37,8 @@ ucs_status_t TransferEngineImpl::SendAm(Peer* peer, unsigned am_id,
 void TransferEngineImpl::SendControl(Peer* peer, unsigned am_id,
                                      AmHeader header, std::string payload,
                                      bool reply) {
-  auto* ctx = new RequestContext{this, 0, peer->id, std::move(payload),
-                                 EncodeAmHeader(header)};
+  auto* ctx = new RequestContext{
+      this, 0, peer->id, std::move(payload), EncodeAmHeader(header), {}};
   // A failure reaches the peer's error handler (or its heartbeats).
   SendAm(peer, am_id, ctx, ctx->header.data(), ctx->header.size(),
          ctx->payload.data(), ctx->payload.size(),
@@ -49,13 +49,13 @@ void TransferEngineImpl::SendControl(Peer* peer, unsigned am_id,
 bool TransferEngineImpl::SendDataMessage(Peer* peer, unsigned am_id,
                                          const DataHeader& header,
                                          const void* data, uint64_t length) {
-  auto* ctx = new RequestContext{
-      this, header.transfer_id, peer->id, {}, EncodeDataHeader(header)};
+  auto* ctx = new RequestContext{this, header.transfer_id,      peer->id, {},
+                                 {},   EncodeDataHeader(header)};
   // Eager: the receiver's handler gets the whole message at once and copies
   // it; never rendezvous, which would read the sender's memory later.
-  const ucs_status_t status =
-      SendAm(peer, am_id, ctx, ctx->header.data(), ctx->header.size(), data,
-             length, &TransferEngineImpl::OnDataSent, UCP_AM_SEND_FLAG_EAGER);
+  const ucs_status_t status = SendAm(
+      peer, am_id, ctx, ctx->data_header.data(), ctx->data_header.size(), data,
+      length, &TransferEngineImpl::OnDataSent, UCP_AM_SEND_FLAG_EAGER);
   if (status == UCS_OK || status == UCS_INPROGRESS) return true;
   const absl::Status failure = UcxStatus(
       status, absl::StrFormat("peer %d: sending transfer bytes", peer->id));

@@ -341,9 +341,12 @@ void TransferEngineImpl::SendNotification(Active* active, Peer* peer) {
   const bool message = active->kind == TransferKind::kSend;
   active->phase = TransferPhase::kNotifying;
   auto* ctx = new RequestContext{
-      this, id, peer->id,
+      this,
+      id,
+      peer->id,
       message ? std::move(active->message) : *std::move(active->notification),
-      EncodeAmHeader({peer->remote_conn_id, active->acknowledged ? id : 0})};
+      EncodeAmHeader({peer->remote_conn_id, active->acknowledged ? id : 0}),
+      {}};
   const ucs_status_t status =
       SendAm(peer, message ? kAmMessage : kAmNotify, ctx, ctx->header.data(),
              ctx->header.size(), ctx->payload.data(), ctx->payload.size(),

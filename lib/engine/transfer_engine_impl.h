@@ -114,7 +114,10 @@ struct RequestContext {
   uint64_t transfer_id = 0;  // 0: a control message
   PeerId peer = 0;
   std::string payload;  // AM bytes kept alive until completion
-  std::string header;   // the encoded AmHeader or DataHeader, likewise
+  // The encoded header, likewise: an AmHeader, or a DataHeader for the
+  // data method's messages.
+  AmHeaderBytes header{};
+  DataHeaderBytes data_header{};
 };
 
 // What a completed request's context named.

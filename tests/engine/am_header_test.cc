@@ -5,6 +5,7 @@
 
 #include "lib/engine/wireup/am_header.h"
 
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -20,10 +21,15 @@ absl::Span<const uint8_t> Span(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
+template <size_t N>
+std::string AsString(const std::array<uint8_t, N>& bytes) {
+  return std::string(bytes.begin(), bytes.end());
+}
+
 TEST_CASE("AmHeader: little-endian conn_id then transfer_id", "[am_header]") {
   const AmHeader header{.conn_id = 0x0102030405060708ull,
                         .transfer_id = 0x1112131415161718ull};
-  const std::string bytes = EncodeAmHeader(header);
+  const std::string bytes = AsString(EncodeAmHeader(header));
   REQUIRE(bytes.size() == kAmHeaderBytes);
   CHECK(bytes == std::string("\x08\x07\x06\x05\x04\x03\x02\x01"
                              "\x18\x17\x16\x15\x14\x13\x12\x11",
@@ -42,7 +48,7 @@ TEST_CASE("DataHeader: 52 bytes in the documented order", "[am_header]") {
                           .length = 0xa6,
                           .reply_region = 0xa7,
                           .reply_offset = 0xa8};
-  const std::string bytes = EncodeDataHeader(header);
+  const std::string bytes = AsString(EncodeDataHeader(header));
   REQUIRE(bytes.size() == kDataHeaderBytes);
   // Each field's low byte at its offset, the rest zero.
   const std::pair<size_t, uint8_t> fields[] = {
@@ -65,7 +71,7 @@ TEST_CASE("DataHeader: 52 bytes in the documented order", "[am_header]") {
                         .length = 1ull << 40,
                         .reply_region = 7,
                         .reply_offset = ~0ull - 1};
-  auto back = ParseDataHeader(Span(EncodeDataHeader(full)));
+  auto back = ParseDataHeader(Span(AsString(EncodeDataHeader(full))));
   REQUIRE(back.ok());
   CHECK(*back == full);
 }
@@ -94,8 +100,10 @@ TEST_CASE("AckRefusal: code then message, round trip and refusals",
 }
 
 TEST_CASE("Headers of any other length are refused", "[am_header]") {
-  const std::string am = EncodeAmHeader({.conn_id = 1, .transfer_id = 2});
-  const std::string data = EncodeDataHeader({.conn_id = 1, .length = 8});
+  const std::string am =
+      AsString(EncodeAmHeader({.conn_id = 1, .transfer_id = 2}));
+  const std::string data =
+      AsString(EncodeDataHeader({.conn_id = 1, .length = 8}));
   for (size_t n = 0; n < data.size() + 8; ++n) {
     const std::string bytes = (data + std::string(8, 'x')).substr(0, n);
     auto parsed_am = ParseAmHeader(Span(bytes));

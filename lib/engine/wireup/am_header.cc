@@ -9,17 +9,15 @@
 
 namespace flowkv::internal {
 
-std::string EncodeAmHeader(const AmHeader& header) {
-  ByteWriter w;
-  w.Reserve(kAmHeaderBytes);
+AmHeaderBytes EncodeAmHeader(const AmHeader& header) {
+  FixedByteWriter<kAmHeaderBytes> w;
   w.U64(header.conn_id);
   w.U64(header.transfer_id);
   return std::move(w).Take();
 }
 
-std::string EncodeDataHeader(const DataHeader& header) {
-  ByteWriter w;
-  w.Reserve(kDataHeaderBytes);
+DataHeaderBytes EncodeDataHeader(const DataHeader& header) {
+  FixedByteWriter<kDataHeaderBytes> w;
   w.U64(header.conn_id);
   w.U64(header.transfer_id);
   w.U32(header.region);

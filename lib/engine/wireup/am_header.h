@@ -40,6 +40,7 @@
 #ifndef FLOWKV_LIB_ENGINE_WIREUP_AM_HEADER_H_
 #define FLOWKV_LIB_ENGINE_WIREUP_AM_HEADER_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -101,9 +102,12 @@ struct DataHeader {
 };
 inline constexpr size_t kDataHeaderBytes = 8 + 8 + 4 + 4 + 8 + 8 + 4 + 8;
 
-// The header's kAmHeaderBytes / kDataHeaderBytes bytes.
-std::string EncodeAmHeader(const AmHeader& header);
-std::string EncodeDataHeader(const DataHeader& header);
+// The header's kAmHeaderBytes / kDataHeaderBytes bytes (fixed arrays: they
+// go with every message, so encoding them allocates nothing).
+using AmHeaderBytes = std::array<uint8_t, kAmHeaderBytes>;
+using DataHeaderBytes = std::array<uint8_t, kDataHeaderBytes>;
+AmHeaderBytes EncodeAmHeader(const AmHeader& header);
+DataHeaderBytes EncodeDataHeader(const DataHeader& header);
 
 // An AckRefusal's bytes. REQUIRES: !refusal.ok(); a longer message is
 // truncated to kMaxAckRefusalMessageBytes.
