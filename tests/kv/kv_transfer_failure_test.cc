@@ -230,39 +230,61 @@ TEST_CASE("A cancelled Send reaches the receiver as a failure",
   CHECK(seen.finished.empty());
 }
 
+// Ends a child process: the reason on stderr, exit status 1.
+[[noreturn]] void ChildFail(const char* child, const std::string& what) {
+  std::fprintf(stderr, "%s: %s\n", child, what.c_str());
+  _exit(1);
+}
+
+// The prefill side of a child process, connected to FLOWKV_KV_TEST_DECODE
+// with the decode side's pool known.
+struct ChildSender {
+  std::unique_ptr<TransferEngine> engine;
+  std::unique_ptr<KvTransfer> kv;
+  PeerId peer = 0;
+};
+
+// Sets up a ChildSender (its engine named `engine_name`), or ends the child
+// (ChildFail) when it cannot; nullopt when FLOWKV_KV_TEST_DECODE is unset
+// (the case was not started by its parent).
+std::optional<ChildSender> ConnectChildSender(const char* child,
+                                              const char* engine_name) {
+  const char* address = std::getenv("FLOWKV_KV_TEST_DECODE");
+  if (address == nullptr) return std::nullopt;
+  auto engine = TransferEngine::Create(testing::KvEngineOptions(engine_name));
+  if (!engine.ok()) ChildFail(child, engine.status().ToString());
+  const KvLayout layout = *KvLayout::Create(kPrefillSpec);
+  const KvLayout decode_layout = *KvLayout::Create(kDecodeSpec);
+  auto region = (*engine)->AllocateMemory(layout.total_bytes());
+  if (!region.ok()) ChildFail(child, region.status().ToString());
+  auto kv = KvTransfer::Create(engine->get(), layout, {region->id});
+  auto peer = (*engine)->Connect(address);
+  if (!kv.ok() || !peer.ok()) ChildFail(child, peer.status().ToString());
+  const RegionId decode_region = (*engine)->GetPeer(*peer)->regions.at(0).id;
+  if (!(*kv)->AddPeerPool(*peer, decode_layout, {decode_region}).ok()) {
+    ChildFail(child, "AddPeerPool");
+  }
+  return ChildSender{*std::move(engine), *std::move(kv), *peer};
+}
+
 // --- A sender in another process that dies --------------------------------
 
 // The child side of the test below: connects to FLOWKV_KV_TEST_DECODE,
 // sends layer 0 of request "dying", reports "sent" on fd 3 and waits to be
 // killed. Hidden: runs only when started by name.
 TEST_CASE("kv peer child", "[.kv_peer_child]") {
-  const char* address = std::getenv("FLOWKV_KV_TEST_DECODE");
-  if (address == nullptr) return;
-  auto fail = [](const std::string& what) {
-    std::fprintf(stderr, "kv peer child: %s\n", what.c_str());
-    _exit(1);
-  };
-  auto engine =
-      TransferEngine::Create(testing::KvEngineOptions("dying-prefill"));
-  if (!engine.ok()) fail(engine.status().ToString());
-  const KvLayout layout = *KvLayout::Create(kPrefillSpec);
-  const KvLayout decode_layout = *KvLayout::Create(kDecodeSpec);
-  auto region = (*engine)->AllocateMemory(layout.total_bytes());
-  if (!region.ok()) fail(region.status().ToString());
-  auto kv = KvTransfer::Create(engine->get(), layout, {region->id});
-  auto peer = (*engine)->Connect(address);
-  if (!kv.ok() || !peer.ok()) fail(peer.status().ToString());
-  const RegionId decode_region = (*engine)->GetPeer(*peer)->regions.at(0).id;
-  if (!(*kv)->AddPeerPool(*peer, decode_layout, {decode_region}).ok()) {
-    fail("AddPeerPool");
-  }
-  const absl::Status sent = (*kv)
-                                ->Send("dying", *peer,
-                                       {.src_blocks = BlockList({{0, 2}}),
-                                        .dst_blocks = BlockList({{0, 2}}),
-                                        .num_tokens = 32,
-                                        .layer_begin = 0,
-                                        .layer_end = 1})
+  std::optional<ChildSender> sender =
+      ConnectChildSender("kv peer child", "dying-prefill");
+  if (!sender) return;
+  auto fail = [](const std::string& what) { ChildFail("kv peer child", what); };
+  KvTransfer* const kv = sender->kv.get();
+  const PeerId peer = sender->peer;
+  const absl::Status sent = kv->Send("dying", peer,
+                                     {.src_blocks = BlockList({{0, 2}}),
+                                      .dst_blocks = BlockList({{0, 2}}),
+                                      .num_tokens = 32,
+                                      .layer_begin = 0,
+                                      .layer_end = 1})
                                 .Wait();
   if (!sent.ok()) fail(sent.ToString());
   if (!testing::WriteParentLine("sent")) fail("write");
@@ -305,37 +327,26 @@ TEST_CASE("A sender that dies fails its unfinished incoming requests",
 // acknowledged) and waits to be killed. Hidden: runs only when started by
 // name.
 TEST_CASE("kv late poll child", "[.kv_late_poll_child]") {
-  const char* address = std::getenv("FLOWKV_KV_TEST_DECODE");
-  if (address == nullptr) return;
+  std::optional<ChildSender> sender =
+      ConnectChildSender("kv late poll child", "late-poll");
+  if (!sender) return;
   auto fail = [](const std::string& what) {
-    std::fprintf(stderr, "kv late poll child: %s\n", what.c_str());
-    _exit(1);
+    ChildFail("kv late poll child", what);
   };
-  auto engine = TransferEngine::Create(testing::KvEngineOptions("late-poll"));
-  if (!engine.ok()) fail(engine.status().ToString());
-  const KvLayout layout = *KvLayout::Create(kPrefillSpec);
-  const KvLayout decode_layout = *KvLayout::Create(kDecodeSpec);
-  auto region = (*engine)->AllocateMemory(layout.total_bytes());
-  if (!region.ok()) fail(region.status().ToString());
-  auto kv = KvTransfer::Create(engine->get(), layout, {region->id});
-  auto peer = (*engine)->Connect(address);
-  if (!kv.ok() || !peer.ok()) fail(peer.status().ToString());
-  const RegionId decode_region = (*engine)->GetPeer(*peer)->regions.at(0).id;
-  if (!(*kv)->AddPeerPool(*peer, decode_layout, {decode_region}).ok()) {
-    fail("AddPeerPool");
-  }
+  KvTransfer* const kv = sender->kv.get();
+  const PeerId peer = sender->peer;
   KvPiece piece = {.src_blocks = BlockList({{0, 2}}),
                    .dst_blocks = BlockList({{0, 2}}),
                    .num_tokens = 32,
                    .layer_begin = 0,
                    .layer_end = 1};
-  absl::Status sent = (*kv)->Send("late-poll", *peer, piece).Wait();
+  absl::Status sent = kv->Send("late-poll", peer, piece).Wait();
   if (!sent.ok()) fail(sent.ToString());
   if (!testing::WriteParentLine("first")) fail("write");
   if (!testing::WaitForParentByte()) _exit(0);
   piece.layer_begin = 1;
   piece.layer_end = kGeometry.num_layers;
-  sent = (*kv)->Send("late-poll", *peer, piece).Wait();
+  sent = kv->Send("late-poll", peer, piece).Wait();
   if (!sent.ok()) fail(sent.ToString());
   if (!testing::WriteParentLine("sent")) fail("write");
   testing::WaitForParentThenExit();
@@ -403,31 +414,19 @@ TEST_CASE("A request that arrived in time finishes when polled late",
 // reporting each handle's status code ("OK", "FAILED_PRECONDITION", ...)
 // on one line. Hidden: runs only when started by name.
 TEST_CASE("kv resend child", "[.kv_resend_child]") {
-  const char* address = std::getenv("FLOWKV_KV_TEST_DECODE");
-  if (address == nullptr) return;
+  std::optional<ChildSender> sender =
+      ConnectChildSender("kv resend child", "resend");
+  if (!sender) return;
   auto fail = [](const std::string& what) {
-    std::fprintf(stderr, "kv resend child: %s\n", what.c_str());
-    _exit(1);
+    ChildFail("kv resend child", what);
   };
-  auto engine = TransferEngine::Create(testing::KvEngineOptions("resend"));
-  if (!engine.ok()) fail(engine.status().ToString());
-  const KvLayout layout = *KvLayout::Create(kPrefillSpec);
-  const KvLayout decode_layout = *KvLayout::Create(kDecodeSpec);
-  auto region = (*engine)->AllocateMemory(layout.total_bytes());
-  if (!region.ok()) fail(region.status().ToString());
-  auto kv = KvTransfer::Create(engine->get(), layout, {region->id});
-  auto peer = (*engine)->Connect(address);
-  if (!kv.ok() || !peer.ok()) fail(peer.status().ToString());
-  const RegionId decode_region = (*engine)->GetPeer(*peer)->regions.at(0).id;
-  if (!(*kv)->AddPeerPool(*peer, decode_layout, {decode_region}).ok()) {
-    fail("AddPeerPool");
-  }
+  KvTransfer* const kv = sender->kv.get();
+  const PeerId peer = sender->peer;
   const KvPiece piece = {.src_blocks = BlockList({{0, 2}}),
                          .dst_blocks = BlockList({{0, 2}}),
                          .num_tokens = 32};
   auto code = [&](const char* id) {
-    return absl::StatusCodeToString(
-        (*kv)->Send(id, *peer, piece).Wait().code());
+    return absl::StatusCodeToString(kv->Send(id, peer, piece).Wait().code());
   };
   std::string line = code("again");
   if (!testing::WriteParentLine(line)) fail("write");
