@@ -261,6 +261,11 @@ struct KvTransferStats {
   uint64_t requests_active = 0;
   // Finished / failed requests not yet taken by Poll.
   uint64_t results_pending = 0;
+  // Requests Poll has returned since creation: in `finished`, and in
+  // `failed` with DeadlineExceeded (timed out) or another code (failed).
+  uint64_t requests_finished = 0;
+  uint64_t requests_failed = 0;
+  uint64_t requests_timed_out = 0;
   // Request ids remembered to ignore late notices.
   uint64_t tombstones = 0;
   // Notices that started with KvTransfer's magic but did not parse (a

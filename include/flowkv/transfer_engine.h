@@ -115,6 +115,7 @@
 #include "absl/types/span.h"
 #include "flowkv/export.h"
 #include "flowkv/transfer_handle.h"
+#include "flowkv/transfer_metrics.h"
 #include "flowkv/transfer_types.h"
 
 namespace flowkv {
@@ -271,6 +272,12 @@ struct TransferEngineOptions {
   // own (AllocateMemory is still checked against the free space of the
   // shared-memory file system when it backs the allocation). Default: 0.
   uint64_t max_registered_bytes = 0;
+  // Called on the progress thread with the timing of every transfer the
+  // engine accepted (not of those Write/Read/Send refused at once), when it
+  // is done, just before its on_complete and before Wait() returns. Same
+  // rules as on_notification: it must not block or call back into the
+  // engine. Default: none (no timestamps are taken beyond TransferStats').
+  std::function<void(const TransferTiming&)> on_transfer_timing;
 };
 
 struct TransferOptions {
@@ -434,6 +441,11 @@ class FLOWKV_EXPORT TransferEngine {
   std::string UcxInfo() const;
   // What the engine holds right now (see TransferEngineStats).
   TransferEngineStats Stats() const;
+  // Counters since creation: transfers by status, bytes, latency
+  // histograms, windows, peer failures (see transfer_metrics.h). Cheap
+  // (atomics; no call to the progress thread); callable from any thread,
+  // also from the progress thread.
+  TransferEngineMetrics Metrics() const;
 
  private:
   // The library's one door to the engine for its KV layer.

@@ -186,6 +186,7 @@ void TransferEngineImpl::FailPeer(Peer* peer, absl::Status cause,
   }
   const bool local = cause.code() == absl::StatusCode::kCancelled ||
                      absl::StrContains(cause.message(), "disconnected locally");
+  if (!local) metrics_.OnPeerFailed();
   Log(local ? LogSeverity::kInfo : LogSeverity::kWarning,
       absl::StrFormat("peer %d (%s) %s: %s", id,
                       peer->name.empty() ? "unnamed" : peer->name,

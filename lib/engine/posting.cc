@@ -25,6 +25,12 @@
 namespace flowkv::internal {
 namespace {
 
+MetricsKind MetricsKindOf(TransferKind kind) {
+  return kind == TransferKind::kWrite  ? MetricsKind::kWrite
+         : kind == TransferKind::kRead ? MetricsKind::kRead
+                                       : MetricsKind::kSend;
+}
+
 const char* KindName(TransferKind kind) {
   switch (kind) {
     case TransferKind::kWrite:
@@ -46,6 +52,7 @@ TransferHandle TransferEngineImpl::Submit(TransferKind kind, PeerId peer_id,
   const absl::Time now = absl::Now();
   const uint64_t id = next_transfer_id_.fetch_add(1);
   const char* what = KindName(kind);
+  metrics_.OnStarted();
   auto active = std::make_unique<Active>();
   uint64_t bytes = kind == TransferKind::kSend ? message.size() : 0;
   absl::Status status = [&]() -> absl::Status {
@@ -93,6 +100,8 @@ TransferHandle TransferEngineImpl::Submit(TransferKind kind, PeerId peer_id,
       id, kind == TransferKind::kSend ? 0 : ops.size(), bytes, now,
       std::move(options.on_complete), inbox_);
   if (!status.ok()) {
+    metrics_.OnFinished(MetricsKindOf(kind), peer_id, false, status.code(),
+                        bytes, absl::ZeroDuration());
     record->Complete(status, absl::Now());
     return TransferHandle(std::move(record));
   }
@@ -112,6 +121,9 @@ TransferHandle TransferEngineImpl::Submit(TransferKind kind, PeerId peer_id,
     delete raw;
     active_count_.fetch_sub(1, std::memory_order_relaxed);
     regions_.Release(regions);
+    metrics_.OnFinished(MetricsKindOf(kind), peer_id, false,
+                        absl::StatusCode::kCancelled, bytes,
+                        absl::ZeroDuration());
     record->Complete(absl::CancelledError("TransferEngine: shutting down"),
                      absl::Now());
   }
@@ -126,7 +138,18 @@ void TransferEngineImpl::FinishTransfer(uint64_t transfer_id,
   active_.erase(it);
   active_count_.fetch_sub(1, std::memory_order_relaxed);
   regions_.Release(active->local_regions);
-  active->record->Complete(std::move(status), absl::Now());
+  const absl::Time now = absl::Now();
+  const TransferStats stats = active->record->stats();
+  metrics_.OnFinished(MetricsKindOf(active->kind), active->peer, true,
+                      status.code(), stats.bytes, now - stats.submit_time);
+  if (options_.on_transfer_timing) {
+    const TransferTimes& t = active->times;
+    options_.on_transfer_timing(TransferTiming{
+        transfer_id, active->peer, stats.ops, stats.bytes, status.code(),
+        stats.submit_time, t.first_op_posted, t.last_op_completed,
+        t.notification_sent, t.acknowledged, now});
+  }
+  active->record->Complete(std::move(status), now);
 }
 
 void TransferEngineImpl::StartTransfer(std::unique_ptr<Active> owned) {
@@ -184,6 +207,7 @@ void TransferEngineImpl::PostReady() {
     if (peer == nullptr || peer->state != PeerState::kReady) continue;
     PostWindow(active, peer);
   }
+  ready_size_.store(ready_.size(), std::memory_order_relaxed);
 }
 
 void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
@@ -200,6 +224,7 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
   char* local_base = nullptr;
   const RemoteRegion* remote = nullptr;
   active->record->MarkInFlight();
+  TransferTimes::Stamp(&active->times.first_op_posted);
   while (active->next_op < active->ops.size() && posted < budget) {
     const TransferOp& op = active->ops[active->next_op];
     const RegionId local_id = write ? op.src_region : op.dst_region;
@@ -262,6 +287,7 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
       active->op_posted = 0;
     }
   }
+  metrics_.OnWindowPosted();
   if (!rma && !write && posted > 0) {
     // The window ends when every reply arrived (HandleReadData).
     active->flush_in_flight = true;
@@ -329,6 +355,7 @@ void TransferEngineImpl::AfterFlush(uint64_t id, PeerId peer_id,
     ready_.push_back(id);
     return;
   }
+  TransferTimes::Stamp(&active->times.last_op_completed);
   if (active->notification.has_value()) {
     SendNotification(active, peer);
   } else {
@@ -376,6 +403,7 @@ void TransferEngineImpl::AfterNotification(uint64_t id, PeerId peer_id,
              absl::UnavailableError(failure.message()));
     return;
   }
+  TransferTimes::Stamp(&active->times.notification_sent);
   if (active->acknowledged) {
     active->phase = TransferPhase::kAwaitingAck;
     return;
@@ -398,6 +426,8 @@ void TransferEngineImpl::HandleAck(Peer* peer, uint64_t transfer_id,
   if (!active->acknowledged || active->phase == TransferPhase::kPosting) {
     return;
   }
+  TransferTimes::Stamp(&active->times.notification_sent);
+  TransferTimes::Stamp(&active->times.acknowledged);
   if (!status.ok()) {
     status = absl::Status(
         status.code(),

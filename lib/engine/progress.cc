@@ -223,7 +223,10 @@ void TransferEngineImpl::CheckHeartbeats(absl::Time now) {
       SendControl(peer, kAmPing, {peer->remote_conn_id, 0}, {}, false);
     }
   });
-  for (auto& [id, status] : silent) FailPeer(peers_.Find(id), status);
+  for (auto& [id, status] : silent) {
+    metrics_.OnHeartbeatMissed();
+    FailPeer(peers_.Find(id), status);
+  }
 }
 
 ucs_status_t TransferEngineImpl::OnAm(void* arg, const void* header_bytes,

@@ -293,5 +293,8 @@ bool TransferEngine::SupportsCudaMemory() const {
 }
 std::string TransferEngine::UcxInfo() const { return impl_->UcxInfo(); }
 TransferEngineStats TransferEngine::Stats() const { return impl_->Stats(); }
+TransferEngineMetrics TransferEngine::Metrics() const {
+  return impl_->Metrics();
+}
 
 }  // namespace flowkv

@@ -54,6 +54,7 @@
 #include "flowkv/transfer_engine.h"
 #include "lib/common/tsan_lock.h"
 #include "lib/engine/engine_internal.h"
+#include "lib/engine/engine_metrics.h"
 #include "lib/engine/peer_table.h"
 #include "lib/engine/region_table.h"
 #include "lib/engine/transfer_record.h"
@@ -106,6 +107,8 @@ struct Active {
   // The peer is failing: reported with failure_status once it closed.
   bool failing = false;
   absl::Status failure_status;
+  // For TransferEngineOptions::on_transfer_timing (engine_metrics.h).
+  TransferTimes times;
 };
 
 // user_data of a UCX request.
@@ -195,6 +198,10 @@ class TransferEngineImpl {
   bool SupportsCudaMemory() const { return worker_->cuda_supported(); }
   std::string UcxInfo() const { return worker_->transports(); }
   TransferEngineStats Stats() const;
+  TransferEngineMetrics Metrics() const {
+    return metrics_.Snapshot(peers_.Views(),
+                             ready_size_.load(std::memory_order_relaxed));
+  }
   // The most bytes posted in one turn of the progress loop (see
   // EngineInternal::MaxBytesPostedPerTurn).
   uint64_t max_iteration_posted() const {
@@ -353,6 +360,9 @@ class TransferEngineImpl {
   std::vector<AmHandlerArg> am_args_;
   std::atomic<uint64_t> next_transfer_id_{1};
   std::atomic<uint64_t> active_count_{0};
+  // Counters of Metrics() (engine_metrics.h); ready_'s length for it.
+  EngineMetrics metrics_;
+  std::atomic<uint64_t> ready_size_{0};
 
   // Progress-thread state.
   absl::Time last_heartbeat_check_ = absl::InfinitePast();

@@ -138,6 +138,12 @@ KvPollResult KvTransfer::Impl::TakeResults() {
   TsanMutexLock lock(&mu_);
   tracker_.ApplyDeadlines(absl::Now());
   tracker_.TakeResults(&result.finished, &result.failed);
+  requests_finished_ += result.finished.size();
+  for (const KvFailed& failed : result.failed) {
+    ++(failed.status.code() == absl::StatusCode::kDeadlineExceeded
+           ? requests_timed_out_
+           : requests_failed_);
+  }
   // A failed request's staged slots being scattered end before the
   // failure is reported (none starts after the failure: ReadDone checks).
   for (const KvFailed& failed : result.failed) {
@@ -259,6 +265,9 @@ KvTransferStats KvTransfer::Impl::Stats() const {
   stats.tombstones = tracker_.tombstones();
   stats.malformed_notices = malformed_notices_;
   stats.late_notices = tracker_.late_notices();
+  stats.requests_finished = requests_finished_;
+  stats.requests_failed = requests_failed_;
+  stats.requests_timed_out = requests_timed_out_;
   return stats;
 }
 

@@ -238,6 +238,11 @@ class FLOWKV_NO_EXPORT KvTransfer::Impl
   // next Poll / TakeResults returns them in `other`.
   std::vector<Notification> other_ ABSL_GUARDED_BY(mu_);
   uint64_t malformed_notices_ ABSL_GUARDED_BY(mu_) = 0;
+  // Results Poll returned (Stats): finished, failed, and failed with
+  // DeadlineExceeded.
+  uint64_t requests_finished_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t requests_failed_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t requests_timed_out_ ABSL_GUARDED_BY(mu_) = 0;
   // Staged slots being scattered, by request and by peer: a failure of
   // the request (TakeResults) or the peer's disconnection
   // (HandleNotification) is passed on only once they are done.
