@@ -1,8 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 include(CMakePackageConfigHelpers)
 
+# flowkv/telemetry/ only with flowkv::prometheus.
+set(FLOWKV_HEADER_EXCLUDES PATTERN "*.in" EXCLUDE)
+if(NOT FLOWKV_PROMETHEUS_ENABLED)
+  list(APPEND FLOWKV_HEADER_EXCLUDES PATTERN "telemetry" EXCLUDE)
+endif()
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/flowkv
-        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} PATTERN "*.in" EXCLUDE)
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} ${FLOWKV_HEADER_EXCLUDES})
 install(FILES ${PROJECT_BINARY_DIR}/include/flowkv/export.h
               ${PROJECT_BINARY_DIR}/include/flowkv/version.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/flowkv)
@@ -10,6 +15,9 @@ install(FILES ${PROJECT_BINARY_DIR}/include/flowkv/export.h
 set(FLOWKV_INSTALL_TARGETS flowkv flowkv_scheduler_lib flowkv_sim_lib)
 if(FLOWKV_CUDA_ENABLED)
   list(APPEND FLOWKV_INSTALL_TARGETS flowkv_cuda)
+endif()
+if(FLOWKV_PROMETHEUS_ENABLED)
+  list(APPEND FLOWKV_INSTALL_TARGETS flowkv_prometheus)
 endif()
 install(TARGETS ${FLOWKV_INSTALL_TARGETS} EXPORT flowkvTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
