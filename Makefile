@@ -10,6 +10,8 @@
 #                             points over many seeds, 60 s soaks, namespaces
 #                             (docs/reliability.md; about 5 minutes)
 #   make bench                build and run the benchmarks
+#   make bench-report         run the benchmarks with a same-run comparison and
+#                             rewrite README.md's generated tables (minutes)
 #   make fuzz [FUZZ_SECONDS=60]   every libFuzzer target (clang, build-fuzz/)
 #   make format | format-check
 #   make lint [TIDY=1]        the layering rules (scripts/check-layers.sh);
@@ -25,7 +27,7 @@ export UCX_NET_DEVICES ?= lo
 
 SOURCES = $(shell git ls-files '*.h' '*.cc' '*.cu' '*.cuh' 2>/dev/null)
 
-.PHONY: deps configure build demo test reliability bench fuzz format format-check lint clean
+.PHONY: deps configure build demo test reliability bench bench-report fuzz format format-check lint clean
 
 deps:
 	@scripts/install-deps.sh
@@ -55,6 +57,14 @@ reliability: build
 
 bench: build
 	@for b in $(BIN)/*_benchmark; do echo "== $$b"; $$b || exit 1; done
+
+# Only the benchmarks whose tables scripts/bench-report.py writes.
+BENCH_REPORT_TARGETS = register_benchmark transfer_benchmark \
+	write_latency_benchmark block_allocator_benchmark
+
+bench-report: configure
+	cmake --build --preset $(PRESET) -j $(JOBS) --target $(BENCH_REPORT_TARGETS)
+	scripts/bench-report.py --build $(BUILD_DIR)
 
 fuzz: deps
 	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
