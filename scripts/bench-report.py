@@ -32,11 +32,15 @@ BEGIN = "<!-- bench-report:begin -->"
 END = "<!-- bench-report:end -->"
 
 SHM = "posix,cma,self,tcp"
+# Benchmarks that reported an error: their cells say "error", the section
+# lists them, and the script exits 1 (after writing the tables it has).
+ERRORS = []
 TRANSPORTS = [("shared memory", SHM), ("tcp", "tcp")]
 
 
-def run(build, binary, flt, tls=None, min_time=None):
-    """Runs one benchmark binary; returns its JSON 'benchmarks' list."""
+def run(build, binary, flt, tls=None, min_time=None, repetitions=None):
+    """Runs one benchmark binary; returns its JSON 'benchmarks' list. With
+    `repetitions`, only the aggregates (names ending in _median, _mean...)."""
     path = os.path.join(build, "bin", binary)
     if not os.access(path, os.X_OK):
         sys.exit(f"bench-report: {path} is missing; build it first "
@@ -49,6 +53,9 @@ def run(build, binary, flt, tls=None, min_time=None):
                f"--benchmark_out={out.name}", "--benchmark_out_format=json"]
         if min_time:
             cmd.append(f"--benchmark_min_time={min_time}")
+        if repetitions:
+            cmd += [f"--benchmark_repetitions={repetitions}",
+                    "--benchmark_report_aggregates_only=true"]
         print(f"bench-report: {' '.join(cmd)}"
               + (f"  (UCX_TLS={tls})" if tls else ""), file=sys.stderr)
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -56,8 +63,17 @@ def run(build, binary, flt, tls=None, min_time=None):
             data = json.load(f)
     for b in data["benchmarks"]:
         if b.get("error_occurred"):
-            sys.exit(f"bench-report: {b['name']}: {b.get('error_message')}")
+            ERRORS.append(f"`{b['name']}` ({'UCX_TLS=' + tls if tls else ''}"
+                          f"): {b.get('error_message')}")
     return data["benchmarks"]
+
+
+class Failed(dict):
+    """A benchmark that reported an error: every figure reads as NaN."""
+
+    def __getitem__(self, key):
+        return float("nan") if key not in ("name", "time_unit") else (
+            dict.get(self, key, "ms"))
 
 
 def find(benchmarks, pattern):
@@ -65,6 +81,8 @@ def find(benchmarks, pattern):
     hits = [b for b in benchmarks if re.search(pattern, b["name"])]
     if len(hits) != 1:
         sys.exit(f"bench-report: {len(hits)} results match {pattern!r}")
+    if hits[0].get("error_occurred"):
+        return Failed(name=hits[0]["name"])
     return hits[0]
 
 
@@ -75,6 +93,8 @@ def ms(b):
 
 def fmt(x, digits=3):
     """A figure with `digits` significant digits and thousands separators."""
+    if x != x:
+        return "error"
     if x == 0:
         return "0"
     if abs(x) >= 10 ** (digits - 1):
@@ -90,20 +110,24 @@ def table(header, rows):
 
 
 def register_report(build):
-    bs = run(build, "register_benchmark", "BM_Register/", tls=SHM)
+    # Medians of 5 repetitions: one registration is a round trip to the
+    # engine's progress thread, which a loaded machine may deschedule.
+    bs = run(build, "register_benchmark", "BM_Register/", tls=SHM,
+             repetitions=5)
     sizes = sorted({int(re.search(r"gib:(\d+)", b["name"]).group(1))
                     for b in bs})
     rows = []
     for gib in sizes:
-        flowkv = ms(find(bs, rf"^BM_Register/flowkv/gib:{gib}/"))
-        bare = ms(find(bs, rf"^BM_Register/ucp_mem_map/gib:{gib}/"))
-        par = ms(find(bs, rf"^BM_Register/ucp_mem_map_parallel/gib:{gib}/"))
+        flowkv = ms(find(bs, rf"^BM_Register/flowkv/gib:{gib}/.*_median$"))
+        bare = ms(find(bs, rf"^BM_Register/ucp_mem_map/gib:{gib}/.*_median$"))
+        par = ms(find(bs, rf"^BM_Register/ucp_mem_map_parallel/gib:{gib}/"
+                          r".*_median$"))
         rows.append([str(gib), fmt(flowkv), fmt(bare), fmt(par),
                      fmt(flowkv / bare)])
     return ("### Registration (`build/bin/register_benchmark`)\n\n"
             "`RegisterMemory` of a touched host region against a bare "
             "`ucp_mem_map` of the same bytes, and `ucp_mem_map` split over 4 "
-            "threads (UCX_TLS=" + SHM + ").\n\n"
+            "threads (UCX_TLS=" + SHM + "; medians of 5 repetitions).\n\n"
             + table(["GiB", "RegisterMemory ms", "ucp_mem_map ms",
                      "ucp_mem_map, 4 threads ms",
                      "RegisterMemory / ucp_mem_map"], rows))
@@ -137,8 +161,8 @@ def latency_report(build):
     rows = []
     for name, tls in TRANSPORTS:
         bs = run(build, "write_latency_benchmark",
-                 "^BM_WriteLatency/(flowkv|raw)/(4096|262144)/", tls=tls)
-        for size in (4096, 262144):
+                 "^BM_WriteLatency/(flowkv|raw)/(4096|32768)/", tls=tls)
+        for size in (4096, 32768):
             f = find(bs, rf"^BM_WriteLatency/flowkv/{size}/")
             r = find(bs, rf"^BM_WriteLatency/raw/{size}/")
             rows.append([name, f"{size:,}", fmt(f["median_us"]),
@@ -206,10 +230,13 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     names = args.only or list(REPORTS)
     parts = [header(root)] + [REPORTS[n](args.build) for n in names]
+    if ERRORS:
+        parts.append("Benchmarks that failed in this run:\n\n"
+                     + "\n".join(f"* {e}" for e in ERRORS))
     section = "\n\n".join(parts)
     if args.to_stdout:
         print(section)
-        return
+        sys.exit(1 if ERRORS else 0)
     with open(args.readme) as f:
         text = f.read()
     begin, end = text.find(BEGIN), text.find(END)
@@ -220,6 +247,8 @@ def main():
         f.write(text)
     print(f"bench-report: wrote {len(names)} table(s) into {args.readme}",
           file=sys.stderr)
+    if ERRORS:
+        sys.exit(f"bench-report: {len(ERRORS)} benchmark(s) failed")
 
 
 if __name__ == "__main__":
