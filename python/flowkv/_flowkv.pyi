@@ -407,6 +407,9 @@ class KvPathPolicy(enum.Enum):
 class KvTransferStats:
     requests_active: int
     results_pending: int
+    requests_finished: int
+    requests_failed: int
+    requests_timed_out: int
     tombstones: int
     malformed_notices: int
     late_notices: int
