@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <mutex>
 #include <numeric>
+#include <signal.h>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -17,6 +18,8 @@
 #include "flowkv/transfer_engine.h"
 #include "tests/support/engine_pair.h"
 #include "tests/support/metrics_workload.h"
+#include "tests/support/peer_process.h"
+#include "tests/support/wait_until.h"
 
 namespace flowkv {
 namespace {
@@ -136,6 +139,58 @@ TEST_CASE("per-peer rows end with the peer", "[transfer_metrics]") {
   CHECK(pair.a->Metrics().peers.size() == listed);
   // Counted before: the transfer stays in the engine-wide counters.
   CHECK(pair.a->Metrics().transfers_finished.at(absl::StatusCode::kOk) == 1);
+}
+
+TEST_CASE("a killed peer process counts as one peer failure",
+          "[transfer_metrics][process]") {
+  flowkv::testing::PeerProcess process("secret", 4096);
+  auto engine =
+      flowkv::testing::MakeEngine(TestEngineOptions("metrics", "secret"));
+  auto peer = engine->Connect(process.address());
+  REQUIRE(peer.ok());
+  REQUIRE(engine->Metrics().peer_failures == 0);
+  process.Kill(SIGKILL);
+  // Detected within peer_failure_timeout: by UCX (error-handling mode) or
+  // by the heartbeats (shared-memory mode), with some slack for a loaded
+  // machine.
+  REQUIRE(flowkv::testing::WaitUntil(
+      [&] { return !engine->GetPeer(*peer)->connected; },
+      3 * flowkv::testing::kPeerFailureTimeout));
+  const TransferEngineMetrics m = engine->Metrics();
+  CHECK(m.peer_failures == 1);
+  // A missed heartbeat is counted exactly when it is what failed the peer.
+  const std::string why(engine->GetPeer(*peer)->failure.message());
+  INFO(why);
+  CHECK(m.heartbeats_missed ==
+        (why.find("no heartbeat") != std::string::npos ? 1 : 0));
+  if (!flowkv::testing::SharedMemoryMode()) CHECK(m.heartbeats_missed == 0);
+  // The peer stays listed (failed), with its row.
+  REQUIRE(m.peers.size() == 1);
+  CHECK(m.peers[0].peer == *peer);
+}
+
+TEST_CASE("a stalled peer's missed heartbeats are counted",
+          "[transfer_metrics][process]") {
+  if (!flowkv::testing::SharedMemoryMode()) {
+    // Over tcp UCX's error handling detects peers; a stopped process's
+    // kernel still answers its keepalive (peer_lifecycle_test.cc).
+    SUCCEED("heartbeats run in shared-memory mode only");
+    return;
+  }
+  flowkv::testing::PeerProcess process("secret", 4096);
+  auto engine =
+      flowkv::testing::MakeEngine(TestEngineOptions("metrics", "secret"));
+  auto peer = engine->Connect(process.address());
+  REQUIRE(peer.ok());
+  process.Kill(SIGSTOP);
+  REQUIRE(flowkv::testing::WaitUntil(
+      [&] { return !engine->GetPeer(*peer)->connected; },
+      3 * flowkv::testing::kPeerFailureTimeout));
+  const TransferEngineMetrics m = engine->Metrics();
+  INFO(engine->GetPeer(*peer)->failure.message());
+  CHECK(m.heartbeats_missed == 1);
+  CHECK(m.peer_failures == 1);
+  process.Kill(SIGCONT);
 }
 
 struct TimingLog {
