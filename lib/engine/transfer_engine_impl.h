@@ -15,6 +15,8 @@
 //   active_message.cc      SendAm: the one place a message is handed to UCX
 //   transfer_record.h,     TransferRecord (behind TransferHandle) and the
 //   transfer_handle.cc     Inbox through which callers reach the thread
+//   engine_metrics.{h,cc}  the counters of Metrics() and the per-transfer
+//                          timestamps of on_transfer_timing
 //   fault_injection.{h,cc} the test-only UCX fault seam
 //   engine_internal.{h,cc} the door for lib/kv (notification taps, local
 //                          transfers, region lookup)
