@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "absl/container/flat_hash_set.h"
+#include "lib/common/tsan_lock.h"
 
 namespace flowkv::internal {
 
@@ -36,7 +37,7 @@ void EngineMetrics::OnFinished(MetricsKind kind, PeerId peer, bool accepted,
                           0, absl::ToInt64Nanoseconds(latency))));
   }
   if (!accepted) return;
-  absl::MutexLock lock(&peers_mu_);
+  TsanMutexLock lock(&peers_mu_);
   PeerTransferMetrics& row = peers_[peer];
   row.peer = peer;
   if (ok) {
@@ -76,7 +77,7 @@ TransferEngineMetrics EngineMetrics::Snapshot(
   m.transfers_queued = transfers_queued;
 
   absl::flat_hash_set<PeerId> ids;
-  absl::MutexLock lock(&peers_mu_);
+  TsanMutexLock lock(&peers_mu_);
   for (const PeerInfo& info : listed) {
     ids.insert(info.id);
     PeerTransferMetrics& row = peers_[info.id];

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "flowkv/telemetry/prometheus.h"
+#include "lib/common/tsan_lock.h"
 #include "lib/telemetry/metric_families.h"
 
 namespace flowkv::telemetry {
@@ -76,7 +77,7 @@ absl::Status MetricsCollector::Add(Kind kind, const void* object,
   for (const auto& [name, value] : labels) {
     if (absl::Status s = CheckLabelName(name); !s.ok()) return s;
   }
-  absl::MutexLock lock(&mu_);
+  flowkv::internal::TsanMutexLock lock(&mu_);
   for (const Source& source : sources_) {
     if (source.object == object) {
       return absl::InvalidArgumentError(
@@ -94,7 +95,7 @@ absl::Status MetricsCollector::Add(Kind kind, const void* object,
 }
 
 absl::Status MetricsCollector::Remove(const void* source) {
-  absl::MutexLock lock(&mu_);
+  flowkv::internal::TsanMutexLock lock(&mu_);
   auto it = std::find_if(sources_.begin(), sources_.end(),
                          [&](const Source& s) { return s.object == source; });
   if (it == sources_.end()) {
@@ -108,7 +109,7 @@ absl::Status MetricsCollector::Remove(const void* source) {
 std::vector<prometheus::MetricFamily> MetricsCollector::Collect() const {
   internal::FamilySet families;
   // Held while reading: Remove waits for a scrape in progress.
-  absl::MutexLock lock(&mu_);
+  flowkv::internal::TsanMutexLock lock(&mu_);
   for (Kind kind : {Kind::kEngine, Kind::kKvTransfer, Kind::kAllocator}) {
     for (const Source& source : sources_) {
       if (source.kind != kind) continue;
