@@ -141,8 +141,8 @@ TEST_CASE("a scrape over loopback reports a known workload exactly",
 
   // An allocator: lists of 10 and 5 blocks out of 100, packed from the
   // start (no growth slack), so one free run of 85 is left.
-  auto allocator = BlockAllocator::Create(
-      {.num_blocks = 100, .growth_slack_blocks = 0});
+  auto allocator =
+      BlockAllocator::Create({.num_blocks = 100, .growth_slack_blocks = 0});
   REQUIRE(allocator.ok());
   REQUIRE((*allocator)->Allocate(10).ok());
   REQUIRE((*allocator)->Allocate(5).ok());
