@@ -14,6 +14,9 @@ packages=(
   pybind11-dev python3-dev python3-pytest python3-numpy python3-torch
   # libFuzzer targets (tests/fuzz/, FLOWKV_BUILD_FUZZERS=ON).
   clang-14 libclang-rt-14-dev
+  # flowkv-cluster's model (tools/cluster/model/): its matrix products.
+  # Optional at build time (FLOWKV_WITH_BLAS=AUTO: plain loops without it).
+  libopenblas-dev
 )
 
 missing=()
