@@ -38,7 +38,7 @@ struct Pool {
       : layout(MakeKvLayout(model.config(), KvPreset::kFlowKvBlockMajor,
                             (positions + 15) / 16, 16)
                    .value()),
-        memory(layout),
+        memory(HostKvPool::Create(layout).value()),
         kv{.layout = &layout,
            .region_bases = memory.bases(),
            .blocks = BlockList{{0, layout.geometry().num_blocks}}} {}
@@ -84,7 +84,7 @@ void BM_DecodeBatch(benchmark::State& state) {
       MakeKvLayout(model.config(), KvPreset::kFlowKvBlockMajor,
                    blocks_per_request * batch_size, 16)
           .value();
-  HostKvPool memory(layout);
+  HostKvPool memory = HostKvPool::Create(layout).value();
   std::vector<PagedKv> kvs;
   for (int i = 0; i < batch_size; ++i) {
     kvs.push_back(PagedKv{

@@ -203,12 +203,13 @@ absl::StatusOr<ModelCalibration> Calibrate(const Model& model,
   absl::StatusOr<KvLayout> layout =
       MakeKvLayout(config, options.preset, blocks_per_request * max_batch, T);
   if (!layout.ok()) return layout.status();
-  HostKvPool pool(*layout);
+  absl::StatusOr<HostKvPool> pool = HostKvPool::Create(*layout);
+  if (!pool.ok()) return pool.status();
   std::vector<PagedKv> kvs;
   for (int i = 0; i < max_batch; ++i) {
     kvs.push_back(PagedKv{
         .layout = &*layout,
-        .region_bases = pool.bases(),
+        .region_bases = pool->bases(),
         .blocks = BlockList{{i * blocks_per_request, blocks_per_request}}});
   }
 
