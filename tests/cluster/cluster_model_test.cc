@@ -16,6 +16,7 @@
 
 #include "absl/types/span.h"
 #include "flowkv/kv_layout.h"
+#include "flowkv/kv_pool_memory.h"
 #include "flowkv/transfer_plan.h"
 #include "tools/cluster/model/model.h"
 #include "tools/cluster/model/tokenizer.h"
@@ -210,6 +211,39 @@ TEST_CASE(
       CHECK(tokens == *reference);
     }
   }
+}
+
+TEST_CASE(
+    "A PagedKv over a KvPoolMemory (shared host pool) decodes the "
+    "colocated tokens",
+    "[cluster_model]") {
+  const ModelConfig config = TinyConfig();
+  const std::unique_ptr<Model> model = MustCreate(config);
+  const std::vector<int> prompt = Prompt(21, 2);
+  absl::StatusOr<std::vector<int>> reference =
+      model->Generate(prompt, {.max_new_tokens = 9, .stop_at_eos = false});
+  REQUIRE(reference.ok());
+  const KvLayout layout = MustLayout(config, KvPreset::kTrtllmBlockPool, 12, 8);
+  std::vector<uint64_t> sizes;
+  for (uint32_t r = 0; r < layout.num_regions(); ++r) {
+    sizes.push_back(layout.region_bytes(r));
+  }
+  absl::StatusOr<std::unique_ptr<KvPoolMemory>> memory =
+      MakeSharedHostPool(sizes);
+  INFO(memory.status().ToString());
+  REQUIRE(memory.ok());
+  const PagedKv kv =
+      PagedKv::FromPool(&layout, **memory, BlockList{{7, 2}, {1, 2}});
+  REQUIRE(kv.region_bases.size() == layout.num_regions());
+  absl::StatusOr<int> token = model->Prefill(prompt, kv, nullptr);
+  REQUIRE(token.ok());
+  std::vector<int> tokens = {*token};
+  for (int pos = static_cast<int>(prompt.size()); tokens.size() < 9; ++pos) {
+    token = model->DecodeStep(tokens.back(), pos, kv);
+    REQUIRE(token.ok());
+    tokens.push_back(*token);
+  }
+  CHECK(tokens == *reference);
 }
 
 TEST_CASE("DecodeBatch gives each request exactly its tokens alone",
