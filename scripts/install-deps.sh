@@ -14,6 +14,9 @@ packages=(
   pybind11-dev python3-dev python3-pytest python3-numpy python3-torch
   # libFuzzer targets (tests/fuzz/, FLOWKV_BUILD_FUZZERS=ON).
   clang-14 libclang-rt-14-dev
+  # flowkv-cluster --etcd (FLOWKV_WITH_ETCD=AUTO builds it when libcurl is
+  # found; the server runs only in its tests and where a deployment uses it).
+  libcurl4-openssl-dev etcd-server
 )
 
 missing=()
