@@ -19,6 +19,9 @@ packages=(
   # flowkv-cluster's model (tools/cluster/model/): its matrix products.
   # Optional at build time (FLOWKV_WITH_BLAS=AUTO: plain loops without it).
   libopenblas-dev
+  # flowkv-cluster --etcd (FLOWKV_WITH_ETCD=AUTO builds it when libcurl is
+  # found; the server runs only in its tests and where a deployment uses it).
+  libcurl4-openssl-dev etcd-server
 )
 
 missing=()
