@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: Apache-2.0
+// ModelRunner: the one door from flowkv-cluster's nodes to the model that
+// computes tokens. A node owns a KV pool (memory + KvLayout) and hands the
+// runner a request's blocks; the runner writes the request's K/V into them
+// and reads them back, so any byte the KV transfer loses or misplaces
+// changes the tokens.
+//
+//   auto model = ModelRunner::Create(spec);
+//   uint32_t first = *model->Prefill(prompt, pool, blocks,
+//                                    [&](uint32_t layer) { SendLayer(layer);
+//                                    });
+//   uint32_t next = *model->DecodeStep(first, prompt.size(), pool, blocks);
+//
+// Thread safety: const methods are thread-safe (the weights are read-only);
+// the pool's blocks of one request must be used by one thread at a time.
+
+#ifndef FLOWKV_TOOLS_CLUSTER_MODEL_RUNNER_H_
+#define FLOWKV_TOOLS_CLUSTER_MODEL_RUNNER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "flowkv/block_list.h"
+#include "flowkv/kv_layout.h"
+
+namespace flowkv::cluster {
+
+struct ModelSpec {
+  uint32_t layers = 4;
+  uint32_t d_model = 128;
+  uint32_t heads = 4;
+  // Tokens a request may hold (prompt + generated).
+  uint32_t max_context = 1024;
+  uint32_t block_tokens = 16;
+  uint64_t seed = 1;
+};
+
+// A node's KV pool: memory laid out by `layout`.
+struct KvPool {
+  KvLayout layout;
+  uint8_t* data = nullptr;
+};
+
+class ModelRunner {
+ public:
+  // InvalidArgument for a spec the model cannot run (0 layers, heads not
+  // dividing d_model, ...).
+  static absl::StatusOr<std::unique_ptr<ModelRunner>> Create(
+      const ModelSpec& spec);
+  virtual ~ModelRunner() = default;
+
+  // The geometry of a pool of `num_blocks` blocks for this model.
+  virtual KvGeometry Geometry(uint32_t num_blocks) const = 0;
+  virtual uint32_t vocab() const = 0;
+  virtual const ModelSpec& spec() const = 0;
+
+  // Computes the prompt's K/V into `blocks` (positions [0, prompt.size()))
+  // layer by layer, calling on_layer(l) once layer l's K/V is written, and
+  // returns the first generated token. InvalidArgument for an empty prompt,
+  // a token >= vocab(), a prompt over max_context or blocks too few.
+  virtual absl::StatusOr<uint32_t> Prefill(
+      const std::vector<uint32_t>& prompt, const KvPool& pool,
+      const BlockList& blocks,
+      const std::function<void(uint32_t layer)>& on_layer) const = 0;
+
+  // Writes the K/V of `token` at position `pos` and returns the next token
+  // (reads the K/V of positions [0, pos]).
+  virtual absl::StatusOr<uint32_t> DecodeStep(
+      uint32_t token, uint32_t pos, const KvPool& pool,
+      const BlockList& blocks) const = 0;
+
+  // The colocated reference: prefill then decode in a private pool;
+  // `max_new` tokens, the first from the prefill.
+  virtual absl::StatusOr<std::vector<uint32_t>> Generate(
+      const std::vector<uint32_t>& prompt, uint32_t max_new) const = 0;
+};
+
+}  // namespace flowkv::cluster
+
+#endif  // FLOWKV_TOOLS_CLUSTER_MODEL_RUNNER_H_

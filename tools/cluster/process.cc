@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+// Spawning and stopping node processes (see process.h).
+
+#include "tools/cluster/process.h"
+
+#include <csignal>
+#include <cstring>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace flowkv::cluster {
+
+absl::StatusOr<pid_t> SpawnSelf(const std::vector<std::string>& args) {
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return absl::InternalError("cannot read /proc/self/exe");
+  self[n] = '\0';
+  std::vector<std::string> storage = {self};
+  storage.insert(storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& s : storage) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
+  }
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);  // the parent died before prctl
+    execv(self, argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+void StopChildren(const std::vector<pid_t>& pids, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  for (pid_t pid : pids) {
+    while (true) {
+      int status;
+      const pid_t r = waitpid(pid, &status, WNOHANG);
+      if (r == pid || r < 0) break;
+      if (absl::Now() >= deadline) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        break;
+      }
+      usleep(2000);  // polling a child's exit: no event to wait on
+    }
+  }
+}
+
+}  // namespace flowkv::cluster

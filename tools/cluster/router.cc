@@ -1,0 +1,571 @@
+// SPDX-License-Identifier: Apache-2.0
+// The router (see router.h). It owns the node processes, their control
+// sockets, membership, the ClusterView and the Scheduler, and every
+// request's state; it reaches the nodes only through control messages
+// (control.h). A request moves kPending -> (disaggregated) kAwaitBlocks ->
+// kPrefilling -> kDecoding -> kDone, or (colocated) kPending -> kPrefilling
+// -> kDecoding -> kDone. Messages name (request, attempt): a message of an
+// attempt that was retried is stale and ignored.
+
+#include "tools/cluster/router.h"
+
+#include <arpa/inet.h>
+#include <chrono>
+#include <csignal>
+#include <deque>
+#include <fcntl.h>
+#include <fmt/core.h>
+#include <map>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "tools/cluster/control.h"
+#include "tools/cluster/membership.h"
+#include "tools/cluster/process.h"
+#include "tools/cluster/wire.h"
+
+namespace flowkv::cluster {
+namespace {
+
+enum class Phase {
+  kFuture,
+  kPending,
+  kAwaitBlocks,
+  kPrefilling,
+  kDecoding,
+  kDone
+};
+
+struct RequestState {
+  const ClusterRequest* request = nullptr;
+  RequestRecord record;
+  Phase phase = Phase::kFuture;
+  uint32_t attempt = 0;
+  bool kv_delivered = false;
+  bool colocated = false;
+};
+
+struct NodeConn {
+  uint32_t id = 0;
+  pid_t pid = 0;
+  int fd = -1;
+  bool alive = false;
+  NodeRole role = NodeRole::kHybrid;
+  std::unique_ptr<FrameReader> reader;
+};
+
+class Router {
+ public:
+  Router(const RouterOptions& options,
+         const std::vector<ClusterRequest>& requests)
+      : options_(options) {
+    for (const ClusterRequest& r : requests) {
+      RequestState s;
+      s.request = &r;
+      s.record.id = r.id;
+      s.record.prompt_tokens = static_cast<uint32_t>(r.prompt.size());
+      s.record.output_tokens = r.max_new;
+      s.record.arrival_ms = r.arrival_ms;
+      requests_.push_back(std::move(s));
+    }
+  }
+  ~Router() {
+    if (listen_fd_ >= 0) close(listen_fd_);
+    for (NodeConn& n : nodes_) {
+      if (n.fd >= 0) close(n.fd);
+    }
+  }
+
+  absl::Status Start();
+  absl::Status Run();
+  void Stop();
+  RunReport Report();
+
+ private:
+  double Now() const {
+    return std::chrono::duration<double, std::milli>(
+               std::chrono::steady_clock::now() - start_)
+        .count();
+  }
+  absl::Time AbsNow() const { return absl::Now(); }
+  void SendTo(uint32_t node, ControlMessage m);
+  void Handle(NodeConn& node, const ControlMessage& m);
+  void NodeDown(NodeConn& node, const std::string& why);
+  void Retry(RequestState& r, const std::string& why);
+  void PlacePending();
+  void Rebalance();
+  RequestState* Find(uint64_t request, uint32_t attempt);
+  void MaybeKill();
+
+  RouterOptions options_;
+  std::chrono::steady_clock::time_point start_;
+  int listen_fd_ = -1;
+  std::vector<NodeConn> nodes_;
+  InRouterMembership membership_;
+  ClusterView view_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::vector<RequestState> requests_;
+  std::deque<size_t> pending_;
+  size_t next_arrival_ = 0;
+  size_t done_ = 0;
+  uint64_t finished_ = 0;
+  double last_progress_ms_ = 0;
+  RunInfo info_;
+  std::vector<NodeSample> samples_;
+};
+
+absl::Status Router::Start() {
+  auto scheduler = CreateScheduler(options_.policy, options_.scheduler);
+  if (!scheduler.ok()) return scheduler.status();
+  scheduler_ = *std::move(scheduler);
+  auto model = ModelRunner::Create(options_.model);
+  if (!model.ok()) return model.status();
+  absl::StatusOr<KvLayout> layout =
+      KvLayout::Create({.geometry = (*model)->Geometry(1)});
+  if (!layout.ok()) return layout.status();
+  const double kv_bytes_per_token =
+      static_cast<double>(layout->total_bytes()) / options_.model.block_tokens;
+
+  listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (listen_fd_ < 0 ||
+      bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      listen(listen_fd_, 64) != 0 ||
+      getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return absl::UnavailableError("router: cannot listen on 127.0.0.1");
+  }
+  const uint32_t total = options_.prefill_nodes + options_.decode_nodes;
+  nodes_.resize(total);
+  for (uint32_t i = 0; i < total; ++i) {
+    NodeConn& n = nodes_[i];
+    n.id = i;
+    n.role = options_.colocated           ? NodeRole::kHybrid
+             : i < options_.prefill_nodes ? NodeRole::kPrefill
+                                          : NodeRole::kDecode;
+    const ModelSpec& m = options_.model;
+    absl::StatusOr<pid_t> pid =
+        SpawnSelf({"--node", absl::StrCat("--node_id=", i),
+                   absl::StrCat("--node_role=", NodeRoleName(n.role)),
+                   absl::StrCat("--router_port=", ntohs(addr.sin_port)),
+                   absl::StrCat("--layers=", m.layers),
+                   absl::StrCat("--d_model=", m.d_model),
+                   absl::StrCat("--heads=", m.heads),
+                   absl::StrCat("--max_context=", m.max_context),
+                   absl::StrCat("--block_tokens=", m.block_tokens),
+                   absl::StrCat("--model_seed=", m.seed),
+                   absl::StrCat("--blocks_per_node=", options_.blocks_per_node),
+                   absl::StrCat("--report_ms=", options_.report_ms)});
+    if (!pid.ok()) return pid.status();
+    n.pid = *pid;
+  }
+  // Accept the nodes' control connections; each says hello first.
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::vector<std::pair<int, std::unique_ptr<FrameReader>>> unnamed;
+  uint32_t joined = 0;
+  while (joined < total) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "router: ", joined, " of ", total, " nodes joined within 60 s"));
+    }
+    std::vector<pollfd> fds = {{listen_fd_, POLLIN, 0}};
+    for (auto& [fd, reader] : unnamed) fds.push_back({fd, POLLIN, 0});
+    poll(fds.data(), fds.size(), 100);
+    if (fds[0].revents & POLLIN) {
+      const int fd = accept(listen_fd_, nullptr, nullptr);
+      if (fd >= 0) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        unnamed.emplace_back(fd, std::make_unique<FrameReader>(fd));
+      }
+    }
+    for (auto it = unnamed.begin(); it != unnamed.end();) {
+      std::vector<std::string> frames;
+      absl::Status s = it->second->ReadAvailable(&frames);
+      if (frames.empty()) {
+        if (!s.ok()) {
+          close(it->first);
+          it = unnamed.erase(it);
+        } else {
+          ++it;
+        }
+        continue;
+      }
+      absl::StatusOr<ControlMessage> hello = DecodeMessage(frames[0]);
+      if (!hello.ok() || hello->type != MessageType::kHello ||
+          hello->node >= total || nodes_[hello->node].alive) {
+        return absl::InternalError("router: a node's hello was malformed");
+      }
+      NodeConn& n = nodes_[hello->node];
+      n.fd = it->first;
+      n.reader = std::move(it->second);
+      n.alive = true;
+      it = unnamed.erase(it);
+      ++joined;
+      if (absl::Status j = membership_.Join(n.id, hello->text); !j.ok()) {
+        return j;
+      }
+      NodeInfo info;
+      info.id = n.id;
+      info.role = n.role;
+      info.current_role = n.role;
+      info.kv_bytes_per_token = kv_bytes_per_token;
+      info.block_tokens = options_.model.block_tokens;
+      if (absl::Status a = view_.AddNode(info); !a.ok()) return a;
+      for (size_t i = 1; i < frames.size(); ++i) {
+        absl::StatusOr<ControlMessage> m = DecodeMessage(frames[i]);
+        if (m.ok()) Handle(n, *m);
+      }
+    }
+  }
+  start_ = std::chrono::steady_clock::now();
+  return absl::OkStatus();
+}
+
+void Router::SendTo(uint32_t node, ControlMessage m) {
+  NodeConn& n = nodes_[node];
+  if (!n.alive) return;
+  m.node = node;
+  if (!WriteFrame(n.fd, EncodeMessage(m)).ok()) {
+    NodeDown(n, "control socket write failed");
+  }
+}
+
+RequestState* Router::Find(uint64_t request, uint32_t attempt) {
+  if (request >= requests_.size()) return nullptr;
+  RequestState& r = requests_[request];
+  if (r.attempt != attempt || r.phase == Phase::kDone ||
+      r.phase == Phase::kPending || r.phase == Phase::kFuture) {
+    return nullptr;
+  }
+  return &r;
+}
+
+void Router::Retry(RequestState& r, const std::string& why) {
+  const uint64_t id = r.record.id;
+  // The surviving node forgets the old attempt and frees its blocks.
+  for (uint32_t node : {r.record.prefill_node, r.record.decode_node}) {
+    SendTo(node,
+           {.type = MessageType::kCancel, .request = id, .attempt = r.attempt});
+  }
+  ++r.attempt;
+  ++r.record.retries;
+  r.kv_delivered = false;
+  r.record.kv_bytes = 0;
+  r.record.transfer_ms = 0;
+  r.record.first_token_ms = -1;
+  if (options_.verbose) {
+    fmt::print(stderr, "router: retrying request {} (attempt {}): {}\n", id,
+               r.attempt, why);
+  }
+  if (r.attempt >= options_.max_attempts) {
+    r.phase = Phase::kDone;
+    r.record.failed = true;
+    ++done_;
+    return;
+  }
+  r.phase = Phase::kPending;
+  pending_.push_front(id);
+}
+
+void Router::NodeDown(NodeConn& node, const std::string& why) {
+  if (!node.alive) return;
+  node.alive = false;
+  close(node.fd);
+  node.fd = -1;
+  membership_.Leave(node.id);
+  (void)view_.RemoveNode(node.id);
+  if (options_.verbose) {
+    fmt::print(stderr, "router: node {} is gone ({})\n", node.id, why);
+  }
+  for (RequestState& r : requests_) {
+    if (r.phase == Phase::kDone || r.phase == Phase::kPending ||
+        r.phase == Phase::kFuture) {
+      continue;
+    }
+    const bool lost_decode = r.record.decode_node == node.id;
+    // A dead prefill node matters only until its KV reached the decode
+    // node (or, colocated, always: it is also the decode node).
+    const bool lost_prefill =
+        r.record.prefill_node == node.id && (!r.kv_delivered || r.colocated);
+    if (lost_decode || lost_prefill) {
+      Retry(r, absl::StrCat("node ", node.id, " died"));
+    }
+  }
+}
+
+void Router::Handle(NodeConn& node, const ControlMessage& m) {
+  switch (m.type) {
+    case MessageType::kLoad: {
+      (void)view_.ReportLoad(node.id, m.load, AbsNow());
+      if (NodeInfo* info = view_.FindMutable(node.id); info != nullptr) {
+        // The node's measured speed replaces the default cost model.
+        if (m.prefill_ms_per_token > 0) {
+          info->cost.a = 0;
+          info->cost.b = m.prefill_ms_per_token;
+          info->cost.c = 0;
+        }
+        if (m.decode_step_ms > 0) {
+          info->cost.t0 = m.decode_step_ms;
+          info->cost.k = 0;
+          info->cost.e = 0;
+        }
+      }
+      samples_.push_back({Now(), node.id, node.role,
+                          m.load.queued_prefill_tokens, m.load.running_decode,
+                          m.load.kv_blocks_used});
+      return;
+    }
+    case MessageType::kRoleChanged:
+      if (options_.verbose) {
+        fmt::print(stderr, "router: node {} drained, now {}\n", node.id,
+                   NodeRoleName(m.role));
+      }
+      return;
+    default:
+      break;
+  }
+  RequestState* r = Find(m.request, m.attempt);
+  if (r == nullptr) return;  // stale: an attempt that was retried
+  switch (m.type) {
+    case MessageType::kBlocks: {
+      if (r->phase != Phase::kAwaitBlocks) return;
+      if (!m.ok) {
+        r->phase = Phase::kPending;  // the decode node is full: place again
+        pending_.push_back(r->record.id);
+        return;
+      }
+      std::optional<std::string> address =
+          membership_.Address(r->record.decode_node);
+      if (!address) return;  // NodeDown retried it already
+      r->phase = Phase::kPrefilling;
+      SendTo(r->record.prefill_node, {.type = MessageType::kAssignPrefill,
+                                      .request = m.request,
+                                      .attempt = m.attempt,
+                                      .peer = r->record.decode_node,
+                                      .max_new = r->request->max_new,
+                                      .text = *address,
+                                      .tokens = r->request->prompt,
+                                      .runs = m.runs});
+      return;
+    }
+    case MessageType::kPrefillDone:
+      r->record.first_token_ms = Now();
+      if (r->colocated) r->phase = Phase::kDecoding;
+      return;
+    case MessageType::kKvSent:
+      if (!m.ok) {
+        Retry(*r, absl::StrCat("KV transfer failed: ", m.text));
+        return;
+      }
+      r->kv_delivered = true;
+      r->record.kv_bytes = m.bytes;
+      r->record.transfer_ms = m.ms;
+      r->phase = Phase::kDecoding;
+      return;
+    case MessageType::kFinished:
+      r->record.finish_ms = Now();
+      if (r->record.first_token_ms < 0) r->record.first_token_ms = Now();
+      r->record.tokens = m.tokens;
+      r->record.finished = true;
+      r->phase = Phase::kDone;
+      ++done_;
+      ++finished_;
+      MaybeKill();
+      return;
+    case MessageType::kFailed:
+      Retry(*r, absl::StrCat("node ", node.id, ": ", m.text));
+      return;
+    default:
+      return;
+  }
+}
+
+void Router::MaybeKill() {
+  if (options_.kill_node < 0 || finished_ != options_.kill_after) return;
+  NodeConn& n = nodes_.at(static_cast<size_t>(options_.kill_node));
+  if (!n.alive) return;
+  kill(n.pid, SIGKILL);
+  info_.killed_nodes.push_back(n.id);
+  if (options_.verbose) {
+    fmt::print(stderr, "router: SIGKILLed node {} after {} requests\n", n.id,
+               finished_);
+  }
+}
+
+void Router::PlacePending() {
+  while (!pending_.empty()) {
+    RequestState& r = requests_[pending_.front()];
+    absl::StatusOr<Placement> where =
+        scheduler_->Place({.id = r.record.id,
+                           .input_tokens = r.record.prompt_tokens,
+                           .expected_output_tokens = r.record.output_tokens},
+                          view_, AbsNow());
+    if (!where.ok()) return;  // nothing usable now: try again next turn
+    pending_.pop_front();
+    last_progress_ms_ = Now();
+    if (options_.colocated) where->decode_node = where->prefill_node;
+    r.record.prefill_node = where->prefill_node;
+    r.record.decode_node = where->decode_node;
+    r.colocated = where->colocated();
+    if (r.colocated) {
+      r.phase = Phase::kPrefilling;
+      SendTo(where->prefill_node, {.type = MessageType::kAssignPrefill,
+                                   .request = r.record.id,
+                                   .attempt = r.attempt,
+                                   .peer = where->prefill_node,
+                                   .max_new = r.request->max_new,
+                                   .tokens = r.request->prompt});
+    } else {
+      r.phase = Phase::kAwaitBlocks;
+      SendTo(where->decode_node, {.type = MessageType::kAssignDecode,
+                                  .request = r.record.id,
+                                  .attempt = r.attempt,
+                                  .peer = where->prefill_node,
+                                  .prompt_len = r.record.prompt_tokens,
+                                  .max_new = r.request->max_new});
+    }
+  }
+}
+
+void Router::Rebalance() {
+  ++info_.rebalances;
+  std::vector<NodeRole> before;
+  for (const NodeConn& n : nodes_) before.push_back(n.role);
+  view_.TickRoleCycles();
+  RebalancePlan plan = scheduler_->Rebalance(view_, AbsNow());
+  for (const RoleDirective& d : plan.directives) {
+    (void)view_.SetRole(d.node, d.role, d.cycles);
+  }
+  for (NodeConn& n : nodes_) {
+    const NodeInfo* info = view_.Find(n.id);
+    if (info == nullptr || !n.alive || info->current_role == n.role) continue;
+    n.role = info->current_role;
+    ++info_.role_switches;
+    if (options_.verbose) {
+      fmt::print(stderr, "router: node {} switches to {} ({})\n", n.id,
+                 NodeRoleName(n.role), plan.reason);
+    }
+    SendTo(n.id, {.type = MessageType::kSetRole, .role = n.role});
+  }
+}
+
+absl::Status Router::Run() {
+  double next_rebalance = options_.rebalance_ms;
+  while (done_ < requests_.size()) {
+    const double now = Now();
+    while (next_arrival_ < requests_.size() &&
+           requests_[next_arrival_].record.arrival_ms <= now) {
+      requests_[next_arrival_].phase = Phase::kPending;
+      pending_.push_back(next_arrival_++);
+    }
+    PlacePending();
+    if (options_.rebalance_ms > 0 && !options_.colocated &&
+        now >= next_rebalance) {
+      Rebalance();
+      next_rebalance = now + options_.rebalance_ms;
+    }
+    // Nothing can be placed for 30 s while nothing runs: the cluster has no
+    // node left for a phase; the pending requests fail.
+    if (!pending_.empty() && now - last_progress_ms_ > 30000) {
+      bool running = false;
+      for (const RequestState& r : requests_) {
+        if (r.phase > Phase::kPending && r.phase < Phase::kDone) running = true;
+      }
+      if (!running) {
+        for (size_t i : pending_) {
+          requests_[i].phase = Phase::kDone;
+          requests_[i].record.failed = true;
+          ++done_;
+        }
+        pending_.clear();
+      }
+    }
+    if (std::none_of(nodes_.begin(), nodes_.end(),
+                     [](const NodeConn& n) { return n.alive; })) {
+      return absl::UnavailableError("router: every node died");
+    }
+    double wait = 20;
+    if (next_arrival_ < requests_.size()) {
+      wait = std::min(wait, requests_[next_arrival_].record.arrival_ms - now);
+    }
+    if (!pending_.empty()) wait = std::min(wait, 2.0);
+    std::vector<pollfd> fds;
+    for (const NodeConn& n : nodes_) {
+      if (n.alive) fds.push_back({n.fd, POLLIN, 0});
+    }
+    poll(fds.data(), fds.size(), std::max(0, static_cast<int>(wait)));
+    for (NodeConn& n : nodes_) {
+      if (!n.alive) continue;
+      std::vector<std::string> frames;
+      absl::Status s = n.reader->ReadAvailable(&frames);
+      for (const std::string& f : frames) {
+        absl::StatusOr<ControlMessage> m = DecodeMessage(f);
+        if (!m.ok()) {
+          s = m.status();
+          break;
+        }
+        Handle(n, *m);
+        if (!n.alive) break;
+      }
+      if (!s.ok()) NodeDown(n, s.ToString());
+    }
+  }
+  info_.duration_ms = Now();
+  return absl::OkStatus();
+}
+
+void Router::Stop() {
+  std::vector<pid_t> pids;
+  for (NodeConn& n : nodes_) {
+    SendTo(n.id, {.type = MessageType::kShutdown});
+    if (n.pid > 0) pids.push_back(n.pid);
+  }
+  StopChildren(pids, absl::Seconds(10));
+}
+
+RunReport Router::Report() {
+  RunReport report;
+  report.info = info_;
+  report.info.policy = options_.colocated ? "colocated" : options_.policy;
+  report.info.colocated = options_.colocated;
+  report.info.prefill_nodes = options_.prefill_nodes;
+  report.info.decode_nodes = options_.decode_nodes;
+  for (RequestState& r : requests_) report.requests.push_back(r.record);
+  report.samples = std::move(samples_);
+  return report;
+}
+
+}  // namespace
+
+absl::StatusOr<RunReport> RunCluster(
+    const RouterOptions& options, const std::vector<ClusterRequest>& requests) {
+  Router router(options, requests);
+  absl::Status s = router.Start();
+  if (s.ok()) s = router.Run();
+  router.Stop();
+  if (!s.ok()) return s;
+  RunReport report = router.Report();
+  // Exactness: each finished request against a colocated run of the same
+  // model in this process.
+  auto model = ModelRunner::Create(options.model);
+  if (!model.ok()) return model.status();
+  for (size_t i = 0; i < report.requests.size(); ++i) {
+    RequestRecord& r = report.requests[i];
+    if (!r.finished) continue;
+    absl::StatusOr<std::vector<uint32_t>> reference =
+        (*model)->Generate(requests[i].prompt, requests[i].max_new);
+    r.exact = reference.ok() && *reference == r.tokens;
+  }
+  return report;
+}
+
+}  // namespace flowkv::cluster

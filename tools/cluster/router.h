@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: Apache-2.0
+// The flowkv-cluster router: starts the node processes, keeps membership and
+// a ClusterView fed by the nodes' NodeLoad reports, places each arriving
+// request with a Scheduler (Place), runs Rebalance periodically and carries
+// out its role directives live, relays the decode node's blocks and engine
+// address to the prefill node, and retries the requests of a node that dies
+// (its control socket reaches EOF) on the nodes left. After the run it
+// checks every finished request against a colocated run of the same model.
+//
+//   RouterOptions options;  // nodes, policy, model, ...
+//   absl::StatusOr<RunReport> report = RunCluster(options, requests);
+//
+// One thread runs everything (a poll() loop); nothing here is shared.
+
+#ifndef FLOWKV_TOOLS_CLUSTER_ROUTER_H_
+#define FLOWKV_TOOLS_CLUSTER_ROUTER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "flowkv/scheduler.h"
+#include "tools/cluster/metrics.h"
+#include "tools/cluster/model_runner.h"
+#include "tools/cluster/replay.h"
+
+namespace flowkv::cluster {
+
+struct RouterOptions {
+  uint32_t prefill_nodes = 2;
+  uint32_t decode_nodes = 2;
+  // Every node hybrid, each request prefilled and decoded on one node.
+  bool colocated = false;
+  std::string policy = "load_aware";
+  SchedulerOptions scheduler;
+  ModelSpec model;
+  uint32_t blocks_per_node = 1024;
+  // Rebalance period, ms (0: never). Default: 500.
+  double rebalance_ms = 500;
+  double report_ms = 100;
+  // A request is given up after this many attempts.
+  uint32_t max_attempts = 4;
+  // Fault injection: SIGKILL node `kill_node` once `kill_after` requests
+  // finished (-1: never).
+  int kill_node = -1;
+  uint32_t kill_after = 0;
+  // Progress lines on stderr.
+  bool verbose = false;
+};
+
+struct RunReport {
+  RunInfo info;
+  std::vector<RequestRecord> requests;
+  std::vector<NodeSample> samples;
+};
+
+// Runs the cluster over `requests` (arrival times are ms from the start).
+// Errors: the nodes did not start (Unavailable / DeadlineExceeded), an
+// unknown policy (NotFound). Requests that fail are reported, not an error.
+absl::StatusOr<RunReport> RunCluster(
+    const RouterOptions& options, const std::vector<ClusterRequest>& requests);
+
+}  // namespace flowkv::cluster
+
+#endif  // FLOWKV_TOOLS_CLUSTER_ROUTER_H_
