@@ -9,7 +9,7 @@
 namespace flowkv::cluster {
 namespace {
 
-bool KnownType(uint8_t t) { return (t >= 1 && t <= 8) || (t >= 32 && t <= 36); }
+bool KnownType(uint8_t t) { return (t >= 1 && t <= 9) || (t >= 32 && t <= 37); }
 
 }  // namespace
 
@@ -31,6 +31,10 @@ const char* MessageTypeName(MessageType type) {
       return "failed";
     case MessageType::kRoleChanged:
       return "role_changed";
+    case MessageType::kConnected:
+      return "connected";
+    case MessageType::kConnect:
+      return "connect";
     case MessageType::kAssignDecode:
       return "assign_decode";
     case MessageType::kAssignPrefill:

@@ -22,7 +22,9 @@
 //   kFinished  request, attempt,       kSetRole        role
 //              tokens (all generated)  kCancel         request, attempt
 //   kFailed    request, attempt, text  kShutdown
-//   kRoleChanged role
+//   kRoleChanged role                  kConnect        peer, address (its
+//   kConnected peer, ok, text                           engine): connect and
+//                                                      exchange pools now
 //
 // Thread safety: plain values and pure functions.
 
@@ -48,11 +50,13 @@ enum class MessageType : uint8_t {
   kFinished = 6,
   kFailed = 7,
   kRoleChanged = 8,
+  kConnected = 9,
   kAssignDecode = 32,
   kAssignPrefill = 33,
   kSetRole = 34,
   kCancel = 35,
   kShutdown = 36,
+  kConnect = 37,
 };
 
 const char* MessageTypeName(MessageType type);

@@ -47,7 +47,9 @@ ABSL_FLAG(double, length_scale, 0,
 ABSL_FLAG(std::string, json, "", "Write the summary and per-request rows here");
 ABSL_FLAG(uint32_t, layers, 4, "Model layers");
 ABSL_FLAG(uint32_t, d_model, 128, "Model width");
-ABSL_FLAG(uint32_t, heads, 4, "Attention (and KV) heads");
+ABSL_FLAG(uint32_t, heads, 4, "Attention (query) heads");
+ABSL_FLAG(uint32_t, kv_heads, 2, "KV heads (divides --heads)");
+ABSL_FLAG(uint32_t, ffn_dim, 0, "MLP hidden size (0: 2.75 x d_model)");
 ABSL_FLAG(uint32_t, max_context, 1024, "Tokens per request (prompt + output)");
 ABSL_FLAG(uint32_t, block_tokens, 16, "Tokens per KV block");
 ABSL_FLAG(uint64_t, model_seed, 1, "Seed of the model's weights");
@@ -95,6 +97,8 @@ flowkv::cluster::ModelSpec ModelFromFlags() {
   return {.layers = absl::GetFlag(FLAGS_layers),
           .d_model = absl::GetFlag(FLAGS_d_model),
           .heads = absl::GetFlag(FLAGS_heads),
+          .kv_heads = absl::GetFlag(FLAGS_kv_heads),
+          .ffn_dim = absl::GetFlag(FLAGS_ffn_dim),
           .max_context = absl::GetFlag(FLAGS_max_context),
           .block_tokens = absl::GetFlag(FLAGS_block_tokens),
           .seed = absl::GetFlag(FLAGS_model_seed)};

@@ -31,17 +31,22 @@ namespace flowkv::cluster {
 struct ModelSpec {
   uint32_t layers = 4;
   uint32_t d_model = 128;
+  // Query heads; KV heads (grouped-query attention: kv_heads divides heads).
   uint32_t heads = 4;
+  uint32_t kv_heads = 2;
+  // SwiGLU hidden size (0: 2.75 x d_model rounded to a multiple of 8).
+  uint32_t ffn_dim = 0;
   // Tokens a request may hold (prompt + generated).
   uint32_t max_context = 1024;
+  // Tokens per KV block of a node's pool.
   uint32_t block_tokens = 16;
   uint64_t seed = 1;
 };
 
-// A node's KV pool: memory laid out by `layout`.
+// A node's KV pool: `layout`, region r of which starts at region_bases[r].
 struct KvPool {
   KvLayout layout;
-  uint8_t* data = nullptr;
+  std::vector<void*> region_bases;
 };
 
 class ModelRunner {
@@ -52,15 +57,18 @@ class ModelRunner {
       const ModelSpec& spec);
   virtual ~ModelRunner() = default;
 
-  // The geometry of a pool of `num_blocks` blocks for this model.
-  virtual KvGeometry Geometry(uint32_t num_blocks) const = 0;
-  virtual uint32_t vocab() const = 0;
+  // The layout of a node's pool of `num_blocks` blocks for this model.
+  virtual absl::StatusOr<KvLayout> MakeLayout(uint32_t num_blocks) const = 0;
+  // KV bytes one token takes (all layers, K and V).
+  virtual uint64_t kv_bytes_per_token() const = 0;
+  // Prompt tokens are bytes: [0, 256).
+  static constexpr uint32_t kPromptVocab = 256;
   virtual const ModelSpec& spec() const = 0;
 
   // Computes the prompt's K/V into `blocks` (positions [0, prompt.size()))
   // layer by layer, calling on_layer(l) once layer l's K/V is written, and
   // returns the first generated token. InvalidArgument for an empty prompt,
-  // a token >= vocab(), a prompt over max_context or blocks too few.
+  // a token out of the vocabulary, a prompt over max_context or blocks too few.
   virtual absl::StatusOr<uint32_t> Prefill(
       const std::vector<uint32_t>& prompt, const KvPool& pool,
       const BlockList& blocks,

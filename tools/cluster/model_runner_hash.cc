@@ -27,7 +27,15 @@ class HashModel final : public ModelRunner {
  public:
   explicit HashModel(const ModelSpec& spec) : spec_(spec) {}
 
-  KvGeometry Geometry(uint32_t num_blocks) const override {
+  absl::StatusOr<KvLayout> MakeLayout(uint32_t num_blocks) const override {
+    return KvLayout::Create({.geometry = Geometry(num_blocks)});
+  }
+  uint64_t kv_bytes_per_token() const override {
+    return 2ull * spec_.layers * spec_.d_model * 2;
+  }
+  uint32_t vocab() const { return kPromptVocab; }
+
+  KvGeometry Geometry(uint32_t num_blocks) const {
     return {.num_layers = spec_.layers,
             .num_blocks = num_blocks,
             .block_tokens = spec_.block_tokens,
@@ -35,7 +43,6 @@ class HashModel final : public ModelRunner {
             .head_dim = spec_.d_model / spec_.heads,
             .dtype_bytes = 2};
   }
-  uint32_t vocab() const override { return 256; }
   const ModelSpec& spec() const override { return spec_; }
 
   absl::StatusOr<uint32_t> Prefill(
@@ -81,7 +88,7 @@ class HashModel final : public ModelRunner {
         KvLayout::Create({.geometry = Geometry(num_blocks)});
     if (!layout.ok()) return layout.status();
     std::vector<uint8_t> memory(layout->total_bytes());
-    KvPool pool{*layout, memory.data()};
+    KvPool pool{*layout, {memory.data()}};
     BlockList blocks;
     blocks.Append(0, num_blocks);
     std::vector<uint32_t> out;
@@ -121,10 +128,11 @@ class HashModel final : public ModelRunner {
   uint8_t* At(const KvPool& pool, const BlockList& blocks, uint32_t pos,
               uint32_t layer, KvPart part, uint32_t head) const {
     const BlockId block = blocks.BlockAt(pos / spec_.block_tokens);
-    return pool.data + pool.layout
-                           .ElementAddress(layer, part, block,
-                                           pos % spec_.block_tokens, head)
-                           .offset;
+    return static_cast<uint8_t*>(pool.region_bases[0]) +
+           pool.layout
+               .ElementAddress(layer, part, block, pos % spec_.block_tokens,
+                               head)
+               .offset;
   }
 
   void WriteKv(const KvPool& pool, const BlockList& blocks, uint32_t token,

@@ -122,8 +122,7 @@ absl::Status Node::Start() {
   auto model = ModelRunner::Create(options_.model);
   if (!model.ok()) return model.status();
   model_ = *std::move(model);
-  absl::StatusOr<KvLayout> layout =
-      KvLayout::Create({.geometry = model_->Geometry(options_.num_blocks)});
+  absl::StatusOr<KvLayout> layout = model_->MakeLayout(options_.num_blocks);
   if (!layout.ok()) return layout.status();
   TransferEngineOptions eo;
   eo.name = absl::StrCat("node-", options_.id);
@@ -131,10 +130,17 @@ absl::Status Node::Start() {
   auto engine = TransferEngine::Create(eo);
   if (!engine.ok()) return engine.status();
   engine_ = *std::move(engine);
-  auto memory = engine_->AllocateMemory(layout->total_bytes());
-  if (!memory.ok()) return memory.status();
-  pool_.emplace(KvPool{*layout, static_cast<uint8_t*>(memory->data)});
-  auto kv = KvTransfer::Create(engine_.get(), *layout, {memory->id});
+  // One engine region per region of the layout, registered once.
+  std::vector<RegionId> regions;
+  std::vector<void*> bases;
+  for (uint32_t r = 0; r < layout->num_regions(); ++r) {
+    auto memory = engine_->AllocateMemory(layout->region_bytes(r));
+    if (!memory.ok()) return memory.status();
+    regions.push_back(memory->id);
+    bases.push_back(memory->data);
+  }
+  pool_.emplace(KvPool{*layout, bases});
+  auto kv = KvTransfer::Create(engine_.get(), *layout, regions);
   if (!kv.ok()) return kv.status();
   kv_ = *std::move(kv);
   auto allocator = BlockAllocator::Create({.num_blocks = options_.num_blocks});
@@ -211,6 +217,13 @@ absl::Status Node::HandleControl(const ControlMessage& m) {
         drain_reported_ = false;
       }
       return absl::OkStatus();
+    case MessageType::kConnect: {
+      absl::StatusOr<PeerId> peer = PeerFor(m.peer, m.text);
+      return Send({.type = MessageType::kConnected,
+                   .peer = m.peer,
+                   .ok = peer.ok(),
+                   .text = peer.ok() ? "" : peer.status().ToString()});
+    }
     case MessageType::kCancel:
       Cancel(m.request, m.attempt);
       return absl::OkStatus();

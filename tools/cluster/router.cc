@@ -100,6 +100,11 @@ class Router {
   void Rebalance();
   RequestState* Find(uint64_t request, uint32_t attempt);
   void MaybeKill();
+  absl::Status ConnectAll(std::chrono::steady_clock::time_point deadline);
+  // Waits up to timeout_ms for control messages and handles them; a node
+  // whose socket closed or sent garbage is down. Unavailable when no node
+  // is left.
+  absl::Status PollNodes(int timeout_ms);
 
   RouterOptions options_;
   std::chrono::steady_clock::time_point start_;
@@ -113,6 +118,7 @@ class Router {
   size_t next_arrival_ = 0;
   size_t done_ = 0;
   uint64_t finished_ = 0;
+  size_t connected_ = 0;
   double last_progress_ms_ = 0;
   RunInfo info_;
   std::vector<NodeSample> samples_;
@@ -124,11 +130,8 @@ absl::Status Router::Start() {
   scheduler_ = *std::move(scheduler);
   auto model = ModelRunner::Create(options_.model);
   if (!model.ok()) return model.status();
-  absl::StatusOr<KvLayout> layout =
-      KvLayout::Create({.geometry = (*model)->Geometry(1)});
-  if (!layout.ok()) return layout.status();
   const double kv_bytes_per_token =
-      static_cast<double>(layout->total_bytes()) / options_.model.block_tokens;
+      static_cast<double>((*model)->kv_bytes_per_token());
 
   listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -157,6 +160,8 @@ absl::Status Router::Start() {
                    absl::StrCat("--layers=", m.layers),
                    absl::StrCat("--d_model=", m.d_model),
                    absl::StrCat("--heads=", m.heads),
+                   absl::StrCat("--kv_heads=", m.kv_heads),
+                   absl::StrCat("--ffn_dim=", m.ffn_dim),
                    absl::StrCat("--max_context=", m.max_context),
                    absl::StrCat("--block_tokens=", m.block_tokens),
                    absl::StrCat("--model_seed=", m.seed),
@@ -226,7 +231,66 @@ absl::Status Router::Start() {
       }
     }
   }
+  return ConnectAll(deadline);
+}
+
+absl::Status Router::ConnectAll(
+    std::chrono::steady_clock::time_point deadline) {
+  // Every node connects to every other and exchanges pools before the run
+  // starts (any node may come to send KV to any other after a role switch),
+  // so no request pays for a connection.
+  const size_t total = nodes_.size();
+  size_t expected = 0;
+  for (NodeConn& n : nodes_) {
+    for (NodeConn& other : nodes_) {
+      if (other.id == n.id) continue;
+      SendTo(n.id, {.type = MessageType::kConnect,
+                    .peer = other.id,
+                    .text = *membership_.Address(other.id)});
+      ++expected;
+    }
+  }
+  while (connected_ < expected) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("router: ", connected_, " of ", expected,
+                       " node-to-node connections were made within 60 s"));
+    }
+    if (absl::Status s = PollNodes(100); !s.ok()) return s;
+    for (const NodeConn& n : nodes_) {
+      if (!n.alive) {
+        return absl::UnavailableError(
+            absl::StrCat("router: node ", n.id, " died while starting"));
+      }
+    }
+  }
+  (void)total;
   start_ = std::chrono::steady_clock::now();
+  return absl::OkStatus();
+}
+
+absl::Status Router::PollNodes(int timeout_ms) {
+  std::vector<pollfd> fds;
+  for (const NodeConn& n : nodes_) {
+    if (n.alive) fds.push_back({n.fd, POLLIN, 0});
+  }
+  if (fds.empty()) return absl::UnavailableError("router: every node died");
+  poll(fds.data(), fds.size(), std::max(0, timeout_ms));
+  for (NodeConn& n : nodes_) {
+    if (!n.alive) continue;
+    std::vector<std::string> frames;
+    absl::Status s = n.reader->ReadAvailable(&frames);
+    for (const std::string& f : frames) {
+      absl::StatusOr<ControlMessage> m = DecodeMessage(f);
+      if (!m.ok()) {
+        s = m.status();
+        break;
+      }
+      Handle(n, *m);
+      if (!n.alive) break;
+    }
+    if (!s.ok()) NodeDown(n, s.ToString());
+  }
   return absl::OkStatus();
 }
 
@@ -324,6 +388,15 @@ void Router::Handle(NodeConn& node, const ControlMessage& m) {
                           m.load.kv_blocks_used});
       return;
     }
+    case MessageType::kConnected:
+      if (!m.ok) {
+        fmt::print(stderr, "router: node {} cannot reach node {}: {}\n",
+                   node.id, m.peer, m.text);
+        NodeDown(node, "cannot reach its peers");
+        return;
+      }
+      ++connected_;
+      return;
     case MessageType::kRoleChanged:
       if (options_.verbose) {
         fmt::print(stderr, "router: node {} drained, now {}\n", node.id,
@@ -379,7 +452,6 @@ void Router::Handle(NodeConn& node, const ControlMessage& m) {
       r->phase = Phase::kDone;
       ++done_;
       ++finished_;
-      MaybeKill();
       return;
     case MessageType::kFailed:
       Retry(*r, absl::StrCat("node ", node.id, ": ", m.text));
@@ -390,9 +462,22 @@ void Router::Handle(NodeConn& node, const ControlMessage& m) {
 }
 
 void Router::MaybeKill() {
-  if (options_.kill_node < 0 || finished_ != options_.kill_after) return;
+  if (options_.kill_node < 0 || finished_ < options_.kill_after ||
+      !info_.killed_nodes.empty()) {
+    return;
+  }
   NodeConn& n = nodes_.at(static_cast<size_t>(options_.kill_node));
   if (!n.alive) return;
+  // Kill it mid-work: once a request is in flight on it.
+  bool busy = false;
+  for (const RequestState& r : requests_) {
+    if (r.phase > Phase::kPending && r.phase < Phase::kDone &&
+        (r.record.decode_node == n.id ||
+         (r.record.prefill_node == n.id && !r.kv_delivered))) {
+      busy = true;
+    }
+  }
+  if (!busy) return;
   kill(n.pid, SIGKILL);
   info_.killed_nodes.push_back(n.id);
   if (options_.verbose) {
@@ -489,35 +574,13 @@ absl::Status Router::Run() {
         pending_.clear();
       }
     }
-    if (std::none_of(nodes_.begin(), nodes_.end(),
-                     [](const NodeConn& n) { return n.alive; })) {
-      return absl::UnavailableError("router: every node died");
-    }
+    MaybeKill();
     double wait = 20;
     if (next_arrival_ < requests_.size()) {
       wait = std::min(wait, requests_[next_arrival_].record.arrival_ms - now);
     }
     if (!pending_.empty()) wait = std::min(wait, 2.0);
-    std::vector<pollfd> fds;
-    for (const NodeConn& n : nodes_) {
-      if (n.alive) fds.push_back({n.fd, POLLIN, 0});
-    }
-    poll(fds.data(), fds.size(), std::max(0, static_cast<int>(wait)));
-    for (NodeConn& n : nodes_) {
-      if (!n.alive) continue;
-      std::vector<std::string> frames;
-      absl::Status s = n.reader->ReadAvailable(&frames);
-      for (const std::string& f : frames) {
-        absl::StatusOr<ControlMessage> m = DecodeMessage(f);
-        if (!m.ok()) {
-          s = m.status();
-          break;
-        }
-        Handle(n, *m);
-        if (!n.alive) break;
-      }
-      if (!s.ok()) NodeDown(n, s.ToString());
-    }
+    if (absl::Status s = PollNodes(static_cast<int>(wait)); !s.ok()) return s;
   }
   info_.duration_ms = Now();
   return absl::OkStatus();

@@ -42,7 +42,7 @@ struct RouterOptions {
   // A request is given up after this many attempts.
   uint32_t max_attempts = 4;
   // Fault injection: SIGKILL node `kill_node` once `kill_after` requests
-  // finished (-1: never).
+  // finished and a request is in flight on it (-1: never).
   int kill_node = -1;
   uint32_t kill_after = 0;
   // Progress lines on stderr.
