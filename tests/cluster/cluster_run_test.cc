@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: Apache-2.0
+// flowkv-cluster end to end: the real executable, a router and four node
+// processes on loopback, KV moved through UCX. A small cluster serves every
+// request with exactly the tokens of a colocated run; a decode process, and
+// then a prefill process, SIGKILLed while a request is in flight on it has
+// its requests retried on the nodes left and every request still finishes
+// exactly; the colocated baseline runs too. The tool's JSON is the evidence.
+//
+// The tool bounds its own waits (node start-up 60 s, a stalled cluster
+// 30 s); the test waits for the process to exit (no sleeps).
+
+#include <cstdio>
+#include <fstream>
+#include <regex>
+#include <spawn.h>
+#include <sstream>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+extern char** environ;
+
+namespace {
+
+struct Run {
+  int exit_code = -1;
+  std::string json;
+};
+
+// A small model and a short synthetic workload: seconds on two cores.
+Run RunCluster(const std::string& name, std::vector<std::string> extra) {
+  const std::string json_path = "/tmp/flowkv_cluster_test_" +
+                                std::to_string(getpid()) + "_" + name + ".json";
+  std::vector<std::string> args = {
+      FLOWKV_CLUSTER_BIN,   "--prefill=2",       "--decode=2",
+      "--requests=30",      "--rate=15",         "--workload=synthetic:120:12",
+      "--layers=2",         "--d_model=64",      "--heads=4",
+      "--kv_heads=2",       "--max_context=256", "--blocks_per_node=256",
+      "--json=" + json_path};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  REQUIRE(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) ==
+          0);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  Run run;
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream in(json_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  run.json = text.str();
+  std::remove(json_path.c_str());
+  return run;
+}
+
+// The value of a top-level "field": number or true/false, as text.
+std::string Field(const std::string& json, const std::string& field) {
+  std::smatch m;
+  const std::regex re("\"" + field + "\": ([-0-9.a-z]+)");
+  if (!std::regex_search(json, m, re)) return "<missing>";
+  return m[1];
+}
+
+TEST_CASE("a small cluster serves every request exactly", "[cluster]") {
+  const Run run = RunCluster("exact", {"--policy=least_loaded"});
+  REQUIRE(run.exit_code == 0);
+  CHECK(Field(run.json, "requests_finished") == "30");
+  CHECK(Field(run.json, "requests_failed") == "0");
+  CHECK(Field(run.json, "requests_retried") == "0");
+  CHECK(Field(run.json, "exact") == "true");
+  // Disaggregated: KV crossed processes.
+  CHECK(std::stoull(Field(run.json, "bytes_moved")) > 0);
+}
+
+TEST_CASE("a killed decode process's requests are retried elsewhere",
+          "[cluster]") {
+  // Nodes 0, 1 prefill; 2, 3 decode.
+  const Run run =
+      RunCluster("kill_decode",
+                 {"--policy=round_robin", "--kill_node=2", "--kill_after=6"});
+  REQUIRE(run.exit_code == 0);
+  CHECK(run.json.find("\"killed_nodes\": [2]") != std::string::npos);
+  CHECK(Field(run.json, "requests_finished") == "30");
+  CHECK(Field(run.json, "requests_failed") == "0");
+  CHECK(std::stoi(Field(run.json, "requests_retried")) >= 1);
+  CHECK(Field(run.json, "exact") == "true");
+}
+
+TEST_CASE("a killed prefill process's requests are retried elsewhere",
+          "[cluster]") {
+  const Run run =
+      RunCluster("kill_prefill",
+                 {"--policy=round_robin", "--kill_node=0", "--kill_after=6"});
+  REQUIRE(run.exit_code == 0);
+  CHECK(run.json.find("\"killed_nodes\": [0]") != std::string::npos);
+  CHECK(Field(run.json, "requests_finished") == "30");
+  CHECK(Field(run.json, "requests_failed") == "0");
+  CHECK(std::stoi(Field(run.json, "requests_retried")) >= 1);
+  CHECK(Field(run.json, "exact") == "true");
+}
+
+TEST_CASE("the colocated baseline serves every request exactly", "[cluster]") {
+  const Run run = RunCluster("colocated", {"--colocated"});
+  REQUIRE(run.exit_code == 0);
+  CHECK(Field(run.json, "requests_finished") == "30");
+  CHECK(Field(run.json, "exact") == "true");
+  CHECK(Field(run.json, "bytes_moved") == "0");
+}
+
+TEST_CASE("bad flags are refused before any process starts", "[cluster]") {
+  CHECK(RunCluster("bad_policy", {"--policy=nope"}).exit_code != 0);
+  CHECK(RunCluster("bad_kill", {"--kill_node=9"}).exit_code != 0);
+  CHECK(RunCluster("bad_workload", {"--workload=nope"}).exit_code != 0);
+}
+
+}  // namespace
