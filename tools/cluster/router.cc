@@ -406,6 +406,17 @@ void Router::Handle(NodeConn& node, const ControlMessage& m) {
     default:
       break;
   }
+  if (m.type == MessageType::kKvSent && m.ok && m.request < requests_.size()) {
+    // The decode node may finish (kFinished) before the prefill node hears
+    // that its last piece was acknowledged: record the transfer anyway.
+    RequestState& done = requests_[m.request];
+    if (done.attempt == m.attempt && done.phase == Phase::kDone &&
+        done.record.finished) {
+      done.record.kv_bytes = m.bytes;
+      done.record.transfer_ms = m.ms;
+      return;
+    }
+  }
   RequestState* r = Find(m.request, m.attempt);
   if (r == nullptr) return;  // stale: an attempt that was retried
   switch (m.type) {
@@ -442,7 +453,7 @@ void Router::Handle(NodeConn& node, const ControlMessage& m) {
       r->kv_delivered = true;
       r->record.kv_bytes = m.bytes;
       r->record.transfer_ms = m.ms;
-      r->phase = Phase::kDecoding;
+      if (r->phase == Phase::kPrefilling) r->phase = Phase::kDecoding;
       return;
     case MessageType::kFinished:
       r->record.finish_ms = Now();
