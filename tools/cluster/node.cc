@@ -65,7 +65,7 @@ struct SendJob {
   uint32_t attempt = 0;
   BlockList src_blocks;
   std::vector<TransferHandle> handles;
-  double start_ms = 0;
+  absl::Time prefill_end = absl::InfinitePast();
 };
 
 class Node {
@@ -306,15 +306,23 @@ void Node::ReapSends() {
     }
     ControlMessage m{.type = MessageType::kKvSent,
                      .request = it->request,
-                     .attempt = it->attempt,
-                     .ms = NowMs() - it->start_ms};
+                     .attempt = it->attempt};
+    // The exposed transfer time: from the end of the prefill (the last
+    // layer's send) until the last piece was acknowledged, as the engine
+    // timed it (this loop may notice later, after a prefill).
+    absl::Time acked = it->prefill_end;
     for (const TransferHandle& h : it->handles) {
-      m.bytes += h.stats().bytes;
+      const TransferStats stats = h.stats();
+      m.bytes += stats.bytes;
+      if (stats.completion_time != absl::InfiniteDuration()) {
+        acked = std::max(acked, stats.submit_time + stats.completion_time);
+      }
       if (!h.status().ok() && m.ok) {
         m.ok = false;
         m.text = h.status().ToString();
       }
     }
+    m.ms = absl::ToDoubleMilliseconds(acked - it->prefill_end);
     (void)allocator_->Free(it->src_blocks);
     (void)Send(std::move(m));
     it = sending_.erase(it);
@@ -348,9 +356,8 @@ bool Node::RunOnePrefill() {
   }
   const std::string id = KvRequestId(taken.request, taken.attempt);
   const uint32_t layers = options_.model.layers;
-  SendJob send{taken.request, taken.attempt, *blocks, {}, 0};
+  SendJob send{taken.request, taken.attempt, *blocks, {}};
   auto send_layers = [&](uint32_t begin, uint32_t end, std::string payload) {
-    if (send.handles.empty()) send.start_ms = NowMs();
     send.handles.push_back(kv_->Send(id, peer,
                                      {.src_blocks = *blocks,
                                       .dst_blocks = taken.dst_blocks,
@@ -398,6 +405,7 @@ bool Node::RunOnePrefill() {
       running_.push_back(std::move(d));
     return true;
   }
+  send.prefill_end = absl::Now();
   send_layers(layers - 1, layers, absl::StrCat(*first));
   sending_.push_back(std::move(send));
   return true;

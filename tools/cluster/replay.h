@@ -30,7 +30,7 @@ struct ReplayOptions {
   // Multiplies prompt and output lengths; 0: the largest scale <= 1 at
   // which every request fits max_context.
   double length_scale = 0;
-  uint32_t vocab = 256;
+  uint32_t vocab = 256;  // prompt tokens are bytes
 };
 
 struct ClusterRequest {
