@@ -10,6 +10,8 @@
 #                             points over many seeds, 60 s soaks, namespaces
 #                             (docs/reliability.md; about 5 minutes)
 #   make bench                build and run the benchmarks
+#   make cluster-experiments  the live-cluster tables and figures of
+#                             docs/cluster.md (flowkv-cluster; minutes)
 #   make fuzz [FUZZ_SECONDS=60]   every libFuzzer target (clang, build-fuzz/)
 #   make format | format-check
 #   make lint [TIDY=1]        the layering rules (scripts/check-layers.sh);
@@ -25,7 +27,7 @@ export UCX_NET_DEVICES ?= lo
 
 SOURCES = $(shell git ls-files '*.h' '*.cc' '*.cu' '*.cuh' 2>/dev/null)
 
-.PHONY: deps configure build demo test reliability bench fuzz format format-check lint clean
+.PHONY: deps configure build demo test reliability bench cluster-experiments fuzz format format-check lint clean
 
 deps:
 	@scripts/install-deps.sh
@@ -55,6 +57,13 @@ reliability: build
 
 bench: build
 	@for b in $(BIN)/*_benchmark; do echo "== $$b"; $$b || exit 1; done
+
+cluster-experiments: configure
+	cmake --build --preset $(PRESET) -j $(JOBS) --target flowkv-cluster
+	mkdir -p $(BUILD_DIR)/cluster-results
+	scripts/run-cluster-experiments.sh $(BUILD_DIR) $(BUILD_DIR)/cluster-results \
+	  | tee $(BUILD_DIR)/cluster-results/tables.md
+	scripts/plot-cluster.py $(BUILD_DIR)/cluster-results $(BUILD_DIR)/cluster-results/*.json
 
 fuzz: deps
 	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)

@@ -12,6 +12,8 @@ packages=(
   clang-format iproute2
   # The Python package (python/) and its tests, for /usr/bin/python3.
   pybind11-dev python3-dev python3-pytest python3-numpy python3-torch
+  # scripts/plot-cluster.py (the figures of docs/cluster.md).
+  python3-matplotlib
   # libFuzzer targets (tests/fuzz/, FLOWKV_BUILD_FUZZERS=ON).
   clang-14 libclang-rt-14-dev
 )

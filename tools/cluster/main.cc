@@ -24,6 +24,7 @@
 #include "tools/cluster/node.h"
 #include "tools/cluster/replay.h"
 #include "tools/cluster/router.h"
+#include "tools/cluster/sim_compare.h"
 
 ABSL_FLAG(uint32_t, prefill, 2, "Prefill node processes");
 ABSL_FLAG(uint32_t, decode, 2, "Decode node processes");
@@ -61,6 +62,12 @@ ABSL_FLAG(int, kill_node, -1,
           "decode) once --kill_after requests finished");
 ABSL_FLAG(uint32_t, kill_after, 5, "See --kill_node");
 ABSL_FLAG(bool, verbose, false, "Router events on stderr");
+ABSL_FLAG(bool, calibrate, true,
+          "Before the run, time the model on this machine and give the "
+          "scheduler the fitted cost model (else: each node's measured speed)");
+ABSL_FLAG(bool, compare_sim, false,
+          "After the run, simulate the same run with the calibrated cost "
+          "model (flowkv::Simulate; JSON field \"sim\")");
 // Node process flags (set by the router).
 ABSL_FLAG(bool, node, false, "Run as a node process (started by the router)");
 ABSL_FLAG(uint32_t, node_id, 0, "Node: its id");
@@ -191,9 +198,32 @@ int main(int argc, char** argv) {
         "--report_ms must be > 0 and --rebalance_ms >= 0"));
   }
 
+  if (absl::GetFlag(FLAGS_calibrate) || absl::GetFlag(FLAGS_compare_sim)) {
+    auto model = flowkv::cluster::ModelRunner::Create(options.model);
+    if (!model.ok()) return Fail(model.status());
+    absl::StatusOr<flowkv::NodeCostModel> cost = (*model)->Calibrate();
+    if (!cost.ok()) return Fail(cost.status());
+    fmt::print(stderr,
+               "calibrated: prefill(n) = {:.3g} + {:.3g} n + {:.3g} n^2 ms, "
+               "decode step = {:.3g} + {:.3g} ctx + {:.3g} batch ms\n",
+               cost->a, cost->b, cost->c, cost->t0, cost->k, cost->e);
+    options.node_cost = *cost;
+  }
   absl::StatusOr<flowkv::cluster::RunReport> report =
       flowkv::cluster::RunCluster(options, *requests);
   if (!report.ok()) return Fail(report.status());
+  if (absl::GetFlag(FLAGS_compare_sim)) {
+    // Calibrated above (--compare_sim implies it).
+    absl::StatusOr<flowkv::cluster::SimPrediction> sim =
+        flowkv::cluster::PredictWithSimulator(options, *requests,
+                                              *options.node_cost);
+    if (!sim.ok()) return Fail(sim.status());
+    report->info.has_sim = true;
+    report->info.sim_ttft_mean_ms = sim->ttft_mean_ms;
+    report->info.sim_e2e_mean_ms = sim->e2e_mean_ms;
+    fmt::print("simulator: ttft mean {:.1f} ms, e2e mean {:.1f} ms\n",
+               sim->ttft_mean_ms, sim->e2e_mean_ms);
+  }
   report->info.workload = ro.workload;
   report->info.length_scale = scale;
   fmt::print("{}", flowkv::cluster::RunTable(report->info, report->requests));

@@ -7,6 +7,7 @@
 #include "tools/cluster/model_runner.h"
 
 #include "absl/strings/str_cat.h"
+#include "tools/cluster/model/calibrate.h"
 #include "tools/cluster/model/model.h"
 #include "tools/cluster/model/model_config.h"
 #include "tools/cluster/model/paged_kv.h"
@@ -51,6 +52,24 @@ class TransformerRunner final : public ModelRunner {
                            PagedKv{&pool.layout, pool.region_bases, blocks});
     if (!next.ok()) return next.status();
     return static_cast<uint32_t>(*next);
+  }
+
+  absl::StatusOr<NodeCostModel> Calibrate() const override {
+    CalibrationOptions options;
+    options.block_tokens = spec_.block_tokens;
+    const int context = static_cast<int>(spec_.max_context);
+    // Short of the whole context and two runs each: seconds on a busy
+    // machine, and the fit still spans the lengths the cluster replays.
+    options.prompt_lengths = {context / 16, context / 8, context / 4,
+                              context / 2};
+    options.decode_steps = 4;
+    options.repeats = 2;
+    options.decode_contexts = {context / 16, context / 2,
+                               context - options.decode_steps - 1};
+    absl::StatusOr<ModelCalibration> c =
+        flowkv::cluster::Calibrate(*model_, options);
+    if (!c.ok()) return c.status();
+    return c->cost;
   }
 
   absl::StatusOr<std::vector<uint32_t>> Generate(

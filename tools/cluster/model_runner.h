@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "flowkv/block_list.h"
 #include "flowkv/kv_layout.h"
+#include "flowkv/scheduler.h"
 
 namespace flowkv::cluster {
 
@@ -79,6 +80,11 @@ class ModelRunner {
   virtual absl::StatusOr<uint32_t> DecodeStep(
       uint32_t token, uint32_t pos, const KvPool& pool,
       const BlockList& blocks) const = 0;
+
+  // Times Prefill and DecodeStep on this machine and fits the scheduler's
+  // cost model (NodeCostModel, ms) to the timings: what the simulator needs
+  // to model this cluster (--compare_sim). Takes seconds.
+  virtual absl::StatusOr<NodeCostModel> Calibrate() const = 0;
 
   // The colocated reference: prefill then decode in a private pool;
   // `max_new` tokens, the first from the prefill.

@@ -224,6 +224,7 @@ absl::Status Router::Start() {
       info.current_role = n.role;
       info.kv_bytes_per_token = kv_bytes_per_token;
       info.block_tokens = options_.model.block_tokens;
+      if (options_.node_cost) info.cost = *options_.node_cost;
       if (absl::Status a = view_.AddNode(info); !a.ok()) return a;
       for (size_t i = 1; i < frames.size(); ++i) {
         absl::StatusOr<ControlMessage> m = DecodeMessage(frames[i]);
@@ -370,8 +371,10 @@ void Router::Handle(NodeConn& node, const ControlMessage& m) {
   switch (m.type) {
     case MessageType::kLoad: {
       (void)view_.ReportLoad(node.id, m.load, AbsNow());
-      if (NodeInfo* info = view_.FindMutable(node.id); info != nullptr) {
-        // The node's measured speed replaces the default cost model.
+      NodeInfo* info = view_.FindMutable(node.id);
+      if (info != nullptr && !options_.node_cost) {
+        // No calibration: the node's measured speed replaces the default
+        // cost model, as a line (prefill) and a constant step (decode).
         if (m.prefill_ms_per_token > 0) {
           info->cost.a = 0;
           info->cost.b = m.prefill_ms_per_token;

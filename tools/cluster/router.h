@@ -16,6 +16,7 @@
 #define FLOWKV_TOOLS_CLUSTER_ROUTER_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,10 @@ struct RouterOptions {
   // finished and a request is in flight on it (-1: never).
   int kill_node = -1;
   uint32_t kill_after = 0;
+  // The nodes' cost model for the scheduler (e.g. ModelRunner::Calibrate's
+  // fit on this machine). Without one, each node's model is the linear fit
+  // of the speeds it measures and reports (the default model until then).
+  std::optional<NodeCostModel> node_cost;
   // Progress lines on stderr.
   bool verbose = false;
 };
