@@ -16,6 +16,9 @@ packages=(
   python3-matplotlib
   # libFuzzer targets (tests/fuzz/, FLOWKV_BUILD_FUZZERS=ON).
   clang-14 libclang-rt-14-dev
+  # flowkv-cluster's model (tools/cluster/model/): its matrix products.
+  # Optional at build time (FLOWKV_WITH_BLAS=AUTO: plain loops without it).
+  libopenblas-dev
 )
 
 missing=()

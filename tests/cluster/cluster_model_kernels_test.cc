@@ -185,44 +185,61 @@ TEST_CASE("Dot is bit-identical at any alignment and sums in eight lanes",
   }
 }
 
-TEST_CASE("AttendHead is softmax-weighted values, read in position order",
-          "[cluster_model]") {
+TEST_CASE(
+    "AttendGroup is softmax-weighted values per head, the same for a "
+    "head alone or in its group",
+    "[cluster_model]") {
   const int head_dim = 8;
   const int keys = 5;
-  const std::vector<float> q = RandomFloats(head_dim, 11);
-  const std::vector<float> k =
-      RandomFloats(static_cast<size_t>(keys) * head_dim, 12);
-  const std::vector<float> v =
-      RandomFloats(static_cast<size_t>(keys) * head_dim, 13);
+  const int group = 3;
+  const std::vector<float> q = RandomFloats(size_t{group} * head_dim, 11);
+  const std::vector<float> k = RandomFloats(size_t{keys} * head_dim, 12);
+  const std::vector<float> v = RandomFloats(size_t{keys} * head_dim, 13);
   const float scale = 0.35f;
-  std::vector<float> scores(keys), out(head_dim);
-  kernels::AttendHead(
-      q.data(), head_dim, keys, scale,
-      [&](int64_t j) { return &k[j * head_dim]; },
-      [&](int64_t j) { return &v[j * head_dim]; }, scores.data(), out.data());
-  std::vector<double> p(keys);
-  double total = 0;
-  for (int j = 0; j < keys; ++j) {
-    double s = 0;
-    for (int i = 0; i < head_dim; ++i) s += double{q[i]} * k[j * head_dim + i];
-    p[j] = std::exp(s * scale);
-    total += p[j];
-  }
-  for (int i = 0; i < head_dim; ++i) {
-    double want = 0;
-    for (int j = 0; j < keys; ++j) want += p[j] / total * v[j * head_dim + i];
-    CHECK(out[i] == Approx(want).margin(1e-6));
+  auto attend = [&](const float* queries, int heads,
+                    const std::vector<float>& key_values) {
+    std::vector<float> scores(static_cast<size_t>(heads) * keys);
+    std::vector<float> out(static_cast<size_t>(heads) * head_dim);
+    kernels::AttendGroup(
+        queries, heads, head_dim, keys, scale,
+        [&](const auto& f) {
+          for (int j = 0; j < keys; ++j) {
+            f(j, &key_values[j * head_dim], &v[j * head_dim]);
+          }
+        },
+        scores.data(), out.data());
+    return out;
+  };
+  const std::vector<float> out = attend(q.data(), group, k);
+  for (int h = 0; h < group; ++h) {
+    std::vector<double> p(keys);
+    double total = 0;
+    for (int j = 0; j < keys; ++j) {
+      double s = 0;
+      for (int i = 0; i < head_dim; ++i) {
+        s += double{q[h * head_dim + i]} * k[j * head_dim + i];
+      }
+      p[j] = std::exp(s * scale);
+      total += p[j];
+    }
+    for (int i = 0; i < head_dim; ++i) {
+      double want = 0;
+      for (int j = 0; j < keys; ++j) {
+        want += p[j] / total * v[j * head_dim + i];
+      }
+      CHECK(out[h * head_dim + i] == Approx(want).margin(1e-6));
+    }
+    // The head alone: bit-identical.
+    const std::vector<float> alone = attend(&q[h * head_dim], 1, k);
+    CHECK(BitEqual(alone.data(), &out[h * head_dim], head_dim));
   }
   // Equal keys: the mean of the values.
   const std::vector<float> same_k(static_cast<size_t>(keys) * head_dim, 0.5f);
-  kernels::AttendHead(
-      q.data(), head_dim, keys, scale,
-      [&](int64_t j) { return &same_k[j * head_dim]; },
-      [&](int64_t j) { return &v[j * head_dim]; }, scores.data(), out.data());
+  const std::vector<float> mean = attend(q.data(), 1, same_k);
   for (int i = 0; i < head_dim; ++i) {
-    double mean = 0;
-    for (int j = 0; j < keys; ++j) mean += v[j * head_dim + i];
-    CHECK(out[i] == Approx(mean / keys).margin(1e-6));
+    double want = 0;
+    for (int j = 0; j < keys; ++j) want += v[j * head_dim + i];
+    CHECK(mean[i] == Approx(want / keys).margin(1e-6));
   }
 }
 

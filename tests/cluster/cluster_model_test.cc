@@ -204,6 +204,91 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("DecodeBatch gives each request exactly its tokens alone",
+          "[cluster_model]") {
+  for (MatmulBackend backend : Backends()) {
+    ModelConfig config = TinyConfig();
+    config.backend = backend;
+    INFO("backend " << MatmulBackendName(backend));
+    const std::unique_ptr<Model> model = MustCreate(config);
+    // Three requests in three pools of different layouts and block sizes.
+    const std::vector<KvLayout> layouts = {
+        MustLayout(config, KvPreset::kSglangMha, 16, 16),
+        MustLayout(config, KvPreset::kVllmFlashAttn, 16, 32),
+        MustLayout(config, KvPreset::kFlowKvBlockMajor, 64, 4)};
+    const std::vector<int> prompt_lengths = {5, 33, 18};
+    const int new_tokens = 12;
+    std::vector<HostKvPool> pools;
+    std::vector<PagedKv> kvs;
+    std::vector<std::vector<int>> references;
+    for (size_t i = 0; i < layouts.size(); ++i) {
+      pools.emplace_back(layouts[i]);
+      kvs.push_back(PagedKv{.layout = &layouts[i],
+                            .region_bases = pools.back().bases(),
+                            .blocks = BlockList{{2, 13}}});
+      absl::StatusOr<std::vector<int>> reference =
+          model->Generate(Prompt(prompt_lengths[i], 7 + i),
+                          {.max_new_tokens = new_tokens, .stop_at_eos = false});
+      REQUIRE(reference.ok());
+      references.push_back(*reference);
+    }
+    std::vector<std::vector<int>> tokens(layouts.size());
+    for (size_t i = 0; i < layouts.size(); ++i) {
+      absl::StatusOr<int> first =
+          model->Prefill(Prompt(prompt_lengths[i], 7 + i), kvs[i], nullptr);
+      REQUIRE(first.ok());
+      tokens[i].push_back(*first);
+    }
+    // Steps of the whole batch, then of requests 0 and 2 only.
+    for (int step = 1; step < new_tokens; ++step) {
+      std::vector<DecodeRequest> batch;
+      std::vector<size_t> members;
+      for (size_t i = 0; i < layouts.size(); ++i) {
+        if (step > 6 && i == 1) continue;
+        batch.push_back({.token = tokens[i].back(),
+                         .pos = prompt_lengths[i] + step - 1,
+                         .kv = &kvs[i]});
+        members.push_back(i);
+      }
+      absl::StatusOr<std::vector<int>> next = model->DecodeBatch(batch);
+      INFO(next.status().ToString());
+      REQUIRE(next.ok());
+      REQUIRE(next->size() == members.size());
+      for (size_t m = 0; m < members.size(); ++m) {
+        tokens[members[m]].push_back((*next)[m]);
+      }
+    }
+    // Request 1 finishes alone.
+    while (static_cast<int>(tokens[1].size()) < new_tokens) {
+      absl::StatusOr<int> next = model->DecodeStep(
+          tokens[1].back(),
+          prompt_lengths[1] + static_cast<int>(tokens[1].size()) - 1, kvs[1]);
+      REQUIRE(next.ok());
+      tokens[1].push_back(*next);
+    }
+    for (size_t i = 0; i < layouts.size(); ++i) {
+      INFO("request " << i);
+      CHECK(tokens[i] == references[i]);
+    }
+
+    // A bad entry: an error naming it, nothing written.
+    const std::string before = PoolBytes(layouts[0], pools[0]);
+    const std::vector<DecodeRequest> bad = {
+        {.token = 1, .pos = 30, .kv = &kvs[0]},
+        {.token = 1, .pos = 300, .kv = &kvs[1]}};
+    absl::StatusOr<std::vector<int>> error = model->DecodeBatch(bad);
+    CHECK(error.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(error.status().message().find("batch[1]") != std::string::npos);
+    const std::vector<DecodeRequest> null_kv = {{.token = 1, .pos = 3}};
+    CHECK(model->DecodeBatch(null_kv).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+    CHECK(PoolBytes(layouts[0], pools[0]) == before);
+    absl::StatusOr<std::vector<int>> empty = model->DecodeBatch({});
+    REQUIRE(empty.ok());
+    CHECK(empty->empty());
+  }
+}
+
 // The model's forward pass written out densely in double precision: the
 // logits after each position of `tokens`.
 std::vector<std::vector<double>> DenseLogits(const Model& model,
@@ -259,7 +344,7 @@ std::vector<std::vector<double>> DenseLogits(const Model& model,
           for (int i = 0; i < hd; ++i) {
             s[j] += qkv[p][h * hd + i] * qkv[j][q_cols + g * hd + i];
           }
-          s[j] /= std::sqrt(double{hd});
+          s[j] /= std::sqrt(static_cast<double>(hd));
           max_s = std::max(max_s, s[j]);
         }
         for (int j = 0; j <= p; ++j) total += (s[j] = std::exp(s[j] - max_s));

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "tools/cluster/model/model_kernels.h"
 
@@ -29,7 +30,7 @@ struct Model::Scratch {
         proj(x.size()),
         gate_up(static_cast<size_t>(rows) * 2 * c.ffn_dim),
         act(static_cast<size_t>(rows) * c.ffn_dim),
-        scores(max_keys) {}
+        scores(static_cast<size_t>(c.q_heads / c.kv_heads) * max_keys) {}
   FloatBuffer x;        // [rows][d_model] residual stream
   FloatBuffer h;        // [rows][d_model] normed
   FloatBuffer qkv;      // [rows][(q_heads + 2 kv_heads) * head_dim]
@@ -37,7 +38,7 @@ struct Model::Scratch {
   FloatBuffer proj;     // [rows][d_model] attention / MLP output
   FloatBuffer gate_up;  // [rows][2 * ffn_dim]
   FloatBuffer act;      // [rows][ffn_dim]
-  FloatBuffer scores;   // [max_keys]
+  FloatBuffer scores;   // [q_heads / kv_heads][max_keys]
 };
 
 namespace {
@@ -88,7 +89,7 @@ uint64_t Model::kv_bytes_per_token() const {
          kKvDtypeBytes;
 }
 
-void Model::WriteKv(int layer, int first_pos, int rows, const PagedKvView& view,
+void Model::WriteKv(int layer, absl::Span<const Row> rows, bool blas,
                     Scratch* s) const {
   const ModelConfig& c = config_;
   const LayerWeights& w = weights_.layers[layer];
@@ -98,15 +99,16 @@ void Model::WriteKv(int layer, int first_pos, int rows, const PagedKvView& view,
   const int kv_cols = c.kv_heads * hd;
   const int qkv_cols = q_cols + 2 * kv_cols;
   const int half = hd / 2;
+  const int n = static_cast<int>(rows.size());
 
-  for (int r = 0; r < rows; ++r) {
+  for (int r = 0; r < n; ++r) {
     kernels::RmsNorm(&s->x[static_cast<size_t>(r) * d], w.attn_norm.data(), d,
                      c.norm_eps, &s->h[static_cast<size_t>(r) * d]);
   }
-  kernels::MatMul(use_blas(), s->h.data(), rows, d, w.wqkv.data(), qkv_cols,
+  kernels::MatMul(blas, s->h.data(), n, d, w.wqkv.data(), qkv_cols,
                   s->qkv.data());
-  for (int r = 0; r < rows; ++r) {
-    const int pos = first_pos + r;
+  for (int r = 0; r < n; ++r) {
+    const int pos = rows[r].pos;
     const float* cos_row = &rope_cos_[static_cast<size_t>(pos) * half];
     const float* sin_row = &rope_sin_[static_cast<size_t>(pos) * half];
     float* row = &s->qkv[static_cast<size_t>(r) * qkv_cols];
@@ -114,16 +116,16 @@ void Model::WriteKv(int layer, int first_pos, int rows, const PagedKvView& view,
       kernels::ApplyRope(row + head * hd, hd, cos_row, sin_row);
     }
     for (int g = 0; g < c.kv_heads; ++g) {
-      std::memcpy(view.Key(layer, pos, g), row + q_cols + g * hd,
+      std::memcpy(rows[r].view->Key(layer, pos, g), row + q_cols + g * hd,
                   sizeof(float) * hd);
-      std::memcpy(view.Value(layer, pos, g), row + q_cols + kv_cols + g * hd,
-                  sizeof(float) * hd);
+      std::memcpy(rows[r].view->Value(layer, pos, g),
+                  row + q_cols + kv_cols + g * hd, sizeof(float) * hd);
     }
   }
 }
 
-void Model::FinishLayer(int layer, int first_pos, int rows,
-                        const PagedKvView& view, Scratch* s) const {
+void Model::FinishLayer(int layer, absl::Span<const Row> rows, bool blas,
+                        Scratch* s) const {
   const ModelConfig& c = config_;
   const LayerWeights& w = weights_.layers[layer];
   const int d = c.d_model;
@@ -132,56 +134,66 @@ void Model::FinishLayer(int layer, int first_pos, int rows,
   const int qkv_cols = q_cols + 2 * c.kv_heads * hd;
   const int group = c.q_heads / c.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int n = static_cast<int>(rows.size());
 
-  // Causal attention, keys and values read from the pool in position order.
-  for (int r = 0; r < rows; ++r) {
-    const int pos = first_pos + r;
+  // Causal attention: each row's query heads over positions [0, pos] of its
+  // own pool, read in position order.
+  for (int r = 0; r < n; ++r) {
+    const PagedKvView& view = *rows[r].view;
+    const int64_t num_keys = rows[r].pos + 1;
     const float* q_row = &s->qkv[static_cast<size_t>(r) * qkv_cols];
     float* out_row = &s->attn[static_cast<size_t>(r) * q_cols];
-    for (int head = 0; head < c.q_heads; ++head) {
-      const int g = head / group;
-      kernels::AttendHead(
-          q_row + head * hd, hd, pos + 1, scale,
-          [&](int64_t j) { return view.Key(layer, j, g); },
-          [&](int64_t j) { return view.Value(layer, j, g); }, s->scores.data(),
-          out_row + head * hd);
+    for (int g = 0; g < c.kv_heads; ++g) {
+      kernels::AttendGroup(
+          q_row + g * group * hd, group, hd, num_keys, scale,
+          [&](const auto& f) { view.ForEachKv(layer, g, num_keys, f); },
+          s->scores.data(), out_row + g * group * hd);
     }
   }
-  kernels::MatMul(use_blas(), s->attn.data(), rows, q_cols, w.wo.data(), d,
+  kernels::MatMul(blas, s->attn.data(), n, q_cols, w.wo.data(), d,
                   s->proj.data());
-  for (size_t i = 0; i < static_cast<size_t>(rows) * d; ++i) {
+  for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) {
     s->x[i] += s->proj[i];
   }
 
   // SwiGLU MLP.
   const int ffn = c.ffn_dim;
-  for (int r = 0; r < rows; ++r) {
+  for (int r = 0; r < n; ++r) {
     kernels::RmsNorm(&s->x[static_cast<size_t>(r) * d], w.mlp_norm.data(), d,
                      c.norm_eps, &s->h[static_cast<size_t>(r) * d]);
   }
-  kernels::MatMul(use_blas(), s->h.data(), rows, d, w.w_gate_up.data(), 2 * ffn,
+  kernels::MatMul(blas, s->h.data(), n, d, w.w_gate_up.data(), 2 * ffn,
                   s->gate_up.data());
-  for (int r = 0; r < rows; ++r) {
+  for (int r = 0; r < n; ++r) {
     const float* gate = &s->gate_up[static_cast<size_t>(r) * 2 * ffn];
     kernels::SwiGlu(gate, gate + ffn, ffn,
                     &s->act[static_cast<size_t>(r) * ffn]);
   }
-  kernels::MatMul(use_blas(), s->act.data(), rows, ffn, w.w_down.data(), d,
+  kernels::MatMul(blas, s->act.data(), n, ffn, w.w_down.data(), d,
                   s->proj.data());
-  for (size_t i = 0; i < static_cast<size_t>(rows) * d; ++i) {
+  for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) {
     s->x[i] += s->proj[i];
   }
 }
 
-std::vector<float> Model::Logits(const float* x_row) const {
+std::vector<std::vector<float>> Model::Logits(const float* x, int rows,
+                                              bool blas) const {
   const ModelConfig& c = config_;
-  FloatBuffer h(c.d_model);
-  kernels::RmsNorm(x_row, weights_.final_norm.data(), c.d_model, c.norm_eps,
-                   h.data());
-  FloatBuffer logits(c.vocab);
-  kernels::MatMul(use_blas(), h.data(), 1, c.d_model, weights_.lm_head.data(),
+  FloatBuffer h(static_cast<size_t>(rows) * c.d_model);
+  for (int r = 0; r < rows; ++r) {
+    kernels::RmsNorm(x + static_cast<size_t>(r) * c.d_model,
+                     weights_.final_norm.data(), c.d_model, c.norm_eps,
+                     &h[static_cast<size_t>(r) * c.d_model]);
+  }
+  FloatBuffer logits(static_cast<size_t>(rows) * c.vocab);
+  kernels::MatMul(blas, h.data(), rows, c.d_model, weights_.lm_head.data(),
                   c.vocab, logits.data());
-  return std::vector<float>(logits.begin(), logits.end());
+  std::vector<std::vector<float>> out;
+  for (int r = 0; r < rows; ++r) {
+    const float* row = &logits[static_cast<size_t>(r) * c.vocab];
+    out.emplace_back(row, row + c.vocab);
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<float>> Model::PrefillLogits(
@@ -197,7 +209,8 @@ absl::StatusOr<std::vector<float>> Model::PrefillLogits(
                         prompt.size(), c.max_context));
   }
   for (size_t i = 0; i < prompt.size(); ++i) {
-    if (absl::Status st = CheckToken(c, prompt[i], "prompt", i); !st.ok()) {
+    if (absl::Status st = CheckToken(c, prompt[i], "Prefill: prompt", i);
+        !st.ok()) {
       return st;
     }
   }
@@ -205,6 +218,8 @@ absl::StatusOr<std::vector<float>> Model::PrefillLogits(
   absl::StatusOr<PagedKvView> view = PagedKvView::Create(c, kv, n);
   if (!view.ok()) return view.status();
 
+  std::vector<Row> rows(n);
+  for (int r = 0; r < n; ++r) rows[r] = Row{&*view, r};
   Scratch s(c, n, n);
   for (int r = 0; r < n; ++r) {
     std::memcpy(&s.x[static_cast<size_t>(r) * c.d_model],
@@ -212,40 +227,86 @@ absl::StatusOr<std::vector<float>> Model::PrefillLogits(
                 sizeof(float) * c.d_model);
   }
   for (int layer = 0; layer < c.layers; ++layer) {
-    WriteKv(layer, 0, n, *view, &s);
+    WriteKv(layer, rows, use_blas(), &s);
     if (on_layer) {
       if (absl::Status st = on_layer(layer); !st.ok()) return st;
     }
-    FinishLayer(layer, 0, n, *view, &s);
+    FinishLayer(layer, rows, use_blas(), &s);
   }
-  return Logits(&s.x[static_cast<size_t>(n - 1) * c.d_model]);
+  return std::move(
+      Logits(&s.x[static_cast<size_t>(n - 1) * c.d_model], 1, use_blas())[0]);
+}
+
+absl::StatusOr<std::vector<std::vector<float>>> Model::DecodeBatchLogits(
+    absl::Span<const DecodeRequest> batch) const {
+  const ModelConfig& c = config_;
+  std::vector<PagedKvView> views;
+  views.reserve(batch.size());
+  int64_t max_keys = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const DecodeRequest& request = batch[i];
+    const std::string where = absl::StrFormat("DecodeStep: batch[%u]", i);
+    if (absl::Status st = CheckToken(c, request.token, where + " token", 0);
+        !st.ok()) {
+      return st;
+    }
+    if (request.pos < 0 || request.pos >= c.max_context) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: position %d is outside [0, %d) (max_context)",
+                          where, request.pos, c.max_context));
+    }
+    if (request.kv == nullptr) {
+      return absl::InvalidArgumentError(where + ": kv is null");
+    }
+    absl::StatusOr<PagedKvView> view =
+        PagedKvView::Create(c, *request.kv, request.pos + 1);
+    if (!view.ok()) {
+      return absl::Status(view.status().code(),
+                          absl::StrCat(where, ": ", view.status().message()));
+    }
+    views.push_back(*std::move(view));
+    max_keys = std::max<int64_t>(max_keys, request.pos + 1);
+  }
+  const int n = static_cast<int>(batch.size());
+  if (n == 0) return std::vector<std::vector<float>>();
+  std::vector<Row> rows(n);
+  for (int r = 0; r < n; ++r) rows[r] = Row{&views[r], batch[r].pos};
+  Scratch s(c, n, max_keys);
+  for (int r = 0; r < n; ++r) {
+    std::memcpy(
+        &s.x[static_cast<size_t>(r) * c.d_model],
+        &weights_.embedding[static_cast<size_t>(batch[r].token) * c.d_model],
+        sizeof(float) * c.d_model);
+  }
+  // Decode runs the loop products whatever the backend: each row's result
+  // is then independent of the batch (model_kernels.h, "Exactness").
+  for (int layer = 0; layer < c.layers; ++layer) {
+    WriteKv(layer, rows, /*blas=*/false, &s);
+    FinishLayer(layer, rows, /*blas=*/false, &s);
+  }
+  return Logits(s.x.data(), n, /*blas=*/false);
 }
 
 absl::StatusOr<std::vector<float>> Model::DecodeLogits(
     int token, int pos, const PagedKv& kv) const {
-  const ModelConfig& c = config_;
-  if (absl::Status st = CheckToken(c, token, "DecodeStep: token", 0);
-      !st.ok()) {
-    return st;
-  }
-  if (pos < 0 || pos >= c.max_context) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("DecodeStep: position %d is outside [0, %d) "
-                        "(max_context)",
-                        pos, c.max_context));
-  }
-  absl::StatusOr<PagedKvView> view = PagedKvView::Create(c, kv, pos + 1);
-  if (!view.ok()) return view.status();
+  const DecodeRequest request{.token = token, .pos = pos, .kv = &kv};
+  absl::StatusOr<std::vector<std::vector<float>>> logits =
+      DecodeBatchLogits({&request, 1});
+  if (!logits.ok()) return logits.status();
+  return std::move((*logits)[0]);
+}
 
-  Scratch s(c, 1, pos + 1);
-  std::memcpy(s.x.data(),
-              &weights_.embedding[static_cast<size_t>(token) * c.d_model],
-              sizeof(float) * c.d_model);
-  for (int layer = 0; layer < c.layers; ++layer) {
-    WriteKv(layer, pos, 1, *view, &s);
-    FinishLayer(layer, pos, 1, *view, &s);
+absl::StatusOr<std::vector<int>> Model::DecodeBatch(
+    absl::Span<const DecodeRequest> batch) const {
+  absl::StatusOr<std::vector<std::vector<float>>> logits =
+      DecodeBatchLogits(batch);
+  if (!logits.ok()) return logits.status();
+  std::vector<int> tokens;
+  tokens.reserve(logits->size());
+  for (const std::vector<float>& row : *logits) {
+    tokens.push_back(kernels::Argmax(row.data(), config_.vocab));
   }
-  return Logits(s.x.data());
+  return tokens;
 }
 
 absl::StatusOr<int> Model::Prefill(absl::Span<const int> prompt,

@@ -25,8 +25,10 @@
 // bit-exactly between pools, and every kernel computes each value with a
 // fixed sequence of float operations independent of where its inputs are
 // stored (model_kernels.h, "Exactness"); attention reads K/V in position
-// order. Prefill of a prompt is always one call (a fixed matrix shape), and
-// a decode step always works on one token. So a request served by a
+// order. Prefill of a prompt is always one call (a fixed matrix shape, the
+// config's backend); decode always uses the loop products, whose result for
+// a row does not depend on the other rows, so a request decodes the same
+// alone (DecodeStep) or in any batch (DecodeBatch). So a request served by a
 // prefill node and a decode node with different pool layouts yields exactly
 // the tokens of Generate() on the same build and backend.
 //
@@ -49,6 +51,15 @@
 #include "tools/cluster/model/paged_kv.h"
 
 namespace flowkv::cluster {
+
+// One request's decode step in a batch (Model::DecodeBatch).
+struct DecodeRequest {
+  // The last generated token, and its position (= tokens before it).
+  int token = 0;
+  int pos = 0;
+  // The request's KV (borrowed for the call).
+  const PagedKv* kv = nullptr;
+};
 
 // Called by Prefill once layer `layer`'s K/V of every prompt token is in the
 // pool, before later layers are computed (layers 0, 1, ... in order). A
@@ -79,7 +90,8 @@ class Model {
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
-  // The backend kAuto resolved to.
+  // The backend kAuto resolved to (prefill's matrix products; decode
+  // always runs the loops).
   MatmulBackend backend() const { return backend_; }
 
   // Runs `prompt` (positions 0..n-1), writing each layer's K/V of every
@@ -103,6 +115,15 @@ class Model {
   // OutOfRange for a block outside the pool.
   absl::StatusOr<int> DecodeStep(int token, int pos, const PagedKv& kv) const;
 
+  // One decode step of several requests at once (the weights are read once
+  // for the batch): the next token of each, in order. Each request's result
+  // is bit-identical to DecodeStep alone, whatever else is in the batch.
+  // Errors as DecodeStep, naming the entry ("batch[2]: ..."), before
+  // anything is written; a null kv is InvalidArgument. Empty batch: empty
+  // result. REQUIRES: no two entries write the same pool slot.
+  absl::StatusOr<std::vector<int>> DecodeBatch(
+      absl::Span<const DecodeRequest> batch) const;
+
   // As Prefill / DecodeStep, returning the vocab logits of the last
   // position instead of the greedy token (tests, sampling).
   absl::StatusOr<std::vector<float>> PrefillLogits(
@@ -110,6 +131,8 @@ class Model {
       const LayerDone& on_layer) const;
   absl::StatusOr<std::vector<float>> DecodeLogits(int token, int pos,
                                                   const PagedKv& kv) const;
+  absl::StatusOr<std::vector<std::vector<float>>> DecodeBatchLogits(
+      absl::Span<const DecodeRequest> batch) const;
 
   // The colocated reference: Prefill, then DecodeStep until max_new_tokens
   // tokens (or EOS), in a pool of this process. Errors as Prefill, plus
@@ -124,17 +147,24 @@ class Model {
  private:
   Model(const ModelConfig& config, MatmulBackend backend);
 
-  // One layer over `rows` consecutive positions from `first_pos` (the
-  // residual stream scratch->x [rows][d_model]), in two halves: WriteKv
-  // computes the rows' Q, K, V (RoPE applied) and writes K/V into `view`;
-  // FinishLayer attends over positions [0, pos] for each row (causal),
-  // reading every key and value from `view`, then runs the MLP.
+  // One row of a forward pass: a position of a request and its pool.
+  struct Row {
+    const PagedKvView* view = nullptr;
+    int pos = 0;
+  };
   struct Scratch;
-  void WriteKv(int layer, int first_pos, int rows, const PagedKvView& view,
+  // One layer over `rows` (the residual stream scratch->x [rows][d_model]),
+  // in two halves: WriteKv computes each row's Q, K, V (RoPE applied) and
+  // writes its K/V into its pool; FinishLayer attends each row over
+  // positions [0, pos] of its pool (causal; every key and value read from
+  // the pool), then runs the MLP. `blas`: the matrix products' backend.
+  void WriteKv(int layer, absl::Span<const Row> rows, bool blas,
                Scratch* scratch) const;
-  void FinishLayer(int layer, int first_pos, int rows, const PagedKvView& view,
+  void FinishLayer(int layer, absl::Span<const Row> rows, bool blas,
                    Scratch* scratch) const;
-  std::vector<float> Logits(const float* x_row) const;
+  // The logits of `rows` rows of the residual stream x [rows][d_model].
+  std::vector<std::vector<float>> Logits(const float* x, int rows,
+                                         bool blas) const;
   bool use_blas() const { return backend_ == MatmulBackend::kBlas; }
 
   ModelConfig config_;

@@ -31,7 +31,8 @@
 
 namespace flowkv::cluster {
 
-// How the matrix products run. Each gives the same results run to run
+// How prefill's matrix products run (decode always runs the loops: see
+// model.h, "Exactness"). Each gives the same results run to run
 // (single-threaded, fixed summation order); the two differ from each other
 // in the last bits, so a cluster and its colocated reference must use the
 // same one.

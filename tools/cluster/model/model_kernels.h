@@ -7,7 +7,9 @@
 // float operations that depends only on the sizes, never on the address or
 // alignment of its inputs or on other rows of a batch: reductions keep
 // eight partial sums in a fixed lane order (lane = index % 8) and add them
-// in a fixed tree; attention visits keys in position order. So the same
+// in a fixed tree; attention visits keys in position order; the loop
+// matrix product computes each row alone (its result for a row is the same
+// whatever the other rows of the batch). So the same
 // inputs give bit-identical outputs wherever they are stored, e.g. K/V read
 // from an SGLang pool with 16-token blocks or from a vLLM pool with 32-token
 // blocks. BLAS runs single-threaded (ForceSingleThreadedBlas) and is called
@@ -78,38 +80,47 @@ void AddScaled(float* out, const float* x, float scale, int n);
 // The index of the largest value, the lowest on ties.
 int Argmax(const float* values, int n);
 
-// Attention of one query head over keys 0..num_keys-1:
-//   out = sum_j softmax_j(dot(q, key(j)) * scale) * value(j).
-// key(j) / value(j) return head_dim floats. `scores` holds num_keys floats
-// of scratch. Keys are visited in order 0, 1, ...: the result depends on
-// the values only, not on where they are stored.
-template <typename KeyFn, typename ValueFn>
-void AttendHead(const float* q, int head_dim, int64_t num_keys, float scale,
-                const KeyFn& key, const ValueFn& value, float* scores,
-                float* out);
-
 // The exp used by the softmax (std::exp in float).
 float SoftmaxExp(float x);
 
-template <typename KeyFn, typename ValueFn>
-void AttendHead(const float* q, int head_dim, int64_t num_keys, float scale,
-                const KeyFn& key, const ValueFn& value, float* scores,
-                float* out) {
-  float max_score = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < num_keys; ++j) {
-    scores[j] = Dot(q, key(j), head_dim) * scale;
-    if (scores[j] > max_score) max_score = scores[j];
+// Attention of `group` query heads that share one KV head (grouped-query
+// attention), over keys 0..num_keys-1: for each head h,
+//   out_h = sum_j softmax_j(dot(q_h, key_j) * scale) * value_j.
+// q and out hold the group's heads back to back (group * head_dim floats);
+// `scores` is group * num_keys floats of scratch. for_each_kv(f) must call
+// f(j, key_j, value_j) for j = 0, 1, ..., num_keys - 1 in that order, each
+// pointer to head_dim floats; it is called twice. Every head's result
+// depends on the values only (keys summed in order j), not on where they
+// are stored or on the group size.
+template <typename ForEachKv>
+void AttendGroup(const float* q, int group, int head_dim, int64_t num_keys,
+                 float scale, const ForEachKv& for_each_kv, float* scores,
+                 float* out) {
+  for_each_kv([&](int64_t j, const float* key, const float*) {
+    for (int h = 0; h < group; ++h) {
+      scores[h * num_keys + j] = Dot(q + h * head_dim, key, head_dim) * scale;
+    }
+  });
+  for (int h = 0; h < group; ++h) {
+    float* head_scores = scores + h * num_keys;
+    float max_score = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < num_keys; ++j) {
+      if (head_scores[j] > max_score) max_score = head_scores[j];
+    }
+    float total = 0.0f;
+    for (int64_t j = 0; j < num_keys; ++j) {
+      head_scores[j] = SoftmaxExp(head_scores[j] - max_score);
+      total += head_scores[j];
+    }
+    const float inv_total = 1.0f / total;
+    for (int64_t j = 0; j < num_keys; ++j) head_scores[j] *= inv_total;
   }
-  float total = 0.0f;
-  for (int64_t j = 0; j < num_keys; ++j) {
-    scores[j] = SoftmaxExp(scores[j] - max_score);
-    total += scores[j];
-  }
-  const float inv_total = 1.0f / total;
-  for (int i = 0; i < head_dim; ++i) out[i] = 0.0f;
-  for (int64_t j = 0; j < num_keys; ++j) {
-    AddScaled(out, value(j), scores[j] * inv_total, head_dim);
-  }
+  for (int i = 0; i < group * head_dim; ++i) out[i] = 0.0f;
+  for_each_kv([&](int64_t j, const float*, const float* value) {
+    for (int h = 0; h < group; ++h) {
+      AddScaled(out + h * head_dim, value, scores[h * num_keys + j], head_dim);
+    }
+  });
 }
 
 }  // namespace flowkv::cluster::kernels

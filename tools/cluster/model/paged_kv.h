@@ -91,6 +91,27 @@ class PagedKvView {
     return At(layer, 1, position, head);
   }
 
+  // Calls f(position, key, value) for positions 0..count-1 in order, with
+  // the head_dim floats of (layer, position, kv head) (block by block: no
+  // division per position). REQUIRES: count within the checked positions.
+  template <typename F>
+  void ForEachKv(int layer, int head, int64_t count, const F& f) const {
+    const Tensor& k = tensors_[layer * 2];
+    const Tensor& v = tensors_[layer * 2 + 1];
+    int64_t position = 0;
+    for (size_t b = 0; position < count; ++b) {
+      const uint8_t* key =
+          k.base + block_ids_[b] * k.block_stride + head * k.head_stride;
+      const uint8_t* value =
+          v.base + block_ids_[b] * v.block_stride + head * v.head_stride;
+      for (int64_t t = 0; t < block_tokens_ && position < count;
+           ++t, ++position) {
+        f(position, reinterpret_cast<const float*>(key + t * k.token_stride),
+          reinterpret_cast<const float*>(value + t * v.token_stride));
+      }
+    }
+  }
+
  private:
   struct Tensor {
     uint8_t* base = nullptr;  // region base + tensor offset
