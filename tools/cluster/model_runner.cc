@@ -54,6 +54,22 @@ class TransformerRunner final : public ModelRunner {
     return static_cast<uint32_t>(*next);
   }
 
+  absl::StatusOr<std::vector<uint32_t>> DecodeBatch(
+      const std::vector<BatchEntry>& batch, const KvPool& pool) const override {
+    std::vector<PagedKv> kvs;
+    kvs.reserve(batch.size());
+    std::vector<DecodeRequest> requests;
+    for (const BatchEntry& e : batch) {
+      kvs.push_back(PagedKv{&pool.layout, pool.region_bases, *e.blocks});
+      requests.push_back({.token = static_cast<int>(e.token),
+                          .pos = static_cast<int>(e.pos),
+                          .kv = &kvs.back()});
+    }
+    absl::StatusOr<std::vector<int>> next = model_->DecodeBatch(requests);
+    if (!next.ok()) return next.status();
+    return std::vector<uint32_t>(next->begin(), next->end());
+  }
+
   absl::StatusOr<NodeCostModel> Calibrate() const override {
     CalibrationOptions options;
     options.block_tokens = spec_.block_tokens;

@@ -81,6 +81,17 @@ class ModelRunner {
       uint32_t token, uint32_t pos, const KvPool& pool,
       const BlockList& blocks) const = 0;
 
+  // One decode step of several requests of `pool` at once (the weights are
+  // read once): the next token of each, in order, each bit-identical to its
+  // DecodeStep alone. Errors as DecodeStep, for the first bad entry.
+  struct BatchEntry {
+    uint32_t token = 0;
+    uint32_t pos = 0;
+    const BlockList* blocks = nullptr;
+  };
+  virtual absl::StatusOr<std::vector<uint32_t>> DecodeBatch(
+      const std::vector<BatchEntry>& batch, const KvPool& pool) const = 0;
+
   // Times Prefill and DecodeStep on this machine and fits the scheduler's
   // cost model (NodeCostModel, ms) to the timings: what the simulator needs
   // to model this cluster (--compare_sim). Takes seconds.

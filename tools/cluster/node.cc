@@ -422,25 +422,36 @@ void Node::Finish(DecodeJob& job) {
 void Node::RunDecodeStep() {
   if (running_.empty()) return;
   const double start = NowMs();
-  for (auto it = running_.begin(); it != running_.end();) {
+  std::vector<ModelRunner::BatchEntry> batch;
+  batch.reserve(running_.size());
+  for (const DecodeJob& job : running_) {
+    batch.push_back({job.tokens.back(), job.pos, &job.blocks});
+  }
+  absl::StatusOr<std::vector<uint32_t>> batched =
+      model_->DecodeBatch(batch, *pool_);
+  for (size_t i = 0, j = 0; i < running_.size(); ++j) {
+    DecodeJob& job = running_[i];
+    // A batch that failed is run one by one, so only a bad request fails.
     absl::StatusOr<uint32_t> next =
-        model_->DecodeStep(it->tokens.back(), it->pos, *pool_, it->blocks);
+        batched.ok() ? absl::StatusOr<uint32_t>((*batched)[j])
+                     : model_->DecodeStep(job.tokens.back(), job.pos, *pool_,
+                                          job.blocks);
     if (!next.ok()) {
-      (void)allocator_->Free(it->blocks);
+      (void)allocator_->Free(job.blocks);
       (void)Send({.type = MessageType::kFailed,
-                  .request = it->request,
-                  .attempt = it->attempt,
+                  .request = job.request,
+                  .attempt = job.attempt,
                   .text = next.status().ToString()});
-      it = running_.erase(it);
+      running_.erase(running_.begin() + static_cast<ptrdiff_t>(i));
       continue;
     }
-    it->tokens.push_back(*next);
-    ++it->pos;
-    if (it->tokens.size() >= it->max_new) {
-      Finish(*it);
-      it = running_.erase(it);
+    job.tokens.push_back(*next);
+    ++job.pos;
+    if (job.tokens.size() >= job.max_new) {
+      Finish(job);
+      running_.erase(running_.begin() + static_cast<ptrdiff_t>(i));
     } else {
-      ++it;
+      ++i;
     }
   }
   const double ms = NowMs() - start;

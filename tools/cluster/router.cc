@@ -20,6 +20,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
@@ -493,11 +494,18 @@ void Router::MaybeKill() {
   }
   if (!busy) return;
   kill(n.pid, SIGKILL);
+  int status;
+  waitpid(n.pid, &status, 0);  // dead and reaped: SIGKILL cannot be caught
   info_.killed_nodes.push_back(n.id);
   if (options_.verbose) {
     fmt::print(stderr, "router: SIGKILLed node {} after {} requests\n", n.id,
                finished_);
   }
+  // The node died at this instant: what it wrote before dying and the
+  // router has not read yet is dropped with it (a real router learns of a
+  // death later, and such late news is what retries make harmless), so
+  // the requests in flight on it are retried — the test's evidence.
+  NodeDown(n, "SIGKILLed by --kill_node");
 }
 
 void Router::PlacePending() {
