@@ -120,6 +120,7 @@ class Router {
   size_t done_ = 0;
   uint64_t finished_ = 0;
   size_t connected_ = 0;
+  bool started_ = false;
   double last_progress_ms_ = 0;
   RunInfo info_;
   std::vector<NodeSample> samples_;
@@ -268,6 +269,7 @@ absl::Status Router::ConnectAll(
   }
   (void)total;
   start_ = std::chrono::steady_clock::now();
+  started_ = true;
   return absl::OkStatus();
 }
 
@@ -387,6 +389,7 @@ void Router::Handle(NodeConn& node, const ControlMessage& m) {
           info->cost.e = 0;
         }
       }
+      if (!started_) return;  // start-up: the run's clock has not begun
       samples_.push_back({Now(), node.id, node.role,
                           m.load.queued_prefill_tokens, m.load.running_decode,
                           m.load.kv_blocks_used});
