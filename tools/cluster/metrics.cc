@@ -120,11 +120,13 @@ std::string RunJson(const RunInfo& info,
         "\"arrival_ms\": {:.3f}, \"finished\": {}, \"retries\": {}, "
         "\"prefill_node\": {}, \"decode_node\": {}, \"ttft_ms\": {:.3f}, "
         "\"tpot_ms\": {:.3f}, \"e2e_ms\": {:.3f}, \"kv_bytes\": {}, "
-        "\"transfer_ms\": {:.3f}, \"exact\": {}}}{}\n",
+        "\"transfer_ms\": {:.3f}, \"prefill_ms\": {:.3f}, \"exact\": "
+        "{}}}{}\n",
         r.id, r.prompt_tokens, r.output_tokens, r.arrival_ms, done, r.retries,
         r.prefill_node, r.decode_node, done ? r.ttft_ms() : -1,
         done ? r.tpot_ms() : -1, done ? r.e2e_ms() : -1, r.kv_bytes,
-        r.transfer_ms, r.exact, i + 1 < requests.size() ? "," : "");
+        r.transfer_ms, r.prefill_ms, r.exact,
+        i + 1 < requests.size() ? "," : "");
   }
   out += "  ],\n  \"node_samples\": [\n";
   for (size_t i = 0; i < samples.size(); ++i) {

@@ -33,6 +33,8 @@ struct RequestRecord {
   uint32_t decode_node = 0;
   uint64_t kv_bytes = 0;
   double transfer_ms = 0;
+  // The prefill's compute time on its node.
+  double prefill_ms = 0;
   // Compared with the colocated reference after the run.
   bool exact = false;
   std::vector<uint32_t> tokens;

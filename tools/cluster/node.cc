@@ -512,7 +512,11 @@ int Node::Loop() {
     if (!read.ok()) return 0;  // the router is gone
     HandleKvResults(kv_->Poll());
     ReapSends();
-    bool worked = RunOnePrefill();
+    // A node switched from decode to prefill drains first: its running
+    // decodes finish before it starts the prefills it is given (else each
+    // of their tokens would wait for a whole prefill).
+    const bool draining_decode = !ServesDecode(role_) && !running_.empty();
+    bool worked = !draining_decode && RunOnePrefill();
     if (!running_.empty()) {
       RunDecodeStep();
       worked = true;

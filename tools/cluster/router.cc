@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <deque>
 #include <fcntl.h>
@@ -98,6 +99,7 @@ class Router {
   void NodeDown(NodeConn& node, const std::string& why);
   void Retry(RequestState& r, const std::string& why);
   void PlacePending();
+  void AccountPlacement(const RequestState& r, const Placement& where);
   void Rebalance();
   RequestState* Find(uint64_t request, uint32_t attempt);
   void MaybeKill();
@@ -450,6 +452,7 @@ void Router::Handle(NodeConn& node, const ControlMessage& m) {
     }
     case MessageType::kPrefillDone:
       r->record.first_token_ms = Now();
+      r->record.prefill_ms = m.ms;
       if (r->colocated) r->phase = Phase::kDecoding;
       return;
     case MessageType::kKvSent:
@@ -511,6 +514,26 @@ void Router::MaybeKill() {
   NodeDown(n, "SIGKILLed by --kill_node");
 }
 
+void Router::AccountPlacement(const RequestState& r, const Placement& where) {
+  // A node reports its load between compute steps, so a report can be a
+  // prefill old: without this, every request placed meanwhile would see
+  // the same "idle" node and go there. The work just placed counts at once;
+  // the node's next report (which includes it) replaces the estimate.
+  if (NodeInfo* p = view_.FindMutable(where.prefill_node); p != nullptr) {
+    p->load.queued_prefill_tokens += r.record.prompt_tokens;
+  }
+  if (NodeInfo* d = view_.FindMutable(where.decode_node); d != nullptr) {
+    d->load.waiting_decode += 1;
+    const double blocks = std::ceil(
+        static_cast<double>(r.record.prompt_tokens + r.record.output_tokens) /
+        options_.model.block_tokens);
+    d->load.kv_blocks_used =
+        d->load.kv_blocks_total > 0
+            ? std::min(d->load.kv_blocks_total, d->load.kv_blocks_used + blocks)
+            : d->load.kv_blocks_used + blocks;
+  }
+}
+
 void Router::PlacePending() {
   while (!pending_.empty()) {
     RequestState& r = requests_[pending_.front()];
@@ -526,6 +549,7 @@ void Router::PlacePending() {
     r.record.prefill_node = where->prefill_node;
     r.record.decode_node = where->decode_node;
     r.colocated = where->colocated();
+    AccountPlacement(r, *where);
     if (r.colocated) {
       r.phase = Phase::kPrefilling;
       SendTo(where->prefill_node, {.type = MessageType::kAssignPrefill,
