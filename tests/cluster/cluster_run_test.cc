@@ -78,6 +78,19 @@ TEST_CASE("a small cluster serves every request exactly", "[cluster]") {
   CHECK(std::stoull(Field(run.json, "bytes_moved")) > 0);
 }
 
+TEST_CASE("prefill and decode pools of different layouts give the same tokens",
+          "[cluster]") {
+  // SGLang's pool on the prefill side, vLLM's on the decode side: KvTransfer
+  // converts between them.
+  const Run run = RunCluster(
+      "layouts", {"--policy=round_robin", "--prefill_kv_layout=sglang_mha",
+                  "--decode_kv_layout=vllm_flash_attn"});
+  REQUIRE(run.exit_code == 0);
+  CHECK(Field(run.json, "requests_finished") == "30");
+  CHECK(Field(run.json, "exact") == "true");
+  CHECK(std::stoull(Field(run.json, "bytes_moved")) > 0);
+}
+
 TEST_CASE("a killed decode process's requests are retried elsewhere",
           "[cluster]") {
   // Nodes 0, 1 prefill; 2, 3 decode.
@@ -117,6 +130,8 @@ TEST_CASE("bad flags are refused before any process starts", "[cluster]") {
   CHECK(RunCluster("bad_policy", {"--policy=nope"}).exit_code != 0);
   CHECK(RunCluster("bad_kill", {"--kill_node=9"}).exit_code != 0);
   CHECK(RunCluster("bad_workload", {"--workload=nope"}).exit_code != 0);
+  CHECK(RunCluster("bad_layout", {"--decode_kv_layout=nope"}).exit_code != 0);
+  CHECK(RunCluster("bad_model", {"--heads=3"}).exit_code != 0);
 }
 
 }  // namespace

@@ -54,6 +54,13 @@ ABSL_FLAG(uint32_t, ffn_dim, 0, "MLP hidden size (0: 2.75 x d_model)");
 ABSL_FLAG(uint32_t, max_context, 1024, "Tokens per request (prompt + output)");
 ABSL_FLAG(uint32_t, block_tokens, 16, "Tokens per KV block");
 ABSL_FLAG(uint64_t, model_seed, 1, "Seed of the model's weights");
+ABSL_FLAG(std::string, prefill_kv_layout, "flowkv_block_major",
+          "Pool layout of prefill (and colocated) nodes: flowkv_block_major, "
+          "vllm_flash_attn, vllm_flash_infer, sglang_mha, trtllm_block_pool");
+ABSL_FLAG(std::string, decode_kv_layout, "flowkv_block_major",
+          "Pool layout of decode nodes (as --prefill_kv_layout)");
+ABSL_FLAG(std::string, kv_preset, "flowkv_block_major",
+          "Node: its pool layout (set by the router)");
 ABSL_FLAG(uint32_t, blocks_per_node, 2048, "KV blocks in each node's pool");
 ABSL_FLAG(double, rebalance_ms, 500, "Rebalance period, ms (0: never)");
 ABSL_FLAG(double, report_ms, 100, "Node load report period, ms");
@@ -108,6 +115,7 @@ flowkv::cluster::ModelSpec ModelFromFlags() {
           .ffn_dim = absl::GetFlag(FLAGS_ffn_dim),
           .max_context = absl::GetFlag(FLAGS_max_context),
           .block_tokens = absl::GetFlag(FLAGS_block_tokens),
+          .kv_preset = absl::GetFlag(FLAGS_kv_preset),
           .seed = absl::GetFlag(FLAGS_model_seed)};
 }
 
@@ -184,6 +192,16 @@ int main(int argc, char** argv) {
   }
   options.model = ModelFromFlags();
   options.blocks_per_node = absl::GetFlag(FLAGS_blocks_per_node);
+  options.prefill_kv_preset = absl::GetFlag(FLAGS_prefill_kv_layout);
+  options.decode_kv_preset = absl::GetFlag(FLAGS_decode_kv_layout);
+  for (const std::string& preset :
+       {options.prefill_kv_preset, options.decode_kv_preset}) {
+    flowkv::cluster::ModelSpec spec = options.model;
+    spec.kv_preset = preset;
+    if (auto model = flowkv::cluster::ModelRunner::Create(spec); !model.ok()) {
+      return Fail(model.status());
+    }
+  }
   options.rebalance_ms = absl::GetFlag(FLAGS_rebalance_ms);
   options.report_ms = absl::GetFlag(FLAGS_report_ms);
   options.kill_node = absl::GetFlag(FLAGS_kill_node);

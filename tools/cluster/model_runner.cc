@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // ModelRunner over flowkv-cluster's CPU transformer (tools/cluster/model/):
 // maps a ModelSpec to a ModelConfig, a node's pool to a PagedKv, and the
-// model's int tokens to the control channel's u32 ones. Node pools use
-// FlowKV's block-major layout.
+// model's int tokens to the control channel's u32 ones. A node's pool has
+// the layout preset of its ModelSpec; the colocated reference uses FlowKV's
+// block-major pool (any pool gives the same tokens).
 
 #include "tools/cluster/model_runner.h"
 
@@ -21,8 +22,10 @@ class TransformerRunner final : public ModelRunner {
       : spec_(spec), model_(std::move(model)) {}
 
   absl::StatusOr<KvLayout> MakeLayout(uint32_t num_blocks) const override {
-    return MakeKvLayout(model_->config(), KvPreset::kFlowKvBlockMajor,
-                        num_blocks, spec_.block_tokens);
+    absl::StatusOr<KvPreset> preset = ParseKvPreset(spec_.kv_preset);
+    if (!preset.ok()) return preset.status();
+    return MakeKvLayout(model_->config(), *preset, num_blocks,
+                        spec_.block_tokens);
   }
   uint64_t kv_bytes_per_token() const override {
     return model_->kv_bytes_per_token();
@@ -125,6 +128,10 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
                        : static_cast<int>((spec.d_model * 11 / 4 + 7) / 8 * 8);
   config.max_context = static_cast<int>(spec.max_context);
   config.seed = spec.seed;
+  if (absl::StatusOr<KvPreset> preset = ParseKvPreset(spec.kv_preset);
+      !preset.ok()) {
+    return preset.status();
+  }
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Create(config);
   if (!model.ok()) return model.status();
   return std::make_unique<TransformerRunner>(spec, *std::move(model));

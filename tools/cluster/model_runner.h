@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -41,6 +42,10 @@ struct ModelSpec {
   uint32_t max_context = 1024;
   // Tokens per KV block of a node's pool.
   uint32_t block_tokens = 16;
+  // The pool's layout preset: flowkv_block_major, vllm_flash_attn,
+  // vllm_flash_infer, sglang_mha or trtllm_block_pool. Nodes with different
+  // presets exchange KV (KvTransfer converts); the tokens stay the same.
+  std::string kv_preset = "flowkv_block_major";
   uint64_t seed = 1;
 };
 

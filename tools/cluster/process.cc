@@ -3,9 +3,12 @@
 
 #include "tools/cluster/process.h"
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,17 +43,20 @@ absl::StatusOr<pid_t> SpawnSelf(const std::vector<std::string>& args) {
 void StopChildren(const std::vector<pid_t>& pids, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   for (pid_t pid : pids) {
-    while (true) {
-      int status;
-      const pid_t r = waitpid(pid, &status, WNOHANG);
-      if (r == pid || r < 0) break;
-      if (absl::Now() >= deadline) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        break;
-      }
-      usleep(2000);  // polling a child's exit: no event to wait on
+    // Wait for the exit on a pidfd (readable once the child exits), up to
+    // the deadline; then SIGKILL. Either way, reap it.
+    const int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    if (fd >= 0) {
+      pollfd p{fd, POLLIN, 0};
+      const int64_t ms = std::max<int64_t>(
+          0, absl::ToInt64Milliseconds(deadline - absl::Now()));
+      if (poll(&p, 1, static_cast<int>(ms)) <= 0) kill(pid, SIGKILL);
+      close(fd);
+    } else if (waitpid(pid, nullptr, WNOHANG) == 0) {
+      kill(pid, SIGKILL);  // no pidfd (old kernel): do not wait
     }
+    int status;
+    waitpid(pid, &status, 0);
   }
 }
 

@@ -169,6 +169,14 @@ absl::Status Router::Start() {
                    absl::StrCat("--max_context=", m.max_context),
                    absl::StrCat("--block_tokens=", m.block_tokens),
                    absl::StrCat("--model_seed=", m.seed),
+                   absl::StrCat("--kv_preset=",
+                                n.role == NodeRole::kDecode &&
+                                        !options_.decode_kv_preset.empty()
+                                    ? options_.decode_kv_preset
+                                : n.role != NodeRole::kDecode &&
+                                        !options_.prefill_kv_preset.empty()
+                                    ? options_.prefill_kv_preset
+                                    : m.kv_preset),
                    absl::StrCat("--blocks_per_node=", options_.blocks_per_node),
                    absl::StrCat("--report_ms=", options_.report_ms)});
     if (!pid.ok()) return pid.status();

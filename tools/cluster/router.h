@@ -36,6 +36,10 @@ struct RouterOptions {
   std::string policy = "load_aware";
   SchedulerOptions scheduler;
   ModelSpec model;
+  // Pool layout presets of the nodes deployed as prefill and as decode
+  // (colocated nodes: the prefill one). Default: model.kv_preset.
+  std::string prefill_kv_preset;
+  std::string decode_kv_preset;
   uint32_t blocks_per_node = 1024;
   // Rebalance period, ms (0: never). Default: 500.
   double rebalance_ms = 500;
