@@ -11,7 +11,8 @@
 # BUILD_DIR defaults to build/, OUT_DIR to BUILD_DIR/cluster-results.
 # Environment knobs (defaults in brackets): NODES_P [2], NODES_D [2],
 # SHIFT [shift:6], SHIFT_RATE [3], SHIFT_REQUESTS [48], TRACE_REQUESTS [40],
-# TRACE_SCALE [1], MODEL_FLAGS [""] (e.g. "--layers=8 --d_model=256").
+# TRACE_SCALE [1], FLAGS [""] (more flowkv-cluster flags, e.g.
+# "--layers=8 --d_model=256 --pin_cores").
 # The figures are wall-clock measurements: run on an otherwise idle machine.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -29,7 +30,7 @@ import json, os, shlex, subprocess, sys
 binary, out, traces = sys.argv[1:4]
 env = os.environ
 p, d = env.get("NODES_P", "2"), env.get("NODES_D", "2")
-model = shlex.split(env.get("MODEL_FLAGS", ""))
+model = shlex.split(env.get("FLAGS", ""))
 
 def run(name, *args):
     path = os.path.join(out, name + ".json")

@@ -69,6 +69,10 @@ ABSL_FLAG(int, kill_node, -1,
           "decode) once --kill_after requests finished");
 ABSL_FLAG(uint32_t, kill_after, 5, "See --kill_node");
 ABSL_FLAG(bool, verbose, false, "Router events on stderr");
+ABSL_FLAG(bool, pin_cores, false,
+          "Pin node i to core i mod (cores): independent nodes on a machine "
+          "with a core per node");
+ABSL_FLAG(int, pin_core, -1, "Node: the core to pin to (set by the router)");
 ABSL_FLAG(bool, calibrate, true,
           "Before the run, time the model on this machine and give the "
           "scheduler the fitted cost model (else: each node's measured speed)");
@@ -135,7 +139,8 @@ int RunNodeFromFlags() {
        .router_port = static_cast<uint16_t>(absl::GetFlag(FLAGS_router_port)),
        .model = ModelFromFlags(),
        .num_blocks = absl::GetFlag(FLAGS_blocks_per_node),
-       .report_ms = absl::GetFlag(FLAGS_report_ms)});
+       .report_ms = absl::GetFlag(FLAGS_report_ms),
+       .pin_core = absl::GetFlag(FLAGS_pin_core)});
 }
 
 }  // namespace
@@ -207,6 +212,7 @@ int main(int argc, char** argv) {
   options.kill_node = absl::GetFlag(FLAGS_kill_node);
   options.kill_after = absl::GetFlag(FLAGS_kill_after);
   options.verbose = absl::GetFlag(FLAGS_verbose);
+  options.pin_cores = absl::GetFlag(FLAGS_pin_cores);
   if (options.kill_node >=
       static_cast<int>(options.prefill_nodes + options.decode_nodes)) {
     return Fail(absl::InvalidArgumentError("--kill_node is not a node id"));

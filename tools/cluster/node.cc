@@ -19,6 +19,7 @@
 #include <netinet/tcp.h>
 #include <optional>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <vector>
@@ -119,6 +120,15 @@ class Node {
 
 absl::Status Node::Start() {
   role_ = options_.role;
+  if (options_.pin_core >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(options_.pin_core, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "node ", options_.id, ": cannot pin to core ", options_.pin_core));
+    }
+  }
   auto model = ModelRunner::Create(options_.model);
   if (!model.ok()) return model.status();
   model_ = *std::move(model);

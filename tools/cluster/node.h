@@ -35,6 +35,8 @@ struct NodeOptions {
   uint32_t num_blocks = 1024;
   // Load report period, ms. Default: 100.
   double report_ms = 100;
+  // Pin the process to this CPU core (-1: no pinning).
+  int pin_core = -1;
 };
 
 // Runs the node until shutdown; returns the process exit code (0: clean).

@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -128,6 +129,18 @@ class Router {
   std::vector<NodeSample> samples_;
 };
 
+// The i-th core this process may run on, cyclically.
+int PinCore(uint32_t i) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return -1;
+  std::vector<int> cores;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) cores.push_back(c);
+  }
+  return cores.empty() ? -1 : cores[i % cores.size()];
+}
+
 absl::Status Router::Start() {
   auto scheduler = CreateScheduler(options_.policy, options_.scheduler);
   if (!scheduler.ok()) return scheduler.status();
@@ -157,28 +170,29 @@ absl::Status Router::Start() {
              : i < options_.prefill_nodes ? NodeRole::kPrefill
                                           : NodeRole::kDecode;
     const ModelSpec& m = options_.model;
-    absl::StatusOr<pid_t> pid =
-        SpawnSelf({"--node", absl::StrCat("--node_id=", i),
-                   absl::StrCat("--node_role=", NodeRoleName(n.role)),
-                   absl::StrCat("--router_port=", ntohs(addr.sin_port)),
-                   absl::StrCat("--layers=", m.layers),
-                   absl::StrCat("--d_model=", m.d_model),
-                   absl::StrCat("--heads=", m.heads),
-                   absl::StrCat("--kv_heads=", m.kv_heads),
-                   absl::StrCat("--ffn_dim=", m.ffn_dim),
-                   absl::StrCat("--max_context=", m.max_context),
-                   absl::StrCat("--block_tokens=", m.block_tokens),
-                   absl::StrCat("--model_seed=", m.seed),
-                   absl::StrCat("--kv_preset=",
-                                n.role == NodeRole::kDecode &&
-                                        !options_.decode_kv_preset.empty()
-                                    ? options_.decode_kv_preset
-                                : n.role != NodeRole::kDecode &&
-                                        !options_.prefill_kv_preset.empty()
-                                    ? options_.prefill_kv_preset
-                                    : m.kv_preset),
-                   absl::StrCat("--blocks_per_node=", options_.blocks_per_node),
-                   absl::StrCat("--report_ms=", options_.report_ms)});
+    absl::StatusOr<pid_t> pid = SpawnSelf(
+        {"--node", absl::StrCat("--node_id=", i),
+         absl::StrCat("--node_role=", NodeRoleName(n.role)),
+         absl::StrCat("--router_port=", ntohs(addr.sin_port)),
+         absl::StrCat("--layers=", m.layers),
+         absl::StrCat("--d_model=", m.d_model),
+         absl::StrCat("--heads=", m.heads),
+         absl::StrCat("--kv_heads=", m.kv_heads),
+         absl::StrCat("--ffn_dim=", m.ffn_dim),
+         absl::StrCat("--max_context=", m.max_context),
+         absl::StrCat("--block_tokens=", m.block_tokens),
+         absl::StrCat("--model_seed=", m.seed),
+         absl::StrCat(
+             "--kv_preset=",
+             n.role == NodeRole::kDecode && !options_.decode_kv_preset.empty()
+                 ? options_.decode_kv_preset
+             : n.role != NodeRole::kDecode &&
+                     !options_.prefill_kv_preset.empty()
+                 ? options_.prefill_kv_preset
+                 : m.kv_preset),
+         absl::StrCat("--blocks_per_node=", options_.blocks_per_node),
+         absl::StrCat("--report_ms=", options_.report_ms),
+         absl::StrCat("--pin_core=", options_.pin_cores ? PinCore(i) : -1)});
     if (!pid.ok()) return pid.status();
     n.pid = *pid;
   }

@@ -44,6 +44,9 @@ struct RouterOptions {
   // Rebalance period, ms (0: never). Default: 500.
   double rebalance_ms = 500;
   double report_ms = 100;
+  // Pin node i to CPU core i % (cores available), so nodes compute
+  // independently when there are as many cores as nodes.
+  bool pin_cores = false;
   // A request is given up after this many attempts.
   uint32_t max_attempts = 4;
   // Fault injection: SIGKILL node `kill_node` once `kill_after` requests
