@@ -118,6 +118,20 @@ TEST_CASE("a killed prefill process's requests are retried elsewhere",
   CHECK(Field(run.json, "exact") == "true");
 }
 
+TEST_CASE("a node's death is found from its control socket", "[cluster]") {
+  // The router does not take the node down itself: EOF on the socket (the
+  // kernel closes it when the process dies) is how it learns. Whether a
+  // request was still in flight by then is a race, so only the outcome is
+  // checked: the node is gone and every request finished exactly.
+  const Run run =
+      RunCluster("kill_eof", {"--policy=round_robin", "--kill_node=3",
+                              "--kill_after=6", "--kill_found_by_eof"});
+  REQUIRE(run.exit_code == 0);
+  CHECK(run.json.find("\"killed_nodes\": [3]") != std::string::npos);
+  CHECK(Field(run.json, "requests_finished") == "30");
+  CHECK(Field(run.json, "exact") == "true");
+}
+
 TEST_CASE("the colocated baseline serves every request exactly", "[cluster]") {
   const Run run = RunCluster("colocated", {"--colocated"});
   REQUIRE(run.exit_code == 0);

@@ -68,6 +68,9 @@ ABSL_FLAG(int, kill_node, -1,
           "Fault injection: SIGKILL this node (ids: prefill 0..N-1, then "
           "decode) once --kill_after requests finished");
 ABSL_FLAG(uint32_t, kill_after, 5, "See --kill_node");
+ABSL_FLAG(bool, kill_found_by_eof, false,
+          "See --kill_node: the router learns of the death from the node's "
+          "socket (EOF) instead of at the kill");
 ABSL_FLAG(bool, verbose, false, "Router events on stderr");
 ABSL_FLAG(bool, pin_cores, false,
           "Pin node i to core i mod (cores): independent nodes on a machine "
@@ -211,6 +214,7 @@ int main(int argc, char** argv) {
   options.report_ms = absl::GetFlag(FLAGS_report_ms);
   options.kill_node = absl::GetFlag(FLAGS_kill_node);
   options.kill_after = absl::GetFlag(FLAGS_kill_after);
+  options.kill_found_by_eof = absl::GetFlag(FLAGS_kill_found_by_eof);
   options.verbose = absl::GetFlag(FLAGS_verbose);
   options.pin_cores = absl::GetFlag(FLAGS_pin_cores);
   if (options.kill_node >=

@@ -533,7 +533,7 @@ void Router::MaybeKill() {
   // router has not read yet is dropped with it (a real router learns of a
   // death later, and such late news is what retries make harmless), so
   // the requests in flight on it are retried — the test's evidence.
-  NodeDown(n, "SIGKILLed by --kill_node");
+  if (!options_.kill_found_by_eof) NodeDown(n, "SIGKILLed by --kill_node");
 }
 
 void Router::AccountPlacement(const RequestState& r, const Placement& where) {

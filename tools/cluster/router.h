@@ -53,6 +53,10 @@ struct RouterOptions {
   // finished and a request is in flight on it (-1: never).
   int kill_node = -1;
   uint32_t kill_after = 0;
+  // False: the router takes the node down at the kill (the requests in
+  // flight on it are retried, deterministically). True: it learns of the
+  // death as of any other, from EOF on the node's control socket.
+  bool kill_found_by_eof = false;
   // The nodes' cost model for the scheduler (e.g. ModelRunner::Calibrate's
   // fit on this machine). Without one, each node's model is the linear fit
   // of the speeds it measures and reports (the default model until then).
