@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -49,6 +50,13 @@ KvLayout MustLayout(const ModelConfig& config, KvPreset preset,
   INFO(layout.status().ToString());
   REQUIRE(layout.ok());
   return *std::move(layout);
+}
+
+HostKvPool MustPool(const KvLayout& layout) {
+  absl::StatusOr<HostKvPool> pool = HostKvPool::Create(layout);
+  INFO(pool.status().ToString());
+  REQUIRE(pool.ok());
+  return *std::move(pool);
 }
 
 std::vector<MatmulBackend> Backends() {
@@ -154,14 +162,14 @@ TEST_CASE(
       // Prefill node: SGLang MHA pool, 16-token blocks, scattered blocks.
       const KvLayout prefill_layout =
           MustLayout(config, KvPreset::kSglangMha, 64, 16);
-      HostKvPool prefill_pool(prefill_layout);
+      HostKvPool prefill_pool = MustPool(prefill_layout);
       const PagedKv prefill_kv{.layout = &prefill_layout,
                                .region_bases = prefill_pool.bases(),
                                .blocks = BlockList{{40, 2}, {7, 1}, {12, 3}}};
       // Decode node: vLLM FlashAttention pool, 32-token blocks.
       const KvLayout decode_layout =
           MustLayout(config, KvPreset::kVllmFlashAttn, 16, 32);
-      HostKvPool decode_pool(decode_layout);
+      HostKvPool decode_pool = MustPool(decode_layout);
       const PagedKv decode_kv{.layout = &decode_layout,
                               .region_bases = decode_pool.bases(),
                               .blocks = BlockList{{9, 1}, {2, 2}}};
@@ -222,7 +230,7 @@ TEST_CASE("DecodeBatch gives each request exactly its tokens alone",
     std::vector<PagedKv> kvs;
     std::vector<std::vector<int>> references;
     for (size_t i = 0; i < layouts.size(); ++i) {
-      pools.emplace_back(layouts[i]);
+      pools.push_back(MustPool(layouts[i]));
       kvs.push_back(PagedKv{.layout = &layouts[i],
                             .region_bases = pools.back().bases(),
                             .blocks = BlockList{{2, 13}}});
@@ -286,6 +294,52 @@ TEST_CASE("DecodeBatch gives each request exactly its tokens alone",
     absl::StatusOr<std::vector<int>> empty = model->DecodeBatch({});
     REQUIRE(empty.ok());
     CHECK(empty->empty());
+  }
+}
+
+TEST_CASE("Requests decoded from many threads at once get their own tokens",
+          "[cluster_model]") {
+  const ModelConfig config = TinyConfig();
+  const std::unique_ptr<Model> model = MustCreate(config);
+  const int threads = 4;
+  const int new_tokens = 20;
+  std::vector<std::vector<int>> references;
+  for (int t = 0; t < threads; ++t) {
+    absl::StatusOr<std::vector<int>> reference = model->Generate(
+        Prompt(10 + 7 * t, t), {.max_new_tokens = new_tokens,
+                                .stop_at_eos = false,
+                                .preset = KvPreset::kVllmFlashInfer,
+                                .block_tokens = 8});
+    REQUIRE(reference.ok());
+    references.push_back(*reference);
+  }
+  // One pool shared by the threads, each request in its own blocks.
+  const KvLayout layout = MustLayout(config, KvPreset::kSglangMha, 64, 4);
+  HostKvPool pool = MustPool(layout);
+  std::vector<std::vector<int>> tokens(threads);
+  std::vector<absl::Status> errors(threads);
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      const PagedKv kv{.layout = &layout,
+                       .region_bases = pool.bases(),
+                       .blocks = BlockList{{static_cast<BlockId>(16 * t), 16}}};
+      const std::vector<int> prompt = Prompt(10 + 7 * t, t);
+      absl::StatusOr<int> token = model->Prefill(prompt, kv, nullptr);
+      int pos = static_cast<int>(prompt.size());
+      while (token.ok()) {
+        tokens[t].push_back(*token);
+        if (static_cast<int>(tokens[t].size()) == new_tokens) break;
+        token = model->DecodeStep(*token, pos++, kv);
+      }
+      errors[t] = token.status();
+    });
+  }
+  for (std::thread& worker : workers) worker.join();
+  for (int t = 0; t < threads; ++t) {
+    INFO("thread " << t << ": " << errors[t].ToString());
+    CHECK(errors[t].ok());
+    CHECK(tokens[t] == references[t]);
   }
 }
 
@@ -385,7 +439,7 @@ TEST_CASE("Paged prefill and decode logits match a dense double reference",
     // adjacent (vLLM FlashInfer).
     const KvLayout layout =
         MustLayout(config, KvPreset::kVllmFlashInfer, 32, 4);
-    HostKvPool pool(layout);
+    HostKvPool pool = MustPool(layout);
     const PagedKv kv{.layout = &layout,
                      .region_bases = pool.bases(),
                      .blocks = BlockList{{30, 2}, {3, 4}, {11, 1}}};
@@ -420,7 +474,7 @@ TEST_CASE("Bad input is an error and leaves the pool untouched",
   const ModelConfig config = TinyConfig();
   const std::unique_ptr<Model> model = MustCreate(config);
   const KvLayout layout = MustLayout(config, KvPreset::kSglangMha, 8, 4);
-  HostKvPool pool(layout);
+  HostKvPool pool = MustPool(layout);
   const PagedKv kv{.layout = &layout,
                    .region_bases = pool.bases(),
                    .blocks = BlockList{{1, 3}}};  // 12 positions
@@ -467,7 +521,7 @@ TEST_CASE("Bad input is an error and leaves the pool untouched",
     geometry.head_dim = 32;
     absl::StatusOr<KvLayout> wrong = KvLayout::SglangMha(geometry);
     REQUIRE(wrong.ok());
-    HostKvPool wrong_pool(*wrong);
+    HostKvPool wrong_pool = MustPool(*wrong);
     const PagedKv wrong_kv{.layout = &*wrong,
                            .region_bases = wrong_pool.bases(),
                            .blocks = BlockList{{1, 3}}};
@@ -545,6 +599,12 @@ TEST_CASE("Invalid configs are rejected naming the field", "[cluster_model]") {
   c = TinyConfig();
   c.max_context = (1 << 20) + 1;
   CHECK(message(c).find("max_context") != std::string::npos);
+  c = TinyConfig();
+  c.ffn_dim = 1 << 30;
+  CHECK(message(c).find("floats") != std::string::npos);
+  c = TinyConfig();
+  c.norm_eps = 0;
+  CHECK(message(c).find("norm_eps") != std::string::npos);
   if (!BlasAvailable()) {
     c = TinyConfig();
     c.backend = MatmulBackend::kBlas;

@@ -2,26 +2,31 @@
 // Calibrate: measures flowkv-cluster's model on this machine and expresses
 // it in the simulator's units (flowkv::NodeCostModel, milliseconds), for
 // `flowkv-cluster --calibrate` to write into the cluster file flowkv-sim
-// reads.
+// reads:
 //
-//   prefill_ms(n)            = a + b * n + c * n^2     (one prompt of n tokens)
-//   decode_step_ms(B, ctx)   = t0 + k * ctx + e * B    (B requests, ctx their
-//                                                       summed context)
+//   prefill_ms(n)           = a + b * n + c * n^2    one prompt of n tokens
+//   decode_step_ms(B, ctx)  = t0 + k * ctx + e * B   one DecodeBatch of B
+//                                                    requests whose contexts
+//                                                    sum to ctx tokens
 //
-// The model decodes one request per DecodeStep, so a decode iteration over
-// B requests costs the sum of their steps: e is the per-step cost at zero
-// context, k the added cost per context token, t0 = 0.
+// Prefill is timed on prompts of each of `prompt_lengths` tokens; decode on
+// batches of each size in `decode_batches` at each context length in
+// `decode_contexts` (every request of the batch at that length). Decode
+// timing does not depend on the K/V values, so its requests attend over a
+// zeroed pool instead of running a prefill first. The coefficients are
+// least-squares fits constrained to be >= 0 (a cost never falls with
+// length).
 //
-//   auto calibration = flowkv::cluster::Calibrate(*model, {});
+//   absl::StatusOr<ModelCalibration> calibration =
+//       flowkv::cluster::Calibrate(*model, {});
 //   node_type.cost = calibration->cost;
 //
 // Thread safety: Calibrate is thread-safe (it only reads the model), but
-// concurrent work on the machine skews the figures.
+// other work on the machine skews its figures.
 
 #ifndef FLOWKV_TOOLS_CLUSTER_MODEL_CALIBRATE_H_
 #define FLOWKV_TOOLS_CLUSTER_MODEL_CALIBRATE_H_
 
-#include <array>
 #include <string>
 #include <vector>
 
@@ -33,51 +38,62 @@
 namespace flowkv::cluster {
 
 struct CalibrationOptions {
-  // Prompt lengths to time Prefill at. Default: 32, 64, 128, 256, 512.
+  // Default: 32, 64, 128, 256, 512.
   std::vector<int> prompt_lengths = {32, 64, 128, 256, 512};
-  // Context lengths to time DecodeStep at. Default: 32, 256, 1024.
+  // Default: 1, 4, 8.
+  std::vector<int> decode_batches = {1, 4, 8};
+  // Default: 32, 256, 1024.
   std::vector<int> decode_contexts = {32, 256, 1024};
-  // Decode steps timed per context (their mean is one sample). Default: 8.
-  int decode_steps = 8;
-  // Each figure is the fastest of this many runs. Default: 3.
+  // Decode steps timed per (batch, context); their mean is one sample.
+  // Default: 4.
+  int decode_steps = 4;
+  // Each sample is the fastest of this many runs. Default: 3.
   int repeats = 3;
   // The pool used while timing. Default: FlowKV block-major, 16 tokens.
   KvPreset preset = KvPreset::kFlowKvBlockMajor;
   uint32_t block_tokens = 16;
 };
 
-// One measurement: `tokens` (prompt length, or mean context of the decode
-// steps) and its time.
-struct TimingSample {
-  double tokens = 0;
+struct PrefillSample {
+  int tokens = 0;
+  double ms = 0;
+};
+
+struct DecodeSample {
+  int batch = 0;
+  // Summed context of the batch's requests (mean over the timed steps).
+  double context_tokens = 0;
   double ms = 0;
 };
 
 struct ModelCalibration {
-  // a, b, c (prefill) and t0, k, e (decode) in milliseconds, as above.
+  // a, b, c (prefill) and t0, k, e (decode), milliseconds, as above.
   NodeCostModel cost;
-  // KV bytes per token (NodeInfo::kv_bytes_per_token).
+  // KV bytes per token, all layers, K and V (NodeInfo::kv_bytes_per_token).
   double kv_bytes_per_token = 0;
   // The samples the fits come from.
-  std::vector<TimingSample> prefill;
-  std::vector<TimingSample> decode;
-  // MatmulBackendName of the model.
+  std::vector<PrefillSample> prefill;
+  std::vector<DecodeSample> decode;
+  // MatmulBackendName of the model's prefill.
   std::string backend;
 };
 
-// Times the model (see CalibrationOptions) and fits the cost model.
-// InvalidArgument when a list is empty, a length is < 1, the lengths exceed
-// the model's max_context, prompt_lengths has fewer than 3 distinct values
-// or decode_contexts fewer than 2, decode_steps or repeats < 1.
+// Times the model and fits the cost model. InvalidArgument naming the
+// option when a list is empty or holds a value < 1, a length (plus
+// decode_steps) exceeds max_context, prompt_lengths has fewer than 3
+// distinct values, decode_batches and decode_contexts give fewer than 3
+// distinct (batch, summed context) points, or decode_steps, repeats or
+// block_tokens is < 1.
 absl::StatusOr<ModelCalibration> Calibrate(const Model& model,
                                            const CalibrationOptions& options);
 
-// Least-squares fits (exposed for tests). FitQuadratic: {a, b, c} of a + b
-// x + c x^2; FitLine: {a, b} of a + b x. A negative coefficient is set to 0
-// and the others refitted (costs do not fall with length). REQUIRES: at
-// least 3 (2) distinct x.
-std::array<double, 3> FitQuadratic(absl::Span<const TimingSample> samples);
-std::array<double, 2> FitLine(absl::Span<const TimingSample> samples);
+// The fits Calibrate uses (exposed for tests): the least-squares
+// coefficients of ms over the given regressors, each >= 0 (the best fit
+// over the subsets of regressors whose coefficients come out >= 0).
+// FitPrefill: {a, b, c} over {1, n, n^2}. FitDecode: {t0, k, e} over {1,
+// context_tokens, batch}.
+std::vector<double> FitPrefill(absl::Span<const PrefillSample> samples);
+std::vector<double> FitDecode(absl::Span<const DecodeSample> samples);
 
 }  // namespace flowkv::cluster
 

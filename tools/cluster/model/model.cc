@@ -350,9 +350,10 @@ absl::StatusOr<std::vector<int>> Model::Generate(
   absl::StatusOr<KvLayout> layout =
       MakeKvLayout(config_, options.preset, num_blocks, options.block_tokens);
   if (!layout.ok()) return layout.status();
-  HostKvPool pool(*layout);
+  absl::StatusOr<HostKvPool> pool = HostKvPool::Create(*layout);
+  if (!pool.ok()) return pool.status();
   const PagedKv kv{.layout = &*layout,
-                   .region_bases = pool.bases(),
+                   .region_bases = pool->bases(),
                    .blocks = BlockList{{0, num_blocks}}};
   absl::StatusOr<int> token = Prefill(prompt, kv, nullptr);
   if (!token.ok()) return token.status();

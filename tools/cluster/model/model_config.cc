@@ -14,6 +14,8 @@ namespace flowkv::cluster {
 namespace {
 
 constexpr int kMaxContextLimit = 1 << 20;
+// 4 GiB of float32.
+constexpr double kMaxModelFloats = double{1 << 30};
 
 constexpr std::array<std::pair<KvPreset, std::string_view>, 5> kPresetNames{{
     {KvPreset::kFlowKvBlockMajor, "flowkv_block_major"},
@@ -95,6 +97,19 @@ absl::Status ValidateConfig(const ModelConfig& c) {
     return absl::InvalidArgumentError(
         absl::StrFormat("ModelConfig.max_context: %d, at most %d",
                         c.max_context, kMaxContextLimit));
+  }
+  // The floats Model::Create allocates: weights and RoPE tables.
+  const double d = c.d_model, hd = c.head_dim;
+  const double floats =
+      2.0 * c.vocab * d + d +
+      c.layers * (d * (c.q_heads + 2.0 * c.kv_heads) * hd + c.q_heads * hd * d +
+                  3.0 * d * c.ffn_dim + 2.0 * d) +
+      double{1.0} * c.max_context * hd;
+  if (floats > kMaxModelFloats) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ModelConfig: %.0f floats of weights and tables, at most %.0f "
+        "(layers, d_model, ffn_dim, vocab or max_context too large)",
+        floats, kMaxModelFloats));
   }
   if (!(c.rope_theta > 1.0)) {
     return absl::InvalidArgumentError(absl::StrFormat(

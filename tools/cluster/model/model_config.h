@@ -81,7 +81,9 @@ struct ModelConfig {
 // OK for a usable config; InvalidArgument naming the field otherwise: a
 // size <= 0, q_heads * head_dim != d_model, q_heads not a multiple of
 // kv_heads, an odd head_dim (RoPE rotates pairs), vocab < 257 (the bytes and
-// one more) or eos_token not in [256, vocab), max_context over 1 << 20.
+// one more) or eos_token not in [256, vocab), max_context over 1 << 20,
+// weights and RoPE tables over 1 << 30 floats (4 GiB), rope_theta <= 1,
+// norm_eps <= 0.
 // FailedPrecondition when kBlas is asked of a build without BLAS.
 absl::Status ValidateConfig(const ModelConfig& config);
 

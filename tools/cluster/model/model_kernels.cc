@@ -16,9 +16,10 @@
 #include <cblas.h>
 #endif
 
-// The loops are compiled for AVX2 too and picked at run time: the same
-// multiplications and additions in the same order per element (no FMA:
-// C++20 mode compiles with -ffp-contract=off), only wider.
+// The loops (matrix product, dot product, scaled add) are compiled for AVX2
+// too and picked at run time: the same multiplications and additions in the
+// same order per element or lane (no FMA: C++20 mode compiles with
+// -ffp-contract=off), only wider.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define FLOWKV_CLUSTER_CLONES __attribute__((target_clones("avx2", "default")))
 #else
@@ -87,6 +88,7 @@ void MatMul(bool use_blas, const float* x, int rows, int in, const float* w,
   MatMulLoops(x, rows, in, w, out, y);
 }
 
+FLOWKV_CLUSTER_CLONES
 float Dot(const float* a, const float* b, int n) {
   float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int i = 0;
@@ -122,6 +124,7 @@ void SwiGlu(const float* gate, const float* up, int n, float* out) {
   }
 }
 
+FLOWKV_CLUSTER_CLONES
 void AddScaled(float* out, const float* x, float scale, int n) {
   for (int i = 0; i < n; ++i) out[i] += scale * x[i];
 }

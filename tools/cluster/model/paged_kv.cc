@@ -30,16 +30,24 @@ PagedKv PagedKv::FromPool(const KvLayout* layout, const KvPoolMemory& memory,
 
 void HostKvPool::FreeDeleter::operator()(void* p) const { std::free(p); }
 
-HostKvPool::HostKvPool(const KvLayout& layout) {
+absl::StatusOr<HostKvPool> HostKvPool::Create(const KvLayout& layout) {
+  HostKvPool pool;
   for (uint32_t r = 0; r < layout.num_regions(); ++r) {
     const uint64_t bytes =
         (layout.region_bytes(r) + kAlignment - 1) / kAlignment * kAlignment;
-    void* p = std::aligned_alloc(kAlignment, bytes);
-    if (p == nullptr) std::abort();  // out of memory: as operator new would
+    void* p = bytes < layout.region_bytes(r)
+                  ? nullptr
+                  : std::aligned_alloc(kAlignment, bytes);
+    if (p == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "HostKvPool: cannot allocate region %u of %u bytes (%s)", r,
+          layout.region_bytes(r), layout.ToString()));
+    }
     std::memset(p, 0, bytes);
-    regions_.emplace_back(p);
-    bases_.push_back(p);
+    pool.regions_.emplace_back(p);
+    pool.bases_.push_back(p);
   }
+  return pool;
 }
 
 std::vector<const void*> HostKvPool::const_bases() const {

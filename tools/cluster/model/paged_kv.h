@@ -7,9 +7,9 @@
 // a pool filled by the model can be moved to another pool with the library
 // and read there by the model.
 //
-//   flowkv::cluster::HostKvPool pool(layout);          // or a node's pool
+//   auto pool = flowkv::cluster::HostKvPool::Create(layout);  // or a node's
 //   flowkv::cluster::PagedKv kv{.layout = &layout,
-//                               .region_bases = pool.bases(),
+//                               .region_bases = pool->bases(),
 //                               .blocks = request_blocks};
 //   absl::StatusOr<int> first = model->Prefill(prompt, kv, nullptr);
 //
@@ -52,10 +52,13 @@ struct PagedKv {
 };
 
 // A pool in this process's memory for `layout` (zeroed, 64-byte aligned
-// regions): the colocated reference, tests, calibration.
+// regions, freed with the pool): the colocated reference, tests,
+// calibration.
 class HostKvPool {
  public:
-  explicit HostKvPool(const KvLayout& layout);
+  // ResourceExhausted naming the region and its size when the memory cannot
+  // be allocated.
+  static absl::StatusOr<HostKvPool> Create(const KvLayout& layout);
   HostKvPool(HostKvPool&&) = default;
   HostKvPool& operator=(HostKvPool&&) = default;
 
@@ -63,6 +66,7 @@ class HostKvPool {
   std::vector<const void*> const_bases() const;
 
  private:
+  HostKvPool() = default;
   struct FreeDeleter {
     void operator()(void* p) const;
   };
