@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstring>
 #include <poll.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -38,6 +39,17 @@ absl::StatusOr<pid_t> SpawnSelf(const std::vector<std::string>& args) {
     _exit(127);
   }
   return pid;
+}
+
+int PinCore(uint32_t i) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return -1;
+  std::vector<int> cores;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) cores.push_back(c);
+  }
+  return cores.empty() ? -1 : cores[i % cores.size()];
 }
 
 void StopChildren(const std::vector<pid_t>& pids, absl::Duration timeout) {

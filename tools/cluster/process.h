@@ -8,6 +8,7 @@
 #ifndef FLOWKV_TOOLS_CLUSTER_PROCESS_H_
 #define FLOWKV_TOOLS_CLUSTER_PROCESS_H_
 
+#include <cstdint>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -20,6 +21,10 @@ namespace flowkv::cluster {
 // Starts this executable with `args` (argv[1...]). The child gets SIGKILL
 // when the parent dies. Internal when fork or exec fails.
 absl::StatusOr<pid_t> SpawnSelf(const std::vector<std::string>& args);
+
+// The i-th CPU core this process may run on, cyclically (-1 when unknown):
+// where node i is pinned with --pin_cores.
+int PinCore(uint32_t i);
 
 // Waits up to `timeout` for each child to exit, then SIGKILLs and reaps the
 // ones left.

@@ -1,35 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0
-// The router (see router.h). It owns the node processes, their control
-// sockets, membership, the ClusterView and the Scheduler, and every
-// request's state; it reaches the nodes only through control messages
-// (control.h). A request moves kPending -> (disaggregated) kAwaitBlocks ->
-// kPrefilling -> kDecoding -> kDone, or (colocated) kPending -> kPrefilling
-// -> kDecoding -> kDone. Messages name (request, attempt): a message of an
-// attempt that was retried is stale and ignored.
+// The router (see router.h). It owns membership, the ClusterView and the
+// Scheduler, and every request's state; it reaches the node processes only
+// through control messages over its NodeLinks (node_links.h). A request
+// moves kPending -> (disaggregated) kAwaitBlocks -> kPrefilling -> kDecoding
+// -> kDone, or (colocated) kPending -> kPrefilling -> kDecoding -> kDone.
+// Messages name (request, attempt): a message of an attempt that was retried is
+// stale and ignored.
 
 #include "tools/cluster/router.h"
 
-#include <arpa/inet.h>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <deque>
-#include <fcntl.h>
 #include <fmt/core.h>
 #include <map>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sched.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "tools/cluster/control.h"
 #include "tools/cluster/membership.h"
+#include "tools/cluster/node_links.h"
 #include "tools/cluster/process.h"
-#include "tools/cluster/wire.h"
 
 namespace flowkv::cluster {
 namespace {
@@ -52,13 +45,12 @@ struct RequestState {
   bool colocated = false;
 };
 
+// What the router knows of a node beyond its ClusterView entry.
 struct NodeConn {
   uint32_t id = 0;
-  pid_t pid = 0;
-  int fd = -1;
   bool alive = false;
+  // The role the node was last told to work as.
   NodeRole role = NodeRole::kHybrid;
-  std::unique_ptr<FrameReader> reader;
 };
 
 class Router {
@@ -74,12 +66,6 @@ class Router {
       s.record.output_tokens = r.max_new;
       s.record.arrival_ms = r.arrival_ms;
       requests_.push_back(std::move(s));
-    }
-  }
-  ~Router() {
-    if (listen_fd_ >= 0) close(listen_fd_);
-    for (NodeConn& n : nodes_) {
-      if (n.fd >= 0) close(n.fd);
     }
   }
 
@@ -112,7 +98,7 @@ class Router {
 
   RouterOptions options_;
   std::chrono::steady_clock::time_point start_;
-  int listen_fd_ = -1;
+  NodeLinks links_;
   std::vector<NodeConn> nodes_;
   InRouterMembership membership_;
   ClusterView view_;
@@ -129,18 +115,6 @@ class Router {
   std::vector<NodeSample> samples_;
 };
 
-// The i-th core this process may run on, cyclically.
-int PinCore(uint32_t i) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return -1;
-  std::vector<int> cores;
-  for (int c = 0; c < CPU_SETSIZE; ++c) {
-    if (CPU_ISSET(c, &set)) cores.push_back(c);
-  }
-  return cores.empty() ? -1 : cores[i % cores.size()];
-}
-
 absl::Status Router::Start() {
   auto scheduler = CreateScheduler(options_.policy, options_.scheduler);
   if (!scheduler.ok()) return scheduler.status();
@@ -150,19 +124,9 @@ absl::Status Router::Start() {
   const double kv_bytes_per_token =
       static_cast<double>((*model)->kv_bytes_per_token());
 
-  listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (listen_fd_ < 0 ||
-      bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      listen(listen_fd_, 64) != 0 ||
-      getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    return absl::UnavailableError("router: cannot listen on 127.0.0.1");
-  }
   const uint32_t total = options_.prefill_nodes + options_.decode_nodes;
   nodes_.resize(total);
+  std::vector<std::vector<std::string>> node_args;
   for (uint32_t i = 0; i < total; ++i) {
     NodeConn& n = nodes_[i];
     n.id = i;
@@ -170,10 +134,15 @@ absl::Status Router::Start() {
              : i < options_.prefill_nodes ? NodeRole::kPrefill
                                           : NodeRole::kDecode;
     const ModelSpec& m = options_.model;
-    absl::StatusOr<pid_t> pid = SpawnSelf(
+    const std::string& preset =
+        n.role == NodeRole::kDecode && !options_.decode_kv_preset.empty()
+            ? options_.decode_kv_preset
+        : n.role != NodeRole::kDecode && !options_.prefill_kv_preset.empty()
+            ? options_.prefill_kv_preset
+            : m.kv_preset;
+    node_args.push_back(
         {"--node", absl::StrCat("--node_id=", i),
          absl::StrCat("--node_role=", NodeRoleName(n.role)),
-         absl::StrCat("--router_port=", ntohs(addr.sin_port)),
          absl::StrCat("--layers=", m.layers),
          absl::StrCat("--d_model=", m.d_model),
          absl::StrCat("--heads=", m.heads),
@@ -182,81 +151,31 @@ absl::Status Router::Start() {
          absl::StrCat("--max_context=", m.max_context),
          absl::StrCat("--block_tokens=", m.block_tokens),
          absl::StrCat("--model_seed=", m.seed),
-         absl::StrCat(
-             "--kv_preset=",
-             n.role == NodeRole::kDecode && !options_.decode_kv_preset.empty()
-                 ? options_.decode_kv_preset
-             : n.role != NodeRole::kDecode &&
-                     !options_.prefill_kv_preset.empty()
-                 ? options_.prefill_kv_preset
-                 : m.kv_preset),
+         absl::StrCat("--kv_preset=", preset),
          absl::StrCat("--blocks_per_node=", options_.blocks_per_node),
          absl::StrCat("--report_ms=", options_.report_ms),
          absl::StrCat("--pin_core=", options_.pin_cores ? PinCore(i) : -1)});
-    if (!pid.ok()) return pid.status();
-    n.pid = *pid;
   }
-  // Accept the nodes' control connections; each says hello first.
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  std::vector<std::pair<int, std::unique_ptr<FrameReader>>> unnamed;
-  uint32_t joined = 0;
-  while (joined < total) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "router: ", joined, " of ", total, " nodes joined within 60 s"));
+  std::vector<std::string> addresses;
+  if (absl::Status s = links_.Start(node_args, absl::Seconds(60), &addresses);
+      !s.ok()) {
+    return s;
+  }
+  for (NodeConn& n : nodes_) {
+    n.alive = true;
+    if (absl::Status j = membership_.Join(n.id, addresses[n.id]); !j.ok()) {
+      return j;
     }
-    std::vector<pollfd> fds = {{listen_fd_, POLLIN, 0}};
-    for (auto& [fd, reader] : unnamed) fds.push_back({fd, POLLIN, 0});
-    poll(fds.data(), fds.size(), 100);
-    if (fds[0].revents & POLLIN) {
-      const int fd = accept(listen_fd_, nullptr, nullptr);
-      if (fd >= 0) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-        unnamed.emplace_back(fd, std::make_unique<FrameReader>(fd));
-      }
-    }
-    for (auto it = unnamed.begin(); it != unnamed.end();) {
-      std::vector<std::string> frames;
-      absl::Status s = it->second->ReadAvailable(&frames);
-      if (frames.empty()) {
-        if (!s.ok()) {
-          close(it->first);
-          it = unnamed.erase(it);
-        } else {
-          ++it;
-        }
-        continue;
-      }
-      absl::StatusOr<ControlMessage> hello = DecodeMessage(frames[0]);
-      if (!hello.ok() || hello->type != MessageType::kHello ||
-          hello->node >= total || nodes_[hello->node].alive) {
-        return absl::InternalError("router: a node's hello was malformed");
-      }
-      NodeConn& n = nodes_[hello->node];
-      n.fd = it->first;
-      n.reader = std::move(it->second);
-      n.alive = true;
-      it = unnamed.erase(it);
-      ++joined;
-      if (absl::Status j = membership_.Join(n.id, hello->text); !j.ok()) {
-        return j;
-      }
-      NodeInfo info;
-      info.id = n.id;
-      info.role = n.role;
-      info.current_role = n.role;
-      info.kv_bytes_per_token = kv_bytes_per_token;
-      info.block_tokens = options_.model.block_tokens;
-      if (options_.node_cost) info.cost = *options_.node_cost;
-      if (absl::Status a = view_.AddNode(info); !a.ok()) return a;
-      for (size_t i = 1; i < frames.size(); ++i) {
-        absl::StatusOr<ControlMessage> m = DecodeMessage(frames[i]);
-        if (m.ok()) Handle(n, *m);
-      }
-    }
+    NodeInfo info;
+    info.id = n.id;
+    info.role = n.role;
+    info.current_role = n.role;
+    info.kv_bytes_per_token = kv_bytes_per_token;
+    info.block_tokens = options_.model.block_tokens;
+    if (options_.node_cost) info.cost = *options_.node_cost;
+    if (absl::Status a = view_.AddNode(info); !a.ok()) return a;
   }
   return ConnectAll(deadline);
 }
@@ -298,36 +217,18 @@ absl::Status Router::ConnectAll(
 }
 
 absl::Status Router::PollNodes(int timeout_ms) {
-  std::vector<pollfd> fds;
-  for (const NodeConn& n : nodes_) {
-    if (n.alive) fds.push_back({n.fd, POLLIN, 0});
-  }
-  if (fds.empty()) return absl::UnavailableError("router: every node died");
-  poll(fds.data(), fds.size(), std::max(0, timeout_ms));
-  for (NodeConn& n : nodes_) {
-    if (!n.alive) continue;
-    std::vector<std::string> frames;
-    absl::Status s = n.reader->ReadAvailable(&frames);
-    for (const std::string& f : frames) {
-      absl::StatusOr<ControlMessage> m = DecodeMessage(f);
-      if (!m.ok()) {
-        s = m.status();
-        break;
-      }
-      Handle(n, *m);
-      if (!n.alive) break;
-    }
-    if (!s.ok()) NodeDown(n, s.ToString());
-  }
-  return absl::OkStatus();
+  return links_.Poll(
+      timeout_ms,
+      [&](uint32_t node, const ControlMessage& m) { Handle(nodes_[node], m); },
+      [&](uint32_t node, const std::string& why) {
+        NodeDown(nodes_[node], why);
+      });
 }
 
 void Router::SendTo(uint32_t node, ControlMessage m) {
-  NodeConn& n = nodes_[node];
-  if (!n.alive) return;
-  m.node = node;
-  if (!WriteFrame(n.fd, EncodeMessage(m)).ok()) {
-    NodeDown(n, "control socket write failed");
+  if (!nodes_[node].alive) return;
+  if (!links_.Send(node, std::move(m))) {
+    NodeDown(nodes_[node], "control socket write failed");
   }
 }
 
@@ -371,8 +272,7 @@ void Router::Retry(RequestState& r, const std::string& why) {
 void Router::NodeDown(NodeConn& node, const std::string& why) {
   if (!node.alive) return;
   node.alive = false;
-  close(node.fd);
-  node.fd = -1;
+  links_.Close(node.id);
   membership_.Leave(node.id);
   (void)view_.RemoveNode(node.id);
   if (options_.verbose) {
@@ -521,9 +421,10 @@ void Router::MaybeKill() {
     }
   }
   if (!busy) return;
-  kill(n.pid, SIGKILL);
+  kill(links_.pid(n.id), SIGKILL);
   int status;
-  waitpid(n.pid, &status, 0);  // dead and reaped: SIGKILL cannot be caught
+  waitpid(links_.pid(n.id), &status,
+          0);  // dead and reaped: SIGKILL cannot be caught
   info_.killed_nodes.push_back(n.id);
   if (options_.verbose) {
     fmt::print(stderr, "router: SIGKILLed node {} after {} requests\n", n.id,
@@ -657,14 +558,7 @@ absl::Status Router::Run() {
   return absl::OkStatus();
 }
 
-void Router::Stop() {
-  std::vector<pid_t> pids;
-  for (NodeConn& n : nodes_) {
-    SendTo(n.id, {.type = MessageType::kShutdown});
-    if (n.pid > 0) pids.push_back(n.pid);
-  }
-  StopChildren(pids, absl::Seconds(10));
-}
+void Router::Stop() { links_.StopAll(absl::Seconds(10)); }
 
 RunReport Router::Report() {
   RunReport report;
