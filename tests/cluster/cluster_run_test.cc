@@ -9,12 +9,15 @@
 // The tool bounds its own waits (node start-up 60 s, a stalled cluster
 // 30 s); the test waits for the process to exit (no sleeps).
 
+#include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <poll.h>
 #include <regex>
 #include <spawn.h>
 #include <sstream>
 #include <string>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -138,6 +141,64 @@ TEST_CASE("the colocated baseline serves every request exactly", "[cluster]") {
   CHECK(Field(run.json, "requests_finished") == "30");
   CHECK(Field(run.json, "exact") == "true");
   CHECK(Field(run.json, "bytes_moved") == "0");
+}
+
+TEST_CASE("the node processes die with the router", "[cluster]") {
+  // A long run (arrivals over a minute); the router is SIGKILLed once its
+  // nodes are up. Every node must go with it: PR_SET_PDEATHSIG kills it,
+  // and a node also exits when its control socket reaches EOF.
+  int err[2];
+  REQUIRE(pipe(err) == 0);
+  std::vector<std::string> args = {
+      FLOWKV_CLUSTER_BIN,  "--prefill=1",       "--decode=1",
+      "--requests=60",     "--rate=1",          "--layers=2",
+      "--d_model=64",      "--heads=4",         "--kv_heads=2",
+      "--max_context=256", "--calibrate=false", "--verbose"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
+  posix_spawn_file_actions_addclose(&actions, err[0]);
+  pid_t router;
+  REQUIRE(posix_spawn(&router, argv[0], &actions, nullptr, argv.data(),
+                      environ) == 0);
+  posix_spawn_file_actions_destroy(&actions);
+  close(err[1]);
+  // Read stderr until the router names its nodes (or exits: EOF).
+  std::string text;
+  std::vector<pid_t> nodes;
+  char buffer[4096];
+  while (nodes.empty()) {
+    const ssize_t n = read(err[0], buffer, sizeof(buffer));
+    if (n <= 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+    std::smatch m;
+    if (std::regex_search(text, m, std::regex("nodes up: ([0-9 ]+)\n"))) {
+      std::stringstream list(m[1].str());
+      for (pid_t pid; list >> pid;) nodes.push_back(pid);
+    }
+  }
+  REQUIRE(nodes.size() == 2);
+  // Open the nodes' pidfds before the kill, so a reused pid cannot fool us.
+  std::vector<int> fds;
+  for (pid_t pid : nodes) {
+    const int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    REQUIRE(fd >= 0);
+    fds.push_back(fd);
+  }
+  REQUIRE(kill(router, SIGKILL) == 0);
+  int status;
+  REQUIRE(waitpid(router, &status, 0) == router);
+  close(err[0]);
+  // Each pidfd becomes readable when its process exits; 10 s is far more
+  // than a SIGKILL needs.
+  for (int fd : fds) {
+    pollfd p{fd, POLLIN, 0};
+    CHECK(poll(&p, 1, 10000) == 1);
+    close(fd);
+  }
 }
 
 TEST_CASE("bad flags are refused before any process starts", "[cluster]") {

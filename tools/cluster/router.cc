@@ -211,6 +211,13 @@ absl::Status Router::ConnectAll(
     }
   }
   (void)total;
+  if (options_.verbose) {
+    std::string pids;
+    for (const NodeConn& n : nodes_) {
+      absl::StrAppend(&pids, pids.empty() ? "" : " ", links_.pid(n.id));
+    }
+    fmt::print(stderr, "router: nodes up: {}\n", pids);
+  }
   start_ = std::chrono::steady_clock::now();
   started_ = true;
   return absl::OkStatus();
