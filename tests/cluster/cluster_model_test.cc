@@ -1,106 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
 // flowkv-cluster's model (tools/cluster/model/model.h): deterministic
-// generation, the disaggregated path (prefill into an SGLang pool with
-// 16-token blocks, K/V moved layer by layer with PlanTransfer into a vLLM
-// FlashAttention pool with 32-token blocks, decode there) giving exactly the
-// colocated tokens, logits against a dense double-precision reference, and
-// the errors for bad input (which leave the pool untouched).
+// generation, and exactness: the disaggregated path (prefill into an SGLang
+// pool with 16-token blocks, K/V moved layer by layer with PlanTransfer into
+// a vLLM FlashAttention pool with 32-token blocks, decode there), a shared
+// host pool, batches mixing pools, and threads all give exactly the
+// colocated tokens.
 
-#include <cmath>
-#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
 
-#include "absl/types/span.h"
 #include "flowkv/kv_layout.h"
+#include "flowkv/kv_pool_memory.h"
 #include "flowkv/transfer_plan.h"
+#include "tests/support/cluster_model_test_util.h"
 #include "tools/cluster/model/model.h"
-#include "tools/cluster/model/tokenizer.h"
 
-namespace flowkv::cluster {
+namespace flowkv::cluster::testing {
 namespace {
-
-// A small model for the slow checks (dense reference, many errors).
-ModelConfig TinyConfig() {
-  ModelConfig c;
-  c.layers = 2;
-  c.d_model = 64;
-  c.q_heads = 4;
-  c.kv_heads = 2;
-  c.head_dim = 16;
-  c.ffn_dim = 96;
-  c.max_context = 256;
-  return c;
-}
-
-std::unique_ptr<Model> MustCreate(const ModelConfig& config) {
-  absl::StatusOr<std::unique_ptr<Model>> model = Model::Create(config);
-  INFO(model.status().ToString());
-  REQUIRE(model.ok());
-  return *std::move(model);
-}
-
-KvLayout MustLayout(const ModelConfig& config, KvPreset preset,
-                    uint32_t num_blocks, uint32_t block_tokens) {
-  absl::StatusOr<KvLayout> layout =
-      MakeKvLayout(config, preset, num_blocks, block_tokens);
-  INFO(layout.status().ToString());
-  REQUIRE(layout.ok());
-  return *std::move(layout);
-}
-
-HostKvPool MustPool(const KvLayout& layout) {
-  absl::StatusOr<HostKvPool> pool = HostKvPool::Create(layout);
-  INFO(pool.status().ToString());
-  REQUIRE(pool.ok());
-  return *std::move(pool);
-}
-
-std::vector<MatmulBackend> Backends() {
-  std::vector<MatmulBackend> backends = {MatmulBackend::kLoops};
-  if (BlasAvailable()) backends.push_back(MatmulBackend::kBlas);
-  return backends;
-}
-
-std::vector<int> Prompt(int length, int salt) {
-  std::vector<int> prompt = EncodeBytes(
-      "The quick brown fox jumps over the lazy dog; pack my box with five "
-      "dozen liquor jugs. ");
-  prompt.resize(length, 0);
-  for (int i = 0; i < length; ++i) prompt[i] = (prompt[i] + salt * i) % 256;
-  return prompt;
-}
-
-std::vector<absl::Span<const uint8_t>> ConstRegions(const KvLayout& layout,
-                                                    const HostKvPool& pool) {
-  std::vector<absl::Span<const uint8_t>> regions;
-  for (uint32_t r = 0; r < layout.num_regions(); ++r) {
-    regions.emplace_back(static_cast<const uint8_t*>(pool.bases()[r]),
-                         layout.region_bytes(r));
-  }
-  return regions;
-}
-
-std::vector<absl::Span<uint8_t>> Regions(const KvLayout& layout,
-                                         const HostKvPool& pool) {
-  std::vector<absl::Span<uint8_t>> regions;
-  for (uint32_t r = 0; r < layout.num_regions(); ++r) {
-    regions.emplace_back(static_cast<uint8_t*>(pool.bases()[r]),
-                         layout.region_bytes(r));
-  }
-  return regions;
-}
-
-std::string PoolBytes(const KvLayout& layout, const HostKvPool& pool) {
-  std::string bytes;
-  for (absl::Span<const uint8_t> region : ConstRegions(layout, pool)) {
-    bytes.append(reinterpret_cast<const char*>(region.data()), region.size());
-  }
-  return bytes;
-}
 
 TEST_CASE("Generate is deterministic and the same in every pool layout",
           "[cluster_model]") {
@@ -210,6 +129,39 @@ TEST_CASE(
       CHECK(tokens == *reference);
     }
   }
+}
+
+TEST_CASE(
+    "A PagedKv over a KvPoolMemory (shared host pool) decodes the "
+    "colocated tokens",
+    "[cluster_model]") {
+  const ModelConfig config = TinyConfig();
+  const std::unique_ptr<Model> model = MustCreate(config);
+  const std::vector<int> prompt = Prompt(21, 2);
+  absl::StatusOr<std::vector<int>> reference =
+      model->Generate(prompt, {.max_new_tokens = 9, .stop_at_eos = false});
+  REQUIRE(reference.ok());
+  const KvLayout layout = MustLayout(config, KvPreset::kTrtllmBlockPool, 12, 8);
+  std::vector<uint64_t> sizes;
+  for (uint32_t r = 0; r < layout.num_regions(); ++r) {
+    sizes.push_back(layout.region_bytes(r));
+  }
+  absl::StatusOr<std::unique_ptr<KvPoolMemory>> memory =
+      MakeSharedHostPool(sizes);
+  INFO(memory.status().ToString());
+  REQUIRE(memory.ok());
+  const PagedKv kv =
+      PagedKv::FromPool(&layout, **memory, BlockList{{7, 2}, {1, 2}});
+  REQUIRE(kv.region_bases.size() == layout.num_regions());
+  absl::StatusOr<int> token = model->Prefill(prompt, kv, nullptr);
+  REQUIRE(token.ok());
+  std::vector<int> tokens = {*token};
+  for (int pos = static_cast<int>(prompt.size()); tokens.size() < 9; ++pos) {
+    token = model->DecodeStep(tokens.back(), pos, kv);
+    REQUIRE(token.ok());
+    tokens.push_back(*token);
+  }
+  CHECK(tokens == *reference);
 }
 
 TEST_CASE("DecodeBatch gives each request exactly its tokens alone",
@@ -343,296 +295,5 @@ TEST_CASE("Requests decoded from many threads at once get their own tokens",
   }
 }
 
-// The model's forward pass written out densely in double precision: the
-// logits after each position of `tokens`.
-std::vector<std::vector<double>> DenseLogits(const Model& model,
-                                             const std::vector<int>& tokens) {
-  const ModelConfig& c = model.config();
-  const ModelWeights& w = model.weights();
-  const int n = static_cast<int>(tokens.size());
-  const int d = c.d_model, hd = c.head_dim, half = hd / 2;
-  const int q_cols = c.q_heads * hd, kv_cols = c.kv_heads * hd;
-  const int qkv_cols = q_cols + 2 * kv_cols;
-  auto norm = [&](const std::vector<double>& x, const auto& weight) {
-    double ms = 0;
-    for (double v : x) ms += v * v;
-    const double inv = 1.0 / std::sqrt(ms / x.size() + c.norm_eps);
-    std::vector<double> y(x.size());
-    for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * inv * weight[i];
-    return y;
-  };
-  auto matvec = [&](const std::vector<double>& x, const auto& m, int out) {
-    std::vector<double> y(out, 0.0);
-    for (size_t k = 0; k < x.size(); ++k) {
-      for (int j = 0; j < out; ++j) y[j] += x[k] * m[k * out + j];
-    }
-    return y;
-  };
-  auto rope = [&](double* v, int pos) {
-    for (int i = 0; i < half; ++i) {
-      const double angle = pos * std::pow(c.rope_theta, -2.0 * i / hd);
-      const double a = v[i], b = v[i + half];
-      v[i] = a * std::cos(angle) - b * std::sin(angle);
-      v[i + half] = a * std::sin(angle) + b * std::cos(angle);
-    }
-  };
-  std::vector<std::vector<double>> x(n, std::vector<double>(d));
-  for (int p = 0; p < n; ++p) {
-    for (int i = 0; i < d; ++i) x[p][i] = w.embedding[tokens[p] * d + i];
-  }
-  for (int l = 0; l < c.layers; ++l) {
-    const LayerWeights& lw = w.layers[l];
-    std::vector<std::vector<double>> qkv(n);
-    for (int p = 0; p < n; ++p) {
-      qkv[p] = matvec(norm(x[p], lw.attn_norm), lw.wqkv, qkv_cols);
-      for (int h = 0; h < c.q_heads + c.kv_heads; ++h) rope(&qkv[p][h * hd], p);
-    }
-    for (int p = 0; p < n; ++p) {
-      std::vector<double> attn(q_cols, 0.0);
-      for (int h = 0; h < c.q_heads; ++h) {
-        const int g = h / (c.q_heads / c.kv_heads);
-        std::vector<double> s(p + 1);
-        double max_s = -1e300, total = 0;
-        for (int j = 0; j <= p; ++j) {
-          s[j] = 0;
-          for (int i = 0; i < hd; ++i) {
-            s[j] += qkv[p][h * hd + i] * qkv[j][q_cols + g * hd + i];
-          }
-          s[j] /= std::sqrt(static_cast<double>(hd));
-          max_s = std::max(max_s, s[j]);
-        }
-        for (int j = 0; j <= p; ++j) total += (s[j] = std::exp(s[j] - max_s));
-        for (int j = 0; j <= p; ++j) {
-          for (int i = 0; i < hd; ++i) {
-            attn[h * hd + i] +=
-                s[j] / total * qkv[j][q_cols + kv_cols + g * hd + i];
-          }
-        }
-      }
-      const std::vector<double> o = matvec(attn, lw.wo, d);
-      for (int i = 0; i < d; ++i) x[p][i] += o[i];
-      const std::vector<double> gu =
-          matvec(norm(x[p], lw.mlp_norm), lw.w_gate_up, 2 * c.ffn_dim);
-      std::vector<double> act(c.ffn_dim);
-      for (int i = 0; i < c.ffn_dim; ++i) {
-        act[i] = gu[i] / (1.0 + std::exp(-gu[i])) * gu[c.ffn_dim + i];
-      }
-      const std::vector<double> down = matvec(act, lw.w_down, d);
-      for (int i = 0; i < d; ++i) x[p][i] += down[i];
-    }
-  }
-  std::vector<std::vector<double>> logits(n);
-  for (int p = 0; p < n; ++p) {
-    logits[p] = matvec(norm(x[p], w.final_norm), w.lm_head, c.vocab);
-  }
-  return logits;
-}
-
-TEST_CASE("Paged prefill and decode logits match a dense double reference",
-          "[cluster_model]") {
-  for (MatmulBackend backend : Backends()) {
-    ModelConfig config = TinyConfig();
-    config.backend = backend;
-    INFO("backend " << MatmulBackendName(backend));
-    const std::unique_ptr<Model> model = MustCreate(config);
-    // 4-token blocks, scattered, in a layout with K and V of a block
-    // adjacent (vLLM FlashInfer).
-    const KvLayout layout =
-        MustLayout(config, KvPreset::kVllmFlashInfer, 32, 4);
-    HostKvPool pool = MustPool(layout);
-    const PagedKv kv{.layout = &layout,
-                     .region_bases = pool.bases(),
-                     .blocks = BlockList{{30, 2}, {3, 4}, {11, 1}}};
-    std::vector<int> tokens = Prompt(13, 5);
-    const int prompt_length = static_cast<int>(tokens.size());
-    std::vector<std::vector<float>> logits;
-    absl::StatusOr<std::vector<float>> prefill =
-        model->PrefillLogits(tokens, kv, nullptr);
-    REQUIRE(prefill.ok());
-    logits.push_back(*prefill);
-    for (int pos = prompt_length; pos < 28; ++pos) {
-      tokens.push_back((pos * 7) % 256);  // forced inputs, not greedy
-      absl::StatusOr<std::vector<float>> step =
-          model->DecodeLogits(tokens.back(), pos, kv);
-      REQUIRE(step.ok());
-      logits.push_back(*step);
-    }
-    const std::vector<std::vector<double>> dense = DenseLogits(*model, tokens);
-    for (size_t i = 0; i < logits.size(); ++i) {
-      const std::vector<double>& want = dense[prompt_length - 1 + i];
-      REQUIRE(logits[i].size() == want.size());
-      for (size_t v = 0; v < want.size(); ++v) {
-        INFO("position " << prompt_length - 1 + i << " token " << v);
-        REQUIRE(logits[i][v] == Approx(want[v]).margin(2e-4));
-      }
-    }
-  }
-}
-
-TEST_CASE("Bad input is an error and leaves the pool untouched",
-          "[cluster_model]") {
-  const ModelConfig config = TinyConfig();
-  const std::unique_ptr<Model> model = MustCreate(config);
-  const KvLayout layout = MustLayout(config, KvPreset::kSglangMha, 8, 4);
-  HostKvPool pool = MustPool(layout);
-  const PagedKv kv{.layout = &layout,
-                   .region_bases = pool.bases(),
-                   .blocks = BlockList{{1, 3}}};  // 12 positions
-  const std::vector<int> prompt = Prompt(6, 1);
-  REQUIRE(model->Prefill(prompt, kv, nullptr).ok());
-  const std::string before = PoolBytes(layout, pool);
-  auto code = [](const auto& result) { return result.status().code(); };
-
-  SECTION("tokens outside the vocabulary") {
-    CHECK(code(model->Prefill(std::vector<int>{1, 257}, kv, nullptr)) ==
-          absl::StatusCode::kInvalidArgument);
-    CHECK(code(model->Prefill(std::vector<int>{-1}, kv, nullptr)) ==
-          absl::StatusCode::kInvalidArgument);
-    CHECK(code(model->DecodeStep(config.vocab, 6, kv)) ==
-          absl::StatusCode::kInvalidArgument);
-    CHECK(code(model->DecodeStep(-5, 6, kv)) ==
-          absl::StatusCode::kInvalidArgument);
-  }
-  SECTION("positions past max_context or past the blocks") {
-    CHECK(code(model->DecodeStep(1, config.max_context, kv)) ==
-          absl::StatusCode::kInvalidArgument);
-    CHECK(code(model->DecodeStep(1, -1, kv)) ==
-          absl::StatusCode::kInvalidArgument);
-    absl::StatusOr<int> past = model->DecodeStep(1, 12, kv);
-    CHECK(code(past) == absl::StatusCode::kInvalidArgument);
-    CHECK(past.status().message().find("12 positions") != std::string::npos);
-    CHECK(code(model->Prefill(Prompt(13, 1), kv, nullptr)) ==
-          absl::StatusCode::kInvalidArgument);
-    CHECK(code(model->Prefill(Prompt(config.max_context + 1, 1), kv,
-                              nullptr)) == absl::StatusCode::kInvalidArgument);
-    CHECK(code(model->Prefill(std::vector<int>{}, kv, nullptr)) ==
-          absl::StatusCode::kInvalidArgument);
-  }
-  SECTION("blocks outside the pool") {
-    PagedKv outside = kv;
-    outside.blocks = BlockList{{6, 3}};
-    CHECK(code(model->Prefill(prompt, outside, nullptr)) ==
-          absl::StatusCode::kOutOfRange);
-    CHECK(code(model->DecodeStep(1, 0, outside)) ==
-          absl::StatusCode::kOutOfRange);
-  }
-  SECTION("a layout that does not fit the model") {
-    KvGeometry geometry = ModelKvGeometry(config, 8, 4);
-    geometry.head_dim = 32;
-    absl::StatusOr<KvLayout> wrong = KvLayout::SglangMha(geometry);
-    REQUIRE(wrong.ok());
-    HostKvPool wrong_pool = MustPool(*wrong);
-    const PagedKv wrong_kv{.layout = &*wrong,
-                           .region_bases = wrong_pool.bases(),
-                           .blocks = BlockList{{1, 3}}};
-    absl::StatusOr<int> result = model->Prefill(prompt, wrong_kv, nullptr);
-    CHECK(code(result) == absl::StatusCode::kInvalidArgument);
-    CHECK(result.status().message().find("head_dim") != std::string::npos);
-    geometry = ModelKvGeometry(config, 8, 4);
-    geometry.dtype_bytes = 2;
-    absl::StatusOr<KvLayout> half = KvLayout::SglangMha(geometry);
-    REQUIRE(half.ok());
-    CHECK(CheckModelLayout(config, *half).code() ==
-          absl::StatusCode::kInvalidArgument);
-  }
-  SECTION("region bases: missing, null, no layout") {
-    PagedKv missing = kv;
-    missing.region_bases.pop_back();
-    CHECK(code(model->DecodeStep(1, 6, missing)) ==
-          absl::StatusCode::kInvalidArgument);
-    PagedKv null_base = kv;
-    null_base.region_bases[0] = nullptr;
-    CHECK(code(model->DecodeStep(1, 6, null_base)) ==
-          absl::StatusCode::kInvalidArgument);
-    PagedKv no_layout = kv;
-    no_layout.layout = nullptr;
-    CHECK(code(model->DecodeStep(1, 6, no_layout)) ==
-          absl::StatusCode::kInvalidArgument);
-  }
-  SECTION("an on_layer error stops the prefill and is returned") {
-    int calls = 0;
-    absl::StatusOr<int> result = model->Prefill(prompt, kv, [&](int layer) {
-      ++calls;
-      return layer == 0 ? absl::OkStatus()
-                        : absl::CancelledError("the transfer failed");
-    });
-    CHECK(code(result) == absl::StatusCode::kCancelled);
-    CHECK(calls == 2);
-  }
-  SECTION("Generate past max_context, negative max_new_tokens") {
-    CHECK(code(model->Generate(Prompt(250, 1), {.max_new_tokens = 8})) ==
-          absl::StatusCode::kInvalidArgument);
-    CHECK(code(model->Generate(prompt, {.max_new_tokens = -1})) ==
-          absl::StatusCode::kInvalidArgument);
-    CHECK(code(model->Generate(prompt,
-                               {.max_new_tokens = 2, .block_tokens = 0})) ==
-          absl::StatusCode::kInvalidArgument);
-    absl::StatusOr<std::vector<int>> none =
-        model->Generate(prompt, {.max_new_tokens = 0});
-    REQUIRE(none.ok());
-    CHECK(none->empty());
-  }
-  CHECK(PoolBytes(layout, pool) == before);
-}
-
-TEST_CASE("Invalid configs are rejected naming the field", "[cluster_model]") {
-  auto message = [](const ModelConfig& c) {
-    absl::StatusOr<std::unique_ptr<Model>> model = Model::Create(c);
-    REQUIRE_FALSE(model.ok());
-    return std::string(model.status().message());
-  };
-  ModelConfig c = TinyConfig();
-  c.layers = 0;
-  CHECK(message(c).find("layers") != std::string::npos);
-  c = TinyConfig();
-  c.d_model = 65;
-  CHECK(message(c).find("d_model") != std::string::npos);
-  c = TinyConfig();
-  c.kv_heads = 3;
-  CHECK(message(c).find("kv_heads") != std::string::npos);
-  c = TinyConfig();
-  c.vocab = 200;
-  CHECK(message(c).find("vocab") != std::string::npos);
-  c = TinyConfig();
-  c.eos_token = 12;
-  CHECK(message(c).find("eos_token") != std::string::npos);
-  c = TinyConfig();
-  c.max_context = (1 << 20) + 1;
-  CHECK(message(c).find("max_context") != std::string::npos);
-  c = TinyConfig();
-  c.ffn_dim = 1 << 30;
-  CHECK(message(c).find("floats") != std::string::npos);
-  c = TinyConfig();
-  c.norm_eps = 0;
-  CHECK(message(c).find("norm_eps") != std::string::npos);
-  if (!BlasAvailable()) {
-    c = TinyConfig();
-    c.backend = MatmulBackend::kBlas;
-    CHECK(Model::Create(c).status().code() ==
-          absl::StatusCode::kFailedPrecondition);
-  }
-  CHECK(ParseKvPreset("sglang_mha").value() == KvPreset::kSglangMha);
-  CHECK(ParseKvPreset("nope").status().code() ==
-        absl::StatusCode::kInvalidArgument);
-  CHECK(
-      MakeKvLayout(TinyConfig(), KvPreset::kSglangMha, 0, 16).status().code() ==
-      absl::StatusCode::kInvalidArgument);
-}
-
-TEST_CASE("The byte tokenizer round-trips and skips EOS", "[cluster_model]") {
-  const std::string text("bytes \x00\xff ok", 11);
-  std::vector<int> tokens = EncodeBytes(text);
-  REQUIRE(tokens.size() == 11);
-  CHECK(tokens[7] == 255);
-  tokens.push_back(256);
-  absl::StatusOr<std::string> back = DecodeBytes(tokens);
-  REQUIRE(back.ok());
-  CHECK(*back == text);
-  CHECK(DecodeBytes(std::vector<int>{1, 257}).status().code() ==
-        absl::StatusCode::kInvalidArgument);
-  CHECK(DecodeBytes(std::vector<int>{-1}).status().code() ==
-        absl::StatusCode::kInvalidArgument);
-}
-
 }  // namespace
-}  // namespace flowkv::cluster
+}  // namespace flowkv::cluster::testing
