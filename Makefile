@@ -12,6 +12,8 @@
 #   make bench                build and run the benchmarks
 #   make bench-report         run the benchmarks with a same-run comparison and
 #                             rewrite README.md's generated tables (minutes)
+#   make cluster-experiments  the live-cluster tables and figures of
+#                             docs/cluster.md (flowkv-cluster; minutes)
 #   make fuzz [FUZZ_SECONDS=60]   every libFuzzer target (clang, build-fuzz/)
 #   make format | format-check
 #   make lint [TIDY=1]        the layering rules (scripts/check-layers.sh);
@@ -27,7 +29,7 @@ export UCX_NET_DEVICES ?= lo
 
 SOURCES = $(shell git ls-files '*.h' '*.cc' '*.cu' '*.cuh' 2>/dev/null)
 
-.PHONY: deps configure build demo test reliability bench bench-report fuzz format format-check lint clean
+.PHONY: deps configure build demo test reliability bench bench-report cluster-experiments fuzz format format-check lint clean
 
 deps:
 	@scripts/install-deps.sh
@@ -65,6 +67,12 @@ BENCH_REPORT_TARGETS = register_benchmark transfer_benchmark \
 bench-report: configure
 	cmake --build --preset $(PRESET) -j $(JOBS) --target $(BENCH_REPORT_TARGETS)
 	scripts/bench-report.py --build $(BUILD_DIR)
+cluster-experiments: configure
+	cmake --build --preset $(PRESET) -j $(JOBS) --target flowkv-cluster
+	mkdir -p $(BUILD_DIR)/cluster-results
+	scripts/run-cluster-experiments.sh $(BUILD_DIR) $(BUILD_DIR)/cluster-results \
+	  | tee $(BUILD_DIR)/cluster-results/tables.md
+	scripts/plot-cluster.py $(BUILD_DIR)/cluster-results $(BUILD_DIR)/cluster-results/*.json
 
 fuzz: deps
 	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)

@@ -14,6 +14,8 @@ packages=(
   pybind11-dev python3-dev python3-pytest python3-numpy python3-torch
   # Optional: Prometheus metrics (flowkv::prometheus, FLOWKV_WITH_PROMETHEUS).
   prometheus-cpp-dev
+  # scripts/plot-cluster.py (the figures of docs/cluster.md).
+  python3-matplotlib
   # libFuzzer targets (tests/fuzz/, FLOWKV_BUILD_FUZZERS=ON).
   clang-14 libclang-rt-14-dev
   # flowkv-cluster's model (tools/cluster/model/): its matrix products.
