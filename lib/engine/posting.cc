@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "lib/engine/fault_injection.h"
+#include "lib/engine/mapped_copy.h"
 #include "lib/engine/transfer_engine_impl.h"
 #include "lib/engine/ucx_status.h"
 
@@ -198,7 +199,8 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
   RegionId last_local = ~RegionId{0};
   RegionId last_remote = ~RegionId{0};
   char* local_base = nullptr;
-  const RemoteRegion* remote = nullptr;
+  bool local_host = false;
+  RemoteRegion* remote = nullptr;
   active->record->MarkInFlight();
   while (active->next_op < active->ops.size() && posted < budget) {
     const TransferOp& op = active->ops[active->next_op];
@@ -209,11 +211,19 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
       const RegionTable::Mapping mapping = regions_.Lookup(local_id);
       local_base = mapping.base;
       param.memh = mapping.memh;
+      local_host = mapping.kind == MemoryKind::kHost;
       last_local = local_id;
     }
     if (remote_id != last_remote) {
       auto it = peer->regions.find(remote_id);
       remote = it == peer->regions.end() ? nullptr : &it->second;
+      if (remote != nullptr && rma && !remote->mapped_known) {
+        remote->mapped =
+            remote->info.kind == MemoryKind::kHost
+                ? MappedPeerAddress(remote->rkey, remote->info.base)
+                : nullptr;
+        remote->mapped_known = true;
+      }
       last_remote = remote_id;
     }
     if (remote == nullptr || local_base == nullptr) {
@@ -236,8 +246,21 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
     } else {
       const ucs_status_t injected =
           FaultInjector::Inject(write ? FaultPoint::kPut : FaultPoint::kGet);
+      // A mapped peer region: copied here (mapped_copy.h). The window's
+      // flush below still fences it like a put.
+      char* const mapped = local_host && remote->mapped != nullptr
+                               ? remote->mapped + remote_offset
+                               : nullptr;
+      if (injected == UCS_OK && mapped != nullptr) {
+        if (write) {
+          CopyToMapped(mapped, local_base + local_offset, part);
+        } else {
+          CopyToMapped(local_base + local_offset, mapped, part);
+        }
+      }
       ucs_status_ptr_t request =
-          injected != UCS_OK ? UCS_STATUS_PTR(injected)
+          injected != UCS_OK  ? UCS_STATUS_PTR(injected)
+          : mapped != nullptr ? nullptr
           : write ? ucp_put_nbx(peer->ep, local_base + local_offset, part,
                                 remote->info.base + remote_offset, remote->rkey,
                                 &param)

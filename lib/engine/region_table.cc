@@ -176,7 +176,7 @@ RegionTable::Mapping RegionTable::Lookup(RegionId id) const {
   auto it = regions_.find(id);
   if (it == regions_.end()) return {};
   return {reinterpret_cast<char*>(it->second.info.base), it->second.memh,
-          it->second.info.length};
+          it->second.info.length, it->second.info.kind};
 }
 
 absl::StatusOr<char*> RegionTable::Resolve(std::string_view what, RegionId id,

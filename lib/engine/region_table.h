@@ -75,6 +75,7 @@ class RegionTable {
     char* base = nullptr;  // null for an unknown region
     ucp_mem_h memh = nullptr;
     uint64_t length = 0;
+    MemoryKind kind = MemoryKind::kHost;
   };
   Mapping Lookup(RegionId id) const;
 
