@@ -10,11 +10,11 @@
 // 3/4 of its per-thread share: tens to hundreds of MiB on servers), so a
 // window is copied with ordinary stores: every destination line is read
 // first and then evicted, about 1.5x the CPU time of the single large
-X
-// process_cpu_ms of benchmarks/transfer_benchmark.cc, flowkv vs memcpy). A KV
-// cache written to a peer is not read back by this process, so windows of at
-// least kStreamingCopyMin bytes are copied with streaming (non-temporal) stores
-// here; smaller ones with memcpy.
+// memcpy the same bytes would take (process_cpu_ms of
+// benchmarks/transfer_benchmark.cc, flowkv against memcpy). A KV cache
+// written to a peer is not read back by this process, so windows of at
+// least kStreamingCopyMin bytes are copied with streaming (non-temporal)
+// stores here; smaller ones with memcpy.
 //
 // Thread safety: the functions are thread-safe (they touch only their
 // arguments).
