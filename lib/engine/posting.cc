@@ -40,10 +40,11 @@ const char* KindName(TransferKind kind) {
 
 }  // namespace
 
-TransferHandle TransferEngineImpl::Submit(TransferKind kind, PeerId peer_id,
-                                          absl::Span<const TransferOp> ops,
-                                          std::string message,
-                                          TransferOptions options) {
+TransferHandle TransferEngineImpl::Submit(
+    TransferKind kind, PeerId peer_id, absl::Span<const TransferOp> ops,
+    std::string message, TransferOptions options,
+    std::shared_ptr<const PreparedOps> prepared) {
+  if (prepared != nullptr) ops = prepared->ops;
   const absl::Time now = absl::Now();
   const uint64_t id = next_transfer_id_.fetch_add(1);
   const char* what = KindName(kind);
@@ -82,6 +83,17 @@ TransferHandle TransferEngineImpl::Submit(TransferKind kind, PeerId peer_id,
           view->name, view->failure.message()));
     }
     if (kind == TransferKind::kSend) return absl::OkStatus();
+    if (prepared != nullptr) {
+      // Checked by Prepare against this peer's regions, which are fixed
+      // per connection: only the local regions may have gone since.
+      if (absl::Status s = regions_.AcquireRegions(
+              what, prepared->local_regions, &active->local_regions);
+          !s.ok()) {
+        return s;
+      }
+      bytes = prepared->bytes;
+      return absl::OkStatus();
+    }
     absl::StatusOr<uint64_t> op_bytes =
         regions_.Acquire(what, kind == TransferKind::kWrite, ops, peer_id,
                          view->regions, &active->local_regions);
@@ -100,7 +112,13 @@ TransferHandle TransferEngineImpl::Submit(TransferKind kind, PeerId peer_id,
   active->record = record;
   active->kind = kind;
   active->peer = peer_id;
-  active->ops.assign(ops.begin(), ops.end());
+  if (prepared != nullptr) {
+    active->prepared = std::move(prepared);
+    active->ops = active->prepared->ops;
+  } else {
+    active->owned_ops.assign(ops.begin(), ops.end());
+    active->ops = active->owned_ops;
+  }
   active->notification = std::move(options.notification);
   active->acknowledged = options.acknowledged;
   active->message = std::move(message);
