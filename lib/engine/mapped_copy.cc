@@ -60,6 +60,13 @@ const bool kHasAvx2 = __builtin_cpu_supports("avx2");
 #endif
 
 char* MappedPeerAddress(ucp_rkey_h rkey, uint64_t remote_address) {
+#if defined(__SANITIZE_THREAD__)
+  // Under ThreadSanitizer the copy stays UCX's: TSan does not see UCX's
+  // shared-memory messages, so it would take this instrumented copy and the
+  // receiver's reads after the notification for a race.
+  (void)remote_address;
+  return nullptr;
+#endif
   if (rkey == nullptr) return nullptr;
   void* local = nullptr;
   if (ucp_rkey_ptr(rkey, remote_address, &local) != UCS_OK) return nullptr;

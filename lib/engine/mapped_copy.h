@@ -26,20 +26,21 @@
 #include <cstdint>
 #include <ucp/api/ucp.h>
 
-    namespace flowkv::internal {
+namespace flowkv::internal {
 
-  // Copies at least this many bytes with streaming stores.
-  inline constexpr size_t kStreamingCopyMin = size_t{32} << 10;
+// Copies at least this many bytes with streaming stores.
+inline constexpr size_t kStreamingCopyMin = size_t{32} << 10;
 
-  // The local address of `remote_address` of a peer region whose unpacked
-  // key is `rkey`, or null when no transport of the key maps it here (tcp,
-  // cma, a GPU region). Progress thread (it calls UCX).
-  char* MappedPeerAddress(ucp_rkey_h rkey, uint64_t remote_address);
+// The local address of `remote_address` of a peer region whose unpacked
+// key is `rkey`, or null when no transport of the key maps it here (tcp,
+// cma, a GPU region), and always null under ThreadSanitizer (see the .cc).
+// Progress thread (it calls UCX).
+char* MappedPeerAddress(ucp_rkey_h rkey, uint64_t remote_address);
 
-  // Copies `n` bytes from `src` to `dst` (which do not overlap); the stores
-  // are globally visible when it returns (a store fence), so a message sent
-  // afterwards on any endpoint is seen after them.
-  void CopyToMapped(char* dst, const char* src, size_t n);
+// Copies `n` bytes from `src` to `dst` (which do not overlap); the stores
+// are globally visible when it returns (a store fence), so a message sent
+// afterwards on any endpoint is seen after them.
+void CopyToMapped(char* dst, const char* src, size_t n);
 
 }  // namespace flowkv::internal
 
