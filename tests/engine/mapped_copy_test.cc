@@ -24,7 +24,7 @@ namespace {
 using internal::CopyToMapped;
 using internal::kStreamingCopyMin;
 
-TEST_CASE("CopyToMapped copies exactly [dst, dst + n) at any alignment",
+TEST_CASE("CopyToMapped copies exactly n bytes to dst at any alignment",
           "[transfer_engine]") {
   const size_t sizes[] = {0,
                           1,
