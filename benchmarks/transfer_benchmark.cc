@@ -15,14 +15,21 @@
 //                      churned at 90 % occupancy, planned (1 op per run)
 //   raw                one op of the same byte count (the transport ceiling)
 //   memcpy             a local memcpy of the same bytes in one thread
+//   kv_send            KvTransfer::Send of the flowkv request over the same
+//                      engines and pools (block-major both sides: 1 op),
+//                      done when the receiver acknowledged the data notice;
+//                      a thread polls the receiving KvTransfer
 //
 // Counters: calls (ops per request), bytes (per request), GBps, post_us (CPU
-// time to plan and post one request: planning + the engine's post time).
+// time to plan and post one request: planning + the engine's post time),
+// process_cpu_ms (CPU time of every thread of the process per request: the
+// cost of the bytes independent of how much CPU a loaded machine gave).
 // Shared memory: UCX_TLS=posix,cma,self,tcp (the engines then run without
 // UCX peer error handling, which UCX 1.13's shared-memory transports lack;
 // tcp only sets up the connection). TCP: UCX_TLS=tcp.
 // FLOWKV_BENCH_BUSY_POLL=1 makes both engines' progress threads spin.
 
+#include <atomic>
 #include <benchmark/benchmark.h>
 #include <chrono>
 #include <cstring>
@@ -30,10 +37,14 @@
 #include <random>
 #include <stdlib.h>
 #include <string>
+#include <thread>
+#include <time.h>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "flowkv/block_allocator.h"
 #include "flowkv/kv_layout.h"
+#include "flowkv/kv_transfer.h"
 #include "flowkv/transfer_engine.h"
 #include "flowkv/transfer_plan.h"
 #include "tests/support/transfer_test_util.h"
@@ -41,7 +52,15 @@
 namespace flowkv {
 namespace {
 
-enum class Mode { kBlockwise, kLayerRuns, kFlowkv, kFragmented, kRaw, kMemcpy };
+enum class Mode {
+  kBlockwise,
+  kLayerRuns,
+  kFlowkv,
+  kFragmented,
+  kRaw,
+  kMemcpy,
+  kKvSend
+};
 
 constexpr uint32_t kMaxTokens = 8192;
 
@@ -73,7 +92,33 @@ struct Setup {
   RegionId a_region = 0;
   RegionId b_region = 0;
   PeerId peer = 0;
+  // kv_send: a KvTransfer on each engine over the pools, made on first use
+  // (destroyed before the engines).
+  std::unique_ptr<KvTransfer> a_kv;
+  std::unique_ptr<KvTransfer> b_kv;
 };
+
+// Makes setup->a_kv and setup->b_kv over the pools (laid out by `layout`)
+// and exchanges the pools.
+absl::Status MakeKvTransfers(Setup* setup, const KvLayout& layout) {
+  if (setup->a_kv != nullptr) return absl::OkStatus();
+  auto a = KvTransfer::Create(setup->a.get(), layout, {setup->a_region}, {});
+  if (!a.ok()) return a.status();
+  auto b = KvTransfer::Create(setup->b.get(), layout, {setup->b_region}, {});
+  if (!b.ok()) return b.status();
+  if (absl::Status s = (*a)->AnnouncePool(setup->peer); !s.ok()) return s;
+  std::atomic<bool> stop{false};
+  std::thread drainer([&] {
+    while (!stop) benchmark::DoNotOptimize((*b)->Poll(absl::Milliseconds(1)));
+  });
+  absl::Status status = (*a)->WaitForPeerPool(setup->peer, absl::Seconds(30));
+  stop = true;
+  drainer.join();
+  if (!status.ok()) return status;
+  setup->a_kv = *std::move(a);
+  setup->b_kv = *std::move(b);
+  return absl::OkStatus();
+}
 
 Setup* GetSetup(bool user_memory, uint64_t pool_bytes, std::string* error) {
   static Setup* setup = new Setup;
@@ -81,6 +126,8 @@ Setup* GetSetup(bool user_memory, uint64_t pool_bytes, std::string* error) {
       setup->pool_bytes == pool_bytes) {
     return setup;
   }
+  setup->a_kv.reset();
+  setup->b_kv.reset();
   setup->b.reset();
   setup->a.reset();
   setup->a_user = {};
@@ -155,6 +202,13 @@ Setup* GetSetup(bool user_memory, uint64_t pool_bytes, std::string* error) {
   return setup;
 }
 
+// CPU time of every thread of this process so far.
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+}
+
 // A block list of `n` blocks taken from an allocator of `num_blocks` blocks
 // after churn at 90 % occupancy (requests of 2..64 blocks come and go).
 BlockList FragmentedBlocks(uint32_t n, uint32_t num_blocks, uint64_t seed) {
@@ -199,7 +253,8 @@ void RunTransfer(benchmark::State& state, Mode mode, bool user_memory) {
   const uint32_t block_tokens = static_cast<uint32_t>(state.range(1));
   const KvGeometry geometry = Geometry(block_tokens);
   const bool block_major = mode == Mode::kFlowkv || mode == Mode::kFragmented ||
-                           mode == Mode::kRaw || mode == Mode::kMemcpy;
+                           mode == Mode::kRaw || mode == Mode::kMemcpy ||
+                           mode == Mode::kKvSend;
   const KvLayout layout =
       *KvLayout::Create({.geometry = geometry,
                          .pool_order = block_major ? PoolOrder::kBlockMajor
@@ -229,17 +284,47 @@ void RunTransfer(benchmark::State& state, Mode mode, bool user_memory) {
   request.dst_blocks = dst_blocks;
   request.num_tokens = tokens;
 
+  std::atomic<bool> stop_drainer{false};
+  std::thread drainer;
+  if (mode == Mode::kKvSend) {
+    if (absl::Status s = MakeKvTransfers(setup, layout); !s.ok()) {
+      state.SkipWithError(s.ToString().c_str());
+      return;
+    }
+    drainer = std::thread([&] {
+      while (!stop_drainer) {
+        benchmark::DoNotOptimize(setup->b_kv->Poll(absl::Milliseconds(1)));
+      }
+    });
+  }
+  const KvPiece piece = {
+      .src_blocks = src_blocks, .dst_blocks = dst_blocks, .num_tokens = tokens};
+  // Unique across the runs of this benchmark (the receiver remembers ids).
+  static uint64_t kv_requests = 0;
+
   std::vector<TransferOp> ops;
   double total_seconds = 0;
   double post_seconds = 0;
+  double cpu_seconds = 0;
   uint64_t calls = 0;
   int64_t iterations = 0;
   for (auto _ : state) {
     const auto start = std::chrono::steady_clock::now();
+    const double cpu_start = ProcessCpuSeconds();
     if (mode == Mode::kMemcpy) {
       std::memcpy(setup->b_base, setup->a_base, bytes);
       benchmark::ClobberMemory();
       calls = 0;
+    } else if (mode == Mode::kKvSend) {
+      TransferHandle handle = setup->a_kv->Send(
+          absl::StrCat("req-", kv_requests++), setup->peer, piece);
+      const absl::Status status = handle.Wait();
+      if (!status.ok()) {
+        state.SkipWithError(status.ToString().c_str());
+        break;
+      }
+      post_seconds += absl::ToDoubleSeconds(handle.stats().post_time);
+      calls = handle.stats().ops;
     } else {
       ops.clear();
       if (mode == Mode::kBlockwise) {
@@ -281,9 +366,14 @@ void RunTransfer(benchmark::State& state, Mode mode, bool user_memory) {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
             .count();
+    cpu_seconds += ProcessCpuSeconds() - cpu_start;
     state.SetIterationTime(seconds);
     total_seconds += seconds;
     ++iterations;
+  }
+  if (drainer.joinable()) {
+    stop_drainer = true;
+    drainer.join();
   }
   state.counters["calls"] = static_cast<double>(calls);
   state.counters["bytes"] = static_cast<double>(bytes);
@@ -291,6 +381,8 @@ void RunTransfer(benchmark::State& state, Mode mode, bool user_memory) {
       total_seconds > 0 ? bytes * iterations / total_seconds / 1e9 : 0;
   state.counters["post_us"] =
       iterations > 0 ? post_seconds / iterations * 1e6 : 0;
+  state.counters["process_cpu_ms"] =
+      iterations > 0 ? cpu_seconds / iterations * 1e3 : 0;
 }
 
 const char* ModeName(Mode mode) {
@@ -307,6 +399,8 @@ const char* ModeName(Mode mode) {
       return "raw";
     case Mode::kMemcpy:
       return "memcpy";
+    case Mode::kKvSend:
+      return "kv_send";
   }
   return "?";
 }
@@ -316,8 +410,9 @@ const char* ModeName(Mode mode) {
 int RegisterAll() {
   for (bool user_memory : {false, true}) {
     for (int64_t block_tokens : {16, 1}) {
-      for (Mode mode : {Mode::kBlockwise, Mode::kLayerRuns, Mode::kFlowkv,
-                        Mode::kFragmented, Mode::kRaw, Mode::kMemcpy}) {
+      for (Mode mode :
+           {Mode::kBlockwise, Mode::kLayerRuns, Mode::kFlowkv,
+            Mode::kFragmented, Mode::kRaw, Mode::kMemcpy, Mode::kKvSend}) {
         for (int64_t tokens : {1024, 4096, 8192}) {
           const std::string name =
               std::string(user_memory ? "BM_TransferUserMem/"

@@ -114,6 +114,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "flowkv/export.h"
+#include "flowkv/prepared_transfer.h"
 #include "flowkv/transfer_handle.h"
 #include "flowkv/transfer_metrics.h"
 #include "flowkv/transfer_types.h"
@@ -417,6 +418,24 @@ class FLOWKV_EXPORT TransferEngine {
   // Copies every op from the peer's memory to local memory (see "Op
   // convention"), then sends options.notification. Errors as Write.
   TransferHandle Read(PeerId peer, absl::Span<const TransferOp> ops,
+                      TransferOptions options = {});
+
+  // Checks `ops` for a Write (PrepareWrite) or Read (PrepareRead) to
+  // `peer` once, with Write's checks and errors, and returns them as a
+  // PreparedTransfer (flowkv/prepared_transfer.h) to Post any number of
+  // times. Nothing is posted.
+  absl::StatusOr<PreparedTransfer> PrepareWrite(
+      PeerId peer, absl::Span<const TransferOp> ops);
+  absl::StatusOr<PreparedTransfer> PrepareRead(
+      PeerId peer, absl::Span<const TransferOp> ops);
+
+  // Posts `prepared` as Write or Read would post its ops, with `options`.
+  // Refused (the handle already done, nothing posted): InvalidArgument (an
+  // empty PreparedTransfer, one prepared by another engine, bad options as
+  // in Write), FailedPrecondition (one of its local regions was
+  // deregistered), NotFound / Unavailable (its peer is unknown or
+  // disconnected).
+  TransferHandle Post(const PreparedTransfer& prepared,
                       TransferOptions options = {});
 
   // Sends `bytes` (at most 1 MiB) to the peer, which receives them as a

@@ -57,6 +57,10 @@ enum class PeerState {
 struct RemoteRegion {
   RegionInfo info;
   ucp_rkey_h rkey = nullptr;
+  // Where a shared-memory transport maps the region here (mapped_copy.h);
+  // looked up on the first window to it (mapped_known), null if unmapped.
+  bool mapped_known = false;
+  char* mapped = nullptr;
 };
 
 // What callers may read of a peer.

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "lib/engine/fault_injection.h"
+#include "lib/engine/mapped_copy.h"
 #include "lib/engine/transfer_engine_impl.h"
 #include "lib/engine/ucx_status.h"
 
@@ -45,10 +46,11 @@ const char* KindName(TransferKind kind) {
 
 }  // namespace
 
-TransferHandle TransferEngineImpl::Submit(TransferKind kind, PeerId peer_id,
-                                          absl::Span<const TransferOp> ops,
-                                          std::string message,
-                                          TransferOptions options) {
+TransferHandle TransferEngineImpl::Submit(
+    TransferKind kind, PeerId peer_id, absl::Span<const TransferOp> ops,
+    std::string message, TransferOptions options,
+    std::shared_ptr<const PreparedOps> prepared) {
+  if (prepared != nullptr) ops = prepared->ops;
   const absl::Time now = absl::Now();
   const uint64_t id = next_transfer_id_.fetch_add(1);
   const char* what = KindName(kind);
@@ -88,6 +90,17 @@ TransferHandle TransferEngineImpl::Submit(TransferKind kind, PeerId peer_id,
           view->name, view->failure.message()));
     }
     if (kind == TransferKind::kSend) return absl::OkStatus();
+    if (prepared != nullptr) {
+      // Checked by Prepare against this peer's regions, which are fixed
+      // per connection: only the local regions may have gone since.
+      if (absl::Status s = regions_.AcquireRegions(
+              what, prepared->local_regions, &active->local_regions);
+          !s.ok()) {
+        return s;
+      }
+      bytes = prepared->bytes;
+      return absl::OkStatus();
+    }
     absl::StatusOr<uint64_t> op_bytes =
         regions_.Acquire(what, kind == TransferKind::kWrite, ops, peer_id,
                          view->regions, &active->local_regions);
@@ -108,7 +121,13 @@ TransferHandle TransferEngineImpl::Submit(TransferKind kind, PeerId peer_id,
   active->record = record;
   active->kind = kind;
   active->peer = peer_id;
-  active->ops.assign(ops.begin(), ops.end());
+  if (prepared != nullptr) {
+    active->prepared = std::move(prepared);
+    active->ops = active->prepared->ops;
+  } else {
+    active->owned_ops.assign(ops.begin(), ops.end());
+    active->ops = active->owned_ops;
+  }
   active->notification = std::move(options.notification);
   active->acknowledged = options.acknowledged;
   active->message = std::move(message);
@@ -222,7 +241,8 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
   RegionId last_local = ~RegionId{0};
   RegionId last_remote = ~RegionId{0};
   char* local_base = nullptr;
-  const RemoteRegion* remote = nullptr;
+  bool local_host = false;
+  RemoteRegion* remote = nullptr;
   active->record->MarkInFlight();
   TransferTimes::Stamp(&active->times.first_op_posted);
   while (active->next_op < active->ops.size() && posted < budget) {
@@ -234,11 +254,19 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
       const RegionTable::Mapping mapping = regions_.Lookup(local_id);
       local_base = mapping.base;
       param.memh = mapping.memh;
+      local_host = mapping.kind == MemoryKind::kHost;
       last_local = local_id;
     }
     if (remote_id != last_remote) {
       auto it = peer->regions.find(remote_id);
       remote = it == peer->regions.end() ? nullptr : &it->second;
+      if (remote != nullptr && rma && !remote->mapped_known) {
+        remote->mapped =
+            remote->info.kind == MemoryKind::kHost
+                ? MappedPeerAddress(remote->rkey, remote->info.base)
+                : nullptr;
+        remote->mapped_known = true;
+      }
       last_remote = remote_id;
     }
     if (remote == nullptr || local_base == nullptr) {
@@ -261,8 +289,21 @@ void TransferEngineImpl::PostWindow(Active* active, Peer* peer) {
     } else {
       const ucs_status_t injected =
           FaultInjector::Inject(write ? FaultPoint::kPut : FaultPoint::kGet);
+      // A mapped peer region: copied here (mapped_copy.h). The window's
+      // flush below still fences it like a put.
+      char* const mapped = local_host && remote->mapped != nullptr
+                               ? remote->mapped + remote_offset
+                               : nullptr;
+      if (injected == UCS_OK && mapped != nullptr) {
+        if (write) {
+          CopyToMapped(mapped, local_base + local_offset, part);
+        } else {
+          CopyToMapped(local_base + local_offset, mapped, part);
+        }
+      }
       ucs_status_ptr_t request =
-          injected != UCS_OK ? UCS_STATUS_PTR(injected)
+          injected != UCS_OK  ? UCS_STATUS_PTR(injected)
+          : mapped != nullptr ? nullptr
           : write ? ucp_put_nbx(peer->ep, local_base + local_offset, part,
                                 remote->info.base + remote_offset, remote->rkey,
                                 &param)

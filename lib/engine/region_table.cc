@@ -22,6 +22,16 @@ absl::Status CheckRange(std::string_view what, size_t op_index,
   return absl::OkStatus();
 }
 
+namespace {
+
+// [offset, offset + length) lies within `region_bytes`.
+bool InRange(uint64_t offset, uint64_t length, uint64_t region_bytes) {
+  uint64_t end = 0;
+  return !__builtin_add_overflow(offset, length, &end) && end <= region_bytes;
+}
+
+}  // namespace
+
 const RegionInfo* FindRegion(absl::Span<const RegionInfo> regions,
                              RegionId id) {
   for (const RegionInfo& region : regions) {
@@ -143,15 +153,18 @@ absl::StatusOr<uint64_t> RegionTable::Acquire(
       }
       remote_region = &it->second;
     }
-    absl::Status s =
-        CheckRange(what, i, absl::StrFormat("local region %d", local_id),
-                   local_offset, op.length, local->info.length);
-    if (s.ok()) {
-      s = CheckRange(what, i,
-                     absl::StrFormat("region %d of peer %d", remote_id, peer),
-                     remote_offset, op.length, remote_region->length);
-    }
-    if (!s.ok()) {
+    // The message (a formatted string) is built only for an op out of
+    // range: formatting it for every op cost more than the checks.
+    if (!InRange(local_offset, op.length, local->info.length) ||
+        !InRange(remote_offset, op.length, remote_region->length)) {
+      absl::Status s =
+          CheckRange(what, i, absl::StrFormat("local region %d", local_id),
+                     local_offset, op.length, local->info.length);
+      if (s.ok()) {
+        s = CheckRange(what, i,
+                       absl::StrFormat("region %d of peer %d", remote_id, peer),
+                       remote_offset, op.length, remote_region->length);
+      }
       used->resize(used_before);
       return s;
     }
@@ -161,6 +174,25 @@ absl::StatusOr<uint64_t> RegionTable::Acquire(
     ++regions_[(*used)[i]].active_users;
   }
   return bytes;
+}
+
+absl::Status RegionTable::AcquireRegions(std::string_view what,
+                                         absl::Span<const RegionId> regions,
+                                         std::vector<RegionId>* used) {
+  TsanMutexLock lock(&mu_);
+  for (RegionId id : regions) {
+    if (!regions_.contains(id)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s: local region %d of the prepared transfer was deregistered; "
+          "prepare it again",
+          what, id));
+    }
+  }
+  for (RegionId id : regions) {
+    ++regions_[id].active_users;
+    used->push_back(id);
+  }
+  return absl::OkStatus();
 }
 
 void RegionTable::Release(absl::Span<const RegionId> used) {
@@ -176,7 +208,7 @@ RegionTable::Mapping RegionTable::Lookup(RegionId id) const {
   auto it = regions_.find(id);
   if (it == regions_.end()) return {};
   return {reinterpret_cast<char*>(it->second.info.base), it->second.memh,
-          it->second.info.length};
+          it->second.info.length, it->second.info.kind};
 }
 
 absl::StatusOr<char*> RegionTable::Resolve(std::string_view what, RegionId id,

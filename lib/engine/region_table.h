@@ -67,6 +67,12 @@ class RegionTable {
       std::string_view what, bool write, absl::Span<const TransferOp> ops,
       PeerId peer, const absl::flat_hash_map<RegionId, RegionInfo>& remote,
       std::vector<RegionId>* used);
+  // Adds one user to each of `regions` (distinct) and appends them to
+  // `used`: FailedPrecondition naming the first that is no longer
+  // registered (then nothing is added).
+  absl::Status AcquireRegions(std::string_view what,
+                              absl::Span<const RegionId> regions,
+                              std::vector<RegionId>* used);
   // Drops the users Acquire added.
   void Release(absl::Span<const RegionId> used);
 
@@ -75,6 +81,7 @@ class RegionTable {
     char* base = nullptr;  // null for an unknown region
     ucp_mem_h memh = nullptr;
     uint64_t length = 0;
+    MemoryKind kind = MemoryKind::kHost;
   };
   Mapping Lookup(RegionId id) const;
 

@@ -29,7 +29,7 @@ absl::Status CheckName(const std::string& what, const std::string& value,
 }  // namespace
 
 TransferEngineImpl::TransferEngineImpl(const TransferEngineOptions& options)
-    : options_(options) {}
+    : options_(options), serial_(NextEngineSerial()) {}
 
 absl::Status TransferEngineImpl::Init() {
   if (absl::Status s = CheckName("name", options_.name, kMaxNameBytes);

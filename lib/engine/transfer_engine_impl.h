@@ -78,12 +78,29 @@ enum class TransferPhase {
   kFencing,      // aborted over active messages: waiting for the fence ack
 };
 
+// A number no other engine of this process has (prepared.cc).
+uint64_t NextEngineSerial();
+
+// What a PreparedTransfer (flowkv/prepared_transfer.h) holds: ops checked
+// once by the engine numbered `engine_serial`. Immutable.
+struct PreparedOps {
+  uint64_t engine_serial = 0;
+  TransferKind kind = TransferKind::kWrite;
+  PeerId peer = 0;
+  std::vector<TransferOp> ops;
+  uint64_t bytes = 0;
+  std::vector<RegionId> local_regions;  // distinct
+};
+
 // An unfinished transfer (progress thread).
 struct Active {
   std::shared_ptr<TransferRecord> record;
   TransferKind kind = TransferKind::kWrite;
   PeerId peer = 0;
-  std::vector<TransferOp> ops;
+  // The ops posted: owned_ops, or a PreparedTransfer's (kept alive here).
+  absl::Span<const TransferOp> ops;
+  std::vector<TransferOp> owned_ops;
+  std::shared_ptr<const PreparedOps> prepared;
   std::optional<std::string> notification;
   std::string message;
   bool acknowledged = false;
@@ -179,9 +196,15 @@ class TransferEngineImpl {
   absl::StatusOr<PeerInfo> GetPeer(PeerId peer) const {
     return peers_.View(peer);
   }
+  // `prepared` (non-null): post its ops instead of `ops` (prepared.cc).
   TransferHandle Submit(TransferKind kind, PeerId peer,
                         absl::Span<const TransferOp> ops, std::string message,
-                        TransferOptions options);
+                        TransferOptions options,
+                        std::shared_ptr<const PreparedOps> prepared = nullptr);
+  absl::StatusOr<PreparedTransfer> Prepare(TransferKind kind, PeerId peer,
+                                           absl::Span<const TransferOp> ops);
+  TransferHandle Post(const PreparedTransfer& prepared,
+                      TransferOptions options);
   std::vector<Notification> TakeNotifications(absl::Duration wait);
   // Internal notification taps (KvTransfer's staging path): each tap sees
   // every notification on the progress thread before it is queued or handed
@@ -361,6 +384,8 @@ class TransferEngineImpl {
   std::thread thread_;
   std::vector<AmHandlerArg> am_args_;
   std::atomic<uint64_t> next_transfer_id_{1};
+  // Tells this engine's PreparedTransfers from other engines' (prepared.cc).
+  const uint64_t serial_;
   std::atomic<uint64_t> active_count_{0};
   // Counters of Metrics() (engine_metrics.h); ready_'s length for it.
   EngineMetrics metrics_;
