@@ -107,6 +107,7 @@ absl::Status ClusterView::AddNode(const NodeInfo& node) {
           absl::StrFormat("AddNode: node %u is already present", node.id));
     }
     existing = added;
+    prefix_index_.RemoveNode(node.id);
     return absl::OkStatus();
   }
   index_.emplace(node.id, nodes_.size());
