@@ -429,11 +429,14 @@ absl::StatusOr<std::unique_ptr<BlockAllocator>> BlockAllocator::Create(
   }
   return std::unique_ptr<BlockAllocator>(new BlockAllocator(
       std::make_unique<Impl>(options.num_blocks, options.growth_slack_blocks),
-      options.num_blocks));
+      options.num_blocks, options.enable_prefix_cache));
 }
 
-BlockAllocator::BlockAllocator(std::unique_ptr<Impl> impl, uint32_t num_blocks)
-    : impl_(std::move(impl)), num_blocks_(num_blocks) {}
+BlockAllocator::BlockAllocator(std::unique_ptr<Impl> impl, uint32_t num_blocks,
+                               bool prefix_cache_enabled)
+    : impl_(std::move(impl)),
+      num_blocks_(num_blocks),
+      prefix_cache_enabled_(prefix_cache_enabled) {}
 BlockAllocator::~BlockAllocator() = default;
 
 absl::StatusOr<BlockList> BlockAllocator::Allocate(uint32_t n) {
@@ -457,6 +460,35 @@ uint32_t BlockAllocator::RefCount(BlockId block) const {
 }
 BlockAllocatorStats BlockAllocator::Stats() const { return impl_->Stats(); }
 uint64_t BlockAllocator::free_blocks() const { return impl_->free_blocks(); }
+uint64_t BlockAllocator::available_blocks() const {
+  return impl_->free_blocks();
+}
+// STUB (API commit only): the prefix cache is implemented in the next commits.
+absl::Status BlockAllocator::Free(const BlockList& list,
+                                  absl::Span<const BlockHash> hashes) {
+  if (hashes.empty()) return Free(list);
+  return absl::UnimplementedError("prefix cache: not yet implemented");
+}
+absl::Status BlockAllocator::CacheBlocks(const BlockList&,
+                                         absl::Span<const BlockHash>) {
+  return absl::UnimplementedError("prefix cache: not yet implemented");
+}
+absl::StatusOr<BlockList> BlockAllocator::Lookup(absl::Span<const BlockHash>) {
+  return absl::UnimplementedError("prefix cache: not yet implemented");
+}
+absl::Status BlockAllocator::ClearCache() {
+  return absl::UnimplementedError("prefix cache: not yet implemented");
+}
+KvEventBatch BlockAllocator::ReadEvents(uint64_t, size_t) const { return {}; }
+KvCacheSnapshot BlockAllocator::Snapshot() const { return {}; }
+std::string EncodeKvEventBatch(const KvEventBatch&) { return {}; }
+absl::StatusOr<KvEventBatch> DecodeKvEventBatch(std::string_view) {
+  return absl::UnimplementedError("kv events wire: not yet implemented");
+}
+std::string EncodeKvCacheSnapshot(const KvCacheSnapshot&) { return {}; }
+absl::StatusOr<KvCacheSnapshot> DecodeKvCacheSnapshot(std::string_view) {
+  return absl::UnimplementedError("kv events wire: not yet implemented");
+}
 std::vector<BlockMove> BlockAllocator::PlanCompaction() const {
   return impl_->PlanCompaction();
 }
