@@ -19,7 +19,11 @@
 // snapshot and never serves a prefix the node may no longer hold.
 //
 //   flowkv::PrefixIndex index;
-//   index.ApplyStored(node, /*seq=*/1, hashes);            // from events
+//   KvEventBatch batch = allocator->ReadEvents(index.State(node).last_seq,
+//                                              1024);       // (or the wire)
+//   if (!index.ApplyEvents(node, batch).ok()) {             // lost events
+//     index.ApplySnapshot(node, allocator->Snapshot());
+//   }
 //   std::vector<flowkv::PrefixMatch> hits;
 //   index.Match(request.block_hashes, &hits);              // per node
 //
@@ -43,6 +47,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "flowkv/export.h"
+#include "flowkv/kv_events.h"
 
 namespace flowkv {
 
@@ -89,6 +94,14 @@ class FLOWKV_EXPORT PrefixIndex {
   absl::Status ApplyRemoved(PrefixNodeId node, uint64_t seq,
                             absl::Span<const uint64_t> hashes);
   absl::Status ApplyCleared(PrefixNodeId node, uint64_t seq);
+
+  // Applies a batch read from the node's BlockAllocator::ReadEvents (or
+  // decoded from the wire), event by event as above. A batch that
+  // fell_behind marks the node stale. FailedPrecondition when the node is
+  // (now) stale: fetch a snapshot (BlockAllocator::Snapshot) and apply it.
+  absl::Status ApplyEvents(PrefixNodeId node, const KvEventBatch& batch);
+  // ApplySnapshot of every hash in `snapshot`, as of snapshot.seq.
+  void ApplySnapshot(PrefixNodeId node, const KvCacheSnapshot& snapshot);
 
   // The subscriber of `node` fell behind (its events were dropped): the node
   // is stale until ApplySnapshot.

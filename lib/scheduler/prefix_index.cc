@@ -124,6 +124,51 @@ absl::Status PrefixIndex::ApplyCleared(PrefixNodeId node, uint64_t seq) {
   return absl::OkStatus();
 }
 
+absl::Status PrefixIndex::ApplyEvents(PrefixNodeId node,
+                                      const KvEventBatch& batch) {
+  if (batch.fell_behind) {
+    MarkStale(node);
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "PrefixIndex: node %u: the event reader fell behind (latest seq %u); "
+        "the node is stale until a snapshot is applied",
+        node, batch.latest_seq));
+  }
+  for (const KvEvent& e : batch.events) {
+    absl::Status s;
+    switch (e.kind) {
+      case KvEvent::Kind::kBlockStored:
+        s = ApplyStored(node, e.seq, e.hashes);
+        break;
+      case KvEvent::Kind::kBlockRemoved:
+        s = ApplyRemoved(node, e.seq, e.hashes);
+        break;
+      case KvEvent::Kind::kAllCleared:
+        s = ApplyCleared(node, e.seq);
+        break;
+      default:
+        MarkStale(node);
+        s = absl::InvalidArgumentError(absl::StrFormat(
+            "PrefixIndex: node %u: event %u has unknown kind %d; the node is "
+            "stale until a snapshot is applied",
+            node, e.seq, static_cast<int>(e.kind)));
+    }
+    if (!s.ok()) return s;
+  }
+  if (State(node).stale) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "PrefixIndex: node %u is stale; apply a snapshot", node));
+  }
+  return absl::OkStatus();
+}
+
+void PrefixIndex::ApplySnapshot(PrefixNodeId node,
+                                const KvCacheSnapshot& snapshot) {
+  std::vector<uint64_t> hashes;
+  hashes.reserve(snapshot.blocks.size());
+  for (const KvCachedBlock& b : snapshot.blocks) hashes.push_back(b.hash);
+  ApplySnapshot(node, snapshot.seq, hashes);
+}
+
 void PrefixIndex::MarkStale(PrefixNodeId node) {
   const Slot slot = SlotOf(node);
   Node& n = nodes_[slot];
