@@ -75,8 +75,15 @@ struct NodeCostModel {
 // kv_blocks_total, a capacity, which it takes as reported. Node speed is the
 // node's NodeCostModel (NodeInfo::cost). All fields must be finite and >= 0.
 struct NodeLoad {
-  // Prompt tokens queued for prefill, not yet computed.
+  // Prompt tokens queued for prefill, not yet computed (a prefix the node
+  // found in its cache is not queued).
   double queued_prefill_tokens = 0;
+  // The node's own estimate of the time its queued prefill work takes, ms,
+  // including what is left of a prefill step in progress: an engine knows
+  // its queue's prompts, so it can price each with its cost model (a few
+  // long prompts take longer than many short ones of the same total). 0:
+  // no estimate (kv_aware then estimates from queued_prefill_tokens).
+  double queued_prefill_ms = 0;
   // Decode requests running in the batch, and waiting to join it.
   double running_decode = 0;
   double waiting_decode = 0;

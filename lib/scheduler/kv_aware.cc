@@ -10,15 +10,21 @@
 // blocks too, so a node with a long queue and a long hit looks idle), and
 // the saving is priced with the node's own speed and the attention term
 // that grows with the context.
+// The queue wait is the node's own estimate (NodeLoad::queued_prefill_ms)
+// when it reports one, else load_aware's from its queued tokens.
 // D = argmin transfer(p -> d of the blocks d does not hold) +
 //     decode_weight * output * decode_step(d): a decode node that already
 // holds the prompt's prefix receives only the rest.
+// Rebalance: load_aware's (role switching, scale advice), same options.
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "lib/scheduler/policy_util.h"
 
 namespace flowkv::internal {
@@ -41,16 +47,22 @@ struct KvAwareParams {
 // Thread safety: externally synchronized (tie-break cursors, scratch).
 class KvAware final : public Scheduler {
  public:
-  explicit KvAware(const KvAwareParams& params) : params_(params) {}
+  KvAware(const KvAwareParams& params, std::unique_ptr<Scheduler> rebalancer)
+      : params_(params), rebalancer_(std::move(rebalancer)) {}
 
   std::string_view name() const override { return kName; }
 
   absl::StatusOr<Placement> Place(const RequestInfo& request,
                                   const ClusterView& cluster,
                                   absl::Time now) override;
+  // load_aware's role switching and scale advice, with the same options.
+  RebalancePlan Rebalance(const ClusterView& cluster, absl::Time now) override {
+    return rebalancer_->Rebalance(cluster, now);
+  }
 
  private:
   const KvAwareParams params_;
+  const std::unique_ptr<Scheduler> rebalancer_;
   size_t p_start_ = 0;
   size_t d_start_ = 0;
   std::vector<PrefixMatch> matches_;
@@ -81,8 +93,11 @@ absl::StatusOr<Placement> KvAware::Place(const RequestInfo& request,
     const NodeLoad& l = node.load;
     const double cached = reusable(node);
     const double fresh = input - cached;
-    double ttft = ChunkedPrefillMs(node.cost, l.queued_prefill_tokens, chunk) +
-                  PrefillAfterCacheMs(node.cost, cached, fresh, chunk);
+    const double queue =
+        l.queued_prefill_ms > 0
+            ? l.queued_prefill_ms
+            : ChunkedPrefillMs(node.cost, l.queued_prefill_tokens, chunk);
+    double ttft = queue + PrefillAfterCacheMs(node.cost, cached, fresh, chunk);
     if (node.current_role == NodeRole::kHybrid && l.running_decode > 0) {
       // A hybrid node interleaves a decode step with each prefill chunk.
       const double chunks =
@@ -142,7 +157,29 @@ absl::StatusOr<Placement> KvAware::Place(const RequestInfo& request,
 
 absl::StatusOr<std::unique_ptr<Scheduler>> MakeKvAware(
     const SchedulerOptions& options) {
-  ParamReader r(kName, options);
+  // The placement options (below) and cache_credit are read here; every
+  // other option is load_aware's rebalancing, checked by load_aware.
+  static constexpr std::string_view kOwn[] = {"prefill_chunk_tokens",
+                                              "transfer_calls_per_request",
+                                              "transfer_calls_per_block",
+                                              "default_output_tokens",
+                                              "decode_weight",
+                                              "cache_credit"};
+  SchedulerOptions own, rebalancing;
+  for (const auto& [key, value] : options.params) {
+    const bool mine =
+        std::find(std::begin(kOwn), std::end(kOwn), key) != std::end(kOwn);
+    (mine ? own : rebalancing).params[key] = value;
+    if (mine && key != "cache_credit") rebalancing.params[key] = value;
+  }
+  absl::StatusOr<std::unique_ptr<Scheduler>> rebalancer =
+      MakeLoadAware(rebalancing);
+  if (!rebalancer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv_aware (rebalancing options as load_aware's): ",
+                     rebalancer.status().message()));
+  }
+  ParamReader r(kName, own);
   KvAwareParams p;
   p.prefill_chunk_tokens =
       r.Get("prefill_chunk_tokens", p.prefill_chunk_tokens, 1, 1e9);
@@ -155,7 +192,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> MakeKvAware(
   p.decode_weight = r.Get("decode_weight", p.decode_weight, 0, 1e6);
   p.cache_credit = r.Get("cache_credit", p.cache_credit, 0, 1);
   if (absl::Status s = r.Finish(); !s.ok()) return s;
-  return std::make_unique<KvAware>(p);
+  return std::make_unique<KvAware>(p, std::move(*rebalancer));
 }
 
 }  // namespace flowkv::internal

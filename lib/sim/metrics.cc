@@ -177,8 +177,8 @@ std::string SimResultJson(const SimResult& r) {
       r.slo_attainment, r.transfers, r.transfer_calls, r.transfer_bytes,
       r.mean_src_runs, r.mean_dst_runs, r.role_switches, r.rebalances,
       r.scale_out_advice, r.scale_in_advice, r.place_retries, r.role_violations,
-      r.events, r.prefix_hit_rate, r.decode_prefix_hit_rate,
-      r.kv_event_batches, r.index_resyncs);
+      r.events, r.prefix_hit_rate, r.decode_prefix_hit_rate, r.kv_event_batches,
+      r.index_resyncs);
   return out;
 }
 

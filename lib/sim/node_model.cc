@@ -20,6 +20,13 @@
 
 namespace flowkv::internal::sim {
 
+double Sim::PromptMs(const Node& n, Index r, uint32_t cached) const {
+  const NodeCostModel& c = n.type.cost;
+  const double in = reqs_[r].rec.input_tokens;
+  const double done = cached;
+  return c.a + c.b * (in - done) + c.c * (in * in - done * done);
+}
+
 void Sim::Enqueue(Index r) {
   Node& n = nodes_[reqs_[r].pn];
   Req& q = reqs_[r];
@@ -27,6 +34,8 @@ void Sim::Enqueue(Index r) {
   // The node's queue counts the prompt tokens its cache does not hold.
   q.queued = q.rec.input_tokens - PeekCachedTokens(n, r);
   n.queued_prefill_tokens += q.queued;
+  q.queued_ms = PromptMs(n, r, q.rec.input_tokens - q.queued);
+  n.queued_ms += q.queued_ms;
   TryStart(n);
   Report(n);
 }
@@ -84,6 +93,9 @@ bool Sim::AdmitPrefill(Node& n, Index r, size_t in_batch) {
   // The queue held the estimate from Enqueue; it now holds the real rest.
   n.queued_prefill_tokens = n.queued_prefill_tokens - q.queued + (in - cached);
   q.queued = in - cached;
+  const double ms = PromptMs(n, r, cached);
+  n.queued_ms += ms - q.queued_ms;
+  q.queued_ms = ms;
   return true;
 }
 
@@ -181,6 +193,8 @@ void Sim::PrefillDone(Node& n, Index r) {
   q.rec.first_token_ms = now_;
   q.generated = 1;
   q.kv_tokens = q.rec.input_tokens;
+  n.queued_ms = std::max(0.0, n.queued_ms - q.queued_ms);
+  q.queued_ms = 0;
   // The computed prompt is findable in this node's cache from now on.
   CacheHashes(n, q.p_blocks, r);
   if (q.rec.output_tokens == 1) {

@@ -94,6 +94,10 @@ void Sim::Reject(Index r) {
 void Sim::Report(Node& n) {
   NodeLoad load;
   load.queued_prefill_tokens = static_cast<double>(n.queued_prefill_tokens);
+  // What is left of the queue's prefill time (the step in progress counts
+  // until it ends).
+  const double elapsed = n.busy && n.step_prefill ? now_ - n.step_start : 0;
+  load.queued_prefill_ms = std::max(0.0, n.queued_ms - elapsed);
   load.running_decode = static_cast<double>(n.running.size());
   load.waiting_decode =
       static_cast<double>(n.decode_wait.size() + n.inbound.size() + n.incoming);

@@ -42,8 +42,8 @@ void Sim::BuildHashes(Req& q, const SimRequest& in) const {
   q.hashes.clear();
   if (!prefix_cache_ || in.hash_ids.empty()) return;
   const uint64_t full = in.input_tokens / block_tokens_;
-  const uint64_t covered = in.hash_ids.size() * uint64_t{o_.hash_block_tokens} /
-                           block_tokens_;
+  const uint64_t covered =
+      in.hash_ids.size() * uint64_t{o_.hash_block_tokens} / block_tokens_;
   const uint64_t n = std::min(full, covered);
   q.hashes.reserve(n);
   for (uint64_t j = 0; j < n; ++j) {

@@ -89,6 +89,7 @@ struct Req {
   // its cache does not hold).
   uint32_t queued = 0;
   bool admitted = false;  // prompt blocks allocated on pn
+  double queued_ms = 0;   // its term of the P node's queued_ms
   bool placed = false;
   bool done = false;
 };
@@ -101,6 +102,9 @@ struct Node {
   uint64_t reserved = 0;
   std::deque<Index> prefill_q;
   uint64_t queued_prefill_tokens = 0;
+  // The node's estimate of its queued prefill time (NodeLoad::
+  // queued_prefill_ms): the sum of its queued prompts' prefill times.
+  double queued_ms = 0;
   // Requests whose KV is ready on their P node, waiting for blocks here.
   std::deque<Index> inbound;
   uint32_t incoming = 0;  // transfers in flight to this node
@@ -174,6 +178,8 @@ class Sim {
   void Arrive(Index r);
   bool TryPlace(Index r);
   // node_model.cc
+  // Prefill time of r's prompt on n with `cached` tokens reused.
+  double PromptMs(const Node& n, Index r, uint32_t cached) const;
   void Enqueue(Index r);
   void TryStart(Node& n);
   bool AdmitPrefill(Node& n, Index r, size_t in_batch);
