@@ -39,11 +39,9 @@
 #define FLOWKV_PREFIX_INDEX_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
-#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "flowkv/export.h"
@@ -76,11 +74,13 @@ class FLOWKV_EXPORT PrefixIndex {
     uint64_t resyncs_needed = 0;
   };
 
-  PrefixIndex() = default;
-  PrefixIndex(const PrefixIndex&) = default;
-  PrefixIndex& operator=(const PrefixIndex&) = default;
-  PrefixIndex(PrefixIndex&&) = default;
-  PrefixIndex& operator=(PrefixIndex&&) = default;
+  PrefixIndex();
+  ~PrefixIndex();
+  // Copies are deep (a ClusterView is copyable).
+  PrefixIndex(const PrefixIndex& other);
+  PrefixIndex& operator=(const PrefixIndex& other);
+  PrefixIndex(PrefixIndex&&) noexcept;
+  PrefixIndex& operator=(PrefixIndex&&) noexcept;
 
   // Event `seq` of `node`: it cached `hashes` (stored) / dropped them
   // (removed) / dropped everything (cleared). A node not seen before starts
@@ -97,7 +97,9 @@ class FLOWKV_EXPORT PrefixIndex {
 
   // Applies a batch read from the node's BlockAllocator::ReadEvents (or
   // decoded from the wire), event by event as above. A batch that
-  // fell_behind marks the node stale. FailedPrecondition when the node is
+  // fell_behind marks the node stale, and so does an empty batch whose
+  // latest_seq is past the index's last_seq (the reader skipped events the
+  // index never got). FailedPrecondition when the node is
   // (now) stale: fetch a snapshot (BlockAllocator::Snapshot) and apply it.
   absl::Status ApplyEvents(PrefixNodeId node, const KvEventBatch& batch);
   // ApplySnapshot of every hash in `snapshot`, as of snapshot.seq.
@@ -130,33 +132,13 @@ class FLOWKV_EXPORT PrefixIndex {
   // Whether `node` holds `hash` (false when stale).
   bool Holds(PrefixNodeId node, uint64_t hash) const;
   // (node, block) pairs held, over all nodes.
-  uint64_t total_blocks() const { return total_blocks_; }
+  uint64_t total_blocks() const;
   // Distinct hashes held by at least one node.
-  uint64_t distinct_blocks() const { return holders_.size(); }
+  uint64_t distinct_blocks() const;
 
  private:
-  using Slot = uint32_t;
-  struct Node {
-    PrefixNodeId id = 0;
-    bool present = false;
-    NodeState state;
-    absl::flat_hash_set<uint64_t> hashes;
-  };
-
-  Slot SlotOf(PrefixNodeId node);
-  const Node* FindNode(PrefixNodeId node) const;
-  // Checks seq against the node's; true when the event should apply.
-  absl::Status Sequence(Node& n, uint64_t seq, bool* apply);
-  void Insert(Slot slot, uint64_t hash);
-  void Erase(Slot slot, uint64_t hash);
-  void DropAll(Slot slot);
-
-  std::vector<Node> nodes_;
-  absl::flat_hash_map<PrefixNodeId, Slot> slots_;
-  std::vector<Slot> free_slots_;
-  // hash -> the slots holding it, sorted ascending.
-  absl::flat_hash_map<uint64_t, absl::InlinedVector<Slot, 2>> holders_;
-  uint64_t total_blocks_ = 0;
+  class Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace flowkv

@@ -11,12 +11,63 @@
 
 #include <algorithm>
 #include <utility>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_format.h"
 
 namespace flowkv {
 
-PrefixIndex::Slot PrefixIndex::SlotOf(PrefixNodeId node) {
+// The index's state. Thread safety: externally synchronized.
+class PrefixIndex::Impl {
+ public:
+  absl::Status ApplyStored(PrefixNodeId node, uint64_t seq,
+                           absl::Span<const uint64_t> hashes);
+  absl::Status ApplyRemoved(PrefixNodeId node, uint64_t seq,
+                            absl::Span<const uint64_t> hashes);
+  absl::Status ApplyCleared(PrefixNodeId node, uint64_t seq);
+  absl::Status ApplyEvents(PrefixNodeId node, const KvEventBatch& batch);
+  void ApplySnapshot(PrefixNodeId node, const KvCacheSnapshot& snapshot);
+  void MarkStale(PrefixNodeId node);
+  void ApplySnapshot(PrefixNodeId node, uint64_t seq,
+                     absl::Span<const uint64_t> hashes);
+  void RemoveNode(PrefixNodeId node);
+  void Match(absl::Span<const uint64_t> chain,
+             std::vector<PrefixMatch>* out) const;
+  uint32_t MatchNode(PrefixNodeId node, absl::Span<const uint64_t> chain) const;
+  NodeState State(PrefixNodeId node) const;
+  bool Holds(PrefixNodeId node, uint64_t hash) const;
+  uint64_t total_blocks() const { return total_blocks_; }
+  uint64_t distinct_blocks() const { return holders_.size(); }
+
+ private:
+  using Slot = uint32_t;
+  struct Node {
+    PrefixNodeId id = 0;
+    bool present = false;
+    NodeState state;
+    absl::flat_hash_set<uint64_t> hashes;
+  };
+
+  Slot SlotOf(PrefixNodeId node);
+  const Node* FindNode(PrefixNodeId node) const;
+  // Checks seq against the node's; true when the event should apply.
+  absl::Status Sequence(Node& n, uint64_t seq, bool* apply);
+  void Insert(Slot slot, uint64_t hash);
+  void Erase(Slot slot, uint64_t hash);
+  void DropAll(Slot slot);
+
+  std::vector<Node> nodes_;
+  absl::flat_hash_map<PrefixNodeId, Slot> slots_;
+  std::vector<Slot> free_slots_;
+  // hash -> the slots holding it, sorted ascending.
+  absl::flat_hash_map<uint64_t, absl::InlinedVector<Slot, 2>> holders_;
+  uint64_t total_blocks_ = 0;
+};
+
+PrefixIndex::Impl::Slot PrefixIndex::Impl::SlotOf(PrefixNodeId node) {
   auto it = slots_.find(node);
   if (it != slots_.end()) return it->second;
   Slot slot;
@@ -34,12 +85,13 @@ PrefixIndex::Slot PrefixIndex::SlotOf(PrefixNodeId node) {
   return slot;
 }
 
-const PrefixIndex::Node* PrefixIndex::FindNode(PrefixNodeId node) const {
+const PrefixIndex::Impl::Node* PrefixIndex::Impl::FindNode(
+    PrefixNodeId node) const {
   auto it = slots_.find(node);
   return it == slots_.end() ? nullptr : &nodes_[it->second];
 }
 
-absl::Status PrefixIndex::Sequence(Node& n, uint64_t seq, bool* apply) {
+absl::Status PrefixIndex::Impl::Sequence(Node& n, uint64_t seq, bool* apply) {
   *apply = false;
   if (n.state.stale || seq <= n.state.last_seq) return absl::OkStatus();
   if (seq != n.state.last_seq + 1) {
@@ -57,7 +109,7 @@ absl::Status PrefixIndex::Sequence(Node& n, uint64_t seq, bool* apply) {
   return absl::OkStatus();
 }
 
-void PrefixIndex::Insert(Slot slot, uint64_t hash) {
+void PrefixIndex::Impl::Insert(Slot slot, uint64_t hash) {
   Node& n = nodes_[slot];
   if (!n.hashes.insert(hash).second) return;
   auto& list = holders_[hash];
@@ -66,7 +118,7 @@ void PrefixIndex::Insert(Slot slot, uint64_t hash) {
   ++total_blocks_;
 }
 
-void PrefixIndex::Erase(Slot slot, uint64_t hash) {
+void PrefixIndex::Impl::Erase(Slot slot, uint64_t hash) {
   Node& n = nodes_[slot];
   if (n.hashes.erase(hash) == 0) return;
   auto it = holders_.find(hash);
@@ -80,7 +132,7 @@ void PrefixIndex::Erase(Slot slot, uint64_t hash) {
   --total_blocks_;
 }
 
-void PrefixIndex::DropAll(Slot slot) {
+void PrefixIndex::Impl::DropAll(Slot slot) {
   Node& n = nodes_[slot];
   for (uint64_t hash : n.hashes) {
     auto it = holders_.find(hash);
@@ -95,8 +147,8 @@ void PrefixIndex::DropAll(Slot slot) {
   n.hashes.clear();
 }
 
-absl::Status PrefixIndex::ApplyStored(PrefixNodeId node, uint64_t seq,
-                                      absl::Span<const uint64_t> hashes) {
+absl::Status PrefixIndex::Impl::ApplyStored(PrefixNodeId node, uint64_t seq,
+                                            absl::Span<const uint64_t> hashes) {
   const Slot slot = SlotOf(node);
   bool apply = false;
   absl::Status s = Sequence(nodes_[slot], seq, &apply);
@@ -105,8 +157,8 @@ absl::Status PrefixIndex::ApplyStored(PrefixNodeId node, uint64_t seq,
   return absl::OkStatus();
 }
 
-absl::Status PrefixIndex::ApplyRemoved(PrefixNodeId node, uint64_t seq,
-                                       absl::Span<const uint64_t> hashes) {
+absl::Status PrefixIndex::Impl::ApplyRemoved(
+    PrefixNodeId node, uint64_t seq, absl::Span<const uint64_t> hashes) {
   const Slot slot = SlotOf(node);
   bool apply = false;
   absl::Status s = Sequence(nodes_[slot], seq, &apply);
@@ -115,7 +167,7 @@ absl::Status PrefixIndex::ApplyRemoved(PrefixNodeId node, uint64_t seq,
   return absl::OkStatus();
 }
 
-absl::Status PrefixIndex::ApplyCleared(PrefixNodeId node, uint64_t seq) {
+absl::Status PrefixIndex::Impl::ApplyCleared(PrefixNodeId node, uint64_t seq) {
   const Slot slot = SlotOf(node);
   bool apply = false;
   absl::Status s = Sequence(nodes_[slot], seq, &apply);
@@ -124,8 +176,8 @@ absl::Status PrefixIndex::ApplyCleared(PrefixNodeId node, uint64_t seq) {
   return absl::OkStatus();
 }
 
-absl::Status PrefixIndex::ApplyEvents(PrefixNodeId node,
-                                      const KvEventBatch& batch) {
+absl::Status PrefixIndex::Impl::ApplyEvents(PrefixNodeId node,
+                                            const KvEventBatch& batch) {
   if (batch.fell_behind) {
     MarkStale(node);
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -154,6 +206,17 @@ absl::Status PrefixIndex::ApplyEvents(PrefixNodeId node,
     }
     if (!s.ok()) return s;
   }
+  // An empty batch read after the index's seq, from a node that published
+  // more: the events in between were lost (the reader advanced past them).
+  if (batch.events.empty() && batch.latest_seq > State(node).last_seq &&
+      !State(node).stale) {
+    MarkStale(node);
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "PrefixIndex: node %u published up to event %u but the index has "
+        "only %u: events were lost; the node is stale until a snapshot is "
+        "applied",
+        node, batch.latest_seq, State(node).last_seq));
+  }
   if (State(node).stale) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "PrefixIndex: node %u is stale; apply a snapshot", node));
@@ -161,15 +224,15 @@ absl::Status PrefixIndex::ApplyEvents(PrefixNodeId node,
   return absl::OkStatus();
 }
 
-void PrefixIndex::ApplySnapshot(PrefixNodeId node,
-                                const KvCacheSnapshot& snapshot) {
+void PrefixIndex::Impl::ApplySnapshot(PrefixNodeId node,
+                                      const KvCacheSnapshot& snapshot) {
   std::vector<uint64_t> hashes;
   hashes.reserve(snapshot.blocks.size());
   for (const KvCachedBlock& b : snapshot.blocks) hashes.push_back(b.hash);
   ApplySnapshot(node, snapshot.seq, hashes);
 }
 
-void PrefixIndex::MarkStale(PrefixNodeId node) {
+void PrefixIndex::Impl::MarkStale(PrefixNodeId node) {
   const Slot slot = SlotOf(node);
   Node& n = nodes_[slot];
   if (n.state.stale) return;
@@ -178,8 +241,8 @@ void PrefixIndex::MarkStale(PrefixNodeId node) {
   ++n.state.resyncs_needed;
 }
 
-void PrefixIndex::ApplySnapshot(PrefixNodeId node, uint64_t seq,
-                                absl::Span<const uint64_t> hashes) {
+void PrefixIndex::Impl::ApplySnapshot(PrefixNodeId node, uint64_t seq,
+                                      absl::Span<const uint64_t> hashes) {
   const Slot slot = SlotOf(node);
   DropAll(slot);
   Node& n = nodes_[slot];
@@ -188,7 +251,7 @@ void PrefixIndex::ApplySnapshot(PrefixNodeId node, uint64_t seq,
   for (uint64_t hash : hashes) Insert(slot, hash);
 }
 
-void PrefixIndex::RemoveNode(PrefixNodeId node) {
+void PrefixIndex::Impl::RemoveNode(PrefixNodeId node) {
   auto it = slots_.find(node);
   if (it == slots_.end()) return;
   const Slot slot = it->second;
@@ -198,8 +261,8 @@ void PrefixIndex::RemoveNode(PrefixNodeId node) {
   free_slots_.push_back(slot);
 }
 
-void PrefixIndex::Match(absl::Span<const uint64_t> chain,
-                        std::vector<PrefixMatch>* out) const {
+void PrefixIndex::Impl::Match(absl::Span<const uint64_t> chain,
+                              std::vector<PrefixMatch>* out) const {
   out->clear();
   if (chain.empty()) return;
   auto first = holders_.find(chain[0]);
@@ -231,8 +294,8 @@ void PrefixIndex::Match(absl::Span<const uint64_t> chain,
   }
 }
 
-uint32_t PrefixIndex::MatchNode(PrefixNodeId node,
-                                absl::Span<const uint64_t> chain) const {
+uint32_t PrefixIndex::Impl::MatchNode(PrefixNodeId node,
+                                      absl::Span<const uint64_t> chain) const {
   const Node* n = FindNode(node);
   if (n == nullptr || n->state.stale) return 0;
   uint32_t i = 0;
@@ -240,14 +303,76 @@ uint32_t PrefixIndex::MatchNode(PrefixNodeId node,
   return i;
 }
 
-PrefixIndex::NodeState PrefixIndex::State(PrefixNodeId node) const {
+PrefixIndex::NodeState PrefixIndex::Impl::State(PrefixNodeId node) const {
   const Node* n = FindNode(node);
   return n == nullptr ? NodeState{} : n->state;
 }
 
-bool PrefixIndex::Holds(PrefixNodeId node, uint64_t hash) const {
+bool PrefixIndex::Impl::Holds(PrefixNodeId node, uint64_t hash) const {
   const Node* n = FindNode(node);
   return n != nullptr && n->hashes.contains(hash);
+}
+
+PrefixIndex::PrefixIndex() : impl_(std::make_unique<Impl>()) {}
+PrefixIndex::~PrefixIndex() = default;
+PrefixIndex::PrefixIndex(const PrefixIndex& other)
+    : impl_(std::make_unique<Impl>(*other.impl_)) {}
+PrefixIndex& PrefixIndex::operator=(const PrefixIndex& other) {
+  if (this != &other) impl_ = std::make_unique<Impl>(*other.impl_);
+  return *this;
+}
+// A moved-from index is empty, not null.
+PrefixIndex::PrefixIndex(PrefixIndex&& other) noexcept
+    : impl_(std::exchange(other.impl_, std::make_unique<Impl>())) {}
+PrefixIndex& PrefixIndex::operator=(PrefixIndex&& other) noexcept {
+  if (this != &other) {
+    impl_ = std::exchange(other.impl_, std::make_unique<Impl>());
+  }
+  return *this;
+}
+
+absl::Status PrefixIndex::ApplyStored(PrefixNodeId node, uint64_t seq,
+                                      absl::Span<const uint64_t> hashes) {
+  return impl_->ApplyStored(node, seq, hashes);
+}
+absl::Status PrefixIndex::ApplyRemoved(PrefixNodeId node, uint64_t seq,
+                                       absl::Span<const uint64_t> hashes) {
+  return impl_->ApplyRemoved(node, seq, hashes);
+}
+absl::Status PrefixIndex::ApplyCleared(PrefixNodeId node, uint64_t seq) {
+  return impl_->ApplyCleared(node, seq);
+}
+absl::Status PrefixIndex::ApplyEvents(PrefixNodeId node,
+                                      const KvEventBatch& batch) {
+  return impl_->ApplyEvents(node, batch);
+}
+void PrefixIndex::ApplySnapshot(PrefixNodeId node,
+                                const KvCacheSnapshot& snapshot) {
+  impl_->ApplySnapshot(node, snapshot);
+}
+void PrefixIndex::ApplySnapshot(PrefixNodeId node, uint64_t seq,
+                                absl::Span<const uint64_t> hashes) {
+  impl_->ApplySnapshot(node, seq, hashes);
+}
+void PrefixIndex::MarkStale(PrefixNodeId node) { impl_->MarkStale(node); }
+void PrefixIndex::RemoveNode(PrefixNodeId node) { impl_->RemoveNode(node); }
+void PrefixIndex::Match(absl::Span<const uint64_t> chain,
+                        std::vector<PrefixMatch>* out) const {
+  impl_->Match(chain, out);
+}
+uint32_t PrefixIndex::MatchNode(PrefixNodeId node,
+                                absl::Span<const uint64_t> chain) const {
+  return impl_->MatchNode(node, chain);
+}
+PrefixIndex::NodeState PrefixIndex::State(PrefixNodeId node) const {
+  return impl_->State(node);
+}
+bool PrefixIndex::Holds(PrefixNodeId node, uint64_t hash) const {
+  return impl_->Holds(node, hash);
+}
+uint64_t PrefixIndex::total_blocks() const { return impl_->total_blocks(); }
+uint64_t PrefixIndex::distinct_blocks() const {
+  return impl_->distinct_blocks();
 }
 
 }  // namespace flowkv

@@ -73,8 +73,9 @@ bool Sim::AdmitPrefill(Node& n, Index r, size_t in_batch) {
   const uint32_t fresh_blocks =
       static_cast<uint32_t>(prompt_blocks - cached_blocks);
   absl::StatusOr<BlockList> blocks =
-      prefix.empty() ? n.alloc->Allocate(fresh_blocks)
-                     : n.alloc->Allocate(fresh_blocks, prefix.runs().back());
+      fresh_blocks == 0 ? BlockList()
+      : prefix.empty()  ? n.alloc->Allocate(fresh_blocks)
+                        : n.alloc->Allocate(fresh_blocks, prefix.runs().back());
   if (!blocks.ok()) {  // cannot happen: Available() checked
     if (!prefix.empty()) (void)n.alloc->Free(prefix);
     return false;

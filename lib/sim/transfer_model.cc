@@ -130,8 +130,9 @@ void Sim::StartTransfer(Index r) {
   const uint64_t kept = std::min(prefix.num_blocks(), prompt_blocks);
   const uint32_t moved = static_cast<uint32_t>(prompt_blocks - kept);
   absl::StatusOr<BlockList> blocks =
-      prefix.empty() ? d.alloc->Allocate(moved)
-                     : d.alloc->Allocate(moved, prefix.runs().back());
+      moved == 0       ? BlockList()
+      : prefix.empty() ? d.alloc->Allocate(moved)
+                       : d.alloc->Allocate(moved, prefix.runs().back());
   if (!blocks.ok()) {  // cannot happen: DrainInbound checked Available()
     if (!prefix.empty()) (void)d.alloc->Free(prefix);
     d.inbound.push_front(r);
