@@ -272,11 +272,17 @@ void PrefixIndex::Impl::Match(absl::Span<const uint64_t> chain,
   absl::InlinedVector<Slot, 16> alive(first->second.begin(),
                                       first->second.end());
   absl::InlinedVector<Slot, 16> next;
+  // Blocks of a shared prefix usually have the same holders as the block
+  // before: then nobody leaves `alive` (it is a subset of those), and a
+  // memcmp replaces the merge.
+  const absl::InlinedVector<Slot, 2>* previous = &first->second;
   size_t i = 1;
   for (; i < chain.size() && !alive.empty(); ++i) {
     auto it = holders_.find(chain[i]);
     if (it == holders_.end()) break;
     const auto& holders = it->second;
+    if (holders == *previous) continue;
+    previous = &holders;
     next.clear();
     size_t h = 0;
     for (Slot slot : alive) {
