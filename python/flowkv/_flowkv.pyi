@@ -494,6 +494,7 @@ class NodeCostModel:
 
 class NodeLoad:
     queued_prefill_tokens: float
+    queued_prefill_ms: float
     running_decode: float
     waiting_decode: float
     decode_context_tokens: float
@@ -589,8 +590,10 @@ class _SimModule:
         arrival_ms: float
         input_tokens: int
         output_tokens: int
+        hash_ids: List[int]
         def __init__(self, id: int, arrival_ms: float, input_tokens: int,
-                     output_tokens: int) -> None: ...
+                     output_tokens: int, *,
+                     hash_ids: List[int] = ...) -> None: ...
     @staticmethod
     def make_workload(spec: str = ..., *, rate: float = 1.0,
                       requests: int = 100, seed: int = 1,
