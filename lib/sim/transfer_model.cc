@@ -43,18 +43,17 @@ uint64_t AlignedRuns(const BlockList& a, const BlockList& b) {
 
 // The blocks of `list` from index `from` on.
 BlockList Suffix(const BlockList& list, uint64_t from) {
-  if (from == 0) return list;
-  BlockList out;
+  std::vector<BlockRun> runs;
   for (const BlockRun& run : list.runs()) {
     if (from >= run.count) {
       from -= run.count;
       continue;
     }
-    out.Append(run.first + static_cast<BlockId>(from),
-               run.count - static_cast<uint32_t>(from));
+    runs.push_back({run.first + static_cast<BlockId>(from),
+                    run.count - static_cast<uint32_t>(from)});
     from = 0;
   }
-  return out;
+  return BlockList::FromRuns(runs);
 }
 
 uint64_t TransferCalls(TransferMode mode, const CallCounts& cc,
