@@ -338,4 +338,27 @@ void BlockAllocator::Impl::CountList(size_t runs, int delta) {
   }
 }
 
+// The public calls that land here, defined beside their Impl so that the
+// compiler can inline it.
+absl::StatusOr<BlockList> BlockAllocator::Allocate(uint32_t n) {
+  return impl_->Allocate(n, nullptr);
+}
+absl::StatusOr<BlockList> BlockAllocator::Allocate(uint32_t n,
+                                                   const BlockRun& after) {
+  return impl_->Allocate(n, &after);
+}
+absl::Status BlockAllocator::Extend(BlockList* list, uint32_t n) {
+  return impl_->Extend(list, n);
+}
+absl::Status BlockAllocator::Free(const BlockList& list) {
+  return impl_->Free(list, {});
+}
+absl::Status BlockAllocator::Free(const BlockList& list,
+                                  absl::Span<const BlockHash> hashes) {
+  return impl_->Free(list, hashes);
+}
+absl::Status BlockAllocator::Share(const BlockList& list) {
+  return impl_->Share(list);
+}
+
 }  // namespace flowkv

@@ -112,8 +112,17 @@ class BlockAllocator::Impl {
 
   // ---- prefix_cache.cc ----
   // Blocks [first, first + count) lost their last reference: those with a
-  // hash become cached (with `stamp`), the others free.
+  // hash become cached (with `stamp`), the others free. Inline: without
+  // hashes (the cache off) it is ReleaseRun.
   void Release(BlockId first, uint32_t count, uint64_t stamp)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (hashes_.empty()) {
+      ReleaseRun(first, count);
+    } else {
+      ReleaseHashed(first, count, stamp);
+    }
+  }
+  void ReleaseHashed(BlockId first, uint32_t count, uint64_t stamp)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // InvalidArgument when hashes are longer than the list or a block already
   // holds a different hash. Reads only. REQUIRES: the list is allocated.
