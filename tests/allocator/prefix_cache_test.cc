@@ -3,12 +3,16 @@
 // its KV events (include/flowkv/kv_events.h): exact cases, misuse, and long
 // random request sequences checked step by step against
 // tests/support/prefix_cache_reference.h.
+#include <atomic>
 #include <cstdint>
+#include <map>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "flowkv/block_allocator.h"
 #include "flowkv/kv_events.h"
 #include "tests/support/prefix_cache_reference.h"
@@ -17,11 +21,12 @@ namespace Catch {
 template <>
 struct StringMaker<flowkv::KvEvent> {
   static std::string convert(const flowkv::KvEvent& e) {
-    std::string s = "{seq " + std::to_string(e.seq) + " kind " +
-                    std::to_string(static_cast<int>(e.kind)) + " parent " +
-                    (e.has_parent ? std::to_string(e.parent) : "-") + " hashes";
-    for (flowkv::BlockHash h : e.hashes) s += " " + std::to_string(h % 1000);
-    s += " runs " + flowkv::BlockList::FromRuns(e.runs).ToString() + "}";
+    std::string s = absl::StrCat(
+        "{seq ", e.seq, " kind ", static_cast<int>(e.kind), " parent ",
+        e.has_parent ? absl::StrCat(e.parent) : "-", " hashes");
+    for (flowkv::BlockHash h : e.hashes) absl::StrAppend(&s, " ", h % 1000);
+    absl::StrAppend(&s, " runs ",
+                    flowkv::BlockList::FromRuns(e.runs).ToString(), "}");
     return s;
   }
 };
@@ -636,6 +641,114 @@ TEST_CASE("Random request sequences match the reference model",
     if (c.num_blocks > 1) CHECK(run.model().evictions() > 0);
     if (c.event_capacity < 64 && c.num_blocks > 1) CHECK(run.resyncs_ > 0);
   }
+}
+
+}  // namespace
+}  // namespace flowkv
+
+namespace flowkv {
+namespace {
+
+// Requests on four threads share one cached allocator while a fifth reads
+// the events into a router index; every call's result is checked on the
+// main thread afterwards (the workers only count what went wrong).
+TEST_CASE("Prefix cache calls from many threads", "[allocator][cache]") {
+  auto allocator = MakeCache(512, /*event_capacity=*/1 << 20, 4);
+  constexpr int kThreads = 4;
+  constexpr int kRequests = 3000;
+  std::atomic<int> errors{0};
+  std::atomic<int> hits{0};
+  std::atomic<bool> done{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(100 + t);
+      std::vector<Request> running;
+      for (int i = 0; i < kRequests; ++i) {
+        if (running.size() > 6 || (!running.empty() && rng() % 2 == 0)) {
+          const Request r = running.back();
+          running.pop_back();
+          if (!allocator->Free(r.list, r.hashes).ok()) ++errors;
+          continue;
+        }
+        std::vector<BlockHash> hashes;
+        BlockHash h = 0;
+        for (size_t b = 1 + rng() % 8; b > 0; --b) {
+          hashes.push_back(h = Chain(h, rng() % 2));
+        }
+        absl::StatusOr<BlockList> prefix = allocator->Lookup(hashes);
+        if (!prefix.ok()) {
+          ++errors;
+          continue;
+        }
+        if (!prefix->empty()) ++hits;
+        const uint32_t need =
+            static_cast<uint32_t>(hashes.size() + 1 - prefix->num_blocks());
+        absl::StatusOr<BlockList> rest =
+            prefix->empty() ? allocator->Allocate(need)
+                            : allocator->Allocate(need, prefix->runs().back());
+        if (!rest.ok()) {  // Possible: the others hold the pool.
+          if (rest.status().code() != absl::StatusCode::kResourceExhausted ||
+              (!prefix->empty() && !allocator->Free(*prefix).ok())) {
+            ++errors;
+          }
+          continue;
+        }
+        Request r{*prefix, hashes};
+        r.list.AppendList(*rest);
+        running.push_back(std::move(r));
+      }
+      for (const Request& r : running) {
+        if (!allocator->Free(r.list, r.hashes).ok()) ++errors;
+      }
+    });
+  }
+  // The router: applies every event it reads, resyncing when behind.
+  RouterIndex router;
+  int router_errors = 0;
+  std::thread reader([&] {
+    while (true) {
+      const bool last = done.load();
+      KvEventBatch batch = allocator->ReadEvents(router.applied, 64);
+      if (batch.fell_behind) {
+        router.Reset(allocator->Snapshot());
+        continue;
+      }
+      for (const KvEvent& e : batch.events) {
+        if (e.seq != router.applied + 1) ++router_errors;
+        router.applied = e.seq;
+        std::vector<BlockId> ids = BlockList::FromRuns(e.runs).ToIds();
+        if (e.kind == KvEvent::Kind::kAllCleared) router.blocks.clear();
+        for (size_t i = 0; i < ids.size() && i < e.hashes.size(); ++i) {
+          if (e.kind == KvEvent::Kind::kBlockStored) {
+            if (!router.blocks.emplace(e.hashes[i], ids[i]).second) {
+              ++router_errors;
+            }
+          } else if (router.blocks.erase(e.hashes[i]) != 1) {
+            ++router_errors;
+          }
+        }
+      }
+      if (last && batch.events.empty()) return;
+    }
+  });
+  for (std::thread& t : threads) t.join();
+  done = true;
+  reader.join();
+  CHECK(errors == 0);
+  CHECK(router_errors == 0);
+  CHECK(hits > 0);
+  const BlockAllocatorStats stats = allocator->Stats();
+  CHECK(stats.free_blocks + stats.cached_blocks == 512);
+  CHECK(stats.indexed_blocks == stats.cached_blocks);
+  for (BlockId b = 0; b < 512; ++b) REQUIRE(allocator->RefCount(b) == 0);
+  std::map<BlockHash, BlockId> want;
+  for (const KvCachedBlock& b : allocator->Snapshot().blocks) {
+    CHECK_FALSE(b.in_use);
+    want[b.hash] = b.block;
+  }
+  CHECK(router.blocks == want);
+  CHECK(router.applied == stats.latest_event_seq);
 }
 
 }  // namespace
