@@ -14,19 +14,17 @@
 
 static int g_failures = 0;
 
-#define EXPECT(cond)                                             \
-  do {                                                           \
-    if (!(cond)) {                                               \
-      fprintf(stderr, "%s:%d: failed: %s (last error: %s)\n",    \
-              __FILE__, __LINE__, #cond,                         \
-              flowkv_last_error_message());                      \
-      ++g_failures;                                              \
-    }                                                            \
+#define EXPECT(cond)                                                    \
+  do {                                                                  \
+    if (!(cond)) {                                                      \
+      fprintf(stderr, "%s:%d: failed: %s (last error: %s)\n", __FILE__, \
+              __LINE__, #cond, flowkv_last_error_message());            \
+      ++g_failures;                                                     \
+    }                                                                   \
   } while (0)
 #define EXPECT_CODE(call, code) EXPECT((call) == (code))
 
-static flowkv_allocator_t* Make(uint32_t blocks, bool cache,
-                                uint32_t events) {
+static flowkv_allocator_t* Make(uint32_t blocks, bool cache, uint32_t events) {
   flowkv_allocator_options_t options;
   flowkv_allocator_options_init(&options);
   EXPECT(!options.enable_prefix_cache);
@@ -46,8 +44,7 @@ static void CacheRoundTrip(void) {
   flowkv_block_list_t* list = NULL;
   EXPECT_CODE(flowkv_allocator_allocate(a, 4, &list), FLOWKV_OK);
   EXPECT_CODE(flowkv_allocator_cache_blocks(a, list, hashes, 2), FLOWKV_OK);
-  EXPECT_CODE(flowkv_allocator_free_with_hashes(a, list, hashes, 3),
-              FLOWKV_OK);
+  EXPECT_CODE(flowkv_allocator_free_with_hashes(a, list, hashes, 3), FLOWKV_OK);
   flowkv_block_list_destroy(list);
 
   flowkv_allocator_stats_t stats;
@@ -68,8 +65,7 @@ static void CacheRoundTrip(void) {
   EXPECT_CODE(flowkv_allocator_ref_count(a, 0, &refs), FLOWKV_OK);
   EXPECT(refs == 1);
   flowkv_block_list_t* rest = NULL;
-  EXPECT_CODE(flowkv_allocator_allocate_after(a, 2, runs[0], &rest),
-              FLOWKV_OK);
+  EXPECT_CODE(flowkv_allocator_allocate_after(a, 2, runs[0], &rest), FLOWKV_OK);
   size_t n = 0;
   EXPECT_CODE(flowkv_block_list_runs(rest, runs, 4, &n), FLOWKV_OK);
   EXPECT(n == 1 && runs[0].first == 3 && runs[0].count == 2);
@@ -105,8 +101,7 @@ static void CacheRoundTrip(void) {
 
   /* Double free of the pinned prefix. */
   EXPECT_CODE(flowkv_allocator_free_blocks(a, prefix), FLOWKV_OK);
-  EXPECT_CODE(flowkv_allocator_free_blocks(a, prefix),
-              FLOWKV_INVALID_ARGUMENT);
+  EXPECT_CODE(flowkv_allocator_free_blocks(a, prefix), FLOWKV_INVALID_ARGUMENT);
   EXPECT_CODE(flowkv_allocator_free_blocks(a, rest), FLOWKV_OK);
   EXPECT_CODE(flowkv_allocator_clear_cache(a), FLOWKV_OK);
   EXPECT_CODE(flowkv_allocator_stats(a, &stats), FLOWKV_OK);
