@@ -128,7 +128,7 @@ uint64_t BlockAllocator::Impl::available_blocks() const {
   return free_blocks_ + cached_blocks_;
 }
 
-absl::Status BlockAllocator::Impl::CheckAvailable(uint32_t n) const {
+inline absl::Status BlockAllocator::Impl::CheckAvailable(uint32_t n) const {
   if (n <= free_blocks_) return absl::OkStatus();
   if (cached_blocks_ == 0) {
     return absl::ResourceExhaustedError(absl::StrFormat(
@@ -142,7 +142,7 @@ absl::Status BlockAllocator::Impl::CheckAvailable(uint32_t n) const {
   return absl::OkStatus();
 }
 
-uint32_t BlockAllocator::Impl::RefCountLocked(BlockId block) const {
+inline uint32_t BlockAllocator::Impl::RefCountLocked(BlockId block) const {
   auto it = allocated_.upper_bound(block);
   if (it == allocated_.begin()) return 0;
   --it;
@@ -191,7 +191,7 @@ absl::Status BlockAllocator::Impl::CheckAllocated(const BlockList& list,
 // The common case of Free: a one-run list that is exactly one allocated
 // interval with a single reference. Frees it and returns true; returns
 // false (changing nothing) for anything else.
-bool BlockAllocator::Impl::FreeWholeInterval(const BlockList& list) {
+inline bool BlockAllocator::Impl::FreeWholeInterval(const BlockList& list) {
   if (list.num_runs() != 1) return false;
   const BlockRun& run = list.runs()[0];
   auto it = allocated_.find(run.first);
@@ -205,28 +205,11 @@ bool BlockAllocator::Impl::FreeWholeInterval(const BlockList& list) {
   return true;
 }
 
-// Makes `pos` the start of an interval if it lies inside one.
-void BlockAllocator::Impl::SplitAt(BlockId pos) {
-  auto it = allocated_.upper_bound(pos);
-  if (it == allocated_.begin()) return;
-  --it;
-  const uint64_t end = uint64_t{it->first} + it->second.count;
-  if (it->first == pos || end <= pos) return;
-  const uint32_t head = pos - it->first;
-  const Interval tail{static_cast<uint32_t>(end - pos), it->second.refs};
-  it->second.count = head;
-  allocated_.emplace(pos, tail);
-}
-
-void BlockAllocator::Impl::InsertFree(BlockId first, uint32_t count) {
-  free_by_start_.emplace(first, count);
-  free_by_size_.insert(SizeKey(count, first));
-}
-
 // Takes blocks [first, first + n) out of the free run starting at
 // `run_first` (of `run_count` blocks) and appends them to `list`.
-void BlockAllocator::Impl::Carve(BlockId run_first, uint32_t run_count,
-                                 BlockId first, uint32_t n, BlockList* list) {
+inline void BlockAllocator::Impl::Carve(BlockId run_first, uint32_t run_count,
+                                        BlockId first, uint32_t n,
+                                        BlockList* list) {
   free_by_size_.erase(SizeKey(run_count, run_first));
   if (first > run_first) {  // A free piece stays in front: shrink in place.
     free_by_start_.find(run_first)->second = first - run_first;
@@ -245,8 +228,8 @@ void BlockAllocator::Impl::Carve(BlockId run_first, uint32_t run_count,
 }
 
 // Takes up to `n` free blocks starting exactly at `pos`, if free.
-void BlockAllocator::Impl::TakeAfter(uint64_t pos, uint32_t n,
-                                     BlockList* list) {
+inline void BlockAllocator::Impl::TakeAfter(uint64_t pos, uint32_t n,
+                                            BlockList* list) {
   if (pos >= num_blocks_) return;
   auto it = free_by_start_.upper_bound(static_cast<BlockId>(pos));
   if (it == free_by_start_.begin()) return;
@@ -261,7 +244,7 @@ void BlockAllocator::Impl::TakeAfter(uint64_t pos, uint32_t n,
 // Takes `n` blocks: one run by best fit when one fits, else the largest
 // runs first and the remainder by best fit.
 // REQUIRES: n <= free_blocks_.
-void BlockAllocator::Impl::TakeBestFit(uint32_t n, BlockList* list) {
+inline void BlockAllocator::Impl::TakeBestFit(uint32_t n, BlockList* list) {
   while (n > 0) {
     auto fit = free_by_size_.lower_bound(SizeKey(n, 0));
     if (fit != free_by_size_.end()) {
@@ -280,8 +263,8 @@ void BlockAllocator::Impl::TakeBestFit(uint32_t n, BlockList* list) {
 // Where `n` blocks go inside the free run [first, first + count): after
 // up to growth_slack_ blocks (at most half of the spare room), so that the
 // allocated blocks right before the run can still grow in place.
-BlockId BlockAllocator::Impl::PlaceIn(BlockId first, uint32_t count,
-                                      uint32_t n) const {
+inline BlockId BlockAllocator::Impl::PlaceIn(BlockId first, uint32_t count,
+                                             uint32_t n) const {
   if (first == 0) return 0;  // Nothing before it can grow.
   return first + std::min(growth_slack_, (count - n) / 2);
 }
@@ -289,7 +272,7 @@ BlockId BlockAllocator::Impl::PlaceIn(BlockId first, uint32_t count,
 // Takes `n` blocks for a list whose last run cannot grow in place: in a
 // free run with growth_slack_ blocks of spare room when there is one,
 // so the list's next blocks can follow in place; else as TakeBestFit.
-void BlockAllocator::Impl::TakeForGrowth(uint32_t n, BlockList* list) {
+inline void BlockAllocator::Impl::TakeForGrowth(uint32_t n, BlockList* list) {
   if (n == 0) return;
   const uint64_t wanted = uint64_t{n} + growth_slack_;
   if (growth_slack_ > 0 && wanted <= UINT32_MAX) {
@@ -305,37 +288,27 @@ void BlockAllocator::Impl::TakeForGrowth(uint32_t n, BlockList* list) {
   TakeBestFit(n, list);
 }
 
-void BlockAllocator::Impl::ReleaseRun(BlockId first, uint32_t count) {
-  free_blocks_ += count;
-  uint64_t end = uint64_t{first} + count;
-  // The free run after [first, end) can only start at `end` or later.
-  auto next = free_by_start_.lower_bound(first);
-  if (next != free_by_start_.end() && next->first == end) {
-    end += next->second;
-    free_by_size_.erase(SizeKey(next->second, next->first));
-    next = free_by_start_.erase(next);
-  }
-  if (next != free_by_start_.begin()) {
-    auto prev = std::prev(next);
-    if (uint64_t{prev->first} + prev->second == first) {
-      // Grow the free run before it in place.
-      free_by_size_.erase(SizeKey(prev->second, prev->first));
-      prev->second = static_cast<uint32_t>(end - prev->first);
-      free_by_size_.insert(SizeKey(prev->second, prev->first));
-      return;
-    }
-  }
-  InsertFree(first, static_cast<uint32_t>(end - first));
+// The public calls that land here, defined beside their Impl so that the
+// compiler can inline it.
+absl::StatusOr<BlockList> BlockAllocator::Allocate(uint32_t n) {
+  return impl_->Allocate(n, nullptr);
 }
-
-void BlockAllocator::Impl::CountList(size_t runs, int delta) {
-  if (runs >= runs_histogram_.size()) runs_histogram_.resize(runs + 1, 0);
-  uint64_t& lists = runs_histogram_[runs];
-  if (delta > 0) {
-    ++lists;
-  } else if (lists > 0) {
-    --lists;
-  }
+absl::StatusOr<BlockList> BlockAllocator::Allocate(uint32_t n,
+                                                   const BlockRun& after) {
+  return impl_->Allocate(n, &after);
+}
+absl::Status BlockAllocator::Extend(BlockList* list, uint32_t n) {
+  return impl_->Extend(list, n);
+}
+absl::Status BlockAllocator::Free(const BlockList& list) {
+  return impl_->Free(list, {});
+}
+absl::Status BlockAllocator::Free(const BlockList& list,
+                                  absl::Span<const BlockHash> hashes) {
+  return impl_->Free(list, hashes);
+}
+absl::Status BlockAllocator::Share(const BlockList& list) {
+  return impl_->Share(list);
 }
 
 }  // namespace flowkv

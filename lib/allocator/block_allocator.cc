@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // BlockAllocator (include/flowkv/block_allocator.h): the public class, which
 // forwards to BlockAllocator::Impl (block_allocator_impl.h lists the files
-// that implement it), Create, Stats and PlanCompaction.
+// that implement it), Create, Stats and PlanCompaction. The forwarding
+// functions of the hot calls (Allocate, Extend, Free, Share) live in
+// allocator_space.cc, beside what they call.
 #include "flowkv/block_allocator.h"
 
 #include <algorithm>
@@ -120,26 +122,6 @@ BlockAllocator::BlockAllocator(std::unique_ptr<Impl> impl, uint32_t num_blocks,
       prefix_cache_enabled_(prefix_cache_enabled) {}
 BlockAllocator::~BlockAllocator() = default;
 
-absl::StatusOr<BlockList> BlockAllocator::Allocate(uint32_t n) {
-  return impl_->Allocate(n, nullptr);
-}
-absl::StatusOr<BlockList> BlockAllocator::Allocate(uint32_t n,
-                                                   const BlockRun& after) {
-  return impl_->Allocate(n, &after);
-}
-absl::Status BlockAllocator::Extend(BlockList* list, uint32_t n) {
-  return impl_->Extend(list, n);
-}
-absl::Status BlockAllocator::Free(const BlockList& list) {
-  return impl_->Free(list, {});
-}
-absl::Status BlockAllocator::Free(const BlockList& list,
-                                  absl::Span<const BlockHash> hashes) {
-  return impl_->Free(list, hashes);
-}
-absl::Status BlockAllocator::Share(const BlockList& list) {
-  return impl_->Share(list);
-}
 absl::Status BlockAllocator::CacheBlocks(const BlockList& list,
                                          absl::Span<const BlockHash> hashes) {
   return impl_->CacheBlocks(list, hashes);

@@ -112,8 +112,17 @@ class BlockAllocator::Impl {
 
   // ---- prefix_cache.cc ----
   // Blocks [first, first + count) lost their last reference: those with a
-  // hash become cached (with `stamp`), the others free.
+  // hash become cached (with `stamp`), the others free. Inline: without
+  // hashes (the cache off) it is ReleaseRun.
   void Release(BlockId first, uint32_t count, uint64_t stamp)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (hashes_.empty()) {
+      ReleaseRun(first, count);
+    } else {
+      ReleaseHashed(first, count, stamp);
+    }
+  }
+  void ReleaseHashed(BlockId first, uint32_t count, uint64_t stamp)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // InvalidArgument when hashes are longer than the list or a block already
   // holds a different hash. Reads only. REQUIRES: the list is allocated.
@@ -188,6 +197,60 @@ inline void BlockAllocator::Impl::ForEachInterval(const BlockRun& run, Fn fn) {
     fn(first, it->second);
     // fn may erase the interval: find the successor by key.
     it = allocated_.upper_bound(first);
+  }
+}
+
+// The free-run index's hot helpers, inline for Allocate and Free (their
+// callers are in allocator_space.cc and prefix_cache.cc).
+
+// Makes `pos` the start of an interval if it lies inside one.
+inline void BlockAllocator::Impl::SplitAt(BlockId pos) {
+  auto it = allocated_.upper_bound(pos);
+  if (it == allocated_.begin()) return;
+  --it;
+  const uint64_t end = uint64_t{it->first} + it->second.count;
+  if (it->first == pos || end <= pos) return;
+  const uint32_t head = pos - it->first;
+  const Interval tail{static_cast<uint32_t>(end - pos), it->second.refs};
+  it->second.count = head;
+  allocated_.emplace(pos, tail);
+}
+
+inline void BlockAllocator::Impl::InsertFree(BlockId first, uint32_t count) {
+  free_by_start_.emplace(first, count);
+  free_by_size_.insert(SizeKey(count, first));
+}
+
+inline void BlockAllocator::Impl::ReleaseRun(BlockId first, uint32_t count) {
+  free_blocks_ += count;
+  uint64_t end = uint64_t{first} + count;
+  // The free run after [first, end) can only start at `end` or later.
+  auto next = free_by_start_.lower_bound(first);
+  if (next != free_by_start_.end() && next->first == end) {
+    end += next->second;
+    free_by_size_.erase(SizeKey(next->second, next->first));
+    next = free_by_start_.erase(next);
+  }
+  if (next != free_by_start_.begin()) {
+    auto prev = std::prev(next);
+    if (uint64_t{prev->first} + prev->second == first) {
+      // Grow the free run before it in place.
+      free_by_size_.erase(SizeKey(prev->second, prev->first));
+      prev->second = static_cast<uint32_t>(end - prev->first);
+      free_by_size_.insert(SizeKey(prev->second, prev->first));
+      return;
+    }
+  }
+  InsertFree(first, static_cast<uint32_t>(end - first));
+}
+
+inline void BlockAllocator::Impl::CountList(size_t runs, int delta) {
+  if (runs >= runs_histogram_.size()) runs_histogram_.resize(runs + 1, 0);
+  uint64_t& lists = runs_histogram_[runs];
+  if (delta > 0) {
+    ++lists;
+  } else if (lists > 0) {
+    --lists;
   }
 }
 

@@ -108,12 +108,8 @@ KvCacheSnapshot BlockAllocator::Impl::Snapshot() const {
   return snap;
 }
 
-void BlockAllocator::Impl::Release(BlockId first, uint32_t count,
-                                   uint64_t stamp) {
-  if (hashes_.empty()) {
-    ReleaseRun(first, count);
-    return;
-  }
+void BlockAllocator::Impl::ReleaseHashed(BlockId first, uint32_t count,
+                                         uint64_t stamp) {
   const uint64_t end = uint64_t{first} + count;
   uint64_t pos = first;
   while (pos < end) {

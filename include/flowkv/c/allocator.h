@@ -128,8 +128,9 @@ FLOWKV_EXPORT flowkv_status_t flowkv_allocator_stats(
 
 /* ---- Prefix cache (flowkv/block_allocator.h, flowkv/kv_events.h) -------- */
 /* Every call below is FAILED_PRECONDITION on an allocator created without
- * enable_prefix_cache. Block hashes are the caller's chained 64-bit
- * token-content hashes, one per full block, in token order. */
+ * enable_prefix_cache (free_with_hashes with num_hashes 0 excepted). Block
+ * hashes are the caller's chained 64-bit token-content hashes, one per full
+ * block, in token order. */
 
 /* Frees `list` after recording hashes[i] as the content of its i-th block:
  * blocks with a hash whose last reference goes are kept as cached.
