@@ -110,8 +110,8 @@ void BM_Rebalance(benchmark::State& state) {
 }
 
 const bool kRegistered = [] {
-  for (const char* policy :
-       {"round_robin", "least_loaded", "kv_cost", "load_aware"}) {
+  for (const char* policy : {"round_robin", "least_loaded", "kv_cost",
+                             "load_aware", "kv_aware", "prefix_cost"}) {
     benchmark::RegisterBenchmark(
         (std::string("BM_Place/") + policy).c_str(),
         [policy](benchmark::State& state) { BM_Place(state, policy); })

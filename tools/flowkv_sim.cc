@@ -64,6 +64,13 @@ ABSL_FLAG(uint32_t, max_batch, 256, "Max running decode requests per node");
 ABSL_FLAG(double, bandwidth_gbps, 23.5, "Link bandwidth, GB/s (1e9 B/s)");
 ABSL_FLAG(double, call_overhead_us, 45, "Link per-call overhead, us");
 ABSL_FLAG(double, fixed_ms, 1.5, "Link fixed cost per transfer, ms");
+ABSL_FLAG(bool, prefix_cache, false,
+          "Model each node's prefix cache (hits from the trace's hash_ids) "
+          "and feed the router's prefix index with the nodes' KV events");
+ABSL_FLAG(double, kv_event_delay_ms, 5,
+          "Delay of KV events from a node to the router, simulated ms");
+ABSL_FLAG(uint32_t, hash_block_tokens, 512,
+          "Prompt tokens per trace hash id (Mooncake: 512)");
 ABSL_FLAG(bool, progress, true,
           "Print a progress line on stderr for runs longer than 3 s");
 
@@ -125,6 +132,11 @@ void PrintTable(const flowkv::SimResult& r, const std::string& cluster,
       "{}  place retries {}  role violations {}\n",
       r.role_switches, r.rebalances, r.scale_out_advice, r.scale_in_advice,
       r.place_retries, r.role_violations);
+  fmt::print(
+      "prefix cache hit rate {:.1f}% (decode side {:.1f}%)  kv event batches "
+      "{}  index resyncs {}\n",
+      100 * r.prefix_hit_rate, 100 * r.decode_prefix_hit_rate,
+      r.kv_event_batches, r.index_resyncs);
   fmt::print("{:<6}{:<9}{:<6}{:>10}{:>14}{:>14}{:>10}{:>10}\n", "node", "role",
              "type", "busy %", "prefill tok", "decode tok", "kv peak",
              "switches");
@@ -195,6 +207,9 @@ int main(int argc, char** argv) {
   so.link.call_overhead_ms = absl::GetFlag(FLAGS_call_overhead_us) / 1000;
   so.link.fixed_ms = absl::GetFlag(FLAGS_fixed_ms);
   so.keep_requests = !absl::GetFlag(FLAGS_csv).empty();
+  so.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
+  so.kv_event_delay_ms = absl::GetFlag(FLAGS_kv_event_delay_ms);
+  so.hash_block_tokens = absl::GetFlag(FLAGS_hash_block_tokens);
 
   const auto wall_start = std::chrono::steady_clock::now();
   auto last_print = wall_start;

@@ -32,7 +32,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "flowkv/export.h"
+#include "flowkv/prefix_index.h"
 
 namespace flowkv {
 
@@ -73,8 +75,15 @@ struct NodeCostModel {
 // kv_blocks_total, a capacity, which it takes as reported. Node speed is the
 // node's NodeCostModel (NodeInfo::cost). All fields must be finite and >= 0.
 struct NodeLoad {
-  // Prompt tokens queued for prefill, not yet computed.
+  // Prompt tokens queued for prefill, not yet computed (a prefix the node
+  // found in its cache is not queued).
   double queued_prefill_tokens = 0;
+  // The node's own estimate of the time its queued prefill work takes, ms,
+  // including what is left of a prefill step in progress: an engine knows
+  // its queue's prompts, so it can price each with its cost model (a few
+  // long prompts take longer than many short ones of the same total). 0:
+  // no estimate (kv_aware then estimates from queued_prefill_tokens).
+  double queued_prefill_ms = 0;
   // Decode requests running in the batch, and waiting to join it.
   double running_decode = 0;
   double waiting_decode = 0;
@@ -123,8 +132,10 @@ struct NodeInfo {
   bool available = true;
 };
 
-// The router's view of the cluster: nodes, their smoothed loads and the
-// links between them. Lookups by id (Find, Link) are O(1) on average.
+// The router's view of the cluster: nodes, their smoothed loads, the links
+// between them, and which KV blocks each node has cached (prefix_index(),
+// fed by the router from the nodes' KV events). Lookups by id (Find, Link)
+// are O(1) on average.
 // Thread safety: externally synchronized (one router thread owns it; a
 // Scheduler only reads it during Place / Rebalance).
 class FLOWKV_EXPORT ClusterView {
@@ -145,7 +156,8 @@ class FLOWKV_EXPORT ClusterView {
 
   // Adds a node; its current_role is set to `role` and role_cycles_left to
   // 0 (a new node starts in its deployed role). Adding the id of a removed
-  // node replaces it and makes it available again. InvalidArgument when the
+  // node replaces it and makes it available again (and forgets what the
+  // prefix index knew of it). InvalidArgument when the
   // id is present and available, or when block_tokens is 0,
   // kv_bytes_per_token is negative or a field is not finite.
   absl::Status AddNode(const NodeInfo& node);
@@ -188,8 +200,15 @@ class FLOWKV_EXPORT ClusterView {
 
   const Options& options() const { return options_; }
 
+  // Which blocks each node has cached, by node id. The router applies each
+  // node's KV events here (PrefixIndex::ApplyStored, ...); the prefix-aware
+  // policies (kv_aware, prefix_cost) read it in Place.
+  PrefixIndex& prefix_index() { return prefix_index_; }
+  const PrefixIndex& prefix_index() const { return prefix_index_; }
+
  private:
   Options options_;
+  PrefixIndex prefix_index_;
   std::vector<NodeInfo> nodes_;
   std::unordered_map<NodeId, size_t> index_;
   // Keyed by (from << 32) | to.
@@ -202,6 +221,12 @@ struct RequestInfo {
   uint32_t input_tokens = 0;
   // Expected output length (an estimate; 0 when unknown).
   uint32_t expected_output_tokens = 0;
+  // The hash of each full KV block of the prompt, in order, in the nodes'
+  // block_tokens granularity and with the nodes' chained hashing (each hash
+  // names its block and every block before it; see flowkv/prefix_index.h).
+  // Empty when unknown: the prefix-aware policies then see no cached
+  // prefix. Not owned: the hashes must outlive the Place call.
+  absl::Span<const uint64_t> block_hashes = {};
 };
 
 // Where a request runs. prefill_node == decode_node for a colocated
@@ -281,7 +306,7 @@ FLOWKV_EXPORT absl::Status RegisterScheduler(const std::string& name,
 
 // Creates the policy registered as `name`: NotFound (listing the known
 // names) when there is none. Built-in: "round_robin", "least_loaded",
-// "kv_cost", "load_aware". Thread-safe.
+// "kv_cost", "load_aware", "kv_aware", "prefix_cost". Thread-safe.
 FLOWKV_EXPORT absl::StatusOr<std::unique_ptr<Scheduler>> CreateScheduler(
     const std::string& name, const SchedulerOptions& options);
 

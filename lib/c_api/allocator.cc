@@ -158,6 +158,8 @@ void flowkv_allocator_options_init(flowkv_allocator_options_t* options) {
   const flowkv::BlockAllocatorOptions defaults;
   options->num_blocks = defaults.num_blocks;
   options->growth_slack_blocks = defaults.growth_slack_blocks;
+  options->enable_prefix_cache = defaults.enable_prefix_cache;
+  options->event_buffer_capacity = defaults.event_buffer_capacity;
 }
 
 flowkv_status_t flowkv_allocator_create(
@@ -170,7 +172,9 @@ flowkv_status_t flowkv_allocator_create(
     }
     auto created = flowkv::BlockAllocator::Create(
         {.num_blocks = options->num_blocks,
-         .growth_slack_blocks = options->growth_slack_blocks});
+         .growth_slack_blocks = options->growth_slack_blocks,
+         .enable_prefix_cache = options->enable_prefix_cache,
+         .event_buffer_capacity = options->event_buffer_capacity});
     if (!created.ok()) return created.status();
     *allocator = new flowkv_allocator{*std::move(created)};
     return absl::OkStatus();
@@ -279,7 +283,15 @@ flowkv_status_t flowkv_allocator_stats(const flowkv_allocator_t* allocator,
               .free_runs = cpp.free_runs,
               .largest_free_run = cpp.largest_free_run,
               .live_lists = cpp.live_lists,
-              .mean_runs_per_list = cpp.MeanRunsPerList()};
+              .mean_runs_per_list = cpp.MeanRunsPerList(),
+              .cached_blocks = cpp.cached_blocks,
+              .indexed_blocks = cpp.indexed_blocks,
+              .lookups = cpp.lookups,
+              .lookup_blocks = cpp.lookup_blocks,
+              .lookup_hit_blocks = cpp.lookup_hit_blocks,
+              .evictions = cpp.evictions,
+              .evicted_blocks = cpp.evicted_blocks,
+              .latest_event_seq = cpp.latest_event_seq};
     return absl::OkStatus();
   });
 }

@@ -22,6 +22,7 @@ bool Finite(double v) { return std::isfinite(v); }
 absl::Status CheckLoad(NodeId id, const NodeLoad& load) {
   const std::pair<const char*, double> fields[] = {
       {"queued_prefill_tokens", load.queued_prefill_tokens},
+      {"queued_prefill_ms", load.queued_prefill_ms},
       {"running_decode", load.running_decode},
       {"waiting_decode", load.waiting_decode},
       {"decode_context_tokens", load.decode_context_tokens},
@@ -107,6 +108,7 @@ absl::Status ClusterView::AddNode(const NodeInfo& node) {
           absl::StrFormat("AddNode: node %u is already present", node.id));
     }
     existing = added;
+    prefix_index_.RemoveNode(node.id);
     return absl::OkStatus();
   }
   index_.emplace(node.id, nodes_.size());
@@ -142,6 +144,7 @@ absl::Status ClusterView::ReportLoad(NodeId id, const NodeLoad& load,
     NodeLoad& s = node->load;
     s.queued_prefill_tokens =
         Blend(w, load.queued_prefill_tokens, s.queued_prefill_tokens);
+    s.queued_prefill_ms = Blend(w, load.queued_prefill_ms, s.queued_prefill_ms);
     s.running_decode = Blend(w, load.running_decode, s.running_decode);
     s.waiting_decode = Blend(w, load.waiting_decode, s.waiting_decode);
     s.decode_context_tokens =

@@ -4,6 +4,7 @@
 #ifndef FLOWKV_LIB_SCHEDULER_POLICY_UTIL_H_
 #define FLOWKV_LIB_SCHEDULER_POLICY_UTIL_H_
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -155,6 +156,51 @@ inline double ChunkedPrefillMs(const NodeCostModel& cost, double tokens,
   return ms;
 }
 
+// Time to prefill `fresh` prompt tokens after `cached` tokens of the same
+// prompt were found in the prefix cache, in chunks of at most `chunk`
+// tokens (ms): each chunk costs a + b*n + c*((done+n)^2 - done^2), its
+// attention covering the prompt so far (the simulator's chunked formula).
+inline double PrefillAfterCacheMs(const NodeCostModel& cost, double cached,
+                                  double fresh, double chunk) {
+  double ms = 0;
+  double done = cached;
+  while (fresh > 0) {
+    const double n = std::min(fresh, chunk);
+    ms +=
+        cost.a + cost.b * n + cost.c * ((done + n) * (done + n) - done * done);
+    done += n;
+    fresh -= n;
+  }
+  return ms;
+}
+
+// Sets `*blocks` to the cached prefix, in blocks, of `request` on each node
+// of `cluster` (same order as cluster.nodes(); 0 for nodes the index does
+// not list). `matches` is scratch space.
+inline void CachedBlocksPerNode(const ClusterView& cluster,
+                                const RequestInfo& request,
+                                std::vector<PrefixMatch>* matches,
+                                std::vector<uint32_t>* blocks) {
+  const std::vector<NodeInfo>& nodes = cluster.nodes();
+  blocks->assign(nodes.size(), 0);
+  if (request.block_hashes.empty()) return;
+  cluster.prefix_index().Match(request.block_hashes, matches);
+  for (const PrefixMatch& m : *matches) {
+    if (const NodeInfo* node = cluster.Find(m.node)) {
+      (*blocks)[static_cast<size_t>(node - nodes.data())] = m.blocks;
+    }
+  }
+}
+
+// Cached prompt tokens a node can reuse: its cached blocks, at most the
+// prompt less one token (the last token is always computed, as engines do).
+inline double ReusableTokens(const NodeInfo& node, uint32_t cached_blocks,
+                             double input_tokens) {
+  if (input_tokens < 1) return 0;
+  return std::min(static_cast<double>(cached_blocks) * node.block_tokens,
+                  input_tokens - 1);
+}
+
 // The options the fixed-role and score-based policies share (see
 // docs/scheduler.md): colocate_hybrid, check_kv_capacity and
 // default_output_tokens.
@@ -266,6 +312,10 @@ absl::StatusOr<std::unique_ptr<Scheduler>> MakeLeastLoaded(
 absl::StatusOr<std::unique_ptr<Scheduler>> MakeKvCost(
     const SchedulerOptions& options);
 absl::StatusOr<std::unique_ptr<Scheduler>> MakeLoadAware(
+    const SchedulerOptions& options);
+absl::StatusOr<std::unique_ptr<Scheduler>> MakeKvAware(
+    const SchedulerOptions& options);
+absl::StatusOr<std::unique_ptr<Scheduler>> MakePrefixCost(
     const SchedulerOptions& options);
 
 }  // namespace flowkv::internal

@@ -78,6 +78,8 @@ class Registry {
     factories_.emplace("least_loaded", internal::MakeLeastLoaded);
     factories_.emplace("kv_cost", internal::MakeKvCost);
     factories_.emplace("load_aware", internal::MakeLoadAware);
+    factories_.emplace("kv_aware", internal::MakeKvAware);
+    factories_.emplace("prefix_cost", internal::MakePrefixCost);
   }
 
   std::vector<std::string> NamesLocked() const

@@ -49,6 +49,7 @@ SimResult Sim::Collect() {
   double last = first;
   uint64_t ok_ttft = 0, ok_tpot = 0, ok_both = 0;
   uint64_t src_runs = 0, dst_runs = 0;
+  uint64_t cached = 0, decode_cached = 0, transferred_prompt = 0;
   for (const Req& q : reqs_) {
     const RequestRecord& r = q.rec;
     last = std::max(last, r.finish_ms);
@@ -63,7 +64,10 @@ SimResult Sim::Collect() {
     ok_ttft += t1;
     ok_tpot += t2;
     ok_both += t1 && t2;
+    cached += r.cached_tokens;
     if (r.transfer_end_ms > 0) {
+      decode_cached += r.decode_cached_tokens;
+      transferred_prompt += r.input_tokens;
       xfer.push_back(r.transfer_ms());
       ++res_.transfers;
       res_.transfer_calls += r.transfer_calls;
@@ -89,6 +93,13 @@ SimResult Sim::Collect() {
     res_.slo_tpot = static_cast<double>(ok_tpot) / res_.completed;
     res_.slo_attainment = static_cast<double>(ok_both) / res_.completed;
   }
+  if (res_.input_tokens > 0) {
+    res_.prefix_hit_rate = static_cast<double>(cached) / res_.input_tokens;
+  }
+  if (transferred_prompt > 0) {
+    res_.decode_prefix_hit_rate =
+        static_cast<double>(decode_cached) / transferred_prompt;
+  }
   if (res_.transfers > 0) {
     res_.mean_src_runs = static_cast<double>(src_runs) / res_.transfers;
     res_.mean_dst_runs = static_cast<double>(dst_runs) / res_.transfers;
@@ -96,7 +107,9 @@ SimResult Sim::Collect() {
   for (Node& n : nodes_) {
     n.rec.busy_ms = n.busy_ms;
     n.rec.kv_blocks_total = n.alloc->num_blocks();
-    n.rec.final_kv_blocks_used = n.alloc->num_blocks() - n.alloc->free_blocks();
+    // Cached blocks are reclaimable: not counted as used.
+    n.rec.final_kv_blocks_used =
+        n.alloc->num_blocks() - n.alloc->available_blocks();
     res_.nodes.push_back(n.rec);
   }
   if (o_.keep_requests) {
@@ -113,18 +126,20 @@ std::string RequestsCsv(const SimResult& result) {
       "id,input_tokens,output_tokens,prefill_node,decode_node,arrival_ms,"
       "placed_ms,prefill_start_ms,first_token_ms,transfer_start_ms,"
       "transfer_end_ms,finish_ms,ttft_ms,tpot_ms,e2e_ms,transfer_calls,"
-      "transfer_bytes,src_runs,dst_runs,completed\n";
+      "transfer_bytes,src_runs,dst_runs,completed,cached_tokens,"
+      "decode_cached_tokens\n";
   for (const RequestRecord& r : result.requests_detail) {
     absl::StrAppendFormat(
         &out,
         "%d,%d,%d,%d,%d,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,"
-        "%d,%d,%d,%d,%d\n",
+        "%d,%d,%d,%d,%d,%d,%d\n",
         r.id, r.input_tokens, r.output_tokens, r.prefill_node, r.decode_node,
         r.arrival_ms, r.placed_ms, r.prefill_start_ms, r.first_token_ms,
         r.transfer_start_ms, r.transfer_end_ms, r.finish_ms,
         r.completed ? r.ttft_ms() : 0, r.completed ? r.tpot_ms() : 0,
         r.completed ? r.e2e_ms() : 0, r.transfer_calls, r.transfer_bytes,
-        r.src_runs, r.dst_runs, r.completed ? 1 : 0);
+        r.src_runs, r.dst_runs, r.completed ? 1 : 0, r.cached_tokens,
+        r.decode_cached_tokens);
   }
   return out;
 }
@@ -154,13 +169,16 @@ std::string SimResultJson(const SimResult& r) {
       "\"mean_src_runs\": %.4f, \"mean_dst_runs\": %.4f, "
       "\"role_switches\": %d, \"rebalances\": %d, \"scale_out_advice\": %d, "
       "\"scale_in_advice\": %d, \"place_retries\": %d, "
-      "\"role_violations\": %d, \"events\": %d}",
+      "\"role_violations\": %d, \"events\": %d, "
+      "\"prefix_hit_rate\": %.4f, \"decode_prefix_hit_rate\": %.4f, "
+      "\"kv_event_batches\": %d, \"index_resyncs\": %d}",
       r.duration_s, r.input_tokens, r.output_tokens, r.throughput_tok_s,
       r.total_tok_s, r.request_rate, r.mean_in_system, r.slo_ttft, r.slo_tpot,
       r.slo_attainment, r.transfers, r.transfer_calls, r.transfer_bytes,
       r.mean_src_runs, r.mean_dst_runs, r.role_switches, r.rebalances,
       r.scale_out_advice, r.scale_in_advice, r.place_retries, r.role_violations,
-      r.events);
+      r.events, r.prefix_hit_rate, r.decode_prefix_hit_rate, r.kv_event_batches,
+      r.index_resyncs);
   return out;
 }
 

@@ -20,10 +20,22 @@
 
 namespace flowkv::internal::sim {
 
+double Sim::PromptMs(const Node& n, Index r, uint32_t cached) const {
+  const NodeCostModel& c = n.type.cost;
+  const double in = reqs_[r].rec.input_tokens;
+  const double done = cached;
+  return c.a + c.b * (in - done) + c.c * (in * in - done * done);
+}
+
 void Sim::Enqueue(Index r) {
   Node& n = nodes_[reqs_[r].pn];
+  Req& q = reqs_[r];
   n.prefill_q.push_back(r);
-  n.queued_prefill_tokens += reqs_[r].rec.input_tokens;
+  // The node's queue counts the prompt tokens its cache does not hold.
+  q.queued = q.rec.input_tokens - PeekCachedTokens(n, r);
+  n.queued_prefill_tokens += q.queued;
+  q.queued_ms = PromptMs(n, r, q.rec.input_tokens - q.queued);
+  n.queued_ms += q.queued_ms;
   TryStart(n);
   Report(n);
 }
@@ -46,18 +58,45 @@ bool Sim::AdmitPrefill(Node& n, Index r, size_t in_batch) {
   const uint64_t total_blocks =
       local ? CeilDiv(uint64_t{in} + q.rec.output_tokens, block_tokens_)
             : prompt_blocks;
-  if (n.Available() < total_blocks) return false;
   if (local &&
       n.running.size() + n.decode_wait.size() + in_batch >= o_.max_batch) {
     return false;
   }
+  // The cached prefix is reused in place (pinned); the rest is allocated
+  // right after it where the pool allows.
+  BlockList prefix = PinPrefix(n, r);
+  const uint64_t cached_blocks = std::min(prefix.num_blocks(), prompt_blocks);
+  if (n.Available() < total_blocks - cached_blocks) {
+    if (!prefix.empty()) (void)n.alloc->Free(prefix);
+    return false;
+  }
+  const uint32_t fresh_blocks =
+      static_cast<uint32_t>(prompt_blocks - cached_blocks);
   absl::StatusOr<BlockList> blocks =
-      n.alloc->Allocate(static_cast<uint32_t>(prompt_blocks));
-  if (!blocks.ok()) return false;  // cannot happen: Available() checked
-  q.p_blocks = std::move(*blocks);
+      fresh_blocks == 0 ? BlockList()
+      : prefix.empty()  ? n.alloc->Allocate(fresh_blocks)
+                        : n.alloc->Allocate(fresh_blocks, prefix.runs().back());
+  if (!blocks.ok()) {  // cannot happen: Available() checked
+    if (!prefix.empty()) (void)n.alloc->Free(prefix);
+    return false;
+  }
+  prefix.AppendList(*blocks);
+  q.p_blocks = std::move(prefix);
   q.growth_left = static_cast<uint32_t>(total_blocks - prompt_blocks);
   n.reserved += q.growth_left;
   q.rec.prefill_start_ms = now_;
+  // The last prompt token is always computed.
+  const uint32_t cached = static_cast<uint32_t>(
+      std::min<uint64_t>(cached_blocks * block_tokens_, in - 1));
+  q.rec.cached_tokens = cached;
+  q.prefilled = cached;
+  q.admitted = true;
+  // The queue held the estimate from Enqueue; it now holds the real rest.
+  n.queued_prefill_tokens = n.queued_prefill_tokens - q.queued + (in - cached);
+  q.queued = in - cached;
+  const double ms = PromptMs(n, r, cached);
+  n.queued_ms += ms - q.queued_ms;
+  q.queued_ms = ms;
   return true;
 }
 
@@ -85,14 +124,19 @@ bool Sim::StartPrefill(Node& n) {
   const NodeCostModel& c = n.type.cost;
   while (!n.prefill_q.empty()) {
     const Index r = n.prefill_q.front();
-    const uint32_t in = reqs_[r].rec.input_tokens;
-    if (!n.chunks.empty() && n.batch_tokens + in > o_.prefill_token_budget) {
+    Req& q = reqs_[r];
+    if (!n.chunks.empty() &&
+        n.batch_tokens + q.queued > o_.prefill_token_budget) {
       break;
     }
     if (!AdmitPrefill(n, r, n.chunks.size())) break;
-    n.chunks.push_back({r, in});
-    n.batch_tokens += in;
-    ms += c.b * in + c.c * static_cast<double>(in) * in;
+    // A cached prefix is not computed; the rest attends to it.
+    const uint32_t in = q.rec.input_tokens;
+    const double done = q.prefilled;
+    const uint32_t take = in - q.prefilled;
+    n.chunks.push_back({r, take});
+    n.batch_tokens += take;
+    ms += c.b * take + c.c * (static_cast<double>(in) * in - done * done);
     n.prefill_q.pop_front();
   }
   if (n.chunks.empty()) return false;
@@ -123,7 +167,7 @@ bool Sim::StartChunked(Node& n) {
   for (const Index r : n.prefill_q) {
     if (budget == 0) break;
     Req& q = reqs_[r];
-    if (q.prefilled == 0 && !AdmitPrefill(n, r, n.chunks.size())) break;
+    if (!q.admitted && !AdmitPrefill(n, r, n.chunks.size())) break;
     const uint32_t take = static_cast<uint32_t>(
         std::min<uint64_t>(budget, q.rec.input_tokens - q.prefilled));
     const double done = q.prefilled;
@@ -150,6 +194,10 @@ void Sim::PrefillDone(Node& n, Index r) {
   q.rec.first_token_ms = now_;
   q.generated = 1;
   q.kv_tokens = q.rec.input_tokens;
+  n.queued_ms = std::max(0.0, n.queued_ms - q.queued_ms);
+  q.queued_ms = 0;
+  // The computed prompt is findable in this node's cache from now on.
+  CacheHashes(n, q.p_blocks, r);
   if (q.rec.output_tokens == 1) {
     Finish(r);
   } else if (q.dn == q.pn) {
@@ -213,7 +261,7 @@ void Sim::StepDone(Node& n) {
     n.batch_tokens = 0;
   }
   const double used =
-      static_cast<double>(n.alloc->num_blocks() - n.alloc->free_blocks()) /
+      static_cast<double>(n.alloc->num_blocks() - n.alloc->available_blocks()) /
       n.alloc->num_blocks();
   n.rec.peak_kv_fraction = std::max(n.rec.peak_kv_fraction, used);
   DrainInbound(n);

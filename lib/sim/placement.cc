@@ -28,7 +28,8 @@ bool Sim::TryPlace(Index r) {
   Req& q = reqs_[r];
   RequestInfo info{.id = q.rec.id,
                    .input_tokens = q.rec.input_tokens,
-                   .expected_output_tokens = q.rec.output_tokens};
+                   .expected_output_tokens = q.rec.output_tokens,
+                   .block_hashes = q.hashes};
   absl::StatusOr<Placement> p = sched_->Place(info, *view_, Abs(now_));
   if (!p.ok() || p->prefill_node >= nodes_.size() ||
       p->decode_node >= nodes_.size()) {
@@ -93,15 +94,20 @@ void Sim::Reject(Index r) {
 void Sim::Report(Node& n) {
   NodeLoad load;
   load.queued_prefill_tokens = static_cast<double>(n.queued_prefill_tokens);
+  // What is left of the queue's prefill time (the step in progress counts
+  // until it ends).
+  const double elapsed = n.busy && n.step_prefill ? now_ - n.step_start : 0;
+  load.queued_prefill_ms = std::max(0.0, n.queued_ms - elapsed);
   load.running_decode = static_cast<double>(n.running.size());
   load.waiting_decode =
       static_cast<double>(n.decode_wait.size() + n.inbound.size() + n.incoming);
   load.decode_context_tokens = static_cast<double>(n.running_ctx);
   load.kv_blocks_total = n.alloc->num_blocks();
   load.kv_blocks_used =
-      static_cast<double>(n.alloc->num_blocks() - n.alloc->free_blocks());
+      static_cast<double>(n.alloc->num_blocks() - n.alloc->available_blocks());
   load.utilization = n.util;
   (void)view_->ReportLoad(n.id, load, Abs(now_));
+  PublishEvents(n);
 }
 
 bool Sim::Idle() const {

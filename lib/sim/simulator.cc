@@ -47,6 +47,14 @@ absl::Status Sim::Init(absl::Span<const SimNodeSpec> specs) {
         o_.max_batch, ", prefill_token_budget ", o_.prefill_token_budget,
         ", chunk_tokens ", o_.chunk_tokens));
   }
+  if (o_.hash_block_tokens == 0 || !(o_.kv_event_delay_ms >= 0) ||
+      !std::isfinite(o_.kv_event_delay_ms)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hash_block_tokens must be >= 1 and kv_event_delay_ms finite and >= "
+        "0; got ",
+        o_.hash_block_tokens, " and ", o_.kv_event_delay_ms));
+  }
+  prefix_cache_ = o_.prefix_cache;
   absl::StatusOr<CallCounts> cc = ComputeCallCounts(o_.model);
   if (!cc.ok()) return cc.status();
   cc_ = *cc;
@@ -91,7 +99,8 @@ absl::Status Sim::Init(absl::Span<const SimNodeSpec> specs) {
           i, spec.type.name, spec.type.kv_capacity_bytes, blocks));
     }
     absl::StatusOr<std::unique_ptr<BlockAllocator>> a =
-        BlockAllocator::Create({.num_blocks = static_cast<uint32_t>(blocks)});
+        BlockAllocator::Create({.num_blocks = static_cast<uint32_t>(blocks),
+                                .enable_prefix_cache = o_.prefix_cache});
     if (!a.ok()) return a.status();
     n.alloc = std::move(*a);
     n.rec.id = n.id;
@@ -115,6 +124,7 @@ absl::Status Sim::Init(absl::Span<const SimNodeSpec> specs) {
     rec.input_tokens = input_[i].input_tokens;
     rec.output_tokens = input_[i].output_tokens;
     rec.arrival_ms = input_[i].arrival_ms;
+    BuildHashes(reqs_[i], input_[i]);
   }
   res_.policy = o_.policy;
   res_.transfer = TransferModeName(o_.transfer);
@@ -177,6 +187,9 @@ absl::StatusOr<SimResult> Sim::Run() {
           if (finished_ < reqs_.size()) {
             Push(now_ + o_.heartbeat_interval_ms, EventType::kHeartbeat, 0);
           }
+          break;
+        case EventType::kKvEvents:
+          DeliverEvents(e.target);
           break;
         case EventType::kRebalance:
           Rebalance();

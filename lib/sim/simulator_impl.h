@@ -16,6 +16,11 @@
 //                      node pair), EstimateTransfer
 //   metrics.cc         the result: percentiles, SLO attainment, node records,
 //                      the CSV and JSON forms of a SimResult
+//   prefix_cache_model.cc  the prefix cache: a request's block hashes from
+//                      its trace hash_ids, lookups that pin a node's cached
+//                      prefix, caching computed and received prompts, and
+//                      the nodes' KV events delivered to the router's
+//                      PrefixIndex after kv_event_delay_ms
 //
 // Time is simulated milliseconds (now_); nothing here reads a clock.
 //
@@ -39,6 +44,7 @@
 #include "absl/types/span.h"
 #include "flowkv/block_allocator.h"
 #include "flowkv/block_list.h"
+#include "flowkv/kv_events.h"
 #include "flowkv/sim/simulator.h"
 
 namespace flowkv::internal::sim {
@@ -50,6 +56,7 @@ enum class EventType : uint8_t {
   kTransferDone,
   kHeartbeat,
   kRebalance,
+  kKvEvents,  // target: node whose oldest in-flight event batch arrives
 };
 
 struct Event {
@@ -76,6 +83,13 @@ struct Req {
   uint32_t generated = 0;
   uint32_t kv_tokens = 0;
   uint32_t growth_left = 0;  // reserved blocks still to Extend on dn
+  // Chained hashes of the prompt's full blocks (prefix cache only).
+  std::vector<uint64_t> hashes;
+  // Prompt tokens counted in the P node's queued_prefill_tokens (the part
+  // its cache does not hold).
+  uint32_t queued = 0;
+  bool admitted = false;  // prompt blocks allocated on pn
+  double queued_ms = 0;   // its term of the P node's queued_ms
   bool placed = false;
   bool done = false;
 };
@@ -88,9 +102,16 @@ struct Node {
   uint64_t reserved = 0;
   std::deque<Index> prefill_q;
   uint64_t queued_prefill_tokens = 0;
+  // The node's estimate of its queued prefill time (NodeLoad::
+  // queued_prefill_ms): the sum of its queued prompts' prefill times.
+  double queued_ms = 0;
   // Requests whose KV is ready on their P node, waiting for blocks here.
   std::deque<Index> inbound;
   uint32_t incoming = 0;  // transfers in flight to this node
+  // KV events: the last seq read from alloc, and the batches on their way
+  // to the router (delivered in order, kv_event_delay_ms after reading).
+  uint64_t events_read = 0;
+  std::deque<KvEventBatch> events_in_flight;
   std::deque<Index> decode_wait;
   std::vector<Index> running;
   uint64_t running_ctx = 0;
@@ -110,7 +131,7 @@ struct Node {
   NodeRecord rec;
 
   uint64_t Available() const {
-    const uint64_t f = alloc->free_blocks();
+    const uint64_t f = alloc->available_blocks();
     return f > reserved ? f - reserved : 0;
   }
   double BusyAt(double now) const {
@@ -157,6 +178,8 @@ class Sim {
   void Arrive(Index r);
   bool TryPlace(Index r);
   // node_model.cc
+  // Prefill time of r's prompt on n with `cached` tokens reused.
+  double PromptMs(const Node& n, Index r, uint32_t cached) const;
   void Enqueue(Index r);
   void TryStart(Node& n);
   bool AdmitPrefill(Node& n, Index r, size_t in_batch);
@@ -173,6 +196,17 @@ class Sim {
   void DrainInbound(Node& d);
   void StartTransfer(Index r);
   void TransferDone(Index r);
+  // prefix_cache_model.cc
+  void BuildHashes(Req& q, const SimRequest& in) const;
+  // The node's cached prefix of r's prompt, pinned (empty without a cache).
+  BlockList PinPrefix(Node& n, Index r);
+  // Prompt tokens of r the node's cache holds now (nothing stays pinned).
+  uint32_t PeekCachedTokens(Node& n, Index r);
+  // Records r's prompt hashes on `blocks` (its prompt, in token order).
+  void CacheHashes(Node& n, const BlockList& blocks, Index r);
+  // Reads the node's new KV events and sends them to the router.
+  void PublishEvents(Node& n);
+  void DeliverEvents(Index node);
   // placement.cc
   void Finish(Index r);
   void Reject(Index r);
@@ -192,6 +226,7 @@ class Sim {
   CallCounts cc_;
   bool colocated_ = false;
   uint32_t block_tokens_ = 16;
+  bool prefix_cache_ = false;
   std::map<std::pair<Index, Index>, double> link_free_;
   std::priority_queue<Event, std::vector<Event>, EventLater> events_;
   uint64_t seq_ = 0;

@@ -6,6 +6,7 @@
 #include <limits>
 #include <optional>
 #include <sstream>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -115,6 +116,36 @@ bool ParseCount(absl::string_view text, int64_t* out) {
   return absl::SimpleAtoi(text, out) && *out >= 0;
 }
 
+// Parses "hash_ids": an array of non-negative integers (at most 2^64 - 1).
+absl::Status ParseHashIds(JsonCursor& c, size_t line_no,
+                          std::vector<uint64_t>* out) {
+  out->clear();
+  if (!c.Consume('[')) {
+    return LineError(line_no, absl::StrCat("\"hash_ids\" must be an array, at "
+                                           "column ",
+                                           c.column()));
+  }
+  if (c.Consume(']')) return absl::OkStatus();
+  do {
+    std::optional<absl::string_view> num = c.Number();
+    uint64_t v;
+    if (!num.has_value() || !absl::SimpleAtoi(*num, &v) ||
+        absl::StartsWith(*num, "-") || absl::StartsWith(*num, "+")) {
+      return LineError(
+          line_no,
+          absl::StrCat("\"hash_ids\" must hold non-negative integers, got \"",
+                       num.value_or(""), "\" at column ", c.column()));
+    }
+    out->push_back(v);
+  } while (c.Consume(','));
+  if (!c.Consume(']')) {
+    return LineError(line_no, absl::StrCat("expected ',' or ']' in "
+                                           "\"hash_ids\" at column ",
+                                           c.column()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseMooncakeLine(absl::string_view line, size_t line_no,
                                double* timestamp_ms, TraceRecord* record) {
   JsonCursor c(line);
@@ -137,7 +168,12 @@ absl::Status ParseMooncakeLine(absl::string_view line, size_t line_no,
       if (*key == "timestamp") target = &ts;
       if (*key == "input_length") target = &in;
       if (*key == "output_length") target = &out;
-      if (target != nullptr) {
+      if (*key == "hash_ids") {
+        if (absl::Status s = ParseHashIds(c, line_no, &record->hash_ids);
+            !s.ok()) {
+          return s;
+        }
+      } else if (target != nullptr) {
         std::optional<absl::string_view> num = c.Number();
         int64_t v;
         if (!num.has_value() || !ParseCount(*num, &v)) {

@@ -41,6 +41,21 @@ uint64_t AlignedRuns(const BlockList& a, const BlockList& b) {
   return pieces;
 }
 
+// The blocks of `list` from index `from` on.
+BlockList Suffix(const BlockList& list, uint64_t from) {
+  std::vector<BlockRun> runs;
+  for (const BlockRun& run : list.runs()) {
+    if (from >= run.count) {
+      from -= run.count;
+      continue;
+    }
+    runs.push_back({run.first + static_cast<BlockId>(from),
+                    run.count - static_cast<uint32_t>(from)});
+    from = 0;
+  }
+  return BlockList::FromRuns(runs);
+}
+
 uint64_t TransferCalls(TransferMode mode, const CallCounts& cc,
                        uint64_t aligned_runs, uint64_t blocks) {
   switch (mode) {
@@ -108,21 +123,33 @@ void Sim::StartTransfer(Index r) {
   const uint64_t prompt_blocks = q.p_blocks.num_blocks();
   const uint64_t total = CeilDiv(
       uint64_t{q.rec.input_tokens} + q.rec.output_tokens, block_tokens_);
+  // The prefix the decode node already caches is reused there, pinned; only
+  // the rest of the prompt crosses the link.
+  BlockList prefix = PinPrefix(d, r);
+  const uint64_t kept = std::min(prefix.num_blocks(), prompt_blocks);
+  const uint32_t moved = static_cast<uint32_t>(prompt_blocks - kept);
   absl::StatusOr<BlockList> blocks =
-      d.alloc->Allocate(static_cast<uint32_t>(prompt_blocks));
+      moved == 0       ? BlockList()
+      : prefix.empty() ? d.alloc->Allocate(moved)
+                       : d.alloc->Allocate(moved, prefix.runs().back());
   if (!blocks.ok()) {  // cannot happen: DrainInbound checked Available()
+    if (!prefix.empty()) (void)d.alloc->Free(prefix);
     d.inbound.push_front(r);
     return;
   }
-  q.d_blocks = std::move(*blocks);
+  const BlockList src = Suffix(q.p_blocks, kept);
+  const uint64_t pieces = AlignedRuns(src, *blocks);
+  q.rec.src_runs = static_cast<uint32_t>(src.num_runs());
+  q.rec.dst_runs = static_cast<uint32_t>(blocks->num_runs());
+  prefix.AppendList(*blocks);
+  q.d_blocks = std::move(prefix);
+  q.rec.decode_cached_tokens = static_cast<uint32_t>(
+      std::min<uint64_t>(kept * block_tokens_, q.rec.input_tokens));
   q.growth_left = static_cast<uint32_t>(total - prompt_blocks);
   d.reserved += q.growth_left;
   ++d.incoming;
-  const uint64_t pieces = AlignedRuns(q.p_blocks, q.d_blocks);
-  q.rec.src_runs = static_cast<uint32_t>(q.p_blocks.num_runs());
-  q.rec.dst_runs = static_cast<uint32_t>(q.d_blocks.num_runs());
-  q.rec.transfer_calls = TransferCalls(o_.transfer, cc_, pieces, prompt_blocks);
-  q.rec.transfer_bytes = prompt_blocks * cc_.block_bytes;
+  q.rec.transfer_calls = TransferCalls(o_.transfer, cc_, pieces, moved);
+  q.rec.transfer_bytes = moved * cc_.block_bytes;
   const LinkModel& link = view_->Link(nodes_[q.pn].id, d.id);
   const double ms = link.TransferMs(static_cast<double>(q.rec.transfer_bytes),
                                     static_cast<double>(q.rec.transfer_calls));
@@ -139,8 +166,10 @@ void Sim::TransferDone(Index r) {
   Req& q = reqs_[r];
   Node& p = nodes_[q.pn];
   Node& d = nodes_[q.dn];
-  (void)p.alloc->Free(q.p_blocks);
+  (void)p.alloc->Free(q.p_blocks);  // its hashes keep it cached on p
   q.p_blocks.Clear();
+  // The decode node now holds the prompt: findable in its cache too.
+  CacheHashes(d, q.d_blocks, r);
   --d.incoming;
   d.decode_wait.push_back(r);
   DrainInbound(p);  // p may also decode (a hybrid or switched node)

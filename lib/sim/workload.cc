@@ -87,7 +87,8 @@ std::vector<SimRequest> RequestsFromTrace(
     out.push_back({.id = i,
                    .arrival_ms = records[i].arrival_ms / time_scale,
                    .input_tokens = records[i].input_tokens,
-                   .output_tokens = records[i].output_tokens});
+                   .output_tokens = records[i].output_tokens,
+                   .hash_ids = records[i].hash_ids});
   }
   return out;
 }

@@ -215,18 +215,70 @@ class BlockAllocatorStats:
     live_lists: int
     runs_histogram: Dict[int, int]
     mean_runs_per_list: float
+    cached_blocks: int
+    indexed_blocks: int
+    lookups: int
+    lookup_blocks: int
+    lookup_hit_blocks: int
+    evictions: int
+    evicted_blocks: int
+    latest_event_seq: int
 
 class BlockMove:
     src: int
     dst: int
     count: int
 
+class KvEventKind(enum.Enum):
+    BLOCK_STORED = 1
+    BLOCK_REMOVED = 2
+    ALL_CLEARED = 3
+
+class KvEvent:
+    seq: int
+    kind: KvEventKind
+    hashes: List[int]
+    has_parent: bool
+    parent: int
+    @property
+    def runs(self) -> List[Tuple[int, int]]: ...
+
+class KvEventBatch:
+    events: List[KvEvent]
+    fell_behind: bool
+    latest_seq: int
+
+class KvCachedBlock:
+    hash: int
+    has_parent: bool
+    parent: int
+    block: int
+    in_use: bool
+
+class KvCacheSnapshot:
+    seq: int
+    blocks: List[KvCachedBlock]
+
+def encode_kv_event_batch(batch: KvEventBatch) -> bytes: ...
+def decode_kv_event_batch(data: bytes) -> KvEventBatch: ...
+def encode_kv_cache_snapshot(snapshot: KvCacheSnapshot) -> bytes: ...
+def decode_kv_cache_snapshot(data: bytes) -> KvCacheSnapshot: ...
+
 class BlockAllocator:
-    def __init__(self, num_blocks: int, *, growth_slack_blocks: int = 32) -> None: ...
+    def __init__(self, num_blocks: int, *, growth_slack_blocks: int = 32,
+                 enable_prefix_cache: bool = False,
+                 event_buffer_capacity: int = 4096) -> None: ...
     def allocate(self, n: int, *,
                  after: Optional[Tuple[int, int]] = None) -> BlockList: ...
     def extend(self, blocks: BlockList, n: int) -> None: ...
-    def free(self, blocks: BlockIds) -> None: ...
+    def free(self, blocks: BlockIds, *,
+             hashes: Optional[Sequence[int]] = None) -> None: ...
+    def cache_blocks(self, blocks: BlockIds, hashes: Sequence[int]) -> None: ...
+    def lookup(self, hashes: Sequence[int]) -> BlockList: ...
+    def clear_cache(self) -> None: ...
+    def read_events(self, after_seq: int = 0,
+                    max_events: int = ...) -> KvEventBatch: ...
+    def snapshot(self) -> KvCacheSnapshot: ...
     def share(self, blocks: BlockIds) -> None: ...
     def ref_count(self, block: int) -> int: ...
     def stats(self) -> BlockAllocatorStats: ...
@@ -234,6 +286,10 @@ class BlockAllocator:
     def num_blocks(self) -> int: ...
     @property
     def free_blocks(self) -> int: ...
+    @property
+    def available_blocks(self) -> int: ...
+    @property
+    def prefix_cache_enabled(self) -> bool: ...
     def plan_compaction(self) -> List[BlockMove]: ...
 
 # ---- Transfers (engine.cc, transfer_handle.cc) ----
@@ -497,6 +553,7 @@ class NodeCostModel:
 
 class NodeLoad:
     queued_prefill_tokens: float
+    queued_prefill_ms: float
     running_decode: float
     waiting_decode: float
     decode_context_tokens: float
@@ -592,8 +649,10 @@ class _SimModule:
         arrival_ms: float
         input_tokens: int
         output_tokens: int
+        hash_ids: List[int]
         def __init__(self, id: int, arrival_ms: float, input_tokens: int,
-                     output_tokens: int) -> None: ...
+                     output_tokens: int, *,
+                     hash_ids: List[int] = ...) -> None: ...
     @staticmethod
     def make_workload(spec: str = ..., *, rate: float = 1.0,
                       requests: int = 100, seed: int = 1,

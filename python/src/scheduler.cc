@@ -139,6 +139,7 @@ void InitModel(py::module_& m) {
   py::class_<NodeLoad> load(m, "NodeLoad", "What a node reports about itself.");
   KeywordInit(load);
   load.def_readwrite("queued_prefill_tokens", &NodeLoad::queued_prefill_tokens)
+      .def_readwrite("queued_prefill_ms", &NodeLoad::queued_prefill_ms)
       .def_readwrite("running_decode", &NodeLoad::running_decode)
       .def_readwrite("waiting_decode", &NodeLoad::waiting_decode)
       .def_readwrite("decode_context_tokens", &NodeLoad::decode_context_tokens)

@@ -63,6 +63,10 @@ py::dict ResultDict(const SimResult& r) {
   d["place_retries"] = r.place_retries;
   d["role_violations"] = r.role_violations;
   d["events"] = r.events;
+  d["prefix_hit_rate"] = r.prefix_hit_rate;
+  d["decode_prefix_hit_rate"] = r.decode_prefix_hit_rate;
+  d["kv_event_batches"] = r.kv_event_batches;
+  d["index_resyncs"] = r.index_resyncs;
   py::list nodes;
   for (const NodeRecord& n : r.nodes) {
     py::dict nd;
@@ -98,6 +102,8 @@ py::dict ResultDict(const SimResult& r) {
     qd["transfer_calls"] = q.transfer_calls;
     qd["transfer_bytes"] = q.transfer_bytes;
     qd["completed"] = q.completed;
+    qd["cached_tokens"] = q.cached_tokens;
+    qd["decode_cached_tokens"] = q.decode_cached_tokens;
     requests.append(qd);
   }
   d["requests_detail"] = requests;
@@ -125,11 +131,15 @@ void InitSim(py::module_& parent) {
   py::class_<SimRequest>(m, "SimRequest")
       .def(py::init([](U64<"id"> id, double arrival_ms,
                        U32<"input_tokens"> input_tokens,
-                       U32<"output_tokens"> output_tokens) {
-             return SimRequest{id, arrival_ms, input_tokens, output_tokens};
+                       U32<"output_tokens"> output_tokens,
+                       std::vector<uint64_t> hash_ids) {
+             return SimRequest{id, arrival_ms, input_tokens, output_tokens,
+                               std::move(hash_ids)};
            }),
            py::arg("id"), py::arg("arrival_ms"), py::arg("input_tokens"),
-           py::arg("output_tokens"))
+           py::arg("output_tokens"), py::kw_only(),
+           py::arg("hash_ids") = std::vector<uint64_t>{})
+      .def_readwrite("hash_ids", &SimRequest::hash_ids)
       .def_property("id", FLOWKV_INT_FIELD(SimRequest, id))
       .def_readwrite("arrival_ms", &SimRequest::arrival_ms)
       .def_property("input_tokens", FLOWKV_INT_FIELD(SimRequest, input_tokens))
@@ -170,7 +180,9 @@ void InitSim(py::module_& parent) {
          double heartbeat_ms, double smoothing,
          U32<"prefill_budget"> prefill_budget, U32<"chunk_tokens"> chunk_tokens,
          U32<"max_batch"> max_batch, double bandwidth_gbps,
-         double call_overhead_us, double fixed_ms, bool keep_requests) {
+         double call_overhead_us, double fixed_ms, bool keep_requests,
+         bool prefix_cache, double kv_event_delay_ms,
+         U32<"hash_block_tokens"> hash_block_tokens) {
         const std::vector<SimNodeSpec> nodes =
             Unwrap(ParseClusterSpec(cluster));
         std::vector<SimRequest> reqs;
@@ -203,6 +215,9 @@ void InitSim(py::module_& parent) {
         so.link.call_overhead_ms = call_overhead_us / 1000;
         so.link.fixed_ms = fixed_ms;
         so.keep_requests = keep_requests;
+        so.prefix_cache = prefix_cache;
+        so.kv_event_delay_ms = kv_event_delay_ms;
+        so.hash_block_tokens = hash_block_tokens;
         absl::StatusOr<SimResult> result = [&] {
           py::gil_scoped_release release;
           return Simulate(nodes, reqs, so);
@@ -221,6 +236,8 @@ void InitSim(py::module_& parent) {
       py::arg("chunk_tokens") = 2048, py::arg("max_batch") = 256,
       py::arg("bandwidth_gbps") = 23.5, py::arg("call_overhead_us") = 45.0,
       py::arg("fixed_ms") = 1.5, py::arg("keep_requests") = false,
+      py::arg("prefix_cache") = false, py::arg("kv_event_delay_ms") = 5.0,
+      py::arg("hash_block_tokens") = 512,
       "Runs `policy` (built-in, or registered from C++ or Python) on a "
       "simulated cluster (spec 'p:a100x1,d:a100x1') and returns the metrics "
       "as a dict (the fields of flowkv::SimResult; latencies as dicts of "

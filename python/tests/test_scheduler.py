@@ -143,3 +143,24 @@ def test_simulate_builtin_policy_and_bad_arguments():
     with pytest.raises(flowkv.NotFoundError):
         flowkv.sim.simulate("p:a100x1,d:a100x1", "synthetic:10:10",
                             policy="nope")
+
+
+def test_simulate_reports_prefix_hit_rates():
+    # The second request repeats the first prompt 10 s later: its prefill
+    # reuses 1023 of 1024 tokens, its decode node already holds all 1024.
+    SimRequest = flowkv.sim.SimRequest
+    reqs = [SimRequest(0, 0.0, 1024, 2, hash_ids=[1, 2]),
+            SimRequest(1, 10000.0, 1024, 2, hash_ids=[1, 2])]
+    assert reqs[1].hash_ids == [1, 2]
+    m = flowkv.sim.simulate("p:a100x1,d:a100x1", reqs, policy="kv_aware",
+                            prefix_cache=True, keep_requests=True)
+    assert m["completed"] == 2
+    assert m["prefix_hit_rate"] == pytest.approx(1023 / 2048)
+    assert m["decode_prefix_hit_rate"] == pytest.approx(1024 / 2048)
+    assert m["requests_detail"][1]["cached_tokens"] == 1023
+    assert m["kv_event_batches"] > 0 and m["index_resyncs"] == 0
+    off = flowkv.sim.simulate("p:a100x1,d:a100x1", reqs, policy="prefix_cost")
+    assert off["prefix_hit_rate"] == 0
+    with pytest.raises(flowkv.InvalidArgumentError):
+        flowkv.sim.simulate("p:a100x1,d:a100x1", reqs, prefix_cache=True,
+                            kv_event_delay_ms=-1)

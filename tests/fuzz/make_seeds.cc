@@ -14,6 +14,8 @@
 #include <string>
 
 #include "cuda/ipc_descriptor.h"
+#include "flowkv/block_allocator.h"
+#include "flowkv/kv_events.h"
 #include "flowkv/kv_layout.h"
 #include "lib/engine/wireup/wire_format.h"
 #include "lib/kv/kv_notice.h"
@@ -226,11 +228,33 @@ void ShareDescriptorSeeds() {
   Write(t, "one_region_fixup", '\1' + cuda::internal::EncodeIpcDescriptor(ipc));
 }
 
+// KV event batches and snapshots from a real allocator with a prefix cache
+// (first byte: 0 batch, 1 snapshot).
+void KvEventSeeds() {
+  const char* t = "kv_events_fuzz";
+  auto allocator = BlockAllocator::Create(
+      {.num_blocks = 8, .growth_slack_blocks = 0, .enable_prefix_cache = true});
+  BlockAllocator& a = **allocator;
+  BlockList x = *a.Allocate(4);
+  (void)a.CacheBlocks(x, {11, 12});
+  (void)a.Free(x, {11, 12, 13, 14});
+  BlockList y = *a.Allocate(8);  // evicts
+  (void)a.Free(y, {99});
+  (void)a.ClearCache();
+  BlockList z = *a.Allocate(3);
+  (void)a.CacheBlocks(z, {21, 22, 23});
+  Write(t, "batch", '\0' + EncodeKvEventBatch(a.ReadEvents(0, 100)));
+  Write(t, "batch_fell_behind",
+        '\0' + EncodeKvEventBatch(
+                   {.events = {}, .fell_behind = true, .latest_seq = 6}));
+  Write(t, "snapshot", '\1' + EncodeKvCacheSnapshot(a.Snapshot()));
+}
+
 // The targets that read any bytes as operations or specs.
 void RandomSeeds() {
   std::mt19937 rng(20261201);
   for (const char* t : {"kv_layout_create_fuzz", "block_allocator_fuzz",
-                        "transfer_plan_fuzz"}) {
+                        "transfer_plan_fuzz", "prefix_cache_fuzz"}) {
     for (int i = 0; i < 4; ++i) {
       std::string bytes(48 + 32 * i, '\0');
       for (char& c : bytes) c = static_cast<char>(rng());
@@ -253,5 +277,6 @@ int main(int argc, char** argv) {
   flowkv::internal::TraceSeeds();
   flowkv::internal::ShareDescriptorSeeds();
   flowkv::internal::RandomSeeds();
+  flowkv::internal::KvEventSeeds();
   return 0;
 }

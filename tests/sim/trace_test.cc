@@ -8,6 +8,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "flowkv/sim/workload.h"
 
 namespace flowkv {
@@ -24,8 +26,28 @@ TEST_CASE("Mooncake JSONL parses fields, relative arrivals, blank lines",
   absl::StatusOr<std::vector<TraceRecord>> t = ParseMooncakeTrace(text);
   REQUIRE(t.ok());
   REQUIRE(t->size() == 2);
-  CHECK((*t)[0] == TraceRecord{0, 6758, 500});
-  CHECK((*t)[1] == TraceRecord{3000, 12, 3});
+  CHECK((*t)[0] == TraceRecord{0, 6758, 500, {0, 1, 2}});
+  CHECK((*t)[1] == TraceRecord{3000, 12, 3, {}});
+}
+
+TEST_CASE("Mooncake hash_ids are kept; a malformed list is an error",
+          "[sim][trace]") {
+  absl::StatusOr<std::vector<TraceRecord>> t = ParseMooncakeTrace(
+      "{\"timestamp\": 0, \"input_length\": 600, \"output_length\": 1, "
+      "\"hash_ids\": [7, 18446744073709551615]}\n");
+  REQUIRE(t.ok());
+  CHECK((*t)[0].hash_ids == std::vector<uint64_t>{7, 18446744073709551615u});
+  for (const char* bad : {"[1, -2]", "[1.5]", "[\"a\"]", "3", "[1,", "[1 2]",
+                          "[18446744073709551616]", "[+1]"}) {
+    absl::StatusOr<std::vector<TraceRecord>> r = ParseMooncakeTrace(
+        absl::StrCat("{\"timestamp\": 0, \"input_length\": 600, "
+                     "\"output_length\": 1, \"hash_ids\": ",
+                     bad, "}\n"));
+    INFO(bad);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(absl::StrContains(r.status().message(), "line 1"));
+  }
 }
 
 TEST_CASE("Mooncake JSONL rejects malformed lines with the line number",
@@ -146,6 +168,14 @@ TEST_CASE("the project's traces parse completely", "[sim][trace]") {
     REQUIRE(t.ok());
     CHECK(t->size() == rows);
     CHECK(t->front().arrival_ms == 0);
+    if (absl::EndsWith(name, ".jsonl")) {
+      // One hash id per 512-token prompt block (the last one partial).
+      size_t mismatched = 0;
+      for (const TraceRecord& r : *t) {
+        mismatched += r.hash_ids.size() != (r.input_tokens + 511) / 512;
+      }
+      CHECK(mismatched == 0);
+    }
   }
   absl::StatusOr<std::vector<SimRequest>> w = MakeWorkload(
       {.spec = "trace:" + (dir / "conversation_trace.jsonl").string(),

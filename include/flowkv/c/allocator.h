@@ -71,8 +71,10 @@ typedef struct flowkv_blocks {
 /* ---- Block allocator ---------------------------------------------------- */
 
 typedef struct flowkv_allocator_options {
-  uint32_t num_blocks;          /* [1, 2^32 - 2]; must be set */
-  uint32_t growth_slack_blocks; /* Default: 32 */
+  uint32_t num_blocks;            /* [1, 2^32 - 2]; must be set */
+  uint32_t growth_slack_blocks;   /* Default: 32 */
+  bool enable_prefix_cache;       /* Default: false */
+  uint32_t event_buffer_capacity; /* Default: 4096 */
 } flowkv_allocator_options_t;
 
 FLOWKV_EXPORT void flowkv_allocator_options_init(
@@ -110,10 +112,60 @@ typedef struct flowkv_allocator_stats {
   uint64_t largest_free_run;
   uint64_t live_lists;
   double mean_runs_per_list;
+  /* Prefix cache (0 without one); see BlockAllocatorStats. */
+  uint64_t cached_blocks;
+  uint64_t indexed_blocks;
+  uint64_t lookups;
+  uint64_t lookup_blocks;
+  uint64_t lookup_hit_blocks;
+  uint64_t evictions;
+  uint64_t evicted_blocks;
+  uint64_t latest_event_seq;
 } flowkv_allocator_stats_t;
 
 FLOWKV_EXPORT flowkv_status_t flowkv_allocator_stats(
     const flowkv_allocator_t* allocator, flowkv_allocator_stats_t* stats);
+
+/* ---- Prefix cache (flowkv/block_allocator.h, flowkv/kv_events.h) -------- */
+/* Every call below is FAILED_PRECONDITION on an allocator created without
+ * enable_prefix_cache (free_with_hashes with num_hashes 0 excepted). Block
+ * hashes are the caller's chained 64-bit token-content hashes, one per full
+ * block, in token order. */
+
+/* Frees `list` after recording hashes[i] as the content of its i-th block:
+ * blocks with a hash whose last reference goes are kept as cached.
+ * num_hashes 0 is flowkv_allocator_free_blocks. INVALID_ARGUMENT (nothing
+ * changed) when num_hashes exceeds the list's blocks, hashes is NULL with
+ * num_hashes > 0, or as free_blocks. */
+FLOWKV_EXPORT flowkv_status_t flowkv_allocator_free_with_hashes(
+    flowkv_allocator_t* allocator, const flowkv_block_list_t* list,
+    const uint64_t* hashes, size_t num_hashes);
+/* Records hashes for a running request's full blocks (they stay
+ * allocated) so that lookups find them now. */
+FLOWKV_EXPORT flowkv_status_t flowkv_allocator_cache_blocks(
+    flowkv_allocator_t* allocator, const flowkv_block_list_t* list,
+    const uint64_t* hashes, size_t num_hashes);
+/* The longest cached prefix of hashes[0 .. num_hashes), pinned, as a new
+ * list in *prefix (possibly empty: then nothing is pinned; destroy it
+ * without freeing). Free a non-empty prefix with free_blocks to unpin. */
+FLOWKV_EXPORT flowkv_status_t
+flowkv_allocator_lookup(flowkv_allocator_t* allocator, const uint64_t* hashes,
+                        size_t num_hashes, flowkv_block_list_t** prefix);
+/* Drops every cached hash (cached blocks become free). */
+FLOWKV_EXPORT flowkv_status_t
+flowkv_allocator_clear_cache(flowkv_allocator_t* allocator);
+/* The events after `after_seq` (at most max_events), encoded in the wire
+ * format of flowkv/kv_events.h (EncodeKvEventBatch: it carries fell_behind
+ * and latest_seq), into out[0 .. *size). RESOURCE_EXHAUSTED with *size set
+ * to the bytes needed when `capacity` is too small (call again with more).
+ * `out` may be NULL when capacity is 0. */
+FLOWKV_EXPORT flowkv_status_t flowkv_allocator_read_events(
+    const flowkv_allocator_t* allocator, uint64_t after_seq, size_t max_events,
+    uint8_t* out, size_t capacity, size_t* size);
+/* As read_events, for the encoded snapshot (EncodeKvCacheSnapshot). */
+FLOWKV_EXPORT flowkv_status_t
+flowkv_allocator_snapshot(const flowkv_allocator_t* allocator, uint8_t* out,
+                          size_t capacity, size_t* size);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -133,6 +133,20 @@ struct SimOptions {
   // All-hybrid clusters run colocated: the decode runs where the prefill
   // ran, whatever the placement's decode node. Default: true.
   bool colocate_hybrid = true;
+  // Prefix caching (docs/simulator.md, "Prefix cache"). Each node's
+  // BlockAllocator runs its prefix cache (enable_prefix_cache): a prompt's
+  // full blocks carry hashes derived from the request's hash_ids, a prefill
+  // reuses the longest cached prefix on its P node (computing only the
+  // rest), a decode node reuses the prefix it holds (receiving only the
+  // rest), and freed prompt blocks stay cached until evicted. The nodes' KV
+  // events reach the router's PrefixIndex (ClusterView::prefix_index())
+  // kv_event_delay_ms after they happen. Default: false.
+  bool prefix_cache = false;
+  // Prompt tokens per id of SimRequest::hash_ids. Default: 512 (Mooncake).
+  uint32_t hash_block_tokens = 512;
+  // Delay of the KV events from a node to the router, simulated ms, >= 0.
+  // Default: 5.
+  double kv_event_delay_ms = 5;
   // SLO limits for attainment. Default: 2000 ms TTFT, 100 ms TPOT.
   double slo_ttft_ms = 2000;
   double slo_tpot_ms = 100;
@@ -174,6 +188,10 @@ struct RequestRecord {
   // Runs of the P-side and D-side block lists at transfer time.
   uint32_t src_runs = 0;
   uint32_t dst_runs = 0;
+  // Prompt tokens found in the prefix cache: on the P node (not computed)
+  // and on the D node (not transferred). 0 without prefix_cache.
+  uint32_t cached_tokens = 0;
+  uint32_t decode_cached_tokens = 0;
   bool completed = false;
 
   double ttft_ms() const { return first_token_ms - arrival_ms; }
@@ -242,6 +260,15 @@ struct SimResult {
   // Mean runs per transferred request, sender and receiver side.
   double mean_src_runs = 0;
   double mean_dst_runs = 0;
+  // Prefix cache (0 without prefix_cache): prompt tokens served from the P
+  // nodes' caches / from the D nodes' caches, over the prompt tokens of
+  // completed requests (transferred ones for the D side).
+  double prefix_hit_rate = 0;
+  double decode_prefix_hit_rate = 0;
+  // KV event batches delivered to the router, and the resynchronisations
+  // (snapshots) the router's index needed.
+  uint64_t kv_event_batches = 0;
+  uint64_t index_resyncs = 0;
   uint64_t role_switches = 0;
   uint64_t rebalances = 0;
   uint64_t scale_out_advice = 0;

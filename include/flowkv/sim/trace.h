@@ -40,6 +40,10 @@ struct TraceRecord {
   double arrival_ms = 0;
   uint32_t input_tokens = 0;
   uint32_t output_tokens = 0;
+  // Mooncake's "hash_ids": one id per 512-token block of the prompt (the
+  // last one may be partial); equal ids at the same position mean the same
+  // prefix up to that block. Empty for Azure traces.
+  std::vector<uint64_t> hash_ids = {};
 
   friend bool operator==(const TraceRecord&, const TraceRecord&) = default;
 };
@@ -48,8 +52,9 @@ enum class TraceFormat : uint8_t { kMooncakeJsonl, kAzureCsv };
 
 // Parses Mooncake JSONL text. Blank lines are skipped. Each object needs
 // integer fields "timestamp" (>= 0), "input_length" (>= 1) and
-// "output_length" (>= 1); other fields ("hash_ids") are checked for JSON
-// syntax and ignored.
+// "output_length" (>= 1); "hash_ids", when present, must be an array of
+// non-negative integers (kept in TraceRecord::hash_ids); other fields are
+// checked for JSON syntax and ignored.
 FLOWKV_EXPORT absl::StatusOr<std::vector<TraceRecord>> ParseMooncakeTrace(
     std::string_view text);
 

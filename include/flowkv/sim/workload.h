@@ -49,6 +49,10 @@ struct SimRequest {
   double arrival_ms = 0;
   uint32_t input_tokens = 0;
   uint32_t output_tokens = 0;
+  // Prompt block ids as a Mooncake trace gives them (TraceRecord::hash_ids):
+  // one per SimOptions::hash_block_tokens tokens of the prompt, equal ids at
+  // the same position meaning the same prefix. Empty: no prefix sharing.
+  std::vector<uint64_t> hash_ids = {};
 
   friend bool operator==(const SimRequest&, const SimRequest&) = default;
 };
