@@ -327,11 +327,15 @@ TEST_CASE("Random operations match a bitmap model", "[allocator][model]") {
       REQUIRE(list.ok());
       REQUIRE(list->num_blocks() == n);
       for (BlockId id : list->ToIds()) REQUIRE(model.refs[id] == 0);
-      // Best fit: the smallest free run that holds n, lowest on ties.
+      // Best fit: the smallest free run that holds n and the slack, else
+      // the smallest that holds n; lowest on ties.
       const BlockRun* best = nullptr;
-      for (const BlockRun& r : free_runs)
-        if (r.count >= n && (best == nullptr || r.count < best->count))
-          best = &r;
+      for (uint64_t want : {uint64_t{n} + slack, uint64_t{n}}) {
+        for (const BlockRun& r : free_runs)
+          if (r.count >= want && (best == nullptr || r.count < best->count))
+            best = &r;
+        if (best != nullptr) break;
+      }
       if (best != nullptr) {
         // One run inside the best fit; at its start without slack.
         REQUIRE(list->num_runs() == 1);
@@ -412,6 +416,30 @@ TEST_CASE("Random operations match a bitmap model", "[allocator][model]") {
         REQUIRE(allocator->RefCount(b) == model.refs[b]);
     }
   }
+}
+
+}  // namespace
+}  // namespace flowkv
+
+namespace flowkv {
+namespace {
+
+// Regression: with growth slack, an Allocate(n, after) that took all n
+// blocks after `after` also carved an empty run from a free run, and the
+// empty interval hid the next allocation at that block (RefCount 0 for
+// blocks handed out).
+TEST_CASE("Allocate(n, after) served entirely after `after`", "[allocator]") {
+  auto allocator = MakeAllocator(64, /*growth_slack=*/4);
+  BlockList a = MustAllocate(*allocator, 4);  // 0-3
+  absl::StatusOr<BlockList> b = allocator->Allocate(3, a.runs().back());
+  REQUIRE(b.ok());
+  CHECK(b->ToIds() == std::vector<BlockId>{4, 5, 6});
+  CHECK(allocator->Stats().free_runs == 1);  // 7-63, not split
+  for (int i = 0; i < 8; ++i) {
+    BlockList c = MustAllocate(*allocator, 2);
+    for (BlockId id : c.ToIds()) CHECK(allocator->RefCount(id) == 1);
+  }
+  CHECK(allocator->free_blocks() == 64 - 7 - 16);
 }
 
 }  // namespace
