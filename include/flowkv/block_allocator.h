@@ -7,9 +7,7 @@
 // (F free runs, k runs in the request's list):
 //
 //   * Allocate(n) takes one run when any free run holds n blocks (best fit:
-//     the smallest free run that holds n + growth_slack_blocks, so that the
-//     list can grow in place, else the smallest that holds n; ties to the
-//     lowest address). Otherwise it takes
+//     the smallest such run, ties to the lowest address). Otherwise it takes
 //     the fewest runs: the largest free runs first, the last piece from the
 //     smallest run that holds the remainder. Inside a larger free run the
 //     blocks leave some room (growth_slack_blocks) for the list before them.

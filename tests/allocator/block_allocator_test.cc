@@ -327,15 +327,11 @@ TEST_CASE("Random operations match a bitmap model", "[allocator][model]") {
       REQUIRE(list.ok());
       REQUIRE(list->num_blocks() == n);
       for (BlockId id : list->ToIds()) REQUIRE(model.refs[id] == 0);
-      // Best fit: the smallest free run that holds n and the slack, else
-      // the smallest that holds n; lowest on ties.
+      // Best fit: the smallest free run that holds n, lowest on ties.
       const BlockRun* best = nullptr;
-      for (uint64_t want : {uint64_t{n} + slack, uint64_t{n}}) {
-        for (const BlockRun& r : free_runs)
-          if (r.count >= want && (best == nullptr || r.count < best->count))
-            best = &r;
-        if (best != nullptr) break;
-      }
+      for (const BlockRun& r : free_runs)
+        if (r.count >= n && (best == nullptr || r.count < best->count))
+          best = &r;
       if (best != nullptr) {
         // One run inside the best fit; at its start without slack.
         REQUIRE(list->num_runs() == 1);
