@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/base/attributes.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -76,12 +77,18 @@ absl::Status BlockAllocator::Impl::Extend(BlockList* list, uint32_t n) {
 absl::Status BlockAllocator::Impl::Free(const BlockList& list,
                                         absl::Span<const BlockHash> hashes) {
   internal::TsanMutexLock lock(&mu_);
+  // The common case first, small enough to inline into BlockAllocator::Free.
+  if (hashes.empty() && FreeWholeInterval(list)) return absl::OkStatus();
+  return FreeLocked(list, hashes);
+}
+
+ABSL_ATTRIBUTE_NOINLINE absl::Status BlockAllocator::Impl::FreeLocked(
+    const BlockList& list, absl::Span<const BlockHash> hashes) {
   if (!hashes.empty() && !cache_enabled_) {
     return absl::FailedPreconditionError(
         "Free: hashes given but the allocator has no prefix cache "
         "(enable_prefix_cache)");
   }
-  if (hashes.empty() && FreeWholeInterval(list)) return absl::OkStatus();
   if (absl::Status s = CheckAllocated(list, "Free"); !s.ok()) return s;
   if (!hashes.empty()) {
     if (absl::Status s = CheckHashes(list, hashes, "Free"); !s.ok()) return s;

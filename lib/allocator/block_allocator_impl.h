@@ -77,6 +77,10 @@ class BlockAllocator::Impl {
   };
 
   // ---- allocator_space.cc ----
+  // Free past its fast path (a whole single-reference interval).
+  absl::Status FreeLocked(const BlockList& list,
+                          absl::Span<const BlockHash> hashes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckAvailable(uint32_t n) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t RefCountLocked(BlockId block) const

@@ -416,3 +416,27 @@ TEST_CASE("Random operations match a bitmap model", "[allocator][model]") {
 
 }  // namespace
 }  // namespace flowkv
+
+namespace flowkv {
+namespace {
+
+// Regression: with growth slack, an Allocate(n, after) that took all n
+// blocks after `after` also carved an empty run from a free run, and the
+// empty interval hid the next allocation at that block (RefCount 0 for
+// blocks handed out).
+TEST_CASE("Allocate(n, after) served entirely after `after`", "[allocator]") {
+  auto allocator = MakeAllocator(64, /*growth_slack=*/4);
+  BlockList a = MustAllocate(*allocator, 4);  // 0-3
+  absl::StatusOr<BlockList> b = allocator->Allocate(3, a.runs().back());
+  REQUIRE(b.ok());
+  CHECK(b->ToIds() == std::vector<BlockId>{4, 5, 6});
+  CHECK(allocator->Stats().free_runs == 1);  // 7-63, not split
+  for (int i = 0; i < 8; ++i) {
+    BlockList c = MustAllocate(*allocator, 2);
+    for (BlockId id : c.ToIds()) CHECK(allocator->RefCount(id) == 1);
+  }
+  CHECK(allocator->free_blocks() == 64 - 7 - 16);
+}
+
+}  // namespace
+}  // namespace flowkv
