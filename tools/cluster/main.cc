@@ -82,6 +82,14 @@ ABSL_FLAG(bool, calibrate, true,
 ABSL_FLAG(bool, compare_sim, false,
           "After the run, simulate the same run with the calibrated cost "
           "model (flowkv::Simulate; JSON field \"sim\")");
+ABSL_FLAG(std::string, etcd, "",
+          "Keep membership in etcd (http://127.0.0.1:PORT, etcd 3.4's JSON "
+          "gateway): each node registers its role and engine address with a "
+          "lease; a node that dies disappears when its lease expires");
+ABSL_FLAG(std::string, cluster_name, "flowkv",
+          "--etcd: the cluster's keys are under /flowkv/<cluster_name>");
+ABSL_FLAG(double, etcd_ttl_ms, 3000,
+          "--etcd: lease time of a node's entry, ms (etcd grants >= ~2 s)");
 // Node process flags (set by the router).
 ABSL_FLAG(bool, node, false, "Run as a node process (started by the router)");
 ABSL_FLAG(uint32_t, node_id, 0, "Node: its id");
@@ -143,7 +151,10 @@ int RunNodeFromFlags() {
        .model = ModelFromFlags(),
        .num_blocks = absl::GetFlag(FLAGS_blocks_per_node),
        .report_ms = absl::GetFlag(FLAGS_report_ms),
-       .pin_core = absl::GetFlag(FLAGS_pin_core)});
+       .pin_core = absl::GetFlag(FLAGS_pin_core),
+       .etcd_endpoint = absl::GetFlag(FLAGS_etcd),
+       .cluster_name = absl::GetFlag(FLAGS_cluster_name),
+       .etcd_ttl_ms = absl::GetFlag(FLAGS_etcd_ttl_ms)});
 }
 
 }  // namespace
@@ -224,6 +235,19 @@ int main(int argc, char** argv) {
   if (!(options.report_ms > 0) || options.rebalance_ms < 0) {
     return Fail(absl::InvalidArgumentError(
         "--report_ms must be > 0 and --rebalance_ms >= 0"));
+  }
+
+  options.etcd_endpoint = absl::GetFlag(FLAGS_etcd);
+  options.cluster_name = absl::GetFlag(FLAGS_cluster_name);
+  options.etcd_ttl_ms = absl::GetFlag(FLAGS_etcd_ttl_ms);
+  if (!options.etcd_endpoint.empty()) {
+#if !FLOWKV_CLUSTER_ETCD
+    return Fail(absl::UnimplementedError("--etcd needs a build with libcurl"));
+#endif
+    if (!(options.etcd_ttl_ms >= 1 && options.etcd_ttl_ms <= 3600e3)) {
+      return Fail(absl::InvalidArgumentError(
+          "--etcd_ttl_ms must be between 1 and 3600000"));
+    }
   }
 
   if (absl::GetFlag(FLAGS_calibrate) || absl::GetFlag(FLAGS_compare_sim)) {

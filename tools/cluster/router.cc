@@ -21,6 +21,9 @@
 #include "absl/strings/str_cat.h"
 #include "tools/cluster/control.h"
 #include "tools/cluster/membership.h"
+#if FLOWKV_CLUSTER_ETCD
+#include "tools/cluster/etcd/etcd_membership.h"
+#endif
 #include "tools/cluster/node_links.h"
 #include "tools/cluster/process.h"
 
@@ -91,6 +94,13 @@ class Router {
   RequestState* Find(uint64_t request, uint32_t attempt);
   void MaybeKill();
   absl::Status ConnectAll(std::chrono::steady_clock::time_point deadline);
+  // --etcd: makes the membership (checks the cluster has no members yet).
+  absl::Status StartMembership();
+  // --etcd: takes down the nodes whose etcd entries are gone.
+  void CheckEtcd();
+  // --etcd: waits (bounded by the lease) until the killed nodes' entries
+  // have expired, so the run reports them gone.
+  void AwaitKilledExpired();
   // Waits up to timeout_ms for control messages and handles them; a node
   // whose socket closed or sent garbage is down. Unavailable when no node
   // is left.
@@ -100,7 +110,11 @@ class Router {
   std::chrono::steady_clock::time_point start_;
   NodeLinks links_;
   std::vector<NodeConn> nodes_;
-  InRouterMembership membership_;
+  // InRouterMembership, or EtcdMembership with --etcd (then etcd_ is it).
+  std::unique_ptr<Membership> membership_;
+#if FLOWKV_CLUSTER_ETCD
+  EtcdMembership* etcd_ = nullptr;
+#endif
   ClusterView view_;
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<RequestState> requests_;
@@ -113,6 +127,7 @@ class Router {
   double last_progress_ms_ = 0;
   RunInfo info_;
   std::vector<NodeSample> samples_;
+  double next_etcd_check_ms_ = 0;
 };
 
 absl::Status Router::Start() {
@@ -124,6 +139,7 @@ absl::Status Router::Start() {
   const double kv_bytes_per_token =
       static_cast<double>((*model)->kv_bytes_per_token());
 
+  if (absl::Status m = StartMembership(); !m.ok()) return m;
   const uint32_t total = options_.prefill_nodes + options_.decode_nodes;
   nodes_.resize(total);
   std::vector<std::vector<std::string>> node_args;
@@ -155,6 +171,12 @@ absl::Status Router::Start() {
          absl::StrCat("--blocks_per_node=", options_.blocks_per_node),
          absl::StrCat("--report_ms=", options_.report_ms),
          absl::StrCat("--pin_core=", options_.pin_cores ? PinCore(i) : -1)});
+    if (!options_.etcd_endpoint.empty()) {
+      node_args.back().push_back("--etcd=" + options_.etcd_endpoint);
+      node_args.back().push_back("--cluster_name=" + options_.cluster_name);
+      node_args.back().push_back(
+          absl::StrCat("--etcd_ttl_ms=", options_.etcd_ttl_ms));
+    }
   }
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -165,7 +187,7 @@ absl::Status Router::Start() {
   }
   for (NodeConn& n : nodes_) {
     n.alive = true;
-    if (absl::Status j = membership_.Join(n.id, addresses[n.id]); !j.ok()) {
+    if (absl::Status j = membership_->Join(n.id, addresses[n.id]); !j.ok()) {
       return j;
     }
     NodeInfo info;
@@ -177,6 +199,7 @@ absl::Status Router::Start() {
     if (options_.node_cost) info.cost = *options_.node_cost;
     if (absl::Status a = view_.AddNode(info); !a.ok()) return a;
   }
+  info_.etcd_members = static_cast<uint32_t>(membership_->size());
   return ConnectAll(deadline);
 }
 
@@ -192,7 +215,7 @@ absl::Status Router::ConnectAll(
       if (other.id == n.id) continue;
       SendTo(n.id, {.type = MessageType::kConnect,
                     .peer = other.id,
-                    .text = *membership_.Address(other.id)});
+                    .text = *membership_->Address(other.id)});
       ++expected;
     }
   }
@@ -280,7 +303,7 @@ void Router::NodeDown(NodeConn& node, const std::string& why) {
   if (!node.alive) return;
   node.alive = false;
   links_.Close(node.id);
-  membership_.Leave(node.id);
+  membership_->Leave(node.id);
   (void)view_.RemoveNode(node.id);
   if (options_.verbose) {
     fmt::print(stderr, "router: node {} is gone ({})\n", node.id, why);
@@ -366,7 +389,7 @@ void Router::Handle(NodeConn& node, const ControlMessage& m) {
         return;
       }
       std::optional<std::string> address =
-          membership_.Address(r->record.decode_node);
+          membership_->Address(r->record.decode_node);
       if (!address) return;  // NodeDown retried it already
       r->phase = Phase::kPrefilling;
       SendTo(r->record.prefill_node, {.type = MessageType::kAssignPrefill,
@@ -554,6 +577,7 @@ absl::Status Router::Run() {
       }
     }
     MaybeKill();
+    CheckEtcd();
     double wait = 20;
     if (next_arrival_ < requests_.size()) {
       wait = std::min(wait, requests_[next_arrival_].record.arrival_ms - now);
@@ -562,7 +586,74 @@ absl::Status Router::Run() {
     if (absl::Status s = PollNodes(static_cast<int>(wait)); !s.ok()) return s;
   }
   info_.duration_ms = Now();
+  AwaitKilledExpired();
   return absl::OkStatus();
+}
+
+absl::Status Router::StartMembership() {
+  if (options_.etcd_endpoint.empty()) {
+    membership_ = std::make_unique<InRouterMembership>();
+    return absl::OkStatus();
+  }
+#if FLOWKV_CLUSTER_ETCD
+  info_.etcd = true;
+  auto etcd =
+      EtcdMembership::Create(options_.etcd_endpoint, options_.cluster_name);
+  if (!etcd.ok()) return etcd.status();
+  if (absl::Status s = (*etcd)->CheckEmpty(); !s.ok()) return s;
+  etcd_ = etcd->get();
+  membership_ = *std::move(etcd);
+  return absl::OkStatus();
+#else
+  return absl::UnimplementedError("--etcd needs a build with libcurl");
+#endif
+}
+
+void Router::CheckEtcd() {
+#if FLOWKV_CLUSTER_ETCD
+  if (etcd_ == nullptr) return;
+  // A few reads per lease: a dead node is gone at most ttl + ttl/4 after
+  // its lease expired.
+  static constexpr double kChecksPerTtl = 4;
+  const double now = Now();
+  if (now < next_etcd_check_ms_) return;
+  next_etcd_check_ms_ = now + options_.etcd_ttl_ms / kChecksPerTtl;
+  absl::StatusOr<std::vector<uint32_t>> lost = etcd_->Lost();
+  if (!lost.ok()) {
+    // etcd unreachable: the nodes' own sockets still tell of deaths.
+    if (options_.verbose) {
+      fmt::print(stderr, "router: etcd: {}\n", lost.status().ToString());
+    }
+    return;
+  }
+  for (uint32_t id : *lost) {
+    info_.etcd_lost_nodes.push_back(id);
+    if (id < nodes_.size()) NodeDown(nodes_[id], "its etcd entry is gone");
+  }
+#endif
+}
+
+void Router::AwaitKilledExpired() {
+#if FLOWKV_CLUSTER_ETCD
+  if (etcd_ == nullptr) return;
+  // etcd grants at least ~2 s and rounds up to whole seconds.
+  const double bound_ms =
+      Now() + 2 * std::max(options_.etcd_ttl_ms, 2000.0) + 5000;
+  auto all_seen = [&] {
+    for (uint32_t k : info_.killed_nodes) {
+      if (std::find(info_.etcd_lost_nodes.begin(), info_.etcd_lost_nodes.end(),
+                    k) == info_.etcd_lost_nodes.end()) {
+        return false;
+      }
+    }
+    return true;
+  };
+  while (!all_seen() && Now() < bound_ms) {
+    CheckEtcd();
+    // Waits on the live nodes' sockets meanwhile (their reports).
+    if (!PollNodes(20).ok()) break;
+  }
+#endif
 }
 
 void Router::Stop() { links_.StopAll(absl::Seconds(10)); }
