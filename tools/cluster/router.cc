@@ -21,9 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "tools/cluster/control.h"
 #include "tools/cluster/membership.h"
-#if FLOWKV_CLUSTER_ETCD
-#include "tools/cluster/etcd/etcd_membership.h"
-#endif
+#include "tools/cluster/membership_source.h"
 #include "tools/cluster/node_links.h"
 #include "tools/cluster/process.h"
 
@@ -94,8 +92,6 @@ class Router {
   RequestState* Find(uint64_t request, uint32_t attempt);
   void MaybeKill();
   absl::Status ConnectAll(std::chrono::steady_clock::time_point deadline);
-  // --etcd: makes the membership (checks the cluster has no members yet).
-  absl::Status StartMembership();
   // --etcd: takes down the nodes whose etcd entries are gone.
   void CheckEtcd();
   // --etcd: waits (bounded by the lease) until the killed nodes' entries
@@ -110,11 +106,8 @@ class Router {
   std::chrono::steady_clock::time_point start_;
   NodeLinks links_;
   std::vector<NodeConn> nodes_;
-  // InRouterMembership, or EtcdMembership with --etcd (then etcd_ is it).
-  std::unique_ptr<Membership> membership_;
-#if FLOWKV_CLUSTER_ETCD
-  EtcdMembership* etcd_ = nullptr;
-#endif
+  // In the router, or in etcd (--etcd).
+  std::unique_ptr<MembershipSource> members_;
   ClusterView view_;
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<RequestState> requests_;
@@ -127,7 +120,6 @@ class Router {
   double last_progress_ms_ = 0;
   RunInfo info_;
   std::vector<NodeSample> samples_;
-  double next_etcd_check_ms_ = 0;
 };
 
 absl::Status Router::Start() {
@@ -139,7 +131,11 @@ absl::Status Router::Start() {
   const double kv_bytes_per_token =
       static_cast<double>((*model)->kv_bytes_per_token());
 
-  if (absl::Status m = StartMembership(); !m.ok()) return m;
+  auto members = MembershipSource::Create(
+      options_.etcd_endpoint, options_.cluster_name, options_.etcd_ttl_ms);
+  if (!members.ok()) return members.status();
+  members_ = *std::move(members);
+  info_.etcd = members_->etcd();
   const uint32_t total = options_.prefill_nodes + options_.decode_nodes;
   nodes_.resize(total);
   std::vector<std::vector<std::string>> node_args;
@@ -187,7 +183,8 @@ absl::Status Router::Start() {
   }
   for (NodeConn& n : nodes_) {
     n.alive = true;
-    if (absl::Status j = membership_->Join(n.id, addresses[n.id]); !j.ok()) {
+    if (absl::Status j = members_->membership().Join(n.id, addresses[n.id]);
+        !j.ok()) {
       return j;
     }
     NodeInfo info;
@@ -199,7 +196,7 @@ absl::Status Router::Start() {
     if (options_.node_cost) info.cost = *options_.node_cost;
     if (absl::Status a = view_.AddNode(info); !a.ok()) return a;
   }
-  info_.etcd_members = static_cast<uint32_t>(membership_->size());
+  info_.etcd_members = static_cast<uint32_t>(members_->membership().size());
   return ConnectAll(deadline);
 }
 
@@ -215,7 +212,7 @@ absl::Status Router::ConnectAll(
       if (other.id == n.id) continue;
       SendTo(n.id, {.type = MessageType::kConnect,
                     .peer = other.id,
-                    .text = *membership_->Address(other.id)});
+                    .text = *members_->membership().Address(other.id)});
       ++expected;
     }
   }
@@ -303,7 +300,7 @@ void Router::NodeDown(NodeConn& node, const std::string& why) {
   if (!node.alive) return;
   node.alive = false;
   links_.Close(node.id);
-  membership_->Leave(node.id);
+  members_->membership().Leave(node.id);
   (void)view_.RemoveNode(node.id);
   if (options_.verbose) {
     fmt::print(stderr, "router: node {} is gone ({})\n", node.id, why);
@@ -389,7 +386,7 @@ void Router::Handle(NodeConn& node, const ControlMessage& m) {
         return;
       }
       std::optional<std::string> address =
-          membership_->Address(r->record.decode_node);
+          members_->membership().Address(r->record.decode_node);
       if (!address) return;  // NodeDown retried it already
       r->phase = Phase::kPrefilling;
       SendTo(r->record.prefill_node, {.type = MessageType::kAssignPrefill,
@@ -590,52 +587,19 @@ absl::Status Router::Run() {
   return absl::OkStatus();
 }
 
-absl::Status Router::StartMembership() {
-  if (options_.etcd_endpoint.empty()) {
-    membership_ = std::make_unique<InRouterMembership>();
-    return absl::OkStatus();
-  }
-#if FLOWKV_CLUSTER_ETCD
-  info_.etcd = true;
-  auto etcd =
-      EtcdMembership::Create(options_.etcd_endpoint, options_.cluster_name);
-  if (!etcd.ok()) return etcd.status();
-  if (absl::Status s = (*etcd)->CheckEmpty(); !s.ok()) return s;
-  etcd_ = etcd->get();
-  membership_ = *std::move(etcd);
-  return absl::OkStatus();
-#else
-  return absl::UnimplementedError("--etcd needs a build with libcurl");
-#endif
-}
-
 void Router::CheckEtcd() {
-#if FLOWKV_CLUSTER_ETCD
-  if (etcd_ == nullptr) return;
-  // A few reads per lease: a dead node is gone at most ttl + ttl/4 after
-  // its lease expired.
-  static constexpr double kChecksPerTtl = 4;
-  const double now = Now();
-  if (now < next_etcd_check_ms_) return;
-  next_etcd_check_ms_ = now + options_.etcd_ttl_ms / kChecksPerTtl;
-  absl::StatusOr<std::vector<uint32_t>> lost = etcd_->Lost();
-  if (!lost.ok()) {
-    // etcd unreachable: the nodes' own sockets still tell of deaths.
-    if (options_.verbose) {
-      fmt::print(stderr, "router: etcd: {}\n", lost.status().ToString());
-    }
-    return;
-  }
-  for (uint32_t id : *lost) {
+  std::string error;
+  for (uint32_t id : members_->PollLost(Now(), &error)) {
     info_.etcd_lost_nodes.push_back(id);
     if (id < nodes_.size()) NodeDown(nodes_[id], "its etcd entry is gone");
   }
-#endif
+  if (!error.empty() && options_.verbose) {
+    fmt::print(stderr, "router: etcd: {}\n", error);
+  }
 }
 
 void Router::AwaitKilledExpired() {
-#if FLOWKV_CLUSTER_ETCD
-  if (etcd_ == nullptr) return;
+  if (!members_->etcd()) return;
   // etcd grants at least ~2 s and rounds up to whole seconds.
   const double bound_ms =
       Now() + 2 * std::max(options_.etcd_ttl_ms, 2000.0) + 5000;
@@ -653,7 +617,6 @@ void Router::AwaitKilledExpired() {
     // Waits on the live nodes' sockets meanwhile (their reports).
     if (!PollNodes(20).ok()) break;
   }
-#endif
 }
 
 void Router::Stop() { links_.StopAll(absl::Seconds(10)); }
