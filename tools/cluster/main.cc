@@ -82,6 +82,11 @@ ABSL_FLAG(bool, calibrate, true,
 ABSL_FLAG(bool, compare_sim, false,
           "After the run, simulate the same run with the calibrated cost "
           "model (flowkv::Simulate; JSON field \"sim\")");
+ABSL_FLAG(std::string, cluster_file, "",
+          "After the run, write the measured cluster here for flowkv-sim "
+          "--cluster_file: the calibrated cost model, the model's KV "
+          "geometry and pool, the nodes, and the link fitted to the run's "
+          "KV transfers (implies --calibrate)");
 ABSL_FLAG(std::string, etcd, "",
           "Keep membership in etcd (http://127.0.0.1:PORT, etcd 3.4's JSON "
           "gateway): each node registers its role and engine address with a "
@@ -250,7 +255,9 @@ int main(int argc, char** argv) {
     }
   }
 
-  if (absl::GetFlag(FLAGS_calibrate) || absl::GetFlag(FLAGS_compare_sim)) {
+  const bool want_file = !absl::GetFlag(FLAGS_cluster_file).empty();
+  if (absl::GetFlag(FLAGS_calibrate) || absl::GetFlag(FLAGS_compare_sim) ||
+      want_file) {
     auto model = flowkv::cluster::ModelRunner::Create(options.model);
     if (!model.ok()) return Fail(model.status());
     absl::StatusOr<flowkv::NodeCostModel> cost = (*model)->Calibrate();
@@ -264,11 +271,28 @@ int main(int argc, char** argv) {
   absl::StatusOr<flowkv::cluster::RunReport> report =
       flowkv::cluster::RunCluster(options, *requests);
   if (!report.ok()) return Fail(report.status());
+  // Calibrated above (--compare_sim and --cluster_file imply it); the link
+  // is fitted to this run's transfers.
+  absl::StatusOr<flowkv::sim_tools::ClusterFile> measured =
+      absl::UnknownError("not calibrated");
+  if (absl::GetFlag(FLAGS_compare_sim) || want_file) {
+    const flowkv::LinkModel link = flowkv::cluster::FitLink(report->requests);
+    fmt::print(stderr, "link fit: {:.3g} ms + bytes / {:.3g} B/s\n",
+               link.fixed_ms, link.bandwidth_bytes_per_s);
+    measured =
+        flowkv::cluster::MeasuredCluster(options, *options.node_cost, link);
+    if (!measured.ok()) return Fail(measured.status());
+  }
+  if (want_file) {
+    if (absl::Status w = flowkv::sim_tools::WriteClusterFile(
+            absl::GetFlag(FLAGS_cluster_file), *measured);
+        !w.ok()) {
+      return Fail(w);
+    }
+  }
   if (absl::GetFlag(FLAGS_compare_sim)) {
-    // Calibrated above (--compare_sim implies it).
     absl::StatusOr<flowkv::cluster::SimPrediction> sim =
-        flowkv::cluster::PredictWithSimulator(options, *requests,
-                                              *options.node_cost);
+        flowkv::cluster::PredictWithSimulator(options, *requests, *measured);
     if (!sim.ok()) return Fail(sim.status());
     report->info.has_sim = true;
     report->info.sim_ttft_mean_ms = sim->ttft_mean_ms;
