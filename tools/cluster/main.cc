@@ -87,6 +87,10 @@ ABSL_FLAG(std::string, cluster_file, "",
           "--cluster_file: the calibrated cost model, the model's KV "
           "geometry and pool, the nodes, and the link fitted to the run's "
           "KV transfers (implies --calibrate)");
+ABSL_FLAG(std::string, cost_from, "",
+          "Take the cost model from this cluster file (an earlier run's "
+          "--cluster_file) instead of calibrating: several runs compared "
+          "with one calibration");
 ABSL_FLAG(std::string, etcd, "",
           "Keep membership in etcd (http://127.0.0.1:PORT, etcd 3.4's JSON "
           "gateway): each node registers its role and engine address with a "
@@ -256,8 +260,13 @@ int main(int argc, char** argv) {
   }
 
   const bool want_file = !absl::GetFlag(FLAGS_cluster_file).empty();
-  if (absl::GetFlag(FLAGS_calibrate) || absl::GetFlag(FLAGS_compare_sim) ||
-      want_file) {
+  if (!absl::GetFlag(FLAGS_cost_from).empty()) {
+    absl::StatusOr<flowkv::sim_tools::ClusterFile> file =
+        flowkv::sim_tools::ReadClusterFile(absl::GetFlag(FLAGS_cost_from));
+    if (!file.ok()) return Fail(file.status());
+    options.node_cost = file->type.cost;
+  } else if (absl::GetFlag(FLAGS_calibrate) ||
+             absl::GetFlag(FLAGS_compare_sim) || want_file) {
     auto model = flowkv::cluster::ModelRunner::Create(options.model);
     if (!model.ok()) return Fail(model.status());
     absl::StatusOr<flowkv::NodeCostModel> cost = (*model)->Calibrate();
