@@ -14,6 +14,8 @@
 #                             rewrite README.md's generated tables (minutes)
 #   make cluster-experiments  the live-cluster tables and figures of
 #                             docs/cluster.md (flowkv-cluster; minutes)
+#   make validate-sim         the simulator against the live cluster, per
+#                             policy (scripts/validate-sim.sh; minutes)
 #   make fuzz [FUZZ_SECONDS=60]   every libFuzzer target (clang, build-fuzz/)
 #   make format | format-check
 #   make lint [TIDY=1]        the layering rules (scripts/check-layers.sh);
@@ -29,7 +31,7 @@ export UCX_NET_DEVICES ?= lo
 
 SOURCES = $(shell git ls-files '*.h' '*.cc' '*.cu' '*.cuh' 2>/dev/null)
 
-.PHONY: deps configure build demo test reliability bench bench-report cluster-experiments fuzz format format-check lint clean
+.PHONY: deps configure build demo test reliability bench bench-report cluster-experiments validate-sim fuzz format format-check lint clean
 
 deps:
 	@scripts/install-deps.sh
@@ -73,6 +75,12 @@ cluster-experiments: configure
 	scripts/run-cluster-experiments.sh $(BUILD_DIR) $(BUILD_DIR)/cluster-results \
 	  | tee $(BUILD_DIR)/cluster-results/tables.md
 	scripts/plot-cluster.py $(BUILD_DIR)/cluster-results $(BUILD_DIR)/cluster-results/*.json
+
+validate-sim: configure
+	cmake --build --preset $(PRESET) -j $(JOBS) --target flowkv-cluster
+	mkdir -p $(BUILD_DIR)/sim-validation
+	scripts/validate-sim.sh $(BUILD_DIR) $(BUILD_DIR)/sim-validation \
+	  | tee $(BUILD_DIR)/sim-validation/table.md
 
 fuzz: deps
 	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)

@@ -23,10 +23,15 @@
 #include "flowkv/sim/simulator.h"
 #include "flowkv/sim/workload.h"
 #include "fmt/core.h"
+#include "tools/sim/cluster_file.h"
 
 ABSL_FLAG(std::string, cluster, "p:a100x1,d:a100x1",
           "Nodes: comma-separated ROLE:TYPE[xN], ROLE p|d|hybrid, TYPE "
           "a100|h100|l20|h20");
+ABSL_FLAG(std::string, cluster_file, "",
+          "A measured cluster (flowkv-cluster --calibrate --cluster_file): "
+          "its nodes, cost model, KV geometry and link replace --cluster and "
+          "the link flags");
 ABSL_FLAG(std::string, policy, "load_aware",
           "Scheduler policy (round_robin, least_loaded, kv_cost, load_aware, "
           "or any registered name)");
@@ -210,6 +215,15 @@ int main(int argc, char** argv) {
   so.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
   so.kv_event_delay_ms = absl::GetFlag(FLAGS_kv_event_delay_ms);
   so.hash_block_tokens = absl::GetFlag(FLAGS_hash_block_tokens);
+  if (!absl::GetFlag(FLAGS_cluster_file).empty()) {
+    absl::StatusOr<flowkv::sim_tools::ClusterFile> file =
+        flowkv::sim_tools::ReadClusterFile(absl::GetFlag(FLAGS_cluster_file));
+    if (!file.ok()) return Fail(file.status());
+    *nodes = file->Nodes();
+    so.link = file->link;
+    so.model = file->geometry;
+    so.colocate_hybrid = true;
+  }
 
   const auto wall_start = std::chrono::steady_clock::now();
   auto last_print = wall_start;

@@ -82,6 +82,23 @@ ABSL_FLAG(bool, calibrate, true,
 ABSL_FLAG(bool, compare_sim, false,
           "After the run, simulate the same run with the calibrated cost "
           "model (flowkv::Simulate; JSON field \"sim\")");
+ABSL_FLAG(std::string, cluster_file, "",
+          "After the run, write the measured cluster here for flowkv-sim "
+          "--cluster_file: the calibrated cost model, the model's KV "
+          "geometry and pool, the nodes, and the link fitted to the run's "
+          "KV transfers (implies --calibrate)");
+ABSL_FLAG(std::string, cost_from, "",
+          "Take the cost model from this cluster file (an earlier run's "
+          "--cluster_file) instead of calibrating: several runs compared "
+          "with one calibration");
+ABSL_FLAG(std::string, etcd, "",
+          "Keep membership in etcd (http://127.0.0.1:PORT, etcd 3.4's JSON "
+          "gateway): each node registers its role and engine address with a "
+          "lease; a node that dies disappears when its lease expires");
+ABSL_FLAG(std::string, cluster_name, "flowkv",
+          "--etcd: the cluster's keys are under /flowkv/<cluster_name>");
+ABSL_FLAG(double, etcd_ttl_ms, 3000,
+          "--etcd: lease time of a node's entry, ms (etcd grants >= ~2 s)");
 // Node process flags (set by the router).
 ABSL_FLAG(bool, node, false, "Run as a node process (started by the router)");
 ABSL_FLAG(uint32_t, node_id, 0, "Node: its id");
@@ -143,7 +160,10 @@ int RunNodeFromFlags() {
        .model = ModelFromFlags(),
        .num_blocks = absl::GetFlag(FLAGS_blocks_per_node),
        .report_ms = absl::GetFlag(FLAGS_report_ms),
-       .pin_core = absl::GetFlag(FLAGS_pin_core)});
+       .pin_core = absl::GetFlag(FLAGS_pin_core),
+       .etcd_endpoint = absl::GetFlag(FLAGS_etcd),
+       .cluster_name = absl::GetFlag(FLAGS_cluster_name),
+       .etcd_ttl_ms = absl::GetFlag(FLAGS_etcd_ttl_ms)});
 }
 
 }  // namespace
@@ -226,7 +246,27 @@ int main(int argc, char** argv) {
         "--report_ms must be > 0 and --rebalance_ms >= 0"));
   }
 
-  if (absl::GetFlag(FLAGS_calibrate) || absl::GetFlag(FLAGS_compare_sim)) {
+  options.etcd_endpoint = absl::GetFlag(FLAGS_etcd);
+  options.cluster_name = absl::GetFlag(FLAGS_cluster_name);
+  options.etcd_ttl_ms = absl::GetFlag(FLAGS_etcd_ttl_ms);
+  if (!options.etcd_endpoint.empty()) {
+#if !FLOWKV_CLUSTER_ETCD
+    return Fail(absl::UnimplementedError("--etcd needs a build with libcurl"));
+#endif
+    if (!(options.etcd_ttl_ms >= 1 && options.etcd_ttl_ms <= 3600e3)) {
+      return Fail(absl::InvalidArgumentError(
+          "--etcd_ttl_ms must be between 1 and 3600000"));
+    }
+  }
+
+  const bool want_file = !absl::GetFlag(FLAGS_cluster_file).empty();
+  if (!absl::GetFlag(FLAGS_cost_from).empty()) {
+    absl::StatusOr<flowkv::sim_tools::ClusterFile> file =
+        flowkv::sim_tools::ReadClusterFile(absl::GetFlag(FLAGS_cost_from));
+    if (!file.ok()) return Fail(file.status());
+    options.node_cost = file->type.cost;
+  } else if (absl::GetFlag(FLAGS_calibrate) ||
+             absl::GetFlag(FLAGS_compare_sim) || want_file) {
     auto model = flowkv::cluster::ModelRunner::Create(options.model);
     if (!model.ok()) return Fail(model.status());
     absl::StatusOr<flowkv::NodeCostModel> cost = (*model)->Calibrate();
@@ -240,11 +280,28 @@ int main(int argc, char** argv) {
   absl::StatusOr<flowkv::cluster::RunReport> report =
       flowkv::cluster::RunCluster(options, *requests);
   if (!report.ok()) return Fail(report.status());
+  // Calibrated above (--compare_sim and --cluster_file imply it); the link
+  // is fitted to this run's transfers.
+  absl::StatusOr<flowkv::sim_tools::ClusterFile> measured =
+      absl::UnknownError("not calibrated");
+  if (absl::GetFlag(FLAGS_compare_sim) || want_file) {
+    const flowkv::LinkModel link = flowkv::cluster::FitLink(report->requests);
+    fmt::print(stderr, "link fit: {:.3g} ms + bytes / {:.3g} B/s\n",
+               link.fixed_ms, link.bandwidth_bytes_per_s);
+    measured =
+        flowkv::cluster::MeasuredCluster(options, *options.node_cost, link);
+    if (!measured.ok()) return Fail(measured.status());
+  }
+  if (want_file) {
+    if (absl::Status w = flowkv::sim_tools::WriteClusterFile(
+            absl::GetFlag(FLAGS_cluster_file), *measured);
+        !w.ok()) {
+      return Fail(w);
+    }
+  }
   if (absl::GetFlag(FLAGS_compare_sim)) {
-    // Calibrated above (--compare_sim implies it).
     absl::StatusOr<flowkv::cluster::SimPrediction> sim =
-        flowkv::cluster::PredictWithSimulator(options, *requests,
-                                              *options.node_cost);
+        flowkv::cluster::PredictWithSimulator(options, *requests, *measured);
     if (!sim.ok()) return Fail(sim.status());
     report->info.has_sim = true;
     report->info.sim_ttft_mean_ms = sim->ttft_mean_ms;

@@ -92,6 +92,11 @@ std::string RunJson(const RunInfo& info,
       "  \"role_switches\": {}, \"rebalances\": {}, \"killed_nodes\": [{}],\n",
       info.role_switches, info.rebalances,
       absl::StrJoin(info.killed_nodes, ", "));
+  if (info.etcd) {
+    out += fmt::format("  \"etcd_members\": {}, \"etcd_lost_nodes\": [{}],\n",
+                       info.etcd_members,
+                       absl::StrJoin(info.etcd_lost_nodes, ", "));
+  }
   out += fmt::format(
       "  \"duration_s\": {:.3f}, \"throughput_tok_s\": {:.3f}, "
       "\"throughput_req_s\": {:.3f},\n",

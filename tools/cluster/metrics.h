@@ -69,6 +69,11 @@ struct RunInfo {
   uint64_t role_switches = 0;
   uint64_t rebalances = 0;
   std::vector<uint32_t> killed_nodes;
+  // --etcd: the nodes found registered in etcd at the start, and those whose
+  // entries disappeared during the run (lease expired, or revoked).
+  bool etcd = false;
+  uint32_t etcd_members = 0;
+  std::vector<uint32_t> etcd_lost_nodes;
   // Set when the run was compared with the simulator (--compare-sim).
   bool has_sim = false;
   double sim_ttft_mean_ms = 0;

@@ -31,6 +31,9 @@
 #include "flowkv/transfer_engine.h"
 #include "tools/cluster/control.h"
 #include "tools/cluster/wire.h"
+#if FLOWKV_CLUSTER_ETCD
+#include "tools/cluster/etcd/etcd_membership.h"
+#endif
 
 namespace flowkv::cluster {
 namespace {
@@ -105,6 +108,9 @@ class Node {
   std::unique_ptr<TransferEngine> engine_;
   std::unique_ptr<KvTransfer> kv_;
   std::unique_ptr<BlockAllocator> allocator_;
+#if FLOWKV_CLUSTER_ETCD
+  std::unique_ptr<EtcdNodeEntry> etcd_entry_;  // --etcd: revoked at exit
+#endif
   std::optional<KvPool> pool_;
   std::map<uint32_t, PeerId> peers_;
   std::deque<PrefillJob> prefills_;
@@ -158,6 +164,19 @@ absl::Status Node::Start() {
   allocator_ = *std::move(allocator);
   absl::StatusOr<std::string> address = engine_->Listen("127.0.0.1:0");
   if (!address.ok()) return address.status();
+  if (!options_.etcd_endpoint.empty()) {
+#if FLOWKV_CLUSTER_ETCD
+    // Registered before the hello: the router checks the entry at the hello.
+    auto entry = EtcdNodeEntry::Create(
+        options_.etcd_endpoint, options_.cluster_name, options_.id,
+        {.role = NodeRoleName(role_), .address = *address},
+        absl::Milliseconds(options_.etcd_ttl_ms));
+    if (!entry.ok()) return entry.status();
+    etcd_entry_ = *std::move(entry);
+#else
+    return absl::UnimplementedError("--etcd needs a build with libcurl");
+#endif
+  }
 
   fd_ = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};

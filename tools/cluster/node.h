@@ -37,6 +37,12 @@ struct NodeOptions {
   double report_ms = 100;
   // Pin the process to this CPU core (-1: no pinning).
   int pin_core = -1;
+  // --etcd: register this node (role, engine address) under
+  // /flowkv/<cluster_name> in the etcd at this endpoint, with a lease of
+  // etcd_ttl_ms kept alive while the node runs ("": no etcd).
+  std::string etcd_endpoint;
+  std::string cluster_name;
+  double etcd_ttl_ms = 3000;
 };
 
 // Runs the node until shutdown; returns the process exit code (0: clean).

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "tools/cluster/control.h"
 #include "tools/cluster/membership.h"
+#include "tools/cluster/membership_source.h"
 #include "tools/cluster/node_links.h"
 #include "tools/cluster/process.h"
 
@@ -91,6 +92,11 @@ class Router {
   RequestState* Find(uint64_t request, uint32_t attempt);
   void MaybeKill();
   absl::Status ConnectAll(std::chrono::steady_clock::time_point deadline);
+  // --etcd: takes down the nodes whose etcd entries are gone.
+  void CheckEtcd();
+  // --etcd: waits (bounded by the lease) until the killed nodes' entries
+  // have expired, so the run reports them gone.
+  void AwaitKilledExpired();
   // Waits up to timeout_ms for control messages and handles them; a node
   // whose socket closed or sent garbage is down. Unavailable when no node
   // is left.
@@ -100,7 +106,8 @@ class Router {
   std::chrono::steady_clock::time_point start_;
   NodeLinks links_;
   std::vector<NodeConn> nodes_;
-  InRouterMembership membership_;
+  // In the router, or in etcd (--etcd).
+  std::unique_ptr<MembershipSource> members_;
   ClusterView view_;
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<RequestState> requests_;
@@ -124,6 +131,11 @@ absl::Status Router::Start() {
   const double kv_bytes_per_token =
       static_cast<double>((*model)->kv_bytes_per_token());
 
+  auto members = MembershipSource::Create(
+      options_.etcd_endpoint, options_.cluster_name, options_.etcd_ttl_ms);
+  if (!members.ok()) return members.status();
+  members_ = *std::move(members);
+  info_.etcd = members_->etcd();
   const uint32_t total = options_.prefill_nodes + options_.decode_nodes;
   nodes_.resize(total);
   std::vector<std::vector<std::string>> node_args;
@@ -155,6 +167,12 @@ absl::Status Router::Start() {
          absl::StrCat("--blocks_per_node=", options_.blocks_per_node),
          absl::StrCat("--report_ms=", options_.report_ms),
          absl::StrCat("--pin_core=", options_.pin_cores ? PinCore(i) : -1)});
+    if (!options_.etcd_endpoint.empty()) {
+      node_args.back().push_back("--etcd=" + options_.etcd_endpoint);
+      node_args.back().push_back("--cluster_name=" + options_.cluster_name);
+      node_args.back().push_back(
+          absl::StrCat("--etcd_ttl_ms=", options_.etcd_ttl_ms));
+    }
   }
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -165,7 +183,8 @@ absl::Status Router::Start() {
   }
   for (NodeConn& n : nodes_) {
     n.alive = true;
-    if (absl::Status j = membership_.Join(n.id, addresses[n.id]); !j.ok()) {
+    if (absl::Status j = members_->membership().Join(n.id, addresses[n.id]);
+        !j.ok()) {
       return j;
     }
     NodeInfo info;
@@ -177,6 +196,7 @@ absl::Status Router::Start() {
     if (options_.node_cost) info.cost = *options_.node_cost;
     if (absl::Status a = view_.AddNode(info); !a.ok()) return a;
   }
+  info_.etcd_members = static_cast<uint32_t>(members_->membership().size());
   return ConnectAll(deadline);
 }
 
@@ -192,7 +212,7 @@ absl::Status Router::ConnectAll(
       if (other.id == n.id) continue;
       SendTo(n.id, {.type = MessageType::kConnect,
                     .peer = other.id,
-                    .text = *membership_.Address(other.id)});
+                    .text = *members_->membership().Address(other.id)});
       ++expected;
     }
   }
@@ -280,7 +300,7 @@ void Router::NodeDown(NodeConn& node, const std::string& why) {
   if (!node.alive) return;
   node.alive = false;
   links_.Close(node.id);
-  membership_.Leave(node.id);
+  members_->membership().Leave(node.id);
   (void)view_.RemoveNode(node.id);
   if (options_.verbose) {
     fmt::print(stderr, "router: node {} is gone ({})\n", node.id, why);
@@ -366,7 +386,7 @@ void Router::Handle(NodeConn& node, const ControlMessage& m) {
         return;
       }
       std::optional<std::string> address =
-          membership_.Address(r->record.decode_node);
+          members_->membership().Address(r->record.decode_node);
       if (!address) return;  // NodeDown retried it already
       r->phase = Phase::kPrefilling;
       SendTo(r->record.prefill_node, {.type = MessageType::kAssignPrefill,
@@ -554,6 +574,7 @@ absl::Status Router::Run() {
       }
     }
     MaybeKill();
+    CheckEtcd();
     double wait = 20;
     if (next_arrival_ < requests_.size()) {
       wait = std::min(wait, requests_[next_arrival_].record.arrival_ms - now);
@@ -562,7 +583,40 @@ absl::Status Router::Run() {
     if (absl::Status s = PollNodes(static_cast<int>(wait)); !s.ok()) return s;
   }
   info_.duration_ms = Now();
+  AwaitKilledExpired();
   return absl::OkStatus();
+}
+
+void Router::CheckEtcd() {
+  std::string error;
+  for (uint32_t id : members_->PollLost(Now(), &error)) {
+    info_.etcd_lost_nodes.push_back(id);
+    if (id < nodes_.size()) NodeDown(nodes_[id], "its etcd entry is gone");
+  }
+  if (!error.empty() && options_.verbose) {
+    fmt::print(stderr, "router: etcd: {}\n", error);
+  }
+}
+
+void Router::AwaitKilledExpired() {
+  if (!members_->etcd()) return;
+  // etcd grants at least ~2 s and rounds up to whole seconds.
+  const double bound_ms =
+      Now() + 2 * std::max(options_.etcd_ttl_ms, 2000.0) + 5000;
+  auto all_seen = [&] {
+    for (uint32_t k : info_.killed_nodes) {
+      if (std::find(info_.etcd_lost_nodes.begin(), info_.etcd_lost_nodes.end(),
+                    k) == info_.etcd_lost_nodes.end()) {
+        return false;
+      }
+    }
+    return true;
+  };
+  while (!all_seen() && Now() < bound_ms) {
+    CheckEtcd();
+    // Waits on the live nodes' sockets meanwhile (their reports).
+    if (!PollNodes(20).ok()) break;
+  }
 }
 
 void Router::Stop() { links_.StopAll(absl::Seconds(10)); }

@@ -63,6 +63,14 @@ struct RouterOptions {
   std::optional<NodeCostModel> node_cost;
   // Progress lines on stderr.
   bool verbose = false;
+  // --etcd: membership in the etcd at this endpoint ("": in the router).
+  // Each node registers itself (role, engine address) under
+  // /flowkv/<cluster_name> with a lease of etcd_ttl_ms; the router joins a
+  // node only once its entry is there, and takes down a node whose entry
+  // disappears. Needs a build with libcurl (Unimplemented otherwise).
+  std::string etcd_endpoint;
+  std::string cluster_name = "flowkv";
+  double etcd_ttl_ms = 3000;
 };
 
 struct RunReport {
@@ -73,7 +81,9 @@ struct RunReport {
 
 // Runs the cluster over `requests` (arrival times are ms from the start).
 // Errors: the nodes did not start (Unavailable / DeadlineExceeded), an
-// unknown policy (NotFound). Requests that fail are reported, not an error.
+// unknown policy (NotFound); with etcd: etcd unreachable (Unavailable), the
+// cluster name already has members (FailedPrecondition). Requests that fail are
+// reported, not an error.
 absl::StatusOr<RunReport> RunCluster(
     const RouterOptions& options, const std::vector<ClusterRequest>& requests);
 
