@@ -98,7 +98,8 @@ TEST_CASE("control decoding refuses contradictory fields", "[cluster]") {
   // A vector count far beyond the payload is refused before any allocation.
   ByteWriter w;
   w.U32(0xffffffffu);
-  ByteReader r(w.Take());
+  const std::string lying = w.Take();  // the reader views it: keep it alive
+  ByteReader r(lying);
   CHECK(r.U32s().empty());
   CHECK_FALSE(r.Finish().ok());
 }
