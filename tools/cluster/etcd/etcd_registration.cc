@@ -55,21 +55,23 @@ EtcdRegistration::EtcdRegistration(EtcdClient* etcd, std::string key,
 
 EtcdRegistration::~EtcdRegistration() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
+  stop_cv_.notify_all();
   renewer_.join();
   (void)etcd_->RevokeLease(lease_);
 }
 
 void EtcdRegistration::RenewLoop() {
-  absl::MutexLock lock(&mu_);
+  const auto period = absl::ToChronoMilliseconds(ttl_ / 3);
+  std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     // A timed wait for the stop flag: the renewal period, not a sync point.
-    if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), ttl_ / 3)) return;
-    mu_.Unlock();
+    if (stop_cv_.wait_for(lock, period, [this] { return stopping_; })) return;
+    lock.unlock();
     absl::StatusOr<absl::Duration> left = etcd_->KeepAlive(lease_);
-    mu_.Lock();
+    lock.lock();
     // A transient failure (etcd restarting) is retried next period; only an
     // expired lease is final.
     if (!left.ok() && absl::IsNotFound(left.status())) {
@@ -85,7 +87,7 @@ absl::Status EtcdRegistration::Update(std::string_view metadata) {
 }
 
 absl::Status EtcdRegistration::lost() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return lost_;
 }
 

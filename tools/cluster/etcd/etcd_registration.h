@@ -17,16 +17,16 @@
 #ifndef FLOWKV_TOOLS_CLUSTER_ETCD_ETCD_REGISTRATION_H_
 #define FLOWKV_TOOLS_CLUSTER_ETCD_ETCD_REGISTRATION_H_
 
+#include <condition_variable>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "tools/cluster/etcd/etcd_client.h"
 
@@ -66,9 +66,12 @@ class EtcdRegistration {
   const std::string key_;
   const int64_t lease_;
   const absl::Duration ttl_;
-  mutable absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status lost_ ABSL_GUARDED_BY(mu_);
+  // std::mutex rather than absl::Mutex: ThreadSanitizer sees it (Debian's
+  // Abseil is not instrumented).
+  mutable std::mutex mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;  // guarded by mu_
+  absl::Status lost_;      // guarded by mu_
   std::thread renewer_;
 };
 

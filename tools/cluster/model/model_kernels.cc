@@ -19,8 +19,11 @@
 // The loops (matrix product, dot product, scaled add) are compiled for AVX2
 // too and picked at run time: the same multiplications and additions in the
 // same order per element or lane (no FMA: C++20 mode compiles with
-// -ffp-contract=off), only wider.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// -ffp-contract=off), only wider. Not under the sanitizers: the resolver of
+// a target clone runs while the dynamic loader relocates the program, before
+// ThreadSanitizer's run time starts, and its instrumented code crashes there.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
 #define FLOWKV_CLUSTER_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define FLOWKV_CLUSTER_CLONES
