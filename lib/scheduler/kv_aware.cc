@@ -115,42 +115,28 @@ absl::StatusOr<Placement> KvAware::Place(const RequestInfo& request,
   }
 
   SkipCounts d_skips;
-  const NodeInfo* d = nullptr;
-  double d_cost = kInf;
-  double d_transfer = 0;
-  ForEachFrom(nodes, d_start_, [&](const NodeInfo& node) {
-    if (!Candidate(node, /*prefill=*/false, at, &d_skips)) return;
-    if (!HasCapacity(node, kv_tokens, &d_skips)) return;
-    const NodeLoad& l = node.load;
-    double transfer = 0;
-    if (&node != p) {
-      // Only the blocks the decode node lacks cross the link.
-      const double moved = input - reusable(node);
-      transfer = cluster.Link(p->id, node.id)
-                     .TransferMs(moved * p->kv_bytes_per_token,
-                                 params_.transfer_calls_per_request +
-                                     params_.transfer_calls_per_block *
-                                         std::ceil(moved / p->block_tokens));
-    }
-    const double step =
-        node.cost.DecodeStepMs(l.running_decode + l.waiting_decode + 1,
-                               l.decode_context_tokens + input + output / 2);
-    const double cost = transfer + params_.decode_weight * output * step;
-    if (d == nullptr || cost < d_cost) {
-      d = &node;
-      d_cost = cost;
-      d_transfer = transfer;
-    }
-  });
-  if (d == nullptr) {
+  const DecodeChoice d = ChooseDecodeNode(
+      nodes, d_start_, at, kv_tokens, input, output, params_.decode_weight,
+      [&](const NodeInfo& node) {
+        if (&node == p) return 0.0;
+        // Only the blocks the decode node lacks cross the link.
+        const double moved = input - reusable(node);
+        return cluster.Link(p->id, node.id)
+            .TransferMs(moved * p->kv_bytes_per_token,
+                        params_.transfer_calls_per_request +
+                            params_.transfer_calls_per_block *
+                                std::ceil(moved / p->block_tokens));
+      },
+      &d_skips);
+  if (d.node == nullptr) {
     return NoNodeError(kName, false, request, kv_tokens, nodes.size(), d_skips);
   }
   p_start_ = static_cast<size_t>(p - nodes.data()) + 1;
-  d_start_ = static_cast<size_t>(d - nodes.data()) + 1;
+  d_start_ = static_cast<size_t>(d.node - nodes.data()) + 1;
   return Placement{.prefill_node = p->id,
-                   .decode_node = d->id,
+                   .decode_node = d.node->id,
                    .predicted_ttft_ms = p_ttft,
-                   .predicted_transfer_ms = d_transfer};
+                   .predicted_transfer_ms = d.transfer_ms};
 }
 
 }  // namespace

@@ -121,35 +121,23 @@ absl::StatusOr<Placement> LoadAware::Place(const RequestInfo& request,
       params_.transfer_calls_per_request +
       params_.transfer_calls_per_block * std::ceil(input / p->block_tokens);
   SkipCounts d_skips;
-  const NodeInfo* d = nullptr;
-  double d_cost = kInf;
-  double d_transfer = 0;
-  ForEachFrom(nodes, d_start_, [&](const NodeInfo& node) {
-    if (!Candidate(node, /*prefill=*/false, at, &d_skips)) return;
-    if (!HasCapacity(node, kv_tokens, &d_skips)) return;
-    const NodeLoad& l = node.load;
-    const double transfer =
-        &node == p ? 0.0
+  const DecodeChoice d = ChooseDecodeNode(
+      nodes, d_start_, at, kv_tokens, input, output, params_.decode_weight,
+      [&](const NodeInfo& node) {
+        return &node == p
+                   ? 0.0
                    : cluster.Link(p->id, node.id).TransferMs(bytes, calls);
-    const double step =
-        node.cost.DecodeStepMs(l.running_decode + l.waiting_decode + 1,
-                               l.decode_context_tokens + input + output / 2);
-    const double cost = transfer + params_.decode_weight * output * step;
-    if (d == nullptr || cost < d_cost) {
-      d = &node;
-      d_cost = cost;
-      d_transfer = transfer;
-    }
-  });
-  if (d == nullptr) {
+      },
+      &d_skips);
+  if (d.node == nullptr) {
     return NoNodeError(kName, false, request, kv_tokens, nodes.size(), d_skips);
   }
   p_start_ = static_cast<size_t>(p - nodes.data()) + 1;
-  d_start_ = static_cast<size_t>(d - nodes.data()) + 1;
+  d_start_ = static_cast<size_t>(d.node - nodes.data()) + 1;
   return Placement{.prefill_node = p->id,
-                   .decode_node = d->id,
+                   .decode_node = d.node->id,
                    .predicted_ttft_ms = p_ttft,
-                   .predicted_transfer_ms = d_transfer};
+                   .predicted_transfer_ms = d.transfer_ms};
 }
 
 RebalancePlan LoadAware::Rebalance(const ClusterView& cluster, absl::Time now) {

@@ -145,6 +145,40 @@ void ForEachFrom(const std::vector<NodeInfo>& nodes, size_t start, Fn&& fn) {
   for (size_t i = 0; i < start; ++i) fn(nodes[i]);
 }
 
+// The decode node for a request whose prefill runs on `prefill`: among the
+// candidates with room for `kv_tokens`, the one with the lowest
+// transfer_ms(node) + decode_weight x output x its predicted decode step.
+// transfer_ms prices the KV that crosses to the node (0 for `prefill`
+// itself); load_aware moves the whole prompt, kv_aware only what the node
+// lacks. `node` is null when none qualifies (`skips` says why).
+struct DecodeChoice {
+  const NodeInfo* node = nullptr;
+  double transfer_ms = 0;
+};
+template <typename TransferFn>
+DecodeChoice ChooseDecodeNode(const std::vector<NodeInfo>& nodes, size_t start,
+                              const UsableAt& at, double kv_tokens,
+                              double input, double output, double decode_weight,
+                              TransferFn&& transfer_ms, SkipCounts* skips) {
+  DecodeChoice best;
+  double best_cost = 0;
+  ForEachFrom(nodes, start, [&](const NodeInfo& node) {
+    if (!Candidate(node, /*prefill=*/false, at, skips)) return;
+    if (!HasCapacity(node, kv_tokens, skips)) return;
+    const NodeLoad& l = node.load;
+    const double transfer = transfer_ms(node);
+    const double step =
+        node.cost.DecodeStepMs(l.running_decode + l.waiting_decode + 1,
+                               l.decode_context_tokens + input + output / 2);
+    const double cost = transfer + decode_weight * output * step;
+    if (best.node == nullptr || cost < best_cost) {
+      best = {&node, transfer};
+      best_cost = cost;
+    }
+  });
+  return best;
+}
+
 // Time to prefill `tokens` in batches of at most `chunk` tokens (ms).
 inline double ChunkedPrefillMs(const NodeCostModel& cost, double tokens,
                                double chunk) {
