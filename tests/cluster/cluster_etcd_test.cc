@@ -14,25 +14,19 @@
 // bounds derived from the lease ttl it sets (no sleeps).
 
 #include <cstdio>
-#include <fstream>
 #include <iostream>
-#include <regex>
-#include <spawn.h>
-#include <sstream>
 #include <string>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
 
 #include <catch2/catch.hpp>
 
+#include "tests/support/cluster_run.h"
 #include "tests/support/etcd_process.h"
 #include "tests/support/wait_until.h"
 #include "tools/cluster/etcd/etcd_client.h"
 #include "tools/cluster/etcd/etcd_membership.h"
 #include "tools/cluster/etcd/etcd_registration.h"
-
-extern char** environ;
 
 namespace flowkv::cluster {
 namespace {
@@ -50,17 +44,14 @@ bool SkipWithoutEtcd() {
   return true;
 }
 
-struct Run {
-  int exit_code = -1;
-  std::string json;
-};
+using Run = flowkv::testing::ClusterRun;
+using flowkv::testing::JsonField;
 
 // The small model and workload of cluster_run_test, with --etcd.
 Run RunCluster(const std::string& name, const std::string& endpoint,
                const std::string& cluster, std::vector<std::string> extra) {
   const std::string json_path = "/tmp/flowkv_cluster_etcd_test_" +
                                 std::to_string(getpid()) + "_" + name + ".json";
-  std::remove(json_path.c_str());
   std::vector<std::string> args = {FLOWKV_CLUSTER_BIN,
                                    "--prefill=2",
                                    "--decode=2",
@@ -79,29 +70,7 @@ Run RunCluster(const std::string& name, const std::string& endpoint,
                                    "--etcd_ttl_ms=" + std::to_string(kTtlMs),
                                    "--json=" + json_path};
   args.insert(args.end(), extra.begin(), extra.end());
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid;
-  REQUIRE(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) ==
-          0);
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  Run run;
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(json_path);
-  std::stringstream text;
-  text << in.rdbuf();
-  run.json = text.str();
-  std::remove(json_path.c_str());
-  return run;
-}
-
-std::string Field(const std::string& json, const std::string& field) {
-  std::smatch m;
-  const std::regex re("\"" + field + "\": ([-0-9.a-z]+|\\[[0-9, ]*\\])");
-  if (!std::regex_search(json, m, re)) return "<missing>";
-  return m[1];
+  return flowkv::testing::RunClusterProcess(std::move(args), json_path);
 }
 
 std::unique_ptr<EtcdClient> Connect(const std::string& endpoint) {
@@ -127,12 +96,12 @@ TEST_CASE(
   const Run run = RunCluster("exact", etcd_server.endpoint(), "exact",
                              {"--policy=least_loaded"});
   REQUIRE(run.exit_code == 0);
-  CHECK(Field(run.json, "etcd_members") == "4");
-  CHECK(Field(run.json, "etcd_lost_nodes") == "[]");
-  CHECK(Field(run.json, "requests_finished") == "30");
-  CHECK(Field(run.json, "requests_failed") == "0");
-  CHECK(Field(run.json, "exact") == "true");
-  CHECK(std::stoull(Field(run.json, "bytes_moved")) > 0);
+  CHECK(JsonField(run.json, "etcd_members") == "4");
+  CHECK(JsonField(run.json, "etcd_lost_nodes") == "[]");
+  CHECK(JsonField(run.json, "requests_finished") == "30");
+  CHECK(JsonField(run.json, "requests_failed") == "0");
+  CHECK(JsonField(run.json, "exact") == "true");
+  CHECK(std::stoull(JsonField(run.json, "bytes_moved")) > 0);
   // The nodes revoked their leases on the way out (or they expire).
   auto etcd = Connect(etcd_server.endpoint());
   CHECK(WaitUntil([&] { return Empty(*etcd, "exact"); }, kExpiryBound));
@@ -150,11 +119,11 @@ TEST_CASE(
       RunCluster("kill", etcd_server.endpoint(), "kill",
                  {"--policy=round_robin", "--kill_node=2", "--kill_after=6"});
   REQUIRE(run.exit_code == 0);
-  CHECK(Field(run.json, "killed_nodes") == "[2]");
-  CHECK(Field(run.json, "etcd_members") == "4");
-  CHECK(Field(run.json, "etcd_lost_nodes") == "[2]");
-  CHECK(Field(run.json, "requests_finished") == "30");
-  CHECK(Field(run.json, "exact") == "true");
+  CHECK(JsonField(run.json, "killed_nodes") == "[2]");
+  CHECK(JsonField(run.json, "etcd_members") == "4");
+  CHECK(JsonField(run.json, "etcd_lost_nodes") == "[2]");
+  CHECK(JsonField(run.json, "requests_finished") == "30");
+  CHECK(JsonField(run.json, "exact") == "true");
   auto etcd = Connect(etcd_server.endpoint());
   CHECK(WaitUntil([&] { return Empty(*etcd, "kill"); }, kExpiryBound));
 }

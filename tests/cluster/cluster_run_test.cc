@@ -9,6 +9,8 @@
 // The tool bounds its own waits (node start-up 60 s, a stalled cluster
 // 30 s); the test waits for the process to exit (no sleeps).
 
+#include "tests/support/cluster_run.h"
+
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -28,10 +30,8 @@ extern char** environ;
 
 namespace {
 
-struct Run {
-  int exit_code = -1;
-  std::string json;
-};
+using Run = flowkv::testing::ClusterRun;
+using flowkv::testing::JsonField;
 
 // A small model and a short synthetic workload: seconds on two cores.
 Run RunCluster(const std::string& name, std::vector<std::string> extra) {
@@ -44,41 +44,18 @@ Run RunCluster(const std::string& name, std::vector<std::string> extra) {
       "--kv_heads=2",       "--max_context=256", "--blocks_per_node=256",
       "--json=" + json_path};
   args.insert(args.end(), extra.begin(), extra.end());
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid;
-  REQUIRE(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) ==
-          0);
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  Run run;
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(json_path);
-  std::stringstream text;
-  text << in.rdbuf();
-  run.json = text.str();
-  std::remove(json_path.c_str());
-  return run;
-}
-
-// The value of a top-level "field": number or true/false, as text.
-std::string Field(const std::string& json, const std::string& field) {
-  std::smatch m;
-  const std::regex re("\"" + field + "\": ([-0-9.a-z]+)");
-  if (!std::regex_search(json, m, re)) return "<missing>";
-  return m[1];
+  return flowkv::testing::RunClusterProcess(std::move(args), json_path);
 }
 
 TEST_CASE("a small cluster serves every request exactly", "[cluster]") {
   const Run run = RunCluster("exact", {"--policy=least_loaded"});
   REQUIRE(run.exit_code == 0);
-  CHECK(Field(run.json, "requests_finished") == "30");
-  CHECK(Field(run.json, "requests_failed") == "0");
-  CHECK(Field(run.json, "requests_retried") == "0");
-  CHECK(Field(run.json, "exact") == "true");
+  CHECK(JsonField(run.json, "requests_finished") == "30");
+  CHECK(JsonField(run.json, "requests_failed") == "0");
+  CHECK(JsonField(run.json, "requests_retried") == "0");
+  CHECK(JsonField(run.json, "exact") == "true");
   // Disaggregated: KV crossed processes.
-  CHECK(std::stoull(Field(run.json, "bytes_moved")) > 0);
+  CHECK(std::stoull(JsonField(run.json, "bytes_moved")) > 0);
 }
 
 TEST_CASE("prefill and decode pools of different layouts give the same tokens",
@@ -89,9 +66,9 @@ TEST_CASE("prefill and decode pools of different layouts give the same tokens",
       "layouts", {"--policy=round_robin", "--prefill_kv_layout=sglang_mha",
                   "--decode_kv_layout=vllm_flash_attn"});
   REQUIRE(run.exit_code == 0);
-  CHECK(Field(run.json, "requests_finished") == "30");
-  CHECK(Field(run.json, "exact") == "true");
-  CHECK(std::stoull(Field(run.json, "bytes_moved")) > 0);
+  CHECK(JsonField(run.json, "requests_finished") == "30");
+  CHECK(JsonField(run.json, "exact") == "true");
+  CHECK(std::stoull(JsonField(run.json, "bytes_moved")) > 0);
 }
 
 TEST_CASE("a killed decode process's requests are retried elsewhere",
@@ -102,10 +79,10 @@ TEST_CASE("a killed decode process's requests are retried elsewhere",
                  {"--policy=round_robin", "--kill_node=2", "--kill_after=6"});
   REQUIRE(run.exit_code == 0);
   CHECK(run.json.find("\"killed_nodes\": [2]") != std::string::npos);
-  CHECK(Field(run.json, "requests_finished") == "30");
-  CHECK(Field(run.json, "requests_failed") == "0");
-  CHECK(std::stoi(Field(run.json, "requests_retried")) >= 1);
-  CHECK(Field(run.json, "exact") == "true");
+  CHECK(JsonField(run.json, "requests_finished") == "30");
+  CHECK(JsonField(run.json, "requests_failed") == "0");
+  CHECK(std::stoi(JsonField(run.json, "requests_retried")) >= 1);
+  CHECK(JsonField(run.json, "exact") == "true");
 }
 
 TEST_CASE("a killed prefill process's requests are retried elsewhere",
@@ -115,10 +92,10 @@ TEST_CASE("a killed prefill process's requests are retried elsewhere",
                  {"--policy=round_robin", "--kill_node=0", "--kill_after=6"});
   REQUIRE(run.exit_code == 0);
   CHECK(run.json.find("\"killed_nodes\": [0]") != std::string::npos);
-  CHECK(Field(run.json, "requests_finished") == "30");
-  CHECK(Field(run.json, "requests_failed") == "0");
-  CHECK(std::stoi(Field(run.json, "requests_retried")) >= 1);
-  CHECK(Field(run.json, "exact") == "true");
+  CHECK(JsonField(run.json, "requests_finished") == "30");
+  CHECK(JsonField(run.json, "requests_failed") == "0");
+  CHECK(std::stoi(JsonField(run.json, "requests_retried")) >= 1);
+  CHECK(JsonField(run.json, "exact") == "true");
 }
 
 TEST_CASE("a node's death is found from its control socket", "[cluster]") {
@@ -131,16 +108,16 @@ TEST_CASE("a node's death is found from its control socket", "[cluster]") {
                               "--kill_after=6", "--kill_found_by_eof"});
   REQUIRE(run.exit_code == 0);
   CHECK(run.json.find("\"killed_nodes\": [3]") != std::string::npos);
-  CHECK(Field(run.json, "requests_finished") == "30");
-  CHECK(Field(run.json, "exact") == "true");
+  CHECK(JsonField(run.json, "requests_finished") == "30");
+  CHECK(JsonField(run.json, "exact") == "true");
 }
 
 TEST_CASE("the colocated baseline serves every request exactly", "[cluster]") {
   const Run run = RunCluster("colocated", {"--colocated"});
   REQUIRE(run.exit_code == 0);
-  CHECK(Field(run.json, "requests_finished") == "30");
-  CHECK(Field(run.json, "exact") == "true");
-  CHECK(Field(run.json, "bytes_moved") == "0");
+  CHECK(JsonField(run.json, "requests_finished") == "30");
+  CHECK(JsonField(run.json, "exact") == "true");
+  CHECK(JsonField(run.json, "bytes_moved") == "0");
 }
 
 TEST_CASE("the node processes die with the router", "[cluster]") {
